@@ -1,0 +1,205 @@
+"""Plain data shared by the supervisor, the workers and the frontends.
+
+Nothing here knows about Discord, sockets or the ``claude`` executable, so every layer
+may import it. Events are the vocabulary of the routing API: a frontend submits a message
+for a session key and reads these events back until ``RunDone`` or ``RunFailed``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NewType
+
+from claudeclaw.errors import InvalidKeyError
+
+SessionKey = NewType("SessionKey", str)
+"""``"global"`` for DMs and ordinary channels, else a Discord thread (or channel) id."""
+
+SessionId = NewType("SessionId", str)
+"""A Claude Code session id (a UUID chosen by the CLI)."""
+
+GLOBAL_KEY = SessionKey("global")
+
+_SNOWFLAKE = re.compile(r"[0-9]{1,20}")
+
+
+def session_key(value: str | int) -> SessionKey:
+    """Validate ``value`` as a session key: ``global`` or a Discord id (digits only).
+
+    Keys reach file names and log fields, so anything else is refused here, once.
+    """
+    text = str(value)
+    if text == GLOBAL_KEY or _SNOWFLAKE.fullmatch(text):
+        return SessionKey(text)
+    raise InvalidKeyError(
+        f"invalid session key {text!r}: expected 'global' or a Discord id made of digits"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One Claude session as stored in session.json / sessions.json (upstream's format)."""
+
+    key: SessionKey
+    session_id: SessionId
+    created_at: str  # ISO 8601, UTC
+    last_used_at: str
+    turn_count: int = 0
+    compact_warned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A message to run through ``claude`` for one session key."""
+
+    key: SessionKey
+    prompt: str
+    msg_id: str  # unique per submission; correlates events
+    origin: str = "cli"  # "discord", "cli", ... (timeouts and logs)
+
+
+# ---- run events (worker -> supervisor -> frontend) -------------------------------------
+
+EventKind = Literal["queued", "started", "progress", "session", "done", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunQueued:
+    """Accepted; ``position`` runs are ahead of it (0: next), or it waits for a run slot."""
+
+    msg_id: str
+    position: int
+    waiting_for_slot: bool = False
+    kind: Literal["queued"] = "queued"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A ``claude`` process was started for the message."""
+
+    msg_id: str
+    run_id: str
+    pid: int
+    resumed: bool  # True when --resume was passed
+    kind: Literal["started"] = "started"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSession:
+    """The CLI told us the session id (``system/init``); recorded even if the run fails."""
+
+    msg_id: str
+    session_id: str
+    kind: Literal["session"] = "session"
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """Claude is doing something: writing text or calling a tool."""
+
+    msg_id: str
+    text: str = ""  # assistant text (may be partial)
+    tool: str = ""  # tool name, e.g. "Bash"
+    summary: str = ""  # short, single-line summary of the tool input
+    kind: Literal["progress"] = "progress"
+
+
+@dataclass(frozen=True, slots=True)
+class RunDone:
+    """The run finished and produced a reply."""
+
+    msg_id: str
+    reply: str
+    session_id: str
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    num_turns: int = 0
+    context_reset: bool = False  # the stored session was gone; a new one was started
+    kind: Literal["done"] = "done"
+
+
+FailureReason = Literal[
+    "error",  # claude reported an error (API error, max turns, bad flags, ...)
+    "timeout",  # idle or hard timeout; the process group was killed
+    "cancelled",  # /stop or cancel
+    "rate_limited",  # usage limit; retry_at may say when
+    "crashed",  # the worker process died
+    "shutdown",  # the daemon is stopping
+    "spawn",  # claude could not be started (missing executable, ...)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    """The run did not produce a reply. ``message`` is safe to show to the user."""
+
+    msg_id: str
+    reason: FailureReason
+    message: str
+    session_id: str = ""
+    retry_at: str = ""  # ISO time when a rate limit resets, if known
+    kind: Literal["failed"] = "failed"
+
+
+RunEvent = RunQueued | RunStarted | RunSession | RunProgress | RunDone | RunFailed
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    "queued": RunQueued,
+    "started": RunStarted,
+    "session": RunSession,
+    "progress": RunProgress,
+    "done": RunDone,
+    "failed": RunFailed,
+}
+
+
+def event_to_dict(event: RunEvent) -> dict[str, Any]:
+    """Plain dict for JSON (IPC frames, ``--json`` output)."""
+    return asdict(event)
+
+
+def event_from_dict(data: dict[str, Any]) -> RunEvent:
+    """Inverse of :func:`event_to_dict`; unknown keys are ignored, a missing kind raises."""
+    kind = data.get("kind")
+    cls = _EVENT_TYPES.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown run event kind {kind!r}")
+    names = set(cls.__dataclass_fields__)
+    event: RunEvent = cls(**{k: v for k, v in data.items() if k in names})
+    return event
+
+
+def is_final(event: RunEvent) -> bool:
+    """True for the last event of a run (done or failed)."""
+    return isinstance(event, RunDone | RunFailed)
+
+
+@dataclass(slots=True)
+class WorkerStatus:
+    """What ``claudeclaw status`` shows for one worker."""
+
+    key: str
+    pid: int
+    state: str  # "starting", "idle", "running", "stopping"
+    queue_length: int
+    running_msg_id: str = ""
+    run_elapsed_s: float = 0.0
+    session_id: str = ""
+    claude_pid: int = 0
+    rss_bytes: int = 0
+    cpu_percent: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A session key as the routing API reports it (``/status``, ``claudeclaw sessions``)."""
+
+    key: SessionKey
+    record: SessionRecord | None  # None: no Claude session yet (next message creates one)
+    running: bool = False
+    queue_length: int = 0  # messages waiting behind the running one
+    worker_pid: int = 0  # 0: no live worker
+    run_elapsed_s: float = 0.0
+    last_error: str = ""

@@ -1,0 +1,131 @@
+"""Every file and socket location of a claudeclaw project, derived from one root.
+
+A project is a directory: Claude's working directory. Its state lives in
+``<project>/.claude/claudeclaw/`` exactly where the original ClaudeClaw keeps it, so an
+existing state directory keeps working. Runtime sockets live in a private runtime
+directory (systemd's ``$RUNTIME_DIRECTORY`` when given) because socket paths must be short
+and must not survive a reboot; the daemon advertises their location in ``daemon.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from claudeclaw.errors import StateError
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectPaths:
+    """Locations for one project. ``root`` is absolute."""
+
+    root: Path
+
+    @classmethod
+    def for_project(cls, project: str | os.PathLike[str] | None) -> ProjectPaths:
+        """Resolve ``project`` (default: the current directory) to an absolute root."""
+        return cls(Path(project or os.getcwd()).expanduser().resolve())
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".claude" / "claudeclaw"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.state_dir / "settings.json"
+
+    @property
+    def global_session_file(self) -> Path:
+        """The global session (DMs, ordinary channels): upstream's ``session.json``."""
+        return self.state_dir / "session.json"
+
+    @property
+    def thread_sessions_file(self) -> Path:
+        """The thread session registry: upstream's ``sessions.json``."""
+        return self.state_dir / "sessions.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """flock(2) target serialising writers of the session files across processes."""
+        return self.state_dir / ".sessions.lock"
+
+    @property
+    def inbox_dir(self) -> Path:
+        """Downloaded Discord attachments (pruned after a configurable age)."""
+        return self.state_dir / "inbox" / "discord"
+
+    @property
+    def undelivered_dir(self) -> Path:
+        """Replies Discord would not take, kept so that nothing is lost."""
+        return self.state_dir / "undelivered"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def daemon_file(self) -> Path:
+        """Written by a running daemon: pid, start time, control socket path."""
+        return self.state_dir / "daemon.json"
+
+    def runtime_dir(self) -> Path:
+        """Private directory for this project's Unix sockets.
+
+        ``$RUNTIME_DIRECTORY`` (systemd) wins; otherwise ``$XDG_RUNTIME_DIR/claudeclaw/<h>``
+        or ``<tmp>/claudeclaw-<uid>/<h>``, where ``<h>`` is a short hash of the project root
+        so that several projects never share sockets and paths stay under the 108-byte limit.
+        """
+        given = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        if given:
+            return Path(given)
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg and Path(xdg).is_dir():
+            return Path(xdg) / "claudeclaw" / digest
+        return Path(tempfile.gettempdir()) / f"claudeclaw-{os.getuid()}" / digest
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) with mode 0700 and make sure it is ours and private.
+
+    An existing directory owned by someone else, or a symlink, is refused: sockets and
+    state inside it would be readable or replaceable by another user.
+    """
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        info = path.lstat()
+    except OSError as exc:
+        raise StateError(f"cannot create directory {path}: {exc.strerror}") from exc
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise StateError(f"{path} is not a directory (or is a symlink); remove it and retry")
+    if info.st_uid != os.getuid():
+        raise StateError(
+            f"{path} belongs to uid {info.st_uid}, not to us (uid {os.getuid()}); "
+            "run claudeclaw as the directory's owner or fix the ownership"
+        )
+    if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write a small file atomically with mode 0600 (temp file, fsync, rename)."""
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, PRIVATE_FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
