@@ -1,0 +1,36 @@
+"""The routing API: what a frontend (Discord, the control socket) may ask of the daemon.
+
+The supervisor implements :class:`Dispatcher`; frontends depend only on this protocol, so
+they can be tested against a fake and never reach into the worker pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from claudeclaw.model import RunEvent, SessionInfo, SessionKey
+
+
+class Dispatcher(Protocol):
+    def submit(
+        self, key: SessionKey, prompt: str, *, origin: str = "discord"
+    ) -> AsyncIterator[RunEvent]:
+        """Queue ``prompt`` for ``key``; yields queued, started, progress…, then done or failed."""
+        ...
+
+    async def cancel(self, key: SessionKey) -> bool:
+        """Kill the running ``claude`` of ``key`` (its process group); the queue goes on."""
+        ...
+
+    async def reset(self, key: SessionKey) -> bool:
+        """Forget the Claude session of ``key`` and stop its worker; True if there was one."""
+        ...
+
+    async def session_info(self, key: SessionKey) -> SessionInfo:
+        """The stored session and live state (running, queue, worker pid) of ``key``."""
+        ...
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        """Every thread session (not the global one), with live state."""
+        ...

@@ -1,0 +1,6 @@
+"""Shared pytest configuration. Fixture families live in their own modules."""
+
+pytest_plugins = [
+    "tests.fixtures_claude",
+    "tests.fixtures_discord",
+]
