@@ -1,0 +1,261 @@
+"""Atomic, locked JSON state files that survive crashes and never silently reset.
+
+The original ClaudeClaw rewrote its session files in place and, on a parse error, started
+again from an empty map, so one torn write lost every thread's session. Here a write goes
+to a temp file in the same directory, is fsynced and renamed over the old file (the old
+good copy is kept as ``<name>.bak``); a corrupt file is moved aside, never overwritten, and
+the ``.bak`` is restored. Writers in different processes serialise on an ``flock(2)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from claudeclaw.errors import StateError
+from claudeclaw.logs import get_logger
+from claudeclaw.paths import PRIVATE_FILE_MODE, ensure_private_dir
+
+Validator = Callable[[Any], bool]
+"""Returns True when a parsed document has the expected shape (e.g. a JSON object)."""
+
+
+def is_object(data: Any) -> bool:
+    """Validator: the top level is a JSON object."""
+    return isinstance(data, dict)
+
+
+def backup_path(path: Path) -> Path:
+    """The last good copy of ``path``: ``<name>.bak`` next to it."""
+    return path.with_name(path.name + ".bak")
+
+
+class _Corrupt(Exception):
+    """Internal: the bytes on disk are not a valid document (message says why)."""
+
+
+def _parse(raw: bytes, validate: Validator | None) -> Any:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Corrupt(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise _Corrupt(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if validate is not None and not validate(data):
+        raise _Corrupt(f"unexpected top-level type {type(data).__name__}")
+    return data
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(
+            f"cannot read {path}: {exc.strerror}; check its owner and mode (chmod 600 {path})"
+        ) from exc
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable: fsync the directory entry (best effort on odd filesystems)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """temp file in the same directory → fsync → chmod 0600 → rename (no dir fsync)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, PRIVATE_FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dumps(data: Any) -> bytes:
+    # Two-space indent like the original's JSON.stringify(data, null, 2).
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _corrupt_aside_path(path: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    candidate = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    return candidate
+
+
+def _recover(path: Path, reason: str, validate: Validator | None, log: Any) -> Any:
+    """``path`` is corrupt: keep it aside, restore ``.bak``, log both names; or refuse."""
+    bak = backup_path(path)
+    raw_bak = _read_bytes(bak)
+    bak_problem = "it does not exist"
+    if raw_bak is not None:
+        try:
+            data = _parse(raw_bak, validate)
+        except _Corrupt as exc:
+            bak_problem = f"it is corrupt too ({exc})"
+        else:
+            aside = _corrupt_aside_path(path)
+            os.replace(path, aside)
+            _atomic_write_bytes(path, raw_bak)
+            _fsync_dir(path.parent)
+            (log or get_logger()).error(
+                "state.file_recovered",
+                file=str(path),
+                corrupt_copy=str(aside),
+                restored_from=str(bak),
+                reason=reason,
+            )
+            return data
+    raise StateError(
+        f"{path} is corrupt ({reason}) and there is no good copy to restore "
+        f"({bak}: {bak_problem}). Fix: repair the JSON by hand, or move the file aside "
+        f"(mv {path} {path}.corrupt) to start again without the state it held"
+    )
+
+
+def _read_locked_or_unlocked(
+    path: Path, validate: Validator | None, log: Any, lock_path: Path | None
+) -> Any | None:
+    raw = _read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        return _parse(raw, validate)
+    except _Corrupt as exc:
+        reason = str(exc)
+    if lock_path is None:  # the caller holds the writers' lock (or there is none)
+        return _recover(path, reason, validate, log)
+    with locked(lock_path):
+        # Another process may have recovered or rewritten it while we waited.
+        raw = _read_bytes(path)
+        if raw is None:
+            return None
+        try:
+            return _parse(raw, validate)
+        except _Corrupt as exc:
+            return _recover(path, str(exc), validate, log)
+
+
+def read_json(
+    path: Path,
+    *,
+    validate: Validator | None = None,
+    log: Any = None,
+    lock_path: Path | None = None,
+) -> Any | None:
+    """Parsed contents of ``path``, or None when it does not exist.
+
+    A corrupt file (bad JSON, or ``validate`` says no) is moved to
+    ``<name>.corrupt-<UTC time>``, the last good copy ``<name>.bak`` is restored and
+    returned, and an error event names both files. Without a good copy this raises
+    :class:`StateError`: losing state silently is worse than stopping. Reading never writes
+    unless it is recovering; pass ``lock_path`` so that recovery happens under the writers'
+    lock (never pass it while already holding that lock: flock is not re-entrant).
+    """
+    return _read_locked_or_unlocked(path, validate, log, lock_path)
+
+
+def write_json(path: Path, data: Any, *, validate: Validator | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically (mode 0600, directory 0700).
+
+    The current file, if it parses (and passes ``validate``), is first copied to
+    ``<name>.bak``; a corrupt current file never overwrites a good ``.bak``. Hold
+    :func:`locked` around read-modify-write cycles (see :func:`update_json`).
+    """
+    ensure_private_dir(path.parent)
+    payload = _dumps(data)
+    current = _read_bytes(path)
+    if current is not None:
+        try:
+            _parse(current, validate)
+        except _Corrupt:
+            pass
+        else:
+            _atomic_write_bytes(backup_path(path), current)
+    _atomic_write_bytes(path, payload)
+    _fsync_dir(path.parent)
+
+
+def remove_json(path: Path) -> bool:
+    """Delete ``path``, keeping its content as ``<name>.bak``; False if it was absent."""
+    current = _read_bytes(path)
+    if current is None:
+        return False
+    _atomic_write_bytes(backup_path(path), current)
+    path.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block.
+
+    Serialises writers across processes and threads (each call opens its own file
+    description). Not re-entrant: do not nest two ``locked`` blocks on the same file.
+    """
+    ensure_private_dir(lock_path.parent)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(lock_path, flags, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise StateError(
+            f"cannot open lock file {lock_path}: {exc.strerror}; "
+            f"check the state directory's owner and mode (chmod 700 {lock_path.parent})"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def update_json(
+    path: Path,
+    lock_path: Path,
+    fn: Callable[[Any | None], Any],
+    *,
+    validate: Validator | None = None,
+    log: Any = None,
+) -> Any:
+    """Read-modify-write ``path`` under the lock: ``fn(current or None)`` returns the new
+    document, which is written unless it equals the current one. Returns the new document.
+
+    ``fn`` may mutate its argument; a deep copy is compared, so nothing is lost.
+    """
+    with locked(lock_path):
+        current = _read_locked_or_unlocked(path, validate, log, None)
+        snapshot = copy.deepcopy(current)
+        new = fn(current)
+        if new != snapshot:  # an absent file stays absent when fn returns None
+            write_json(path, new, validate=validate)
+        return new

@@ -1,0 +1,298 @@
+"""The session registry: which Claude session id belongs to which session key.
+
+The files keep the original ClaudeClaw's formats so an existing state directory works
+unchanged (and could be handed back to it):
+
+* ``global`` → ``session.json``: ``{"sessionId", "createdAt", "lastUsedAt", "turnCount",
+  "compactWarned"}`` plus anything else it holds (``messageCount``...).
+* every other key → ``sessions.json``: ``{"threads": {"<key>": {"sessionId", "threadId",
+  "createdAt", "lastUsedAt", "turnCount", "compactWarned"}}}``. Entries we cannot use
+  (job names such as ``daily-report``) and fields we do not know are preserved.
+
+Unlike the original, the file is read on every call (several processes share it), a read
+never writes, and writes are atomic, flock-serialised and backed up (``jsonstore``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from claudeclaw import jsonstore
+from claudeclaw.errors import InvalidKeyError
+from claudeclaw.model import GLOBAL_KEY, SessionId, SessionKey, SessionRecord, session_key
+from claudeclaw.paths import ProjectPaths
+
+_THREADS = "threads"
+
+
+def utc_now_iso() -> str:
+    """Now as JavaScript's ``Date.toISOString()`` writes it: ``2026-11-25T01:02:03.456Z``."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _is_registry(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get(_THREADS, {}), dict)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value)
+
+
+def _to_record(key: SessionKey, entry: Any) -> SessionRecord | None:
+    """An entry as stored → record; None when it holds no session (absent/empty id)."""
+    if not isinstance(entry, dict):
+        return None
+    sid = entry.get("sessionId")
+    if not isinstance(sid, str) or not sid:
+        return None
+    created = entry.get("createdAt")
+    last = entry.get("lastUsedAt")
+    created_s = created if isinstance(created, str) else ""
+    return SessionRecord(
+        key=key,
+        session_id=SessionId(sid),
+        created_at=created_s,
+        last_used_at=last if isinstance(last, str) else created_s,
+        turn_count=_int(entry.get("turnCount", 0)),
+        compact_warned=entry.get("compactWarned") is True,
+    )
+
+
+def _new_entry(key: SessionKey, session_id: str, old: Any) -> dict[str, Any]:
+    """A fresh entry for a new session id, keeping fields we do not know from ``old``."""
+    entry: dict[str, Any] = dict(old) if isinstance(old, dict) else {}
+    now = utc_now_iso()
+    entry.update(
+        sessionId=session_id, createdAt=now, lastUsedAt=now, turnCount=0, compactWarned=False
+    )
+    if "messageCount" in entry:  # upstream's rotation counter belongs to the old session
+        entry["messageCount"] = 0
+    if key != GLOBAL_KEY:
+        entry["threadId"] = key
+    else:
+        entry.pop("threadId", None)
+    # Upstream's key order first, then whatever else was there.
+    order = ["sessionId", "threadId", "createdAt", "lastUsedAt", "turnCount", "compactWarned"]
+    return {k: entry[k] for k in order if k in entry} | {
+        k: v for k, v in entry.items() if k not in order
+    }
+
+
+def _backfill(key: SessionKey, entry: dict[str, Any]) -> None:
+    """Fill fields an older writer left out (as upstream's getThreadSession did)."""
+    now = utc_now_iso()
+    if not isinstance(entry.get("createdAt"), str):
+        entry["createdAt"] = now
+    if not isinstance(entry.get("turnCount"), int) or isinstance(entry.get("turnCount"), bool):
+        entry["turnCount"] = _int(entry.get("turnCount"))
+    if not isinstance(entry.get("compactWarned"), bool):
+        entry["compactWarned"] = False
+    if key != GLOBAL_KEY and "threadId" not in entry:
+        entry["threadId"] = key
+
+
+class SessionRegistry:
+    """Session key → Claude session id, persisted in upstream's two files.
+
+    Synchronous file I/O under ``paths.lock_file``; async callers use
+    ``asyncio.to_thread``. Every call re-reads the file: no cache can go stale when the
+    supervisor, workers and the CLI share one state directory.
+    """
+
+    def __init__(self, paths: ProjectPaths) -> None:
+        self._paths = paths
+        self._creating: dict[SessionKey, tuple[asyncio.Lock, int]] = {}
+
+    # ---- file plumbing ------------------------------------------------------------------
+
+    def _file(self, key: SessionKey) -> Path:
+        if key == GLOBAL_KEY:
+            return self._paths.global_session_file
+        return self._paths.thread_sessions_file
+
+    def _read(self, key: SessionKey) -> Any:
+        """The raw entry for ``key`` (None if absent); reads only."""
+        if key == GLOBAL_KEY:
+            return jsonstore.read_json(
+                self._paths.global_session_file,
+                validate=jsonstore.is_object,
+                lock_path=self._paths.lock_file,
+            )
+        data = jsonstore.read_json(
+            self._paths.thread_sessions_file,
+            validate=_is_registry,
+            lock_path=self._paths.lock_file,
+        )
+        if data is None:
+            return None
+        return data.get(_THREADS, {}).get(key)
+
+    def _update(self, key: SessionKey, fn: Callable[[Any], Any]) -> None:
+        """Read-modify-write ``key``'s entry under the lock. ``fn(entry | None)`` returns
+        the new entry, or None to delete it (the global file is then removed)."""
+        if key == GLOBAL_KEY:
+            path = self._paths.global_session_file
+            with jsonstore.locked(self._paths.lock_file):
+                current = jsonstore.read_json(path, validate=jsonstore.is_object)
+                new = fn(current)
+                if new is None:
+                    if current is not None:
+                        jsonstore.remove_json(path)
+                elif new != current:
+                    jsonstore.write_json(path, new, validate=jsonstore.is_object)
+            return
+
+        def apply(data: Any) -> Any:
+            old = data.get(_THREADS, {}).get(key) if data is not None else None
+            new = fn(old)
+            if new is None and old is None:
+                return data  # nothing to store or delete: no write, no new file
+            if data is None:
+                data = {_THREADS: {}}
+            threads = data.setdefault(_THREADS, {})
+            if new is None:
+                threads.pop(key, None)
+            else:
+                threads[key] = new
+            return data
+
+        jsonstore.update_json(
+            self._paths.thread_sessions_file, self._paths.lock_file, apply, validate=_is_registry
+        )
+
+    # ---- the API ----------------------------------------------------------------------
+
+    def get(self, key: SessionKey) -> SessionRecord | None:
+        """The stored session of ``key``, or None. Never writes (except crash recovery)."""
+        key = session_key(key)
+        return _to_record(key, self._read(key))
+
+    def record(self, key: SessionKey, session_id: str) -> SessionRecord:
+        """Store the id the CLI reported. Same id: unchanged; another id: a new record
+        (turns 0, new createdAt), keeping any fields we do not understand."""
+        key = session_key(key)
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("session_id must be a non-empty string")
+        result: list[SessionRecord] = []
+
+        def fn(entry: Any) -> Any:
+            existing = _to_record(key, entry)
+            if existing is not None and existing.session_id == session_id:
+                result.append(existing)
+                return entry
+            new = _new_entry(key, session_id, entry)
+            rec = _to_record(key, new)
+            assert rec is not None
+            result.append(rec)
+            return new
+
+        self._update(key, fn)
+        return result[0]
+
+    def touch(self, key: SessionKey) -> SessionRecord | None:
+        """After a successful turn: ``lastUsedAt`` = now, ``turnCount`` + 1.
+        None (and no write) when ``key`` has no session."""
+        key = session_key(key)
+        result: list[SessionRecord] = []
+
+        def fn(entry: Any) -> Any:
+            if _to_record(key, entry) is None:
+                return entry
+            new = dict(entry)
+            _backfill(key, new)
+            new["lastUsedAt"] = utc_now_iso()
+            new["turnCount"] = _int(new.get("turnCount")) + 1
+            rec = _to_record(key, new)
+            assert rec is not None
+            result.append(rec)
+            return new
+
+        self._update(key, fn)
+        return result[0] if result else None
+
+    def mark_compact_warned(self, key: SessionKey) -> SessionRecord | None:
+        """Set ``compactWarned`` (upstream's one-time "context is getting long" notice)."""
+        key = session_key(key)
+        result: list[SessionRecord] = []
+
+        def fn(entry: Any) -> Any:
+            if _to_record(key, entry) is None:
+                return entry
+            new = dict(entry)
+            new["compactWarned"] = True
+            rec = _to_record(key, new)
+            assert rec is not None
+            result.append(rec)
+            return new
+
+        self._update(key, fn)
+        return result[0] if result else None
+
+    def remove(self, key: SessionKey) -> SessionRecord | None:
+        """Forget ``key``'s session (the transcript on disk is left alone). Returns what
+        was removed, or None if there was no session (a placeholder entry is dropped too).
+        """
+        key = session_key(key)
+        result: list[SessionRecord] = []
+
+        def fn(entry: Any) -> Any:
+            rec = _to_record(key, entry)
+            if rec is not None:
+                result.append(rec)
+            return None
+
+        self._update(key, fn)
+        return result[0] if result else None
+
+    def list(self) -> list[SessionRecord]:
+        """Thread (and channel) sessions in insertion order; not the global one, not job
+        entries such as ``daily-report``, not placeholders with an empty id."""
+        data = jsonstore.read_json(
+            self._paths.thread_sessions_file,
+            validate=_is_registry,
+            lock_path=self._paths.lock_file,
+        )
+        if data is None:
+            return []
+        records: list[SessionRecord] = []
+        for raw_key, entry in data.get(_THREADS, {}).items():
+            try:
+                key = session_key(raw_key)
+            except InvalidKeyError:
+                continue
+            if key == GLOBAL_KEY:
+                continue
+            rec = _to_record(key, entry)
+            if rec is not None:
+                records.append(rec)
+        return records
+
+    async def get_or_create(
+        self, key: SessionKey, create: Callable[[], Awaitable[str]]
+    ) -> SessionRecord:
+        """The session of ``key``; if there is none, ``await create()`` for a new id and
+        record it. Concurrent calls for one key in this process share one ``create``;
+        across processes the supervisor's one-worker-per-key rule prevents a race."""
+        key = session_key(key)
+        lock, users = self._creating.get(key, (asyncio.Lock(), 0))
+        self._creating[key] = (lock, users + 1)
+        try:
+            async with lock:
+                existing = await asyncio.to_thread(self.get, key)
+                if existing is not None:
+                    return existing
+                session_id = await create()
+                return await asyncio.to_thread(self.record, key, session_id)
+        finally:
+            lock, users = self._creating[key]
+            if users <= 1:
+                del self._creating[key]
+            else:
+                self._creating[key] = (lock, users - 1)

@@ -1,0 +1,195 @@
+"""jsonstore: atomic writes, .bak of the last good copy, recovery, flock."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from claudeclaw import jsonstore
+from claudeclaw.errors import StateError
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_absent_file_reads_none_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "x.json"
+    assert jsonstore.read_json(path) is None
+    assert not path.parent.exists()
+
+
+def test_write_creates_private_dir_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "x.json"
+    jsonstore.write_json(path, {"a": 1, "big": 1234567890123456789012})
+    assert _mode(path.parent) == 0o700
+    assert _mode(path) == 0o600
+    assert json.loads(path.read_text()) == {"a": 1, "big": 1234567890123456789012}
+    assert jsonstore.read_json(path) == {"a": 1, "big": 1234567890123456789012}
+    # No temp files left behind.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.json"]
+
+
+def test_write_keeps_previous_good_copy_as_bak(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1})
+    assert not jsonstore.backup_path(path).exists()
+    jsonstore.write_json(path, {"v": 2})
+    bak = jsonstore.backup_path(path)
+    assert bak.name == "x.json.bak"
+    assert json.loads(bak.read_text()) == {"v": 1}
+    assert _mode(bak) == 0o600
+    assert json.loads(path.read_text()) == {"v": 2}
+
+
+def test_corrupt_current_never_overwrites_good_bak(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1})
+    jsonstore.write_json(path, {"v": 2})
+    path.write_text("{torn")
+    jsonstore.write_json(path, {"v": 3})
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 1}
+
+
+def test_corrupt_file_recovered_from_bak_and_kept_aside(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1})
+    jsonstore.write_json(path, {"v": 2})
+    path.write_text('{"v": 2, ')  # a torn write by some other program
+    with capture_logs() as logs:
+        data = jsonstore.read_json(path, validate=jsonstore.is_object)
+    assert data == {"v": 1}
+    assert json.loads(path.read_text()) == {"v": 1}  # the good copy is restored
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("x.json.corrupt-")]
+    assert len(aside) == 1
+    assert aside[0].read_text() == '{"v": 2, '
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["file"] == str(path)
+    assert errors[0]["corrupt_copy"] == str(aside[0])
+    assert errors[0]["restored_from"] == str(jsonstore.backup_path(path))
+
+
+def test_wrong_top_level_type_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1})
+    jsonstore.write_json(path, {"v": 2})
+    path.write_text("[1, 2]")
+    with capture_logs():
+        assert jsonstore.read_json(path, validate=jsonstore.is_object) == {"v": 1}
+    # Without the validator a list is fine.
+    path.write_text("[1, 2]")
+    assert jsonstore.read_json(path) == [1, 2]
+
+
+def test_corrupt_without_good_copy_raises_and_keeps_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text("not json")
+    with pytest.raises(StateError) as info:
+        jsonstore.read_json(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "Fix:" in message
+    assert path.read_text() == "not json"  # nothing was destroyed
+
+
+def test_corrupt_bak_too_raises(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text("")
+    jsonstore.backup_path(path).write_text("{")
+    with pytest.raises(StateError, match="corrupt too"):
+        jsonstore.read_json(path)
+
+
+def test_recovery_under_lock_path(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    lock = tmp_path / ".lock"
+    jsonstore.write_json(path, {"v": 1})
+    jsonstore.write_json(path, {"v": 2})
+    path.write_text("{")
+    with capture_logs():
+        assert jsonstore.read_json(path, lock_path=lock) == {"v": 1}
+    assert _mode(lock) == 0o600
+
+
+def test_update_json_read_modify_write(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    lock = tmp_path / ".lock"
+
+    def add(data: dict[str, int] | None) -> dict[str, int]:
+        data = data or {}
+        data["n"] = data.get("n", 0) + 1
+        return data
+
+    assert jsonstore.update_json(path, lock, add) == {"n": 1}
+    assert jsonstore.update_json(path, lock, add) == {"n": 2}
+    assert json.loads(path.read_text()) == {"n": 2}
+
+
+def test_update_json_skips_write_when_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    lock = tmp_path / ".lock"
+    jsonstore.write_json(path, {"n": 1})
+    before = path.stat().st_ino
+    jsonstore.update_json(path, lock, lambda d: d)
+    assert path.stat().st_ino == before
+    # An absent file stays absent when fn returns None.
+    other = tmp_path / "y.json"
+    jsonstore.update_json(other, lock, lambda d: None)
+    assert not other.exists()
+
+
+def test_remove_json_keeps_bak(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1})
+    assert jsonstore.remove_json(path) is True
+    assert not path.exists()
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 1}
+    assert jsonstore.remove_json(path) is False
+
+
+def test_locked_excludes_other_threads(tmp_path: Path) -> None:
+    lock = tmp_path / ".lock"
+    path = tmp_path / "counter.json"
+    jsonstore.write_json(path, {"n": 0})
+
+    def bump() -> None:
+        for _ in range(25):
+            jsonstore.update_json(path, lock, lambda d: {"n": d["n"] + 1})
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert json.loads(path.read_text()) == {"n": 100}
+
+
+def test_unreadable_file_is_a_state_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.mkdir()  # reading a directory fails with an OSError other than "not found"
+    with pytest.raises(StateError, match=str(path)):
+        jsonstore.read_json(path)
+
+
+def test_write_is_atomic_against_crash_midway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1})
+
+    def boom(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        jsonstore.write_json(path, {"v": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -1,0 +1,308 @@
+"""SessionRegistry: upstream file formats, preservation, locking across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from claudeclaw.errors import InvalidKeyError, StateError
+from claudeclaw.model import GLOBAL_KEY, SessionKey
+from claudeclaw.paths import ProjectPaths
+from claudeclaw.sessions import SessionRegistry, utc_now_iso
+
+ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+THREAD = SessionKey("1234567890123456789")
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> ProjectPaths:
+    return ProjectPaths(tmp_path)
+
+
+@pytest.fixture
+def reg(paths: ProjectPaths) -> SessionRegistry:
+    return SessionRegistry(paths)
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def test_utc_now_iso_matches_js_to_iso_string() -> None:
+    assert ISO_Z.fullmatch(utc_now_iso())
+
+
+def test_empty_registry(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    assert reg.get(THREAD) is None
+    assert reg.get(GLOBAL_KEY) is None
+    assert reg.list() == []
+    assert reg.touch(THREAD) is None
+    assert reg.remove(THREAD) is None
+    assert not paths.thread_sessions_file.exists()
+    assert not paths.global_session_file.exists()
+
+
+def test_thread_record_written_in_upstream_shape(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    rec = reg.record(THREAD, "uuid-1")
+    assert rec.key == THREAD and rec.session_id == "uuid-1" and rec.turn_count == 0
+    doc = read(paths.thread_sessions_file)
+    assert list(doc) == ["threads"]
+    entry = doc["threads"][THREAD]
+    assert list(entry) == [
+        "sessionId",
+        "threadId",
+        "createdAt",
+        "lastUsedAt",
+        "turnCount",
+        "compactWarned",
+    ]
+    assert entry["sessionId"] == "uuid-1" and entry["threadId"] == THREAD
+    assert ISO_Z.fullmatch(entry["createdAt"]) and entry["lastUsedAt"] == entry["createdAt"]
+    assert entry["turnCount"] == 0 and entry["compactWarned"] is False
+    assert stat.S_IMODE(paths.thread_sessions_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.state_dir.stat().st_mode) == 0o700
+    assert not paths.global_session_file.exists()
+
+
+def test_global_record_written_in_upstream_shape(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    reg.record(GLOBAL_KEY, "g-1")
+    doc = read(paths.global_session_file)
+    assert list(doc) == ["sessionId", "createdAt", "lastUsedAt", "turnCount", "compactWarned"]
+    assert doc["sessionId"] == "g-1"
+    assert not paths.thread_sessions_file.exists()
+    assert reg.get(GLOBAL_KEY) is not None
+    assert reg.list() == []  # list() is thread sessions only
+
+
+def test_reads_hand_written_upstream_files(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    paths.state_dir.mkdir(parents=True)
+    paths.global_session_file.write_text(
+        json.dumps(
+            {
+                "sessionId": "g-uuid",
+                "createdAt": "2026-03-01T10:00:00.000Z",
+                "lastUsedAt": "2026-03-02T10:00:00.000Z",
+                "turnCount": 7,
+                "compactWarned": True,
+                "messageCount": 12,
+            },
+            indent=2,
+        )
+    )
+    paths.thread_sessions_file.write_text(
+        json.dumps(
+            {
+                "threads": {
+                    "1111": {
+                        "sessionId": "t-uuid",
+                        "threadId": "1111",
+                        "createdAt": "2026-03-01T10:00:00.000Z",
+                        "lastUsedAt": "2026-03-03T10:00:00.000Z",
+                        "turnCount": 10,
+                        "compactWarned": False,
+                    },
+                    "daily-report": {"sessionId": "job-uuid", "threadId": "daily-report"},
+                    "agent:ops": {"sessionId": "agent-uuid"},
+                    "2222": {"sessionId": "", "threadId": "2222"},  # placeholder: no session
+                    "3333": {"sessionId": "old-uuid", "createdAt": "2026-01-01T00:00:00.000Z"},
+                }
+            },
+            indent=2,
+        )
+    )
+    g = reg.get(GLOBAL_KEY)
+    assert g is not None
+    assert (g.session_id, g.turn_count, g.compact_warned) == ("g-uuid", 7, True)
+    assert g.last_used_at == "2026-03-02T10:00:00.000Z"
+    t = reg.get(SessionKey("1111"))
+    assert t is not None and t.session_id == "t-uuid" and t.turn_count == 10
+    assert reg.get(SessionKey("2222")) is None
+    old = reg.get(SessionKey("3333"))  # missing fields: defaults
+    assert old is not None and old.turn_count == 0 and old.last_used_at == old.created_at
+    assert [r.key for r in reg.list()] == ["1111", "3333"]
+    # Reads never write.
+    assert not (paths.state_dir / "sessions.json.bak").exists()
+
+
+def test_unknown_entries_and_fields_preserved(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    paths.state_dir.mkdir(parents=True)
+    original = {
+        "threads": {
+            "daily-report": {"sessionId": "job-uuid", "threadId": "daily-report", "x": 1},
+            "1111": {"sessionId": "t-uuid", "threadId": "1111", "turnCount": 1, "cwd": "/a"},
+        },
+        "version": 3,
+    }
+    paths.thread_sessions_file.write_text(json.dumps(original))
+    paths.global_session_file.write_text(json.dumps({"sessionId": "g", "messageCount": 4}))
+
+    reg.touch(SessionKey("1111"))
+    reg.record(SessionKey("4444"), "new")
+    reg.touch(GLOBAL_KEY)
+
+    doc = read(paths.thread_sessions_file)
+    assert doc["version"] == 3
+    assert doc["threads"]["daily-report"] == original["threads"]["daily-report"]
+    assert doc["threads"]["1111"]["cwd"] == "/a"
+    assert doc["threads"]["1111"]["turnCount"] == 2
+    assert list(doc["threads"]) == ["daily-report", "1111", "4444"]
+    g = read(paths.global_session_file)
+    assert g["messageCount"] == 4 and g["turnCount"] == 1
+
+    # A new id for a key keeps unknown fields but starts a fresh record.
+    rec = reg.record(SessionKey("1111"), "t-uuid-2")
+    assert rec.turn_count == 0
+    entry = read(paths.thread_sessions_file)["threads"]["1111"]
+    assert entry["cwd"] == "/a" and entry["sessionId"] == "t-uuid-2" and entry["turnCount"] == 0
+    reg.record(GLOBAL_KEY, "g2")
+    assert read(paths.global_session_file)["messageCount"] == 0
+
+
+def test_record_same_id_is_unchanged(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    first = reg.record(THREAD, "uuid-1")
+    reg.touch(THREAD)
+    before = paths.thread_sessions_file.read_bytes()
+    again = reg.record(THREAD, "uuid-1")
+    assert paths.thread_sessions_file.read_bytes() == before
+    assert again.turn_count == 1 and again.created_at == first.created_at
+
+
+def test_touch_increments_and_updates_last_used(reg: SessionRegistry) -> None:
+    reg.record(THREAD, "uuid-1")
+    for expected in (1, 2, 3):
+        rec = reg.touch(THREAD)
+        assert rec is not None and rec.turn_count == expected
+    got = reg.get(THREAD)
+    assert got is not None and got.turn_count == 3
+    assert ISO_Z.fullmatch(got.last_used_at) and got.last_used_at >= got.created_at
+    reg.record(GLOBAL_KEY, "g")
+    g = reg.touch(GLOBAL_KEY)
+    assert g is not None and g.turn_count == 1
+
+
+def test_mark_compact_warned(reg: SessionRegistry) -> None:
+    reg.record(THREAD, "uuid-1")
+    rec = reg.mark_compact_warned(THREAD)
+    assert rec is not None and rec.compact_warned
+    assert reg.mark_compact_warned(SessionKey("99")) is None
+
+
+def test_remove(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    reg.record(THREAD, "uuid-1")
+    reg.record(SessionKey("42"), "uuid-2")
+    removed = reg.remove(THREAD)
+    assert removed is not None and removed.session_id == "uuid-1"
+    assert reg.get(THREAD) is None
+    assert list(read(paths.thread_sessions_file)["threads"]) == ["42"]
+    assert reg.remove(THREAD) is None
+
+    reg.record(GLOBAL_KEY, "g")
+    assert reg.remove(GLOBAL_KEY) is not None
+    assert not paths.global_session_file.exists()
+    assert reg.get(GLOBAL_KEY) is None
+
+
+@pytest.mark.parametrize("bad", ["../x", "12a", "", "global/..", "-1", "1" * 21])
+def test_invalid_keys_rejected(reg: SessionRegistry, paths: ProjectPaths, bad: str) -> None:
+    for call in (reg.get, reg.touch, reg.remove):
+        with pytest.raises(InvalidKeyError):
+            call(SessionKey(bad))
+    with pytest.raises(InvalidKeyError):
+        reg.record(SessionKey(bad), "uuid")
+    assert not paths.state_dir.exists()
+
+
+def test_empty_session_id_refused(reg: SessionRegistry) -> None:
+    with pytest.raises(ValueError):
+        reg.record(THREAD, "")
+
+
+def test_no_stale_cache_between_instances(paths: ProjectPaths) -> None:
+    a, b = SessionRegistry(paths), SessionRegistry(paths)
+    a.record(THREAD, "uuid-1")
+    assert b.get(THREAD) is not None
+    b.remove(THREAD)
+    assert a.get(THREAD) is None
+
+
+async def test_get_or_create(reg: SessionRegistry) -> None:
+    calls = 0
+
+    async def create() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        return f"made-{calls}"
+
+    results = await asyncio.gather(*(reg.get_or_create(THREAD, create) for _ in range(5)))
+    assert calls == 1
+    assert {r.session_id for r in results} == {"made-1"}
+    again = await reg.get_or_create(THREAD, create)
+    assert again.session_id == "made-1" and calls == 1
+    assert reg._creating == {}
+
+
+def test_corrupt_sessions_json_recovered_from_bak(
+    reg: SessionRegistry, paths: ProjectPaths
+) -> None:
+    reg.record(THREAD, "uuid-1")
+    reg.record(SessionKey("42"), "uuid-2")  # sessions.json.bak now holds uuid-1 only
+    paths.thread_sessions_file.write_text('{"threads": {"12')  # torn by a crash
+    with capture_logs() as logs:
+        got = reg.get(THREAD)
+    assert got is not None and got.session_id == "uuid-1"
+    aside = list(paths.state_dir.glob("sessions.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == '{"threads": {"12'
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["file"] == str(paths.thread_sessions_file)
+    assert errors[0]["corrupt_copy"] == str(aside[0])
+    assert errors[0]["restored_from"].endswith("sessions.json.bak")
+    # The restored file is used from now on.
+    assert read(paths.thread_sessions_file)["threads"][THREAD]["sessionId"] == "uuid-1"
+    reg.touch(THREAD)
+
+
+def test_corrupt_without_bak_refuses(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    paths.state_dir.mkdir(parents=True)
+    paths.thread_sessions_file.write_text('{"threads": []}')  # wrong shape
+    with pytest.raises(StateError, match=r"sessions\.json"):
+        reg.record(THREAD, "x")
+    assert paths.thread_sessions_file.read_text() == '{"threads": []}'
+
+
+def _writer(root: str, start: int, count: int, go: Any) -> None:
+    reg = SessionRegistry(ProjectPaths(Path(root)))
+    go.wait(60)  # both processes start writing at the same moment
+    for i in range(start, start + count):
+        reg.record(SessionKey(str(i)), f"uuid-{i}")
+        reg.touch(SessionKey(str(i)))
+
+
+def test_two_processes_lose_nothing(paths: ProjectPaths) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    procs = [
+        ctx.Process(target=_writer, args=(str(paths.root), start, 50, go)) for start in (1000, 2000)
+    ]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(timeout=90)
+        assert p.exitcode == 0
+    doc = read(paths.thread_sessions_file)
+    expected = {str(i) for i in (*range(1000, 1050), *range(2000, 2050))}
+    assert set(doc["threads"]) == expected
+    for k in expected:
+        assert doc["threads"][k]["sessionId"] == f"uuid-{k}"
+        assert doc["threads"][k]["turnCount"] == 1
+    assert len(SessionRegistry(paths).list()) == 100
