@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures_claude",
     "tests.fixtures_discord",
+    "tests.fixtures_daemon",
 ]

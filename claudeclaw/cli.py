@@ -1,0 +1,396 @@
+"""The ``claudeclaw`` command: init, run, status, send, ask, sessions, reload, doctor.
+
+Every command takes ``--project DIR`` (default: the current directory). Commands that talk
+to a running daemon go through its control socket; ``sessions`` falls back to the files
+when no daemon runs; ``ask`` runs ``claude`` in-process and refuses while a daemon serves
+the project (two writers of one session would fork its transcript).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from claudeclaw import __version__, control
+from claudeclaw.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    ClaudeclawError,
+    ConfigError,
+    DaemonNotRunning,
+    IpcError,
+    StateError,
+)
+from claudeclaw.model import (
+    GLOBAL_KEY,
+    RunDone,
+    RunEvent,
+    RunFailed,
+    RunProgress,
+    RunQueued,
+    RunStarted,
+    SessionKey,
+    event_from_dict,
+    session_key,
+)
+from claudeclaw.paths import ProjectPaths
+
+
+def _err(text: str) -> None:
+    print(f"claudeclaw: {text}", file=sys.stderr)
+
+
+def _paths(args: argparse.Namespace) -> ProjectPaths:
+    return ProjectPaths.for_project(args.project)
+
+
+def _key(thread: str | None) -> SessionKey:
+    return session_key(thread) if thread else GLOBAL_KEY
+
+
+def _prompt(words: Sequence[str]) -> str:
+    if list(words) == ["-"]:
+        return sys.stdin.read()
+    return " ".join(words)
+
+
+# ---- progress printing shared by send and ask ------------------------------------------
+
+
+class ProgressPrinter:
+    """Prints run events for a person: progress on stderr, the reply on stdout."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def __call__(self, event: RunEvent) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, RunQueued) and (event.position or event.waiting_for_slot):
+            where = "for a free run slot" if event.waiting_for_slot else "behind other messages"
+            print(f"… queued ({event.position} ahead, waiting {where})", file=sys.stderr)
+        elif isinstance(event, RunStarted):
+            mode = "resuming session" if event.resumed else "new session"
+            print(f"… claude started (pid {event.pid}, {mode})", file=sys.stderr)
+        elif isinstance(event, RunProgress) and event.tool:
+            summary = f": {event.summary}" if event.summary else ""
+            print(f"… {event.tool}{summary}", file=sys.stderr)
+
+    def finish(self, event: RunDone | RunFailed) -> int:
+        if isinstance(event, RunDone):
+            if event.context_reset:
+                print(
+                    "note: the previous Claude session was gone; this reply started a new one",
+                    file=sys.stderr,
+                )
+            print(event.reply)
+            if not self.quiet:
+                print(
+                    f"… done in {event.duration_ms / 1000:.1f} s, session {event.session_id}, "
+                    f"${event.cost_usd:.4f}",
+                    file=sys.stderr,
+                )
+            return EXIT_OK
+        retry = f" (retry after {event.retry_at})" if event.retry_at else ""
+        _err(f"run failed ({event.reason}): {event.message}{retry}")
+        return EXIT_FAILURE
+
+
+# ---- commands --------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from claudeclaw.config import write_starter_settings
+
+    paths = _paths(args)
+    path = write_starter_settings(paths, force=args.force)
+    print(f"wrote {path}")
+    print("next: put your Discord bot token in discord.token (or DISCORD_TOKEN), your user id")
+    print("in discord.allowedUserIds, then run `claudeclaw doctor` and `claudeclaw run`.")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from claudeclaw.config import load_settings
+    from claudeclaw.logs import configure_logging
+    from claudeclaw.supervisor import run_daemon
+
+    paths = _paths(args)
+    configure_logging(level=args.log_level, mode=args.log_mode, process="supervisor")
+    settings = load_settings(paths.settings_file)
+    return run_daemon(paths, settings, log_mode=args.log_mode)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = asyncio.run(control.request(_paths(args), {"type": "status"}))
+    report.pop("type", None)
+    report.pop("v", None)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    daemon = report["daemon"]
+    print(
+        f"claudeclaw {daemon['version']} pid {daemon['pid']}, up {daemon['uptime_s']:.0f} s, "
+        f"project {daemon['project']}"
+    )
+    print(f"  {daemon['status']}; rss {daemon['rss_bytes'] / 1e6:.1f} MB")
+    workers = report["workers"]
+    if not workers:
+        print("  no live workers")
+        return EXIT_OK
+    print(f"  {'KEY':<20} {'PID':>7} {'STATE':<9} {'QUEUE':>5} {'RUN_S':>7} {'RSS_MB':>7}  SESSION")
+    for w in workers:
+        print(
+            f"  {w['key']:<20} {w['pid']:>7} {w['state']:<9} {w['queue_length']:>5} "
+            f"{w['run_elapsed_s']:>7.1f} {w['rss_bytes'] / 1e6:>7.1f}  {w['session_id'] or '-'}"
+        )
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    key = _key(args.thread)
+    printer = ProgressPrinter(args.quiet)
+
+    async def go() -> int:
+        async for frame in control.stream(
+            paths, {"type": "send", "key": key, "prompt": _prompt(args.text)}
+        ):
+            if frame["type"] != "event":
+                continue
+            event = event_from_dict(frame["event"])
+            if isinstance(event, RunDone | RunFailed):
+                return printer.finish(event)
+            printer(event)
+        _err("the daemon closed the connection before the run finished")
+        return EXIT_FAILURE
+
+    return asyncio.run(go())
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from claudeclaw.claude.runner import run_claude
+    from claudeclaw.config import load_settings
+    from claudeclaw.logs import configure_logging
+    from claudeclaw.sessions import SessionRegistry
+
+    paths = _paths(args)
+    configure_logging(level="warning", mode="console", process="ask")
+    key = _key(args.thread)
+    settings = load_settings(paths.settings_file)
+    registry = SessionRegistry(paths)
+    printer = ProgressPrinter(args.quiet)
+
+    async def go() -> int:
+        if await control.daemon_running(paths):
+            _err("a daemon is serving this project: use `claudeclaw send` so runs are serialised")
+            return EXIT_FAILURE
+        record = await asyncio.to_thread(registry.get, key)
+
+        def on_event(event: RunEvent) -> None:
+            printer(event)
+            if getattr(event, "kind", "") == "session" and getattr(event, "session_id", ""):
+                registry.record(key, event.session_id)  # type: ignore[union-attr]
+
+        final = await run_claude(
+            settings,
+            _prompt(args.text),
+            session_id=record.session_id if record else None,
+            msg_id="ask",
+            cwd=paths.root,
+            on_event=on_event,
+        )
+        if isinstance(final, RunDone) and final.session_id:
+            await asyncio.to_thread(registry.record, key, final.session_id)
+            await asyncio.to_thread(registry.touch, key)
+        return printer.finish(final)
+
+    return asyncio.run(go())
+
+
+def _sessions_offline(args: argparse.Namespace) -> int:
+    from claudeclaw.sessions import SessionRegistry
+
+    registry = SessionRegistry(_paths(args))
+    if args.action == "list":
+        records = registry.list()
+        glob = registry.get(GLOBAL_KEY)
+        rows = ([glob] if glob else []) + records
+        if args.json:
+            print(json.dumps([_record_dict(r) for r in rows], indent=2))
+        else:
+            _print_records(rows)
+        return EXIT_OK
+    key = session_key(args.key)
+    if args.action == "show":
+        record = registry.get(key)
+        if record is None:
+            _err(f"no session for {key}")
+            return EXIT_FAILURE
+        print(json.dumps(_record_dict(record), indent=2))
+        return EXIT_OK
+    removed = registry.remove(key)
+    print(f"removed session of {key}" if removed else f"no session for {key}")
+    return EXIT_OK
+
+
+def _record_dict(record: Any) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "session_id": record.session_id,
+        "created_at": record.created_at,
+        "last_used_at": record.last_used_at,
+        "turn_count": record.turn_count,
+    }
+
+
+def _print_records(rows: list[Any], live: dict[str, dict[str, Any]] | None = None) -> None:
+    if not rows:
+        print("no sessions")
+        return
+    print(f"{'KEY':<20} {'SESSION':<36} {'TURNS':>5}  {'LAST USED':<24} STATE")
+    for r in rows:
+        state = ""
+        if live and r.key in live:
+            info = live[r.key]
+            state = "running" if info["running"] else ("live" if info["worker_pid"] else "")
+        print(f"{r.key:<20} {r.session_id:<36} {r.turn_count:>5}  {r.last_used_at:<24} {state}")
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+
+    async def online() -> int | None:
+        if not await control.daemon_running(paths):
+            return None
+        if args.action == "list":
+            reply = await control.request(paths, {"type": "sessions.list"})
+            infos = reply["sessions"]
+            glob = await control.request(paths, {"type": "sessions.show", "key": GLOBAL_KEY})
+            if glob["session"]["record"]:
+                infos = [glob["session"], *infos]
+            if args.json:
+                print(json.dumps(infos, indent=2))
+                return EXIT_OK
+            from claudeclaw.model import SessionRecord
+
+            records = [SessionRecord(**i["record"]) for i in infos if i["record"]]
+            _print_records(records, {i["key"]: i for i in infos})
+            return EXIT_OK
+        key = session_key(args.key)
+        if args.action == "show":
+            reply = await control.request(paths, {"type": "sessions.show", "key": key})
+            print(json.dumps(reply["session"], indent=2))
+            return EXIT_OK if reply["session"]["record"] else EXIT_FAILURE
+        reply = await control.request(paths, {"type": "sessions.rm", "key": key})
+        print(f"removed session of {key}" if reply["removed"] else f"no session for {key}")
+        return EXIT_OK
+
+    code = asyncio.run(online())
+    return code if code is not None else _sessions_offline(args)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    reply = asyncio.run(control.request(_paths(args), {"type": "reload"}, reply_within=120))
+    print(reply.get("message", "reloaded"))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from claudeclaw.doctor import exit_code, format_checks, run_checks
+
+    checks = asyncio.run(run_checks(_paths(args)))
+    print(format_checks(checks))
+    return exit_code(checks)
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    reply = asyncio.run(
+        control.request(_paths(args), {"type": "debug.hang", "seconds": args.seconds})
+    )
+    print(reply.get("message", ""))
+    return EXIT_OK
+
+
+# ---- argument parsing ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--project", metavar="DIR", help="the project directory (default: current directory)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="claudeclaw",
+        description="Work with Claude Code from Discord: one Claude session per thread.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"claudeclaw {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", cmd_init, "write a starter settings.json and the state directory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing settings.json")
+
+    p = add("run", cmd_run, "run the daemon in the foreground (what systemd starts)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-mode", default="auto", choices=["auto", "console", "json", "journal"])
+
+    p = add("status", cmd_status, "show the daemon and its workers")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, func, help_ in (
+        ("send", cmd_send, "send a message through the running daemon and print the reply"),
+        ("ask", cmd_ask, "run one message directly (no daemon) and print the reply"),
+    ):
+        p = add(name, func, help_)
+        p.add_argument("--thread", metavar="ID", help="the thread's session (default: global)")
+        p.add_argument("--quiet", "-q", action="store_true", help="print only the reply")
+        p.add_argument("text", nargs="+", help="the message ('-' reads it from stdin)")
+
+    p = add("sessions", cmd_sessions, "list, show or remove thread sessions")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[common], help="every session")
+    for action in ("show", "rm"):
+        a = actions.add_parser(action, parents=[common], help=f"{action} one session")
+        a.add_argument("key", metavar="THREAD_ID", help="a thread id, or 'global'")
+
+    add("reload", cmd_reload, "re-read settings.json in the running daemon (waits until applied)")
+    add("doctor", cmd_doctor, "check the installation, each problem with its fix")
+
+    p = sub.add_parser("debug", parents=[common], help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_debug)
+    p.add_argument("what", choices=["hang"])
+    p.add_argument("--seconds", type=float, default=3600.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_CONFIG
+    except DaemonNotRunning as exc:
+        _err(str(exc))
+        return EXIT_NOT_RUNNING
+    except (StateError, IpcError, ClaudeclawError) as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,116 @@
+"""The wire format on claudeclaw's Unix sockets (supervisor ↔ workers, CLI ↔ daemon).
+
+A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON: one
+object with ``"v"`` (the protocol version) and ``"type"``. Frames larger than
+:data:`MAX_FRAME_BYTES`, non-JSON bodies, non-objects, a missing type and a foreign
+version are protocol errors: the reader raises :class:`IpcError` and the caller closes that
+one connection. Nothing a peer sends can take the process down.
+
+Message types (see docs/MULTI_SESSION.md for fields):
+
+* worker → supervisor: ``hello``, ``event``, ``acquire``, ``pong``, ``bye``
+* supervisor → worker: ``configure``, ``run``, ``grant``, ``cancel``, ``reset``, ``ping``,
+  ``reload``, ``shutdown``
+* CLI → daemon: ``status``, ``send``, ``cancel``, ``sessions.list``, ``sessions.show``,
+  ``sessions.rm``, ``reload``, ``debug.hang``; daemon → CLI: ``result``, ``error``, ``event``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from typing import Any
+
+from claudeclaw.errors import IpcError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+Message = dict[str, Any]
+
+
+def encode_frame(message: Message) -> bytes:
+    """Serialise ``message`` (adding the version) into one frame."""
+    body = json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":")).encode()
+    if len(body) > MAX_FRAME_BYTES:
+        raise IpcError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> Message:
+    """Parse and check one frame body."""
+    try:
+        message = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IpcError(f"frame is not UTF-8 JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise IpcError("frame is not a JSON object")
+    if message.get("v") != PROTOCOL_VERSION:
+        raise IpcError(f"unsupported protocol version {message.get('v')!r}")
+    if not isinstance(message.get("type"), str):
+        raise IpcError("frame has no string 'type'")
+    return message
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Message | None:
+    """The next message, or None at a clean end of stream (between frames)."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise IpcError("connection closed inside a frame header") from None
+        return None
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise IpcError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise IpcError("connection closed inside a frame") from None
+    return decode_body(body)
+
+
+class Channel:
+    """One framed connection: ``send`` never interleaves frames, ``recv`` yields messages."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, path: str) -> Channel:
+        reader, writer = await asyncio.open_unix_connection(path, limit=MAX_FRAME_BYTES + 64)
+        return cls(reader, writer)
+
+    async def send(self, message: Message) -> None:
+        """Queue one frame and wait for the transport buffer to drain."""
+        self.writer.write(encode_frame(message))
+        await self.writer.drain()
+
+    def send_nowait(self, message: Message) -> None:
+        """Queue one frame without waiting (for callbacks that cannot await)."""
+        if not self.writer.is_closing():
+            self.writer.write(encode_frame(message))
+
+    async def recv(self) -> Message | None:
+        return await read_frame(self.reader)
+
+    def peer_credentials(self) -> tuple[int, int, int]:
+        """(pid, uid, gid) of the process at the other end (SO_PEERCRED)."""
+        sock: socket.socket | None = self.writer.get_extra_info("socket")
+        if sock is None:
+            raise IpcError("no socket behind this channel")
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+        return pid, uid, gid
+
+    async def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass

@@ -1,0 +1,669 @@
+"""The supervisor's workers: one process per active session key, and the limits on them.
+
+The pool spawns a worker (``python -m claudeclaw.worker``, a fresh interpreter) the first
+time a key gets a message, hands it messages over the worker socket, and routes the
+worker's run events back to whoever submitted them. It owns:
+
+* **the ledger**: every submitted message stays in its worker's ``pending`` list until its
+  final event, so a worker that dies (even SIGKILL) loses nothing: the message it was running
+  is retried once on a new worker, the ones queued behind it are re-sent in order;
+* **the run-slot scheduler**: ``limits.maxConcurrentRuns`` caps ``claude`` processes
+  across all workers, granted in request order; a key asks again only after its run ends,
+  so when slots are scarce busy threads take turns instead of starving the others;
+* **limits on workers**: ``limits.maxWorkers`` live processes (the idlest is retired to make
+  room), ``limits.workerIdleSeconds`` before an idle worker is retired;
+* **health**: a ping every few seconds answered by the worker's event loop; a worker that
+  stops answering is killed (and its ``claude`` process group with it) and replaced.
+
+It knows nothing about Discord, the session files or the ``claude`` CLI: the supervisor
+passes ``session_lookup`` (which session a new worker resumes) and ``on_event`` (to record
+session ids) in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from claudeclaw import ipc
+from claudeclaw.config import Settings
+from claudeclaw.errors import IpcError
+from claudeclaw.logs import get_logger
+from claudeclaw.model import (
+    RunEvent,
+    RunFailed,
+    RunQueued,
+    RunStarted,
+    SessionKey,
+    WorkerStatus,
+    event_from_dict,
+    is_final,
+)
+from claudeclaw.paths import ProjectPaths
+from claudeclaw.procs import ProcessIdentity
+
+log = get_logger()
+
+PING_INTERVAL_S = 5.0
+PING_TIMEOUT_S = 20.0
+HELLO_TIMEOUT_S = 15.0
+MAX_BOOT_FAILURES = 3
+MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
+
+
+@dataclass(eq=False)
+class Submission:
+    """One message on its way through a worker; its events arrive on ``events``."""
+
+    msg_id: str
+    key: SessionKey
+    prompt: str
+    origin: str
+    events: asyncio.Queue[RunEvent] = field(default_factory=asyncio.Queue)
+    attempts: int = 0  # how many times it was handed to a worker
+    started: bool = False  # a claude run started for it in the current attempt
+    finished: bool = False
+
+    def deliver(self, event: RunEvent) -> None:
+        if self.finished:
+            return
+        if is_final(event):
+            self.finished = True
+        self.events.put_nowait(event)
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """The supervisor's view of one worker process."""
+
+    key: SessionKey
+    pending: OrderedDict[str, Submission] = field(default_factory=OrderedDict)
+    state: str = "starting"  # starting → ready → stopping; "blocked": waits for maxWorkers
+    process: asyncio.subprocess.Process | None = None
+    channel: ipc.Channel | None = None
+    hello: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: dict[str, Any] = field(default_factory=dict)
+    last_pong: float = field(default_factory=time.monotonic)
+    last_activity: float = field(default_factory=time.monotonic)
+    idle_timer: asyncio.TimerHandle | None = None
+    claude: ProcessIdentity | None = None  # the running claude (its process group leader)
+    spawned_at: float = field(default_factory=time.monotonic)
+    ready_at: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+
+class SlotScheduler:
+    """At most ``capacity`` concurrent runs; waiting requests are granted first come first."""
+
+    def __init__(self, capacity: int, grant: Callable[[WorkerHandle, str], None]) -> None:
+        self.capacity = capacity
+        self._grant = grant
+        self.active: dict[str, WorkerHandle] = {}
+        self.waiting: deque[tuple[WorkerHandle, str]] = deque()
+
+    def acquire(self, handle: WorkerHandle, msg_id: str) -> int:
+        """Request a slot; returns 0 if granted now, else the place in line (1 = next)."""
+        if msg_id in self.active:
+            self._grant(handle, msg_id)
+            return 0
+        if len(self.active) < self.capacity and not self.waiting:
+            self.active[msg_id] = handle
+            self._grant(handle, msg_id)
+            return 0
+        self.waiting.append((handle, msg_id))
+        return len(self.waiting)
+
+    def release(self, msg_id: str) -> None:
+        self.active.pop(msg_id, None)
+        self.waiting = deque((h, m) for h, m in self.waiting if m != msg_id)
+        self._fill()
+
+    def forget(self, handle: WorkerHandle) -> None:
+        """A worker went away: free its slot and its place in line."""
+        for msg_id in [m for m, h in self.active.items() if h is handle]:
+            del self.active[msg_id]
+        self.waiting = deque((h, m) for h, m in self.waiting if h is not handle)
+        self._fill()
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.waiting and len(self.active) < self.capacity:
+            handle, msg_id = self.waiting.popleft()
+            self.active[msg_id] = handle
+            self._grant(handle, msg_id)
+
+
+class WorkerPool:
+    """Spawns, feeds, watches and retires the workers; see the module docstring."""
+
+    def __init__(
+        self,
+        paths: ProjectPaths,
+        settings: Settings,
+        socket_path: Path,
+        *,
+        session_lookup: Callable[[SessionKey], str | None],
+        on_event: Callable[[SessionKey, RunEvent], None],
+        child_env: Mapping[str, str],
+        log_mode: str = "auto",
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.socket_path = socket_path
+        self.session_lookup = session_lookup
+        self.on_event = on_event
+        self.child_env = dict(child_env)
+        self.log_mode = log_mode
+        self.workers: dict[SessionKey, WorkerHandle] = {}  # the current worker of each key
+        self.leaving: set[WorkerHandle] = set()  # retired or dying, not yet exited
+        self.blocked: deque[WorkerHandle] = deque()  # waiting for room under maxWorkers
+        self.by_pid: dict[int, WorkerHandle] = {}
+        self.boot_failures: dict[SessionKey, int] = {}
+        self.slots = SlotScheduler(settings.limits.max_concurrent_runs, self._send_grant)
+        self.closing = False
+        self.last_health_check = time.monotonic()
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._msg_ids = itertools.count(1)
+        self.spawn_count = 0
+        self.crash_count = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on the worker socket (0600) and start the health checks."""
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._on_connect, path=str(self.socket_path), limit=ipc.MAX_FRAME_BYTES + 64
+        )
+        os.chmod(self.socket_path, 0o600)
+        self._spawn_task(self._health_loop())
+
+    def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def live_handles(self) -> list[WorkerHandle]:
+        return [*self.workers.values(), *self.leaving]
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Reload: new limits take effect now; workers re-read their settings."""
+        self.settings = settings
+        self.slots.resize(settings.limits.max_concurrent_runs)
+        for handle in self.live_handles():
+            if handle.channel is not None and handle.state == "ready":
+                handle.channel.send_nowait({"type": "reload"})
+            if not handle.pending and handle.state == "ready":
+                self._arm_idle_timer(handle)
+        self._unblock()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking work; running runs get ``grace`` s to finish; then nothing of ours runs."""
+        self.closing = True
+        for handle in list(self.blocked):
+            self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
+        self.blocked.clear()
+        handles = self.live_handles()
+        for handle in handles:
+            if handle.idle_timer:
+                handle.idle_timer.cancel()
+            if handle.channel is not None:
+                handle.channel.send_nowait({"type": "shutdown", "grace": grace})
+            elif handle.process is not None:
+                self._kill(handle, "stopping before it said hello")
+            handle.state = "stopping"
+        waits = [h.exited.wait() for h in handles if h.process is not None]
+        kill_grace = self.settings.runner.kill_grace_seconds
+        if waits:
+            _done, pending = await asyncio.wait(
+                [asyncio.ensure_future(w) for w in waits], timeout=grace + kill_grace + 5
+            )
+            for fut in pending:
+                fut.cancel()
+        for handle in self.live_handles():
+            if handle.process is not None and handle.process.returncode is None:
+                self._kill(handle, "did not stop within the grace period")
+        leftovers = [h.exited.wait() for h in self.live_handles() if h.process is not None]
+        if leftovers:
+            await asyncio.wait([asyncio.ensure_future(w) for w in leftovers], timeout=5)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    # ---- submissions --------------------------------------------------------------------
+
+    def new_msg_id(self) -> str:
+        return f"m{next(self._msg_ids)}-{uuid.uuid4().hex[:8]}"
+
+    def submit(self, key: SessionKey, prompt: str, origin: str) -> Submission:
+        """Queue ``prompt`` for ``key`` on its worker (spawning one if needed)."""
+        sub = Submission(self.new_msg_id(), key, prompt, origin)
+        if self.closing:
+            sub.deliver(RunFailed(sub.msg_id, "shutdown", "claudeclaw is stopping; try later."))
+            return sub
+        self._enqueue(sub)
+        return sub
+
+    def _enqueue(self, sub: Submission, *, front: bool = False) -> None:
+        handle = self.workers.get(sub.key)
+        if handle is None:
+            handle = self._new_worker(sub.key)
+        handle.pending[sub.msg_id] = sub
+        if front:
+            handle.pending.move_to_end(sub.msg_id, last=False)
+        handle.last_activity = time.monotonic()
+        if handle.idle_timer is not None:
+            handle.idle_timer.cancel()
+            handle.idle_timer = None
+        if handle.state == "ready":
+            self._send_run(handle, sub)
+        elif handle.state == "blocked":
+            sub.deliver(RunQueued(sub.msg_id, len(handle.pending) - 1, waiting_for_slot=True))
+
+    def _send_run(self, handle: WorkerHandle, sub: Submission) -> None:
+        assert handle.channel is not None
+        sub.attempts += 1
+        sub.started = False
+        handle.channel.send_nowait(
+            {"type": "run", "msg_id": sub.msg_id, "prompt": sub.prompt, "origin": sub.origin}
+        )
+
+    def find(self, key: SessionKey) -> WorkerHandle | None:
+        return self.workers.get(key)
+
+    async def cancel(self, key: SessionKey) -> bool:
+        """Ask the key's worker to kill its current run; True if something was running."""
+        handle = self.workers.get(key)
+        if handle is None or not handle.pending:
+            return False
+        if handle.channel is not None:
+            await handle.channel.send({"type": "cancel"})
+            return True
+        first = next(iter(handle.pending.values()))
+        handle.pending.pop(first.msg_id)
+        first.deliver(RunFailed(first.msg_id, "cancelled", "Stopped before it started."))
+        return True
+
+    async def reset(self, key: SessionKey) -> None:
+        """Tell the key's worker to forget its session and drop what waits."""
+        handle = self.workers.get(key)
+        if handle is None:
+            return
+        if handle.channel is not None:
+            await handle.channel.send({"type": "reset"})
+        else:
+            self._fail_all(handle, "cancelled", "The session was reset; send it again.")
+
+    # ---- spawning -----------------------------------------------------------------------
+
+    def _new_worker(self, key: SessionKey) -> WorkerHandle:
+        handle = WorkerHandle(key)
+        self.workers[key] = handle
+        live = sum(1 for h in self.workers.values() if h.state != "blocked") - 1 + len(self.leaving)
+        if live >= self.settings.limits.max_workers and not self._evict_idlest(exclude=handle):
+            handle.state = "blocked"
+            self.blocked.append(handle)
+            log.info(
+                "worker.blocked", session_key=key, max_workers=self.settings.limits.max_workers
+            )
+            return handle
+        self._spawn_task(self._spawn(handle))
+        return handle
+
+    def _evict_idlest(self, exclude: WorkerHandle) -> bool:
+        idle = [
+            h
+            for h in self.workers.values()
+            if h is not exclude and h.state == "ready" and not h.pending
+        ]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda h: h.last_activity)
+        log.info("worker.evicted", session_key=victim.key, pid=victim.pid)
+        self._retire(victim)
+        return True
+
+    def _unblock(self) -> None:
+        while self.blocked:
+            live = len([h for h in self.workers.values() if h.state != "blocked"]) + len(
+                self.leaving
+            )
+            handle = self.blocked[0]
+            if live >= self.settings.limits.max_workers and not self._evict_idlest(handle):
+                return
+            self.blocked.popleft()
+            if self.workers.get(handle.key) is not handle:
+                continue
+            handle.state = "starting"
+            self._spawn_task(self._spawn(handle))
+
+    async def _spawn(self, handle: WorkerHandle) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "claudeclaw.worker",
+            "--project",
+            str(self.paths.root),
+            "--key",
+            handle.key,
+            "--socket",
+            str(self.socket_path),
+            "--log-mode",
+            self.log_mode,
+        ]
+        handle.spawned_at = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=self.child_env,
+                cwd=str(self.paths.root),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.error("worker.spawn_failed", session_key=handle.key, error=str(exc))
+            self.workers.pop(handle.key, None)
+            self._fail_all(handle, "spawn", f"Could not start a worker: {exc}")
+            return
+        handle.process = process
+        self.by_pid[process.pid] = handle
+        self.spawn_count += 1
+        log.info("worker.spawned", session_key=handle.key, worker_pid=process.pid)
+        self._spawn_task(self._watch_exit(handle))
+        try:
+            await asyncio.wait_for(handle.hello.wait(), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            if process.returncode is None:
+                self._kill(handle, "no hello within the start timeout")
+
+    def _kill(self, handle: WorkerHandle, why: str) -> None:
+        """SIGKILL a worker and the claude process group it was running."""
+        log.warning("worker.killed", session_key=handle.key, worker_pid=handle.pid, why=why)
+        if handle.process is not None and handle.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                handle.process.send_signal(signal.SIGKILL)
+        if handle.claude is not None:
+            handle.claude.kill_group()
+
+    async def _watch_exit(self, handle: WorkerHandle) -> None:
+        assert handle.process is not None
+        rc = await handle.process.wait()
+        self._on_exit(handle, rc)
+
+    def _on_exit(self, handle: WorkerHandle, rc: int) -> None:
+        self.by_pid.pop(handle.pid, None)
+        self.leaving.discard(handle)
+        if self.workers.get(handle.key) is handle:
+            del self.workers[handle.key]
+        if handle.idle_timer:
+            handle.idle_timer.cancel()
+        self.slots.forget(handle)
+        if handle.claude is not None and handle.claude.kill_group():
+            log.warning("claude.group_killed", session_key=handle.key, pgid=handle.claude.pid)
+        handle.claude = None
+        handle.exited.set()
+        if handle.channel is not None:
+            self._spawn_task(handle.channel.close())
+        if not handle.pending:
+            log.info("worker.exited", session_key=handle.key, worker_pid=handle.pid, rc=rc)
+            self._unblock()
+            return
+        # it died with work in hand: a crash (or a kill after it stopped answering)
+        self.crash_count += 1
+        log.error(
+            "worker.crashed",
+            session_key=handle.key,
+            worker_pid=handle.pid,
+            rc=rc,
+            pending=len(handle.pending),
+        )
+        if not handle.hello.is_set():
+            self.boot_failures[handle.key] = self.boot_failures.get(handle.key, 0) + 1
+        if self.closing:
+            self._fail_all(handle, "shutdown", "claudeclaw stopped before Claude finished.")
+            return
+        if self.boot_failures.get(handle.key, 0) >= MAX_BOOT_FAILURES:
+            self._fail_all(
+                handle, "spawn", "The worker for this session cannot start; see the daemon log."
+            )
+            return
+        resend: list[Submission] = []
+        for sub in handle.pending.values():
+            if sub.started and sub.attempts >= MAX_ATTEMPTS:
+                sub.deliver(
+                    RunFailed(
+                        sub.msg_id,
+                        "crashed",
+                        "The worker running this message crashed twice; it was not retried.",
+                    )
+                )
+            else:
+                resend.append(sub)
+        handle.pending.clear()
+        for sub in reversed(resend):  # keep their order, ahead of anything newer
+            self._enqueue(sub, front=True)
+        self._unblock()
+
+    def _fail_all(self, handle: WorkerHandle, reason: Any, message: str) -> None:
+        for sub in handle.pending.values():
+            sub.deliver(RunFailed(sub.msg_id, reason, message))
+        handle.pending.clear()
+
+    # ---- the worker connections ---------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        channel = ipc.Channel(reader, writer)
+        handle: WorkerHandle | None = None
+        try:
+            pid, uid, _gid = channel.peer_credentials()
+            first = await asyncio.wait_for(channel.recv(), HELLO_TIMEOUT_S)
+            if first is None or first["type"] != "hello":
+                raise IpcError("the first frame must be hello")
+            handle = self.by_pid.get(pid)
+            if uid != os.getuid() or handle is None or first.get("key") != handle.key:
+                raise IpcError(f"unexpected peer pid={pid} uid={uid} key={first.get('key')!r}")
+            self._on_hello(handle, channel)
+            while True:
+                message = await channel.recv()
+                if message is None:
+                    break
+                self._on_frame(handle, message)
+        except (IpcError, TimeoutError, ConnectionError, KeyError, ValueError, TypeError) as exc:
+            log.error(
+                "ipc.connection_dropped",
+                session_key=handle.key if handle else "",
+                error=str(exc) or type(exc).__name__,
+            )
+        finally:
+            if handle is not None and handle.process is not None:
+                if handle.process.returncode is None and handle.state != "stopping":
+                    # a worker without its connection is useless: replace it
+                    self._kill(handle, "its connection closed")
+            await channel.close()
+
+    def _on_hello(self, handle: WorkerHandle, channel: ipc.Channel) -> None:
+        handle.channel = channel
+        handle.ready_at = time.monotonic()
+        handle.last_pong = time.monotonic()
+        handle.hello.set()
+        self.boot_failures.pop(handle.key, None)
+        if handle.state == "starting":
+            handle.state = "ready"
+        log.info(
+            "worker.ready",
+            session_key=handle.key,
+            worker_pid=handle.pid,
+            spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),
+        )
+        channel.send_nowait({"type": "configure", "session_id": self.session_lookup(handle.key)})
+        if handle.state == "stopping":
+            channel.send_nowait({"type": "shutdown", "grace": 0})
+            return
+        for sub in handle.pending.values():
+            self._send_run(handle, sub)
+        if not handle.pending:
+            self._arm_idle_timer(handle)
+
+    def _on_frame(self, handle: WorkerHandle, message: ipc.Message) -> None:
+        kind = message["type"]
+        if kind == "event":
+            self._on_event(handle, event_from_dict(message["event"]))
+        elif kind == "acquire":
+            msg_id = str(message["msg_id"])
+            place = self.slots.acquire(handle, msg_id)
+            sub = handle.pending.get(msg_id)
+            if place and sub is not None:
+                sub.deliver(RunQueued(msg_id, place - 1, waiting_for_slot=True))
+        elif kind == "release":
+            self.slots.release(str(message["msg_id"]))
+        elif kind == "pong":
+            handle.last_pong = time.monotonic()
+            handle.stats = {k: v for k, v in message.items() if k not in ("v", "type")}
+        elif kind == "bye":
+            handle.state = "stopping"
+        else:
+            log.warning("ipc.unknown_frame", type=kind, session_key=handle.key)
+
+    def _send_grant(self, handle: WorkerHandle, msg_id: str) -> None:
+        if handle.channel is not None:
+            handle.channel.send_nowait({"type": "grant", "msg_id": msg_id})
+
+    def _on_event(self, handle: WorkerHandle, event: RunEvent) -> None:
+        handle.last_activity = time.monotonic()
+        sub = handle.pending.get(event.msg_id)
+        if isinstance(event, RunStarted):
+            handle.claude = ProcessIdentity.of(event.pid)
+            if sub is not None:
+                sub.started = True
+        try:
+            self.on_event(handle.key, event)
+        except Exception:  # the recorder must never break event delivery
+            log.exception("pool.on_event_failed", session_key=handle.key)
+        if sub is None:
+            return
+        if isinstance(event, RunQueued) and sub.attempts > 1:
+            return  # a retry after a crash: the user already saw it queued
+        sub.deliver(event)
+        if is_final(event):
+            handle.pending.pop(event.msg_id, None)
+            handle.claude = None
+            self.slots.release(event.msg_id)
+            if not handle.pending:
+                self._arm_idle_timer(handle)
+                self._unblock()
+
+    # ---- idle retirement and health -----------------------------------------------------
+
+    def _arm_idle_timer(self, handle: WorkerHandle) -> None:
+        if handle.idle_timer is not None:
+            handle.idle_timer.cancel()
+        handle.idle_timer = asyncio.get_running_loop().call_later(
+            self.settings.limits.worker_idle_seconds, self._retire_if_idle, handle
+        )
+
+    def _retire_if_idle(self, handle: WorkerHandle) -> None:
+        handle.idle_timer = None
+        if not handle.pending and handle.state == "ready":
+            log.info("worker.idle_exit", session_key=handle.key, worker_pid=handle.pid)
+            self._retire(handle)
+
+    def _retire(self, handle: WorkerHandle) -> None:
+        """Ask a worker with nothing to do to exit; the key's next message starts a new one."""
+        handle.state = "stopping"
+        if handle.idle_timer:
+            handle.idle_timer.cancel()
+            handle.idle_timer = None
+        if self.workers.get(handle.key) is handle:
+            del self.workers[handle.key]
+        self.leaving.add(handle)
+        if handle.channel is not None:
+            handle.channel.send_nowait({"type": "shutdown", "grace": 0})
+
+    async def _health_loop(self) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            self.last_health_check = time.monotonic()
+            seq += 1
+            now = time.monotonic()
+            for handle in self.live_handles():
+                if handle.channel is None or handle.process is None:
+                    continue
+                if now - handle.last_pong > PING_TIMEOUT_S:
+                    self._kill(handle, f"no answer to pings for {PING_TIMEOUT_S:.0f} s")
+                    continue
+                handle.channel.send_nowait({"type": "ping", "seq": seq})
+
+    async def refresh_stats(self, within: float = 2.0) -> None:
+        """Ping every worker now and wait (briefly) for the answers: fresh ``status``."""
+        handles = [h for h in self.live_handles() if h.channel is not None]
+        if not handles:
+            return
+        before = {id(h): h.last_pong for h in handles}
+        for handle in handles:
+            assert handle.channel is not None
+            handle.channel.send_nowait({"type": "ping", "seq": 0})
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if all(h.last_pong != before[id(h)] or h.process is None for h in handles):
+                return
+            await asyncio.sleep(0.01)
+
+    def status(self) -> list[WorkerStatus]:
+        """One entry per live worker, from its last pong (call ``refresh_stats`` first)."""
+        result = []
+        for handle in self.live_handles():
+            stats = handle.stats
+            result.append(
+                WorkerStatus(
+                    key=handle.key,
+                    pid=handle.pid,
+                    state=handle.state
+                    if handle.state != "ready"
+                    else str(stats.get("state", "idle")),
+                    queue_length=max(
+                        0, len(handle.pending) - (1 if stats.get("running_msg_id") else 0)
+                    ),
+                    running_msg_id=str(stats.get("running_msg_id", "")),
+                    run_elapsed_s=float(stats.get("run_elapsed_s", 0.0)),
+                    session_id=str(stats.get("session_id", "")),
+                    claude_pid=int(stats.get("claude_pid", 0)),
+                )
+            )
+        return result
+
+    def counts(self) -> dict[str, int]:
+        """Numbers for the systemd STATUS line."""
+        running = len(self.slots.active)
+        queued = sum(len(h.pending) for h in self.live_handles()) - running
+        return {
+            "workers": len([h for h in self.live_handles() if h.process is not None]),
+            "running": running,
+            "queued": max(0, queued),
+        }

@@ -1,0 +1,519 @@
+"""The daemon: one asyncio loop wiring the frontends, the worker pool and the registry.
+
+Its life is three phases (``startup``, ``serve``, ``shutdown``):
+
+* **startup**: take the project's single-instance lock, end processes a dead predecessor
+  left behind, load the session registry, open the worker and control sockets, start the
+  Discord frontend when there is a token, and tell systemd ``READY=1`` only when all of
+  that can really serve;
+* **serve**: react to signals (TERM/INT stop, HUP reloads), control requests and run
+  events; keep ``STATUS=`` current; ping the systemd watchdog only while the event loop
+  and the worker pool prove alive;
+* **shutdown**: ``STOPPING=1``, take no new work, give running runs the grace period,
+  kill what remains (whole process groups), close Discord after the last replies.
+
+It is the :class:`~claudeclaw.api.Dispatcher` every frontend talks to, and the only
+process that writes the session files while it runs. It never touches ``claude`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import IO, Any
+
+from claudeclaw import __version__, ipc
+from claudeclaw.config import Settings, load_settings
+from claudeclaw.control import ControlServer
+from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
+from claudeclaw.logs import get_logger
+from claudeclaw.model import (
+    GLOBAL_KEY,
+    RunDone,
+    RunEvent,
+    RunFailed,
+    RunSession,
+    SessionInfo,
+    SessionKey,
+    SessionRecord,
+    event_to_dict,
+    is_final,
+    session_key,
+)
+from claudeclaw.notify import Notifier, child_env
+from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.pool import WorkerPool
+from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
+from claudeclaw.sessions import SessionRegistry
+
+log = get_logger()
+
+SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", "CLAUDECLAW_TEST_HOOKS")
+
+
+class Supervisor:
+    """See the module docstring. ``run()`` is the whole daemon."""
+
+    def __init__(self, paths: ProjectPaths, settings: Settings, *, log_mode: str = "auto") -> None:
+        self.paths = paths
+        self.settings = settings
+        self.log_mode = log_mode
+        self.registry = SessionRegistry(paths)
+        self.notifier = Notifier()
+        self.stop_requested = asyncio.Event()
+        self.started_at = time.time()
+        self.started_monotonic = time.monotonic()
+        self.sessions: dict[SessionKey, str | None] = {}  # what workers resume
+        self.last_error: dict[SessionKey, str] = {}
+        self.closing = False
+        self.frontend: Any = None
+        self.pool: WorkerPool | None = None
+        self.control: ControlServer | None = None
+        self.stats = StatsCache()
+        self._lock_file: IO[str] | None = None
+        self._writes: asyncio.Queue[tuple[str, SessionKey, str]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._status_dirty = False
+        self._reload_lock = asyncio.Lock()
+        self.test_hooks = os.environ.get("CLAUDECLAW_TEST_HOOKS") == "1"
+
+    # ---- the three phases ---------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start, serve until told to stop, stop. Returns the process exit code."""
+        try:
+            await self.startup()
+        except ClaudeclawError:
+            await self.shutdown()
+            raise
+        try:
+            await self.serve()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        ensure_private_dir(self.paths.state_dir)
+        self._take_instance_lock()
+        runtime = ensure_private_dir(self.paths.runtime_dir())
+        tag = project_tag(str(self.paths.root))
+        ended = await asyncio.to_thread(sweep_orphans, tag)
+        if ended:
+            log.warning("daemon.orphans_ended", pids=ended, count=len(ended))
+        for record in await asyncio.to_thread(self.registry.list):
+            self.sessions[record.key] = record.session_id
+        global_record = await asyncio.to_thread(self.registry.get, GLOBAL_KEY)
+        self.sessions[GLOBAL_KEY] = global_record.session_id if global_record else None
+
+        env = child_env(dict(os.environ))
+        for name in SECRET_ENV:
+            env.pop(name, None)
+        token = self.settings.discord.token
+        if token:
+            env = {k: v for k, v in env.items() if v != token}
+        env[OWNER_ENV] = owner_value(tag)
+        self.pool = WorkerPool(
+            self.paths,
+            self.settings,
+            runtime / "workers.sock",
+            session_lookup=self._session_lookup,
+            on_event=self._on_run_event,
+            child_env=env,
+            log_mode=self.log_mode,
+        )
+        await self.pool.start()
+        self.control = ControlServer(runtime / "control.sock", self.handle_control)
+        await self.control.start()
+        self._spawn(self._registry_writer())
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+
+        if self.settings.discord.token:
+            await self._start_frontend()
+        else:
+            log.warning(
+                "daemon.local_only",
+                hint="no Discord token: serving the local control socket only; set "
+                "discord.token, DISCORD_TOKEN or the discord-token credential to connect",
+            )
+        await asyncio.to_thread(self._write_daemon_info, runtime)
+        self.notifier.ready(self.status_line())
+        self._spawn(self._watchdog_loop())
+        log.info(
+            "daemon.ready",
+            project=str(self.paths.root),
+            version=__version__,
+            max_concurrent_runs=self.settings.limits.max_concurrent_runs,
+            discord=bool(self.frontend),
+        )
+
+    async def serve(self) -> None:
+        waiters = [asyncio.ensure_future(self.stop_requested.wait())]
+        if self.frontend is not None:
+            waiters.append(asyncio.ensure_future(self.frontend.wait_closed()))
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for fut in pending:
+            fut.cancel()
+        for fut in done:
+            if fut.exception() is not None:
+                log.error("daemon.frontend_stopped", error=str(fut.exception()))
+        log.info("daemon.stopping")
+
+    async def shutdown(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.notifier.stopping()
+        grace = self.settings.limits.shutdown_grace_seconds
+        if self.pool is not None:
+            await self.pool.shutdown(grace)
+        if self.frontend is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.frontend.close(), 15)
+        if self.control is not None:
+            await self.control.close()
+        # let queued registry writes land before we go
+        await self._writes.join() if self._writes_pending() else None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.daemon_file.unlink()
+        if self._lock_file is not None:
+            self._lock_file.close()
+        log.info("daemon.stopped")
+
+    # ---- pieces of startup --------------------------------------------------------------
+
+    def _take_instance_lock(self) -> None:
+        path = self.paths.state_dir / "daemon.lock"
+        handle = open(path, "a+", encoding="utf-8")  # held for our lifetime
+        os.chmod(path, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StateError(
+                f"another claudeclaw daemon is already running for {self.paths.root}; "
+                "stop it first (systemctl stop claudeclaw) or use another project directory"
+            ) from None
+        self._lock_file = handle
+
+    def _write_daemon_info(self, runtime: Any) -> None:
+        info = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_at,
+            "control_socket": str(runtime / "control.sock"),
+        }
+        write_private_text(self.paths.daemon_file, json.dumps(info, indent=2) + "\n")
+
+    async def _start_frontend(self) -> None:
+        from claudeclaw.frontend.bot import DiscordFrontend  # discord.py only when needed
+
+        frontend = DiscordFrontend(self.settings, self, self.paths)
+        await frontend.start()
+        self.frontend = frontend
+        await frontend.ready.wait()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---- sessions -----------------------------------------------------------------------
+
+    def _session_lookup(self, key: SessionKey) -> str | None:
+        return self.sessions.get(key)
+
+    def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
+        """Record session ids as soon as the CLI reports them (even if the run then fails)."""
+        if isinstance(event, RunSession | RunDone) and event.session_id:
+            if self.sessions.get(key) != event.session_id:
+                self.sessions[key] = event.session_id
+                self._writes.put_nowait(("record", key, event.session_id))
+        if isinstance(event, RunDone):
+            self._writes.put_nowait(("touch", key, event.session_id))
+            self.last_error.pop(key, None)
+        elif isinstance(event, RunFailed):
+            self.last_error[key] = f"{event.reason}: {event.message}"[:300]
+        self._mark_status_dirty()
+
+    def _writes_pending(self) -> bool:
+        return self._writes.qsize() > 0 or self._writes._unfinished_tasks > 0  # type: ignore[attr-defined]
+
+    async def _registry_writer(self) -> None:
+        """Apply registry changes one at a time, in order, off the event loop."""
+        while True:
+            op, key, session_id = await self._writes.get()
+            try:
+                if op == "record":
+                    await asyncio.to_thread(self.registry.record, key, session_id)
+                elif op == "touch":
+                    await asyncio.to_thread(self.registry.touch, key)
+                elif op == "remove":
+                    await asyncio.to_thread(self.registry.remove, key)
+            except ClaudeclawError as exc:
+                log.error("sessions.write_failed", session_key=key, op=op, error=str(exc))
+            finally:
+                self._writes.task_done()
+
+    # ---- the routing API (Dispatcher) ---------------------------------------------------
+
+    async def submit(
+        self, key: SessionKey, prompt: str, *, origin: str = "discord"
+    ) -> AsyncIterator[RunEvent]:
+        """Queue ``prompt`` for ``key``; yield its events until done or failed."""
+        key = session_key(key)
+        if self.pool is None or self.closing:
+            yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
+            return
+        sub = self.pool.submit(key, prompt, origin)
+        log.info(
+            "message.submitted",
+            session_key=key,
+            msg_id=sub.msg_id,
+            origin=origin,
+            prompt_chars=len(prompt),
+        )
+        self._mark_status_dirty()
+        while True:
+            event = await sub.events.get()
+            if is_final(event):
+                await self._writes.join()  # the reply is seen only once its session is on disk
+                yield event
+                return
+            yield event
+
+    async def cancel(self, key: SessionKey) -> bool:
+        assert self.pool is not None
+        return await self.pool.cancel(session_key(key))
+
+    async def reset(self, key: SessionKey) -> bool:
+        key = session_key(key)
+        assert self.pool is not None
+        had = self.sessions.get(key) is not None
+        self.sessions[key] = None
+        await self.pool.reset(key)
+        self._writes.put_nowait(("remove", key, ""))
+        await self._writes.join()
+        log.info("session.reset", session_key=key, had_session=had)
+        return had
+
+    async def session_info(self, key: SessionKey) -> SessionInfo:
+        key = session_key(key)
+        await self._writes.join()
+        record = await asyncio.to_thread(self.registry.get, key)
+        return self._info(key, record)
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        await self._writes.join()
+        records = await asyncio.to_thread(self.registry.list)
+        return [self._info(r.key, r) for r in records]
+
+    def _info(self, key: SessionKey, record: SessionRecord | None) -> SessionInfo:
+        assert self.pool is not None
+        handle = self.pool.find(key)
+        running = False
+        queue = 0
+        pid = 0
+        elapsed = 0.0
+        if handle is not None:
+            running = bool(handle.claude) or bool(handle.stats.get("running_msg_id"))
+            queue = max(0, len(handle.pending) - (1 if running else 0))
+            pid = handle.pid
+            elapsed = float(handle.stats.get("run_elapsed_s", 0.0))
+        return SessionInfo(
+            key=key,
+            record=record,
+            running=running,
+            queue_length=queue,
+            worker_pid=pid,
+            run_elapsed_s=elapsed,
+            last_error=self.last_error.get(key, ""),
+        )
+
+    # ---- reload, status, watchdog -------------------------------------------------------
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read settings.json and apply it; returns (applied, message)."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                settings = await asyncio.to_thread(load_settings, self.paths.settings_file)
+            except ConfigError as exc:
+                log.error("daemon.reload_failed", error=str(exc))
+                self.notifier.ready(self.status_line())
+                return False, str(exc)
+            token_changed = settings.discord.token != self.settings.discord.token
+            self.settings = settings
+            assert self.pool is not None
+            self.pool.apply_settings(settings)
+            if self.frontend is not None and not token_changed:
+                self.frontend.apply_settings(settings)
+            elif token_changed:
+                if self.frontend is not None:
+                    await self.frontend.close()
+                    self.frontend = None
+                if settings.discord.token:
+                    try:
+                        await self._start_frontend()
+                    except ClaudeclawError as exc:
+                        log.error("daemon.reload_frontend_failed", error=str(exc))
+                        self.notifier.ready(self.status_line())
+                        return False, str(exc)
+            log.info(
+                "daemon.reloaded",
+                max_concurrent_runs=settings.limits.max_concurrent_runs,
+                max_workers=settings.limits.max_workers,
+            )
+            self.notifier.ready(self.status_line())
+            return True, "settings reloaded"
+
+    def status_line(self) -> str:
+        """One ASCII-clean line for systemd's STATUS=."""
+        counts = self.pool.counts() if self.pool else {"workers": 0, "running": 0, "queued": 0}
+        discord = "local only"
+        if self.frontend is not None:
+            summary = self.frontend.summary()
+            discord = "discord connected" if summary.get("connected") else "discord reconnecting"
+        return (
+            f"{counts['workers']} sessions active, {counts['running']} running, "
+            f"{counts['queued']} queued; {discord}"
+        )
+
+    def _mark_status_dirty(self) -> None:
+        if self._status_dirty or self.closing:
+            return
+        self._status_dirty = True
+        asyncio.get_running_loop().call_later(0.5, self._flush_status)
+
+    def _flush_status(self) -> None:
+        self._status_dirty = False
+        if not self.closing:
+            self.notifier.status(self.status_line())
+
+    async def _watchdog_loop(self) -> None:
+        """WATCHDOG=1 only while the loop runs and the pool's health checks keep happening."""
+        interval = self.notifier.watchdog_interval()
+        if not interval:
+            return
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(interval)
+            pool_age = time.monotonic() - self.pool.last_health_check
+            if pool_age > 4 * 5.0 + interval:
+                log.error("daemon.pool_stalled", seconds=round(pool_age, 1))
+                continue
+            self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+
+    # ---- the control socket -------------------------------------------------------------
+
+    async def handle_control(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        kind = request["type"]
+        if kind == "ping":
+            await channel.send({"type": "result", "pid": os.getpid()})
+        elif kind == "status":
+            await channel.send({"type": "result", **(await self.status_report())})
+        elif kind == "send":
+            key = session_key(request.get("key") or GLOBAL_KEY)
+            async for event in self.submit(key, str(request["prompt"]), origin="cli"):
+                await channel.send({"type": "event", "event": event_to_dict(event)})
+        elif kind == "cancel":
+            cancelled = await self.cancel(session_key(request.get("key") or GLOBAL_KEY))
+            await channel.send({"type": "result", "cancelled": cancelled})
+        elif kind == "sessions.list":
+            infos = await self.list_sessions()
+            await channel.send({"type": "result", "sessions": [_info_dict(i) for i in infos]})
+        elif kind == "sessions.show":
+            info = await self.session_info(session_key(request["key"]))
+            await channel.send({"type": "result", "session": _info_dict(info)})
+        elif kind == "sessions.rm":
+            removed = await self.reset(session_key(request["key"]))
+            await channel.send({"type": "result", "removed": removed})
+        elif kind == "reload":
+            applied, message = await self.reload()
+            if applied:
+                await channel.send({"type": "result", "message": message})
+            else:
+                await channel.send({"type": "error", "message": message})
+        elif kind == "debug.hang" and self.test_hooks:
+            seconds = float(request.get("seconds", 3600))
+            await channel.send({"type": "result", "message": f"blocking the loop {seconds}s"})
+            log.warning("daemon.debug_hang", seconds=seconds)
+            time.sleep(seconds)  # noqa: ASYNC251 - deliberately blocks the loop for the watchdog test
+        else:
+            await channel.send({"type": "error", "message": f"unknown request {kind!r}"})
+
+    async def status_report(self) -> dict[str, Any]:
+        assert self.pool is not None
+        await self.pool.refresh_stats()
+        workers = self.pool.status()
+        pids = {w.pid for w in workers if w.pid}
+        samples = await asyncio.to_thread(lambda: {pid: self.stats.sample(pid) for pid in pids})
+        self.stats.forget_missing(pids)
+        own_rss, own_cpu = await asyncio.to_thread(self.stats.sample, os.getpid())
+        rows = []
+        for worker in workers:
+            worker.rss_bytes, worker.cpu_percent = samples.get(worker.pid, (0, 0.0))
+            row = asdict(worker)
+            row.pop("extra", None)
+            rows.append(row)
+        counts = self.pool.counts()
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "project": str(self.paths.root),
+                "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
+                "rss_bytes": own_rss,
+                "cpu_percent": own_cpu,
+                "discord": self.frontend.summary() if self.frontend is not None else None,
+                "limits": {
+                    "max_concurrent_runs": self.settings.limits.max_concurrent_runs,
+                    "max_workers": self.settings.limits.max_workers,
+                    "worker_idle_seconds": self.settings.limits.worker_idle_seconds,
+                },
+                "status": self.status_line(),
+                **counts,
+                "spawned_total": self.pool.spawn_count,
+                "crashes_total": self.pool.crash_count,
+            },
+            "workers": rows,
+        }
+
+
+def _info_dict(info: SessionInfo) -> dict[str, Any]:
+    data = asdict(info)
+    return data
+
+
+def run_daemon(paths: ProjectPaths, settings: Settings, log_mode: str = "auto") -> int:
+    """Entry point of ``claudeclaw run``."""
+    if sys.version_info < (3, 12):
+        # one pidfd per child instead of one waiting thread per child (3.12 does this itself)
+        with contextlib.suppress(Exception):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+
+    async def main() -> int:
+        supervisor = Supervisor(paths, settings, log_mode=log_mode)
+        return await supervisor.run()
+
+    return asyncio.run(main())

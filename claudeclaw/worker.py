@@ -1,0 +1,363 @@
+"""One session key's worker process: its FIFO queue and its ``claude`` runs, one at a time.
+
+Started by the supervisor as ``python -m claudeclaw.worker`` (a fresh interpreter, never a
+fork of the supervisor's threaded event loop). It connects back over the supervisor's
+worker socket, says ``hello``, and then:
+
+* queues ``run`` requests in arrival order and runs them one at a time, asking the
+  supervisor for a run slot (``acquire`` → ``grant``) before each, so the global cap on
+  concurrent ``claude`` processes holds and threads take turns;
+* streams every run event back (``event`` frames) and remembers the session id the CLI
+  reported, so the next message of the key resumes it;
+* answers ``ping`` with its live state, obeys ``cancel``/``reset``/``reload``/``shutdown``;
+* exits when the supervisor goes away (end of stream), killing its run's process group.
+
+It never imports discord.py (tests pin that) and stays small: its only job is the queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from claudeclaw import ipc
+from claudeclaw.claude.runner import run_claude
+from claudeclaw.config import Settings, load_settings
+from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, ClaudeclawError, IpcError
+from claudeclaw.logs import bind, configure_logging, get_logger
+from claudeclaw.model import (
+    RunDone,
+    RunEvent,
+    RunFailed,
+    RunQueued,
+    RunSession,
+    RunStarted,
+    SessionKey,
+    event_to_dict,
+    session_key,
+)
+from claudeclaw.paths import ProjectPaths
+
+log = get_logger()
+
+
+@dataclass(slots=True)
+class _Queued:
+    msg_id: str
+    prompt: str
+    origin: str
+
+
+class Worker:
+    """The queue and run loop of one key; talks to the supervisor through ``channel``."""
+
+    def __init__(
+        self, paths: ProjectPaths, key: SessionKey, channel: ipc.Channel, settings: Settings
+    ) -> None:
+        self.paths = paths
+        self.key = key
+        self.channel = channel
+        self.settings = settings
+        self.session_id: str | None = None
+        self.queue: deque[_Queued] = deque()
+        self.current: _Queued | None = None
+        self.current_task: asyncio.Task[RunDone | RunFailed] | None = None
+        self.run_started = 0.0
+        self.claude_pid = 0
+        self.waiting_grant: tuple[str, asyncio.Future[None]] | None = None
+        self.work_ready = asyncio.Event()
+        self.stopping = False
+        self.finished = asyncio.Event()
+        self.cancel_reason = ""
+
+    # ---- outbound -----------------------------------------------------------------------
+
+    def _send(self, message: ipc.Message) -> None:
+        try:
+            self.channel.send_nowait(message)
+        except (ConnectionError, IpcError) as exc:
+            log.warning("worker.send_failed", error=str(exc), type=message.get("type"))
+
+    def _emit(self, event: RunEvent) -> None:
+        if isinstance(event, RunSession) and event.session_id:
+            self.session_id = event.session_id
+        elif isinstance(event, RunStarted):
+            self.claude_pid = event.pid
+        elif isinstance(event, RunDone | RunFailed) and event.session_id:
+            self.session_id = event.session_id
+        self._send({"type": "event", "event": event_to_dict(event)})
+
+    def _state(self) -> dict[str, Any]:
+        if self.current is not None:
+            state = "running"
+        elif self.stopping:
+            state = "stopping"
+        elif self.queue:
+            state = "waiting"
+        else:
+            state = "idle"
+        return {
+            "state": state,
+            "queue_length": len(self.queue),
+            "running_msg_id": self.current.msg_id if self.current else "",
+            "run_elapsed_s": round(time.monotonic() - self.run_started, 3) if self.current else 0.0,
+            "session_id": self.session_id or "",
+            "claude_pid": self.claude_pid if self.current else 0,
+        }
+
+    # ---- inbound ------------------------------------------------------------------------
+
+    async def read_loop(self) -> None:
+        """Dispatch supervisor frames until the supervisor closes the connection."""
+        try:
+            while True:
+                message = await self.channel.recv()
+                if message is None:
+                    break
+                self.handle(message)
+        except (IpcError, ConnectionError) as exc:
+            log.error("worker.protocol_error", error=str(exc))
+        if not self.stopping:
+            log.warning("worker.supervisor_gone")
+        await self.abort("the supervisor went away")
+
+    def handle(self, message: ipc.Message) -> None:
+        kind = message["type"]
+        handler = getattr(self, "handle_" + kind.replace(".", "_"), None)
+        if handler is None:
+            log.warning("worker.unknown_frame", type=kind)
+            return
+        handler(message)
+
+    def handle_configure(self, message: ipc.Message) -> None:
+        session_id = message.get("session_id")
+        self.session_id = str(session_id) if session_id else None
+
+    def handle_run(self, message: ipc.Message) -> None:
+        item = _Queued(str(message["msg_id"]), str(message["prompt"]), str(message.get("origin")))
+        if self.stopping:
+            self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
+            return
+        self.queue.append(item)
+        ahead = len(self.queue) - 1 + (1 if self.current else 0)
+        self._emit(RunQueued(item.msg_id, ahead))
+        self.work_ready.set()
+
+    def handle_grant(self, message: ipc.Message) -> None:
+        if self.waiting_grant and self.waiting_grant[0] == message.get("msg_id"):
+            future = self.waiting_grant[1]
+            if not future.done():
+                future.set_result(None)
+
+    def handle_ping(self, message: ipc.Message) -> None:
+        self._send({"type": "pong", "seq": message.get("seq", 0), **self._state()})
+
+    def handle_cancel(self, message: ipc.Message) -> None:
+        """Stop the current run (or the head message still waiting for a slot)."""
+        self._cancel_current("cancelled")
+
+    def handle_reset(self, message: ipc.Message) -> None:
+        """Forget the session: cancel what runs, drop what waits, start fresh next time."""
+        self._cancel_current("reset")
+        for item in self._drain_queue():
+            self._emit(RunFailed(item.msg_id, "cancelled", "The session was reset; send it again."))
+        self.session_id = None
+
+    def handle_reload(self, message: ipc.Message) -> None:
+        asyncio.get_running_loop().create_task(self._reload())
+
+    def handle_shutdown(self, message: ipc.Message) -> None:
+        grace = float(message.get("grace", 0.0))
+        asyncio.get_running_loop().create_task(self.shutdown(grace))
+
+    # ---- the run loop -------------------------------------------------------------------
+
+    def _drain_queue(self) -> list[_Queued]:
+        items = list(self.queue)
+        self.queue.clear()
+        if self.waiting_grant is not None:
+            self.waiting_grant[1].cancel()
+        return items
+
+    def _cancel_current(self, reason: str) -> bool:
+        if self.current_task is not None and not self.current_task.done():
+            self.cancel_reason = reason
+            self.current_task.cancel()
+            return True
+        if self.waiting_grant is not None and self.queue:
+            self.cancel_reason = reason
+            self.waiting_grant[1].cancel()
+            return True
+        return False
+
+    async def run_loop(self) -> None:
+        """Run queued messages in order, one ``claude`` at a time, each with a granted slot."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            if not self.queue:
+                self.work_ready.clear()
+                await self.work_ready.wait()
+                continue
+            head = self.queue[0]
+            grant: asyncio.Future[None] = loop.create_future()
+            self.waiting_grant = (head.msg_id, grant)
+            self._send({"type": "acquire", "msg_id": head.msg_id})
+            try:
+                await grant
+            except asyncio.CancelledError:
+                if self.stopping or not self.cancel_reason:
+                    raise
+                # the head was cancelled (or reset) before it started
+                self.waiting_grant = None
+                if self.queue and self.queue[0] is head:
+                    self.queue.popleft()
+                    self._emit(RunFailed(head.msg_id, "cancelled", "Stopped before it started."))
+                self._send({"type": "release", "msg_id": head.msg_id})
+                self.cancel_reason = ""
+                continue
+            self.waiting_grant = None
+            self.queue.popleft()
+            await self._run_one(head)
+
+    async def _run_one(self, item: _Queued) -> None:
+        self.current = item
+        self.run_started = time.monotonic()
+        bind(msg_id=item.msg_id)
+        task = asyncio.get_running_loop().create_task(
+            run_claude(
+                self.settings,
+                item.prompt,
+                session_id=self.session_id,
+                msg_id=item.msg_id,
+                cwd=self.paths.root,
+                on_event=self._emit,
+            )
+        )
+        self.current_task = task
+        await asyncio.wait({task})
+        final: RunDone | RunFailed
+        if task.cancelled():
+            if self.cancel_reason == "shutdown":
+                final = RunFailed(
+                    item.msg_id,
+                    "shutdown",
+                    "claudeclaw stopped before Claude finished; send it again.",
+                    session_id=self.session_id or "",
+                )
+            else:
+                final = RunFailed(
+                    item.msg_id, "cancelled", "Stopped.", session_id=self.session_id or ""
+                )
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("worker.run_crashed", error=repr(exc), exc_info=exc)
+            final = RunFailed(item.msg_id, "error", f"Internal error while running Claude: {exc}")
+        else:
+            final = task.result()
+        self.cancel_reason = ""
+        self.current_task = None
+        self.current = None
+        self.claude_pid = 0
+        self._emit(final)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        try:
+            self.settings = await asyncio.to_thread(load_settings, self.paths.settings_file)
+            log.info("worker.reloaded")
+        except ClaudeclawError as exc:
+            log.error("worker.reload_failed", error=str(exc))
+
+    async def shutdown(self, grace: float) -> None:
+        """Take no more work; let the current run finish within ``grace`` s; then exit."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.work_ready.set()
+        for item in self._drain_queue():
+            self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
+        task = self.current_task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                self.cancel_reason = "shutdown"
+                task.cancel()
+                await asyncio.wait({task})
+            # let _run_one emit the final event
+            await asyncio.sleep(0)
+        self._send({"type": "bye", "reason": "shutdown"})
+        try:
+            await self.channel.writer.drain()
+        except ConnectionError:
+            pass
+        self.finished.set()
+
+    async def abort(self, why: str) -> None:
+        """The supervisor is gone: kill the run (its whole process group) and exit."""
+        if self.finished.is_set():
+            return
+        self.stopping = True
+        self.work_ready.set()
+        self.queue.clear()
+        task = self.current_task
+        if task is not None and not task.done():
+            self.cancel_reason = "shutdown"
+            task.cancel()
+            await asyncio.wait({task})
+        log.info("worker.aborted", why=why)
+        self.finished.set()
+
+
+async def serve(paths: ProjectPaths, key: SessionKey, socket_path: str) -> int:
+    try:
+        channel = await ipc.Channel.connect(socket_path)
+    except OSError as exc:
+        log.error("worker.connect_failed", socket=socket_path, error=str(exc))
+        return EXIT_WORKER_BOOT_FAILED
+    try:
+        settings = await asyncio.to_thread(load_settings, paths.settings_file)
+    except ClaudeclawError as exc:
+        log.error("worker.settings_invalid", error=str(exc))
+        return EXIT_WORKER_BOOT_FAILED
+    worker = Worker(paths, key, channel, settings)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(
+        signal.SIGTERM, lambda: loop.create_task(worker.abort("SIGTERM received"))
+    )
+    await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
+    tasks = [loop.create_task(worker.read_loop()), loop.create_task(worker.run_loop())]
+    await worker.finished.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await channel.close()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="claudeclaw-worker")
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--log-mode", default="auto")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor to handle
+    key = session_key(args.key)
+    configure_logging(mode=args.log_mode, process="worker")
+    bind(session_key=key, worker_pid=os.getpid())
+    if key != "global":
+        bind(thread_id=key)
+    paths = ProjectPaths.for_project(args.project)
+    return asyncio.run(serve(paths, key, args.socket))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

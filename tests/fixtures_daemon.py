@@ -1,0 +1,181 @@
+"""Fixtures that run the real supervisor and real worker processes with the fake ``claude``.
+
+* ``make_project``: a project directory with a settings.json (overrides merged in).
+* ``daemon``: a started in-process :class:`Supervisor` for that project (stopped after).
+* ``collect``: submit a message and gather its events up to the final one.
+* ``daemon_process``: ``claudeclaw run`` as a real subprocess (for signal tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claudeclaw import control
+from claudeclaw.config import load_settings
+from claudeclaw.model import RunEvent, SessionKey, is_final
+from claudeclaw.paths import ProjectPaths
+from claudeclaw.supervisor import Supervisor
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.fixture
+def short_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short runtime directory (Unix socket paths must stay under 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="cc-"))
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+ProjectFactory = Callable[..., ProjectPaths]
+
+
+@pytest.fixture
+def make_project(
+    tmp_path: Path,
+    fake_claude_path: Path,
+    fake_claude_env: dict[str, str],
+    short_runtime_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ProjectFactory:
+    """Create a project whose settings point at the fake claude; returns its paths."""
+    monkeypatch.setenv("FAKE_CLAUDE_STATE", fake_claude_env["FAKE_CLAUDE_STATE"])
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+
+    def make(**overrides: Any) -> ProjectPaths:
+        paths = ProjectPaths.for_project(tmp_path / "project")
+        paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings: dict[str, Any] = {
+            "runner": {
+                "claudePath": str(fake_claude_path),
+                "idleTimeoutSeconds": 30,
+                "hardTimeoutSeconds": 60,
+                "killGraceSeconds": 1,
+            },
+            "limits": {
+                "maxConcurrentRuns": 4,
+                "maxWorkers": 16,
+                "workerIdleSeconds": 60,
+                "shutdownGraceSeconds": 2,
+            },
+        }
+        _merge(settings, overrides)
+        paths.settings_file.write_text(json.dumps(settings))
+        paths.settings_file.chmod(0o600)
+        return paths
+
+    return make
+
+
+@pytest.fixture
+async def daemon(make_project: ProjectFactory) -> AsyncIterator[Supervisor]:
+    """A running in-process supervisor with default test settings."""
+    paths = make_project()
+    supervisor = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await supervisor.startup()
+    try:
+        yield supervisor
+    finally:
+        await supervisor.shutdown()
+
+
+async def collect(
+    dispatcher: Any,
+    key: SessionKey | str,
+    prompt: str,
+    on_event: Callable[[RunEvent], None] | None = None,
+) -> list[RunEvent]:
+    """Submit ``prompt`` and return all its events (the last is done or failed)."""
+    events: list[RunEvent] = []
+    async with asyncio.timeout(60):
+        async for event in dispatcher.submit(SessionKey(str(key)), prompt, origin="test"):
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+            if is_final(event):
+                break
+    return events
+
+
+class DaemonProcess:
+    """``claudeclaw run`` in a subprocess; ``wait_ready`` awaits its control socket."""
+
+    def __init__(self, paths: ProjectPaths, env: dict[str, str]) -> None:
+        self.paths = paths
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = paths.root / "daemon.log"
+
+    def start(self) -> None:
+        log = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "claudeclaw", "run", "--project", str(self.paths.root),
+             "--log-mode", "json"],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    async def wait_ready(self, within: float = 20) -> None:
+        async with asyncio.timeout(within):
+            while not await control.daemon_running(self.paths):
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"daemon exited: {self.log.read_text()[-2000:]}")
+                await asyncio.sleep(0.05)
+
+    async def wait_exit(self, within: float = 30) -> int:
+        assert self.proc is not None
+        async with asyncio.timeout(within):
+            while self.proc.poll() is None:
+                await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def daemon_process(make_project: ProjectFactory) -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(paths: ProjectPaths | None = None, **overrides: Any) -> DaemonProcess:
+        proc = DaemonProcess(paths or make_project(**overrides), dict(os.environ))
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        with contextlib.suppress(Exception):
+            proc.kill()

@@ -1,0 +1,422 @@
+"""The supervisor and its worker processes, driven with the fake ``claude``.
+
+Each test starts a real supervisor (in-process) that spawns real worker processes; the
+workers run ``tests/fake_claude.py``. Nothing is mocked between the routing API and the
+``claude`` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import struct
+
+import psutil
+import pytest
+
+from claudeclaw import control, ipc
+from claudeclaw.model import (
+    GLOBAL_KEY,
+    RunDone,
+    RunEvent,
+    RunFailed,
+    RunQueued,
+    RunStarted,
+    SessionKey,
+)
+from claudeclaw.procs import find_orphans, project_tag
+from claudeclaw.supervisor import Supervisor
+from tests.fixtures_daemon import collect
+
+
+def final(events: list[RunEvent]) -> RunDone | RunFailed:
+    last = events[-1]
+    assert isinstance(last, RunDone | RunFailed)
+    return last
+
+
+def started(events: list[RunEvent]) -> list[RunStarted]:
+    return [e for e in events if isinstance(e, RunStarted)]
+
+
+async def wait_for(predicate, what: str, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Await a condition the daemon reaches on its own (a safety net, not a sleep)."""
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_first_message_creates_session_and_second_resumes(daemon: Supervisor) -> None:
+    """1. A new thread's first message runs without --resume and records the session.
+    2. The second message resumes it.
+    Result: one session id in sessions.json, the fake saw two turns of it."""
+    key = SessionKey("111111111111111111")
+    first = await collect(daemon, key, "hello")
+    done1 = final(first)
+    assert isinstance(done1, RunDone)
+    assert started(first)[0].resumed is False
+    record = await asyncio.to_thread(daemon.registry.get, key)
+    assert record is not None and record.session_id == done1.session_id
+
+    second = await collect(daemon, key, "again")
+    done2 = final(second)
+    assert isinstance(done2, RunDone)
+    assert started(second)[0].resumed is True
+    assert done2.session_id == done1.session_id
+    assert done2.reply == "FAKE-REPLY turn=2 last=again"
+    stored = json.loads(daemon.paths.thread_sessions_file.read_text())
+    entry = stored["threads"][key]
+    assert entry["sessionId"] == done1.session_id and entry["turnCount"] == 2
+
+
+async def test_threads_run_in_parallel(daemon: Supervisor) -> None:
+    """1. Four threads each get a message that hangs.
+    2. Wait until all four claude processes have started.
+    Result: four runs were in flight at once (parallel); cancelling ends each."""
+    keys = [SessionKey(f"20000000000000000{i}") for i in range(4)]
+    running: set[str] = set()
+
+    def note(key: str):  # type: ignore[no-untyped-def]
+        def on_event(event: RunEvent) -> None:
+            if isinstance(event, RunStarted):
+                running.add(key)
+
+        return on_event
+
+    tasks = [asyncio.create_task(collect(daemon, k, "HANG", note(k))) for k in keys]
+    await wait_for(lambda: len(running) == 4, "four runs in flight")
+    for key in keys:
+        assert await daemon.cancel(key)
+    results = await asyncio.gather(*tasks)
+    for events in results:
+        failed = final(events)
+        assert isinstance(failed, RunFailed) and failed.reason == "cancelled"
+
+
+def record_order(sup: Supervisor) -> list[tuple[str, str]]:
+    """Events in the order the supervisor receives them from the workers (the true order)."""
+    timeline: list[tuple[str, str]] = []
+    assert sup.pool is not None
+    original = sup.pool.on_event
+
+    def on_event(key: SessionKey, event: RunEvent) -> None:
+        if isinstance(event, RunStarted):
+            timeline.append(("start", event.msg_id))
+        elif isinstance(event, RunDone | RunFailed):
+            timeline.append(("end", event.msg_id))
+        original(key, event)
+
+    sup.pool.on_event = on_event
+    return timeline
+
+
+def peak_in_flight(timeline: list[tuple[str, str]]) -> int:
+    """The most messages that had a claude running at the same moment."""
+    live: set[str] = set()
+    peak = 0
+    for kind, msg_id in timeline:
+        if kind == "start":
+            live.add(msg_id)
+        else:
+            live.discard(msg_id)
+        peak = max(peak, len(live))
+    return peak
+
+
+async def test_messages_in_one_thread_run_in_order(daemon: Supervisor) -> None:
+    """Three messages sent at once to one thread run one after another, in order."""
+    key = SessionKey("300000000000000000")
+    timeline = record_order(daemon)
+    results = []
+    for i in range(3):  # submitted back to back, before the first one finishes
+        results.append(asyncio.create_task(collect(daemon, key, f"msg{i} SLEEP:0.1")))
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*results)
+    msg_ids = [started(r)[0].msg_id for r in results]
+    assert timeline == [
+        ("start", msg_ids[0]), ("end", msg_ids[0]),
+        ("start", msg_ids[1]), ("end", msg_ids[1]),
+        ("start", msg_ids[2]), ("end", msg_ids[2]),
+    ]  # fmt: skip
+    replies = [final(r) for r in results]
+    assert [r.reply for r in replies if isinstance(r, RunDone)] == [
+        f"FAKE-REPLY turn={i + 1} last=msg{i} SLEEP:0.1" for i in range(3)
+    ]
+    queued = [e for e in results[2] if isinstance(e, RunQueued)]
+    assert queued and queued[0].position == 2
+
+
+async def test_global_queue_stays_serial(daemon: Supervisor) -> None:
+    """DMs and channel messages share the global key: never two runs of it at once."""
+    timeline = record_order(daemon)
+    results = await asyncio.gather(
+        *(collect(daemon, GLOBAL_KEY, f"dm{i} SLEEP:0.1") for i in range(3))
+    )
+    assert [kind for kind, _ in timeline] == ["start", "end"] * 3
+    assert peak_in_flight(timeline) == 1
+    assert all(isinstance(final(r), RunDone) for r in results)
+    assert daemon.paths.global_session_file.exists()
+
+
+async def test_idle_worker_exits_and_session_survives(make_project) -> None:  # type: ignore[no-untyped-def]
+    """1. A thread runs one message; its worker goes idle.
+    2. After workerIdleSeconds the worker exits.
+    3. The next message starts a new worker that resumes the same Claude session."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(limits={"workerIdleSeconds": 0.3})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        key = SessionKey("400000000000000000")
+        first = final(await collect(sup, key, "one"))
+        assert sup.pool is not None
+        handle = sup.pool.find(key)
+        assert handle is not None
+        first_pid = handle.pid
+        async with asyncio.timeout(10):
+            await handle.exited.wait()
+        assert sup.pool.find(key) is None
+        second = await collect(sup, key, "two")
+        assert started(second)[0].resumed is True
+        done = final(second)
+        assert isinstance(done, RunDone) and isinstance(first, RunDone)
+        assert done.session_id == first.session_id
+        assert done.reply == "FAKE-REPLY turn=2 last=two"
+        new = sup.pool.find(key)
+        assert new is not None and new.pid != first_pid
+    finally:
+        await sup.shutdown()
+
+
+async def test_concurrency_cap_holds_and_threads_take_turns(make_project) -> None:  # type: ignore[no-untyped-def]
+    """maxConcurrentRuns=1: thread A has three messages, thread B one.
+    Result: never two claude at once, and B runs right after A's first (no starvation)."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(limits={"maxConcurrentRuns": 1})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        a, b = SessionKey("500000000000000001"), SessionKey("500000000000000002")
+        order: list[str] = []
+        in_flight = 0
+        peak = 0
+        b_waiting = asyncio.Event()
+
+        def track(label: str):  # type: ignore[no-untyped-def]
+            def on_event(event: RunEvent) -> None:
+                nonlocal in_flight, peak
+                if isinstance(event, RunStarted) and label not in order:
+                    order.append(label)
+                    in_flight += 1
+                    peak = max(peak, in_flight)
+                elif isinstance(event, RunDone | RunFailed):
+                    in_flight -= 1
+                elif isinstance(event, RunQueued) and event.waiting_for_slot and label == "B1":
+                    b_waiting.set()
+
+            return on_event
+
+        timeline = record_order(sup)
+        a1 = asyncio.create_task(collect(sup, a, "HANG", track("A1")))
+        await wait_for(lambda: order == ["A1"], "A1 running")
+        rest_a = [asyncio.create_task(collect(sup, a, f"a{i}", track(f"A{i}"))) for i in (2, 3)]
+        b1 = asyncio.create_task(collect(sup, b, "b1", track("B1")))
+        async with asyncio.timeout(20):
+            await b_waiting.wait()
+        assert await sup.cancel(a)  # A1 ends; the slot goes to B, not to A's next message
+        await asyncio.gather(a1, b1, *rest_a)
+        assert order == ["A1", "B1", "A2", "A3"]
+        assert peak_in_flight(timeline) == 1
+    finally:
+        await sup.shutdown()
+
+
+async def test_sigkill_of_a_worker_loses_no_message(daemon: Supervisor) -> None:
+    """1. A thread has one message running and two queued behind it.
+    2. Its worker is SIGKILLed mid-run.
+    Result: the running message is retried on a new worker, the queued ones follow in
+    order, all three get replies; the killed run's claude process is gone."""
+    key = SessionKey("600000000000000000")
+    first_start: list[RunStarted] = []
+
+    def on_first(event: RunEvent) -> None:
+        if isinstance(event, RunStarted):
+            first_start.append(event)
+
+    t1 = asyncio.create_task(collect(daemon, key, "one SLEEP:1.5", on_first))
+    await wait_for(lambda: bool(first_start), "first run started")
+    t2 = asyncio.create_task(collect(daemon, key, "two"))
+    t3 = asyncio.create_task(collect(daemon, key, "three"))
+    assert daemon.pool is not None
+    handle = daemon.pool.find(key)
+    assert handle is not None
+    await wait_for(lambda: len(handle.pending) == 3, "three pending")
+    os.kill(handle.pid, signal.SIGKILL)
+    r1, r2, r3 = await asyncio.gather(t1, t2, t3)
+    assert [type(final(r)) for r in (r1, r2, r3)] == [RunDone, RunDone, RunDone]
+    assert len(started(r1)) >= 2  # ran again after the crash (and maybe reset a session)
+    assert not psutil.pid_exists(first_start[0].pid) or (
+        psutil.Process(first_start[0].pid).status() == psutil.STATUS_ZOMBIE
+    )
+    replies = [final(r).reply for r in (r1, r2, r3)]  # type: ignore[union-attr]
+    assert [r.split(" last=")[1] for r in replies] == ["one SLEEP:1.5", "two", "three"]
+    assert daemon.pool.crash_count == 1
+
+
+async def test_bad_frames_do_not_kill_the_supervisor(daemon: Supervisor) -> None:
+    """Garbage, oversized and foreign-version frames on both sockets close only that one
+    connection; the daemon goes on serving."""
+    assert daemon.pool is not None and daemon.control is not None
+    for path in (daemon.pool.socket_path, daemon.control.path):
+        for payload in (
+            b"\x00\x00\x00\x05hello",  # not JSON
+            struct.pack(">I", ipc.MAX_FRAME_BYTES + 1),  # oversized
+            ipc.encode_frame({"type": "hello"}).replace(b'"v":1', b'"v":9'),  # version
+            b"\xff\xff",  # truncated header
+        ):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            await asyncio.to_thread(sock.connect, str(path))
+            await asyncio.to_thread(sock.sendall, payload)
+            sock.shutdown(socket.SHUT_WR)
+            await asyncio.to_thread(sock.recv, 65536)  # the daemon closes it
+            sock.close()
+    done = final(await collect(daemon, GLOBAL_KEY, "still alive?"))
+    assert isinstance(done, RunDone)
+    reply = await control.request(daemon.paths, {"type": "ping"})
+    assert reply["pid"] == os.getpid()
+
+
+async def test_status_reports_what_is_really_running(daemon: Supervisor) -> None:
+    """status (as ``claudeclaw status --json`` gets it) shows the worker, its running
+    claude pid, the queue behind it and real memory figures."""
+    key = SessionKey("700000000000000000")
+    begun: list[RunStarted] = []
+    running = asyncio.create_task(
+        collect(daemon, key, "HANG", lambda e: begun.append(e) if isinstance(e, RunStarted) else None)
+    )
+    await wait_for(lambda: bool(begun), "run started")
+    queued = asyncio.create_task(collect(daemon, key, "next"))
+    assert daemon.pool is not None
+    await wait_for(lambda: len(daemon.pool.find(key).pending) == 2, "one queued")  # type: ignore[union-attr]
+    report = await control.request(daemon.paths, {"type": "status"})
+    rows = {w["key"]: w for w in report["workers"]}
+    row = rows[key]
+    assert row["state"] == "running"
+    assert row["claude_pid"] == begun[0].pid and psutil.pid_exists(row["claude_pid"])
+    assert row["queue_length"] == 1
+    assert row["rss_bytes"] > 1_000_000
+    assert report["daemon"]["running"] == 1
+    assert report["daemon"]["pid"] == os.getpid()
+    await daemon.cancel(key)
+    await asyncio.gather(running, queued)
+
+
+async def test_reset_forgets_the_session(daemon: Supervisor) -> None:
+    key = SessionKey("800000000000000000")
+    first = final(await collect(daemon, key, "one"))
+    assert await daemon.reset(key) is True
+    assert await asyncio.to_thread(daemon.registry.get, key) is None
+    again = await collect(daemon, key, "two")
+    assert started(again)[0].resumed is False
+    done = final(again)
+    assert isinstance(done, RunDone) and isinstance(first, RunDone)
+    assert done.session_id != first.session_id
+
+
+async def test_sigterm_leaves_no_process_behind(daemon_process, make_project) -> None:  # type: ignore[no-untyped-def]
+    """1. `claudeclaw run` serves a thread whose claude hangs (with a grandchild).
+    2. SIGTERM the daemon (grace 1 s).
+    Result: it exits 0 and no process of this project is left: no worker, no claude,
+    no grandchild."""
+    paths = make_project(limits={"shutdownGraceSeconds": 1})
+    proc = daemon_process(paths)
+    await proc.wait_ready()
+    started_evt = asyncio.Event()
+    claude_pids: list[int] = []
+
+    async def send() -> None:
+        async for frame in control.stream(
+            paths, {"type": "send", "key": "900000000000000000", "prompt": "GRANDCHILD"}
+        ):
+            if frame["event"]["kind"] == "started":
+                claude_pids.append(frame["event"]["pid"])
+                started_evt.set()
+
+    sender = asyncio.create_task(send())
+    async with asyncio.timeout(20):
+        await started_evt.wait()
+    tag = project_tag(str(paths.root))
+    ours = await asyncio.to_thread(
+        lambda: [p for p in psutil.process_iter() if _tagged(p, tag)]
+    )
+    assert len(ours) >= 2  # the worker and the fake claude at least
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
+    await asyncio.gather(sender, return_exceptions=True)
+    left = await asyncio.to_thread(lambda: [p.pid for p in psutil.process_iter() if _tagged(p, tag)])
+    assert left == []
+
+
+def _tagged(proc: psutil.Process, tag: str) -> bool:
+    try:
+        return proc.environ().get("CLAUDECLAW_OWNER", "").startswith(tag + ":")
+    except psutil.Error:
+        return False
+
+
+async def test_orphans_of_a_dead_daemon_are_ended_at_start(daemon_process, make_project) -> None:  # type: ignore[no-untyped-def]
+    """1. A daemon runs a hanging claude; daemon and worker are SIGKILLed (a crash).
+    2. The claude process survives as an orphan.
+    3. A new daemon starts for the project.
+    Result: the orphan is found by its tag (pid + start time of its dead owner) and ended."""
+    paths = make_project()
+    first = daemon_process(paths)
+    await first.wait_ready()
+    pids: list[int] = []
+    got = asyncio.Event()
+
+    async def send() -> None:
+        async for frame in control.stream(
+            paths, {"type": "send", "key": "910000000000000000", "prompt": "HANG IGNORE_TERM"}
+        ):
+            if frame["event"]["kind"] == "started":
+                pids.append(frame["event"]["pid"])
+                got.set()
+
+    sender = asyncio.create_task(send())
+    async with asyncio.timeout(20):
+        await got.wait()
+    claude_pid = pids[0]
+    worker_pid = psutil.Process(claude_pid).ppid()
+    first.signal(signal.SIGSTOP)  # frozen: it cannot clean up after its worker
+    os.kill(worker_pid, signal.SIGKILL)
+    first.kill()
+    await asyncio.gather(sender, return_exceptions=True)
+    assert psutil.pid_exists(claude_pid)
+    tag = project_tag(str(paths.root))
+    assert claude_pid in [p.pid for p in await asyncio.to_thread(find_orphans, tag)]
+    second = daemon_process(paths)
+    await second.wait_ready()
+    await wait_for(lambda: not _alive(claude_pid), "orphan ended")
+    second.signal(signal.SIGTERM)
+    assert await second.wait_exit() == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_second_daemon_for_the_same_project_is_refused(daemon: Supervisor) -> None:
+    from claudeclaw.errors import StateError
+
+    other = Supervisor(daemon.paths, daemon.settings, log_mode="json")
+    with pytest.raises(StateError, match="already running"):
+        await other.startup()
