@@ -1,0 +1,133 @@
+"""The ``claude`` argv and environment, as the original ClaudeClaw builds them.
+
+The argv matches upstream (``src/runner.ts``) with two deliberate differences: the prompt
+always goes after ``--`` (so a message starting with ``-`` reaches Claude as text, not as a
+flag), and the project ``CLAUDE.md`` is not copied into ``--append-system-prompt`` (the CLI
+loads it itself; upstream sends it twice). The environment drops everything that would leak
+a secret or confuse the child: the Discord token under any name, a frozen OAuth token
+inherited from a parent Claude Code, and the systemd variables meant for the daemon only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from claudeclaw.config import Settings
+from claudeclaw.logs import get_logger
+
+__all__ = [
+    "DROPPED_ENV",
+    "SCOPE_PREAMBLE",
+    "build_argv",
+    "build_env",
+    "build_system_prompt",
+    "is_session_id",
+]
+
+SCOPE_PREAMBLE = "You are running inside ClaudeClaw."
+
+_SCOPE_PARAGRAPH = (
+    "CRITICAL SECURITY CONSTRAINT: you are scoped to the directory {cwd}. You MUST NOT read, "
+    "write, edit or execute anything outside this directory or its subdirectories (no parent "
+    "directories, no home directory, no system files). If a request needs anything outside "
+    "it, refuse and explain why."
+)
+
+DROPPED_ENV = frozenset(
+    {
+        # A daemon started from inside Claude Code inherits these; the OAuth token is frozen
+        # and expires after ~8 h (silent 401s). Without it the CLI uses its own credentials.
+        "CLAUDECODE",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "CLAUDE_CODE_PROVIDER_MANAGED_BY_HOST",
+        # Ours: the bot token must never reach a tool run by Claude.
+        "DISCORD_TOKEN",
+        # systemd's, for the daemon only: a child must not notify or claim sockets for us.
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "CREDENTIALS_DIRECTORY",
+    }
+)
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+# Upstream's z.ai path: the model "glm" is not a Claude model name; it switches the endpoint.
+_GLM_MODEL = "glm"
+_GLM_BASE_URL = "https://api.z.ai/api/anthropic"
+
+
+def is_session_id(value: str | None) -> bool:
+    """True when ``value`` is a UUID, the only kind of id the CLI hands out."""
+    return bool(value) and _UUID.fullmatch(value or "") is not None
+
+
+def build_system_prompt(settings: Settings, cwd: Path) -> str:
+    """The ``--append-system-prompt`` text, rebuilt on every call (it does not persist)."""
+    parts = [SCOPE_PREAMBLE]
+    if settings.security.level != "unrestricted":
+        parts.append(_SCOPE_PARAGRAPH.format(cwd=cwd))
+    extra = settings.runner.append_system_prompt.strip()
+    if extra:
+        parts.append(extra)
+    return "\n\n".join(parts)
+
+
+def _security_args(settings: Settings) -> list[str]:
+    security = settings.security
+    args = ["--dangerously-skip-permissions"]  # headless: nobody can answer a prompt
+    if security.level == "locked":
+        args += ["--tools", "Read,Grep,Glob"]
+    elif security.level == "strict":
+        args += ["--disallowedTools", "Bash,WebSearch,WebFetch"]
+    if security.allowed_tools:
+        args += ["--allowedTools", " ".join(security.allowed_tools)]
+    if security.disallowed_tools:
+        args += ["--disallowedTools", " ".join(security.disallowed_tools)]
+    return args
+
+
+def build_argv(
+    settings: Settings, prompt: str, session_id: str | None, *, cwd: Path | None = None
+) -> list[str]:
+    """The full argv for one run.
+
+    A ``session_id`` that is not a UUID never reaches ``--resume`` (it could be a flag or a
+    session *title*, which the CLI would happily match): it is logged and dropped, so the
+    run starts a new session. ``cwd`` is the directory named in the scope paragraph
+    (default: the current one).
+    """
+    if session_id is not None and not is_session_id(session_id):
+        get_logger().warning("claude.session_id_invalid", session_id=session_id[:80])
+        session_id = None
+    argv = [settings.runner.claude_path, "-p", "--output-format", "stream-json", "--verbose"]
+    argv += _security_args(settings)
+    if session_id:
+        argv += ["--resume", session_id]
+    argv += ["--append-system-prompt", build_system_prompt(settings, cwd or Path.cwd())]
+    model = settings.model.strip()
+    if model and model.lower() != _GLM_MODEL:
+        argv += ["--model", model]
+    argv += ["--", prompt]
+    return argv
+
+
+def build_env(base: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    """The child's environment: ``base`` minus secrets and daemon-only variables."""
+    token = settings.discord.token
+    env = {
+        name: value
+        for name, value in base.items()
+        if name not in DROPPED_ENV and not (token and value == token)
+    }
+    if settings.api:
+        env["ANTHROPIC_AUTH_TOKEN"] = settings.api
+    if settings.model.strip().lower() == _GLM_MODEL:
+        env["ANTHROPIC_BASE_URL"] = _GLM_BASE_URL
+        env["API_TIMEOUT_MS"] = "3000000"
+    return env

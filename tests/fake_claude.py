@@ -1,0 +1,461 @@
+#!/usr/bin/env python3
+"""A fake ``claude`` CLI for tests and benchmarks: same flags, same stream-json shapes.
+
+Accepts what claudeclaw passes (``-p``, ``--output-format text|json|stream-json``,
+``--verbose``, ``--resume <uuid>``, ``--session-id``, ``--append-system-prompt``,
+``--model``, ``--tools``, ``--allowedTools``, ``--disallowedTools``,
+``--dangerously-skip-permissions``, ...). Like the real one (2.1.330) it refuses
+stream-json without ``--verbose``, an unknown option, and a ``--resume`` id it has never
+seen (stderr ``No conversation found with session ID: <id>``, an ``error_during_execution``
+result on stdout, rc 1). Everything after ``--`` is the prompt, even ``--version``.
+
+Sessions live in ``$FAKE_CLAUDE_STATE`` (default ``$HOME/.fake-claude``) as
+``sessions/<id>.json`` (the list of prompts), so a resume is observable: the reply is
+``FAKE-REPLY turn=<n> last=<prompt>`` where n counts this session's prompts.
+
+Directives, anywhere in the prompt (upper case words):
+
+``SLEEP:<s>``          sleep s seconds after ``system/init`` (env ``FAKE_CLAUDE_LATENCY`` sets a
+                       default for every run)
+``HANG``               print ``system/init`` then hang forever
+``IGNORE_TERM``        ignore SIGTERM (the runner must escalate to SIGKILL); use with HANG
+``GRANDCHILD``         start ``sleep 1000`` in our process group, write its pid to
+                       ``$FAKE_CLAUDE_STATE/grandchild.pid`` (before ``system/init``), hang
+``BACKGROUND``         start ``sleep 1000`` in our group holding our stdout open, write its pid
+                       to ``$FAKE_CLAUDE_STATE/background.pid``, then answer normally and exit
+``CRASH``              print ``system/init``, then exit 3 with a message on stderr
+``GARBAGE``            mix non-JSON lines, a JSON array and an unknown event into the stream
+``NO_RESULT``          print ``system/init`` and an assistant line, exit 0 without a result
+``ERROR:api<status>``  an API error result (``is_error`` true, ``subtype`` success), rc 1
+                       (``ERROR:api500``, ``ERROR:api401``, ``ERROR:api429``)
+``ERROR:max_turns``    an ``error_max_turns`` result without a ``result`` key, rc 1
+``ERROR:ratelimit``    ``You've hit your limit · resets 3pm (UTC)``, rc 1
+``ERROR:thinking``     on a resumed run only: ``Invalid `signature` in `thinking` block``, rc 1
+``TOOL:<Name>:<json>`` an assistant ``tool_use`` line, its ``user`` tool_result, then the reply
+``STDERR:<n>``         write n bytes to stderr first (pipe-drain tests)
+``BIGLINE:<n>``        the reply is n ``x`` characters (long-line tests)
+``ECHO_ARGV``          the reply is ``json.dumps(sys.argv[1:])``
+``ECHO_ENV``           the reply is ``json.dumps(dict(os.environ))``
+
+Env ``FAKE_CLAUDE_PIDFILE_DIR``: write ``<pid>.pid`` there at start (orphan checks).
+Startup must stay fast (stdlib only, lazy imports): benchmarks spawn it many times.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+
+VERSION = "2.1.330 (Claude Code)"
+MODEL = "claude-opus-5-5"
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_VALUE_FLAGS = {
+    "--output-format",
+    "--input-format",
+    "--resume",
+    "-r",
+    "--session-id",
+    "--append-system-prompt",
+    "--system-prompt",
+    "--model",
+    "--fallback-model",
+    "--tools",
+    "--allowedTools",
+    "--allowed-tools",
+    "--disallowedTools",
+    "--disallowed-tools",
+    "--permission-mode",
+    "--max-turns",
+    "--add-dir",
+    "--settings",
+    "--mcp-config",
+    "--effort",
+    "--max-budget-usd",
+    "-n",
+    "--name",
+}
+_BOOL_FLAGS = {
+    "-p",
+    "--print",
+    "--verbose",
+    "--dangerously-skip-permissions",
+    "--allow-dangerously-skip-permissions",
+    "--include-partial-messages",
+    "--no-session-persistence",
+    "--fork-session",
+    "--bare",
+    "--strict-mcp-config",
+    "-c",
+    "--continue",
+}
+
+
+def _fail(message, rc=1):
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    sys.exit(rc)
+
+
+def parse_args(args):
+    opts = {}
+    prompt_parts = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            prompt_parts.extend(args[i + 1 :])
+            break
+        if arg in ("--version", "-v"):
+            print(VERSION)
+            sys.exit(0)
+        if arg.startswith("-") and "=" in arg and arg.split("=", 1)[0] in _VALUE_FLAGS:
+            name, value = arg.split("=", 1)
+            opts[name] = value
+        elif arg in _VALUE_FLAGS:
+            if i + 1 >= len(args):
+                _fail(f"error: option '{arg} <value>' argument missing")
+            opts.setdefault(arg + "[]", []).append(args[i + 1])
+            opts[arg] = args[i + 1]
+            i += 1
+        elif arg in _BOOL_FLAGS:
+            opts[arg] = True
+        elif arg.startswith("-") and arg != "-":
+            _fail(f"error: unknown option '{arg}'")
+        else:
+            prompt_parts.append(arg)
+        i += 1
+    return opts, " ".join(prompt_parts)
+
+
+def _state_dir():
+    configured = os.environ.get("FAKE_CLAUDE_STATE")
+    if configured:
+        return configured
+    return os.path.join(os.environ.get("HOME") or os.path.expanduser("~"), ".fake-claude")
+
+
+def _session_file(session_id):
+    return os.path.join(_state_dir(), "sessions", session_id + ".json")
+
+
+def _load_history(session_id):
+    try:
+        with open(_session_file(session_id), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _save_history(session_id, history):
+    path = _session_file(session_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(history, fh)
+    os.replace(tmp, path)
+
+
+class Out:
+    """Writes one JSON event per line (stream-json) and remembers the result."""
+
+    def __init__(self, fmt, session_id):
+        self.fmt = fmt
+        self.session_id = session_id
+
+    def line(self, obj):
+        if self.fmt == "stream-json":
+            sys.stdout.write(json.dumps(obj) + "\n")
+            sys.stdout.flush()
+
+    def raw(self, text):
+        if self.fmt == "stream-json":
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def init(self, cwd, model):
+        self.line(
+            {
+                "type": "system",
+                "subtype": "init",
+                "cwd": cwd,
+                "session_id": self.session_id,
+                "tools": ["Bash", "Edit", "Glob", "Grep", "Read", "Write"],
+                "mcp_servers": [],
+                "model": model,
+                "permissionMode": "bypassPermissions",
+                "apiKeySource": "none",
+                "claude_code_version": "2.1.330",
+                "output_style": "default",
+                "uuid": str(uuid.uuid4()),
+                "fake": True,
+            }
+        )
+
+    def assistant(self, content, model):
+        self.line(
+            {
+                "type": "assistant",
+                "message": {
+                    "id": "msg_fake_" + uuid.uuid4().hex[:20],
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 12, "output_tokens": 1},
+                },
+                "parent_tool_use_id": None,
+                "session_id": self.session_id,
+                "uuid": str(uuid.uuid4()),
+            }
+        )
+
+    def result(self, rc, **fields):
+        obj = {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "duration_ms": 12,
+            "duration_api_ms": 3,
+            "num_turns": 1,
+            "stop_reason": "end_turn",
+            "session_id": self.session_id,
+            "total_cost_usd": 0.000188,
+            "usage": {"input_tokens": 12, "output_tokens": 7},
+            "modelUsage": {},
+            "permission_denials": [],
+            "terminal_reason": "completed",
+            "api_error_status": None,
+            "uuid": str(uuid.uuid4()),
+        }
+        obj.update(fields)
+        obj = {k: v for k, v in obj.items() if v is not _ABSENT}
+        if self.fmt == "stream-json":
+            self.line(obj)
+        elif self.fmt == "json":
+            sys.stdout.write(json.dumps(obj) + "\n")
+        else:
+            text = obj.get("result")
+            if text is None:
+                text = "; ".join(obj.get("errors", []))
+            sys.stdout.write(str(text) + "\n")
+        sys.stdout.flush()
+        sys.exit(rc)
+
+
+_ABSENT = object()
+
+
+def _hang():
+    while True:
+        time.sleep(3600)
+
+
+def _api_error(status):
+    if status == 401:
+        return "Failed to authenticate. API Error: 401 fake error 401"
+    if status == 429:
+        return "API Error: Request rejected (429) · fake error 429"
+    return (
+        f"API Error: {status} fake error {status}. This is a server-side issue, usually "
+        "temporary — try again in a moment."
+    )
+
+
+def main():
+    args = sys.argv[1:]
+    opts, prompt = parse_args(args)
+    pid_dir = os.environ.get("FAKE_CLAUDE_PIDFILE_DIR")
+    if pid_dir:
+        os.makedirs(pid_dir, exist_ok=True)
+        with open(os.path.join(pid_dir, f"{os.getpid()}.pid"), "w") as fh:
+            fh.write(str(os.getpid()))
+    if not (opts.get("-p") or opts.get("--print")):
+        _fail("fake claude: interactive mode is not supported; pass -p")
+    fmt = opts.get("--output-format", "text")
+    if fmt not in ("text", "json", "stream-json"):
+        _fail(f"error: option '--output-format <format>' argument '{fmt}' is invalid.")
+    if fmt == "stream-json" and not opts.get("--verbose"):
+        _fail("Error: When using --print, --output-format=stream-json requires --verbose")
+    if not prompt.strip():
+        _fail(
+            "Error: Input must be provided either through stdin or as a prompt argument "
+            "when using --print"
+        )
+    model = opts.get("--model", MODEL)
+
+    resume = opts.get("--resume") or opts.get("-r")
+    if resume is not None:
+        if not _UUID.fullmatch(resume):
+            _fail(
+                "Error: --resume requires a valid session ID or session title when used with "
+                f'--print. Usage: claude -p --resume <session-id|title>. Provided value "{resume}" '
+                "is not a UUID and does not match any session title."
+            )
+        history = _load_history(resume)
+        if history is None:
+            out = Out(fmt, resume)
+            if fmt == "stream-json":
+                out.line(
+                    {
+                        "type": "result",
+                        "subtype": "error_during_execution",
+                        "duration_ms": 0,
+                        "is_error": True,
+                        "num_turns": 0,
+                        "session_id": resume,
+                        "total_cost_usd": 0,
+                        "errors": [f"No conversation found with session ID: {resume}"],
+                    }
+                )
+            _fail(f"No conversation found with session ID: {resume}")
+        session_id = resume
+    else:
+        session_id = opts.get("--session-id") or str(uuid.uuid4())
+        if _load_history(session_id) is not None:
+            _fail(f"Error: Session ID {session_id} is already in use.")
+        history = []
+
+    out = Out(fmt, session_id)
+    words = set(re.findall(r"\b[A-Z_]+\b", prompt))
+
+    stderr_n = re.search(r"\bSTDERR:(\d+)", prompt)
+    if stderr_n:
+        sys.stderr.write("e" * int(stderr_n.group(1)))
+        sys.stderr.flush()
+    if "IGNORE_TERM" in words:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for word in ("GRANDCHILD", "BACKGROUND"):
+        if word in words:
+            import subprocess
+
+            child = subprocess.Popen(["sleep", "1000"])  # same process group, same stdout
+            path = os.path.join(_state_dir(), word.lower() + ".pid")
+            os.makedirs(_state_dir(), exist_ok=True)
+            with open(path + ".tmp", "w") as fh:
+                fh.write(str(child.pid))
+            os.replace(path + ".tmp", path)
+
+    out.init(os.getcwd(), model)
+    if "GARBAGE" in words:
+        out.raw("this is not json")
+        out.raw("[1, 2, 3]")
+        out.raw('{"type": "mystery_event", "new_field": {"x": 1}}')
+        out.raw("{truncated")
+    if "HANG" in words or "GRANDCHILD" in words:
+        _hang()
+    latency = float(os.environ.get("FAKE_CLAUDE_LATENCY") or 0)
+    sleep = re.search(r"\bSLEEP:([0-9.]+)", prompt)
+    if sleep:
+        latency = float(sleep.group(1))
+    if latency > 0:
+        time.sleep(latency)
+    if "CRASH" in words:
+        _fail("fake claude: simulated crash (CRASH directive)\nTraceback: nothing useful", rc=3)
+
+    # Errors happen before the turn is stored (as with the real CLI's failed API calls).
+    error = re.search(r"\bERROR:(\w+)", prompt)
+    if error:
+        kind = error.group(1)
+        if kind.startswith("api") and kind[3:].isdigit():
+            status = int(kind[3:])
+            out.result(
+                1,
+                is_error=True,
+                result=_api_error(status),
+                terminal_reason="api_error",
+                api_error_status=status,
+                api_error_type="rate_limit_error" if status == 429 else "api_error",
+                total_cost_usd=0,
+            )
+        if kind == "max_turns":
+            out.assistant(
+                [
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_fake",
+                        "name": "Bash",
+                        "input": {"command": "true"},
+                    }
+                ],
+                model,
+            )
+            out.result(
+                1,
+                subtype="error_max_turns",
+                is_error=True,
+                result=_ABSENT,
+                num_turns=2,
+                terminal_reason="max_turns",
+                errors=["Reached maximum number of turns (1)"],
+            )
+        if kind == "ratelimit":
+            out.result(
+                1,
+                is_error=True,
+                result="You've hit your limit · resets 3pm (UTC)",
+                terminal_reason="api_error",
+            )
+        if kind == "thinking" and resume is not None:
+            out.result(
+                1,
+                is_error=True,
+                result=(
+                    "API Error: 400 messages.1.content.0: Invalid `signature` in `thinking` block"
+                ),
+                terminal_reason="api_error",
+                api_error_status=400,
+            )
+
+    if "NO_RESULT" in words:
+        out.assistant([{"type": "text", "text": "partial"}], model)
+        sys.exit(0)
+
+    history.append(prompt)
+    _save_history(session_id, history)
+    num_turns = 1
+    tool = re.search(r"\bTOOL:(\w+):", prompt)
+    if tool:
+        try:
+            tool_input, _ = json.JSONDecoder().raw_decode(prompt, tool.end())
+        except ValueError:
+            tool_input = {}
+        name = tool.group(1)
+        tool_id = "toolu_fake_" + uuid.uuid4().hex[:12]
+        out.assistant([{"type": "text", "text": f"Calling {name}."}], model)
+        out.assistant(
+            [{"type": "tool_use", "id": tool_id, "name": name, "input": tool_input}], model
+        )
+        out.line(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [{"tool_use_id": tool_id, "type": "tool_result", "content": "ok"}],
+                },
+                "parent_tool_use_id": None,
+                "session_id": session_id,
+                "tool_use_result": {"stdout": "ok", "stderr": "", "interrupted": False},
+            }
+        )
+        num_turns = 2
+
+    if "ECHO_ARGV" in words:
+        reply = json.dumps(args)
+    elif "ECHO_ENV" in words:
+        reply = json.dumps(dict(os.environ))
+    elif re.search(r"\bBIGLINE:(\d+)", prompt):
+        reply = "x" * int(re.search(r"\bBIGLINE:(\d+)", prompt).group(1))
+    else:
+        reply = f"FAKE-REPLY turn={len(history)} last={prompt}"
+    out.assistant([{"type": "text", "text": reply}], model)
+    out.result(0, result=reply, num_turns=num_turns)
+
+
+if __name__ == "__main__":
+    main()
