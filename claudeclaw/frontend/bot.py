@@ -1,0 +1,762 @@
+"""The Discord frontend: a discord.py client wired to the routing API.
+
+One :class:`DiscordFrontend` per daemon. For every message it asks
+:func:`~claudeclaw.frontend.routing.route_message` whether to answer and under which
+session key, builds the prompt (downloading attachments), submits it through the
+:class:`~claudeclaw.api.Dispatcher` and follows the run's events on Discord:
+
+* reactions on the user's message: 👀 accepted, ⚙️ running, ✅ done, ❌ failed (each
+  replaces the previous one); the typing indicator while running; "Queued: N ahead of you"
+  once when it has to wait; after ``progressAfterSeconds`` one status message with the
+  current tool and elapsed time, edited at most every ``progressEditIntervalSeconds`` and
+  deleted at the end;
+* the reply, split by :mod:`~claudeclaw.frontend.render`, first chunk as a native reply;
+  nothing in it can ping anyone (``AllowedMentions.none()``, except the replied-to author);
+  a reply Discord will not take is retried, then saved under ``undelivered/``.
+
+Threads: deleting one resets its session; archiving keeps it (unless
+``removeSessionOnArchive``); after every (re)connect the bot rejoins threads that have
+sessions so their messages keep arriving; threads created under listen channels are joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import time
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+from discord import app_commands
+
+from claudeclaw.api import Dispatcher
+from claudeclaw.config import Settings
+from claudeclaw.errors import ConfigError
+from claudeclaw.frontend.attachments import (
+    AttachmentFacts,
+    Download,
+    collect_attachments,
+    prune_inbox,
+)
+from claudeclaw.frontend.commands import build_commands
+from claudeclaw.frontend.prompt import PromptParts, build_prompt
+from claudeclaw.frontend.render import (
+    failure_text,
+    progress_text,
+    queued_text,
+    render_reply,
+)
+from claudeclaw.frontend.routing import (
+    MessageFacts,
+    Route,
+    is_authorized,
+    route_message,
+    strip_mentions,
+)
+from claudeclaw.logs import get_logger, register_secret
+from claudeclaw.model import (
+    RunDone,
+    RunEvent,
+    RunFailed,
+    RunProgress,
+    RunQueued,
+    RunStarted,
+    SessionKey,
+    session_key,
+)
+from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+
+log = get_logger(component="discord")
+
+ACCEPTED = "👀"
+RUNNING = "⚙️"
+DONE = "✅"
+FAILED = "❌"
+UNAUTHORIZED = "Unauthorized."
+
+LOGIN_REJECTED = (
+    "Discord rejected the token (401): check discord.token / DISCORD_TOKEN "
+    "(Discord Developer Portal → your application → Bot → Reset Token, then update it)"
+)
+LOGIN_MISSING = (
+    "no Discord bot token: set discord.token in settings.json or the DISCORD_TOKEN "
+    "environment variable (see docs/DISCORD.md)"
+)
+INTENT_REFUSED = (
+    "Discord refused the Message Content intent (close code 4014): enable it in the "
+    "Developer Portal → your application → Bot → Privileged Gateway Intents → "
+    "Message Content Intent"
+)
+NO_ALLOWLIST = (
+    "discord.allowedUserIds is empty, so the bot answers nobody: add your Discord user id "
+    '(Settings → Advanced → Developer Mode, then right-click yourself → Copy User ID) or "*" '
+    "for everyone to discord.allowedUserIds in settings.json, then run claudeclaw reload"
+)
+
+_REPLY_MENTIONS = discord.AllowedMentions(
+    everyone=False, users=False, roles=False, replied_user=True
+)
+_NO_MENTIONS = discord.AllowedMentions.none()
+
+
+def bot_intents() -> discord.Intents:
+    """Guilds, guild messages, DMs and message content (privileged); no members/presence."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    return intents
+
+
+class _Client(discord.Client):
+    """discord.py client whose events are handled by its :class:`DiscordFrontend`."""
+
+    def __init__(self, frontend: DiscordFrontend, **options: Any) -> None:
+        options.setdefault("intents", bot_intents())
+        options.setdefault("allowed_mentions", _NO_MENTIONS)
+        options.setdefault("chunk_guilds_at_startup", False)
+        options.setdefault("member_cache_flags", discord.MemberCacheFlags.none())
+        super().__init__(**options)
+        self.frontend = frontend
+        self.tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:
+        await self.frontend._setup_hook()
+
+    async def on_ready(self) -> None:
+        await self.frontend._on_connected("ready")
+
+    async def on_resumed(self) -> None:
+        await self.frontend._on_connected("resumed")
+
+    async def on_disconnect(self) -> None:
+        self.frontend._connected = False
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.frontend._spawn(self.frontend._on_message(message), "message")
+
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        await self.frontend._on_thread_deleted(payload.thread_id)
+
+    async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
+        await self.frontend._on_thread_updated(payload)
+
+    async def on_thread_create(self, thread: discord.Thread) -> None:
+        await self.frontend._on_thread_created(thread)
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        log.exception("discord.event_failed", event=event_method)
+
+
+@dataclass(slots=True)
+class _RunView:
+    """What the user sees of one run while it works."""
+
+    started: float = 0.0
+    tool: str = ""
+    summary: str = ""
+    writing: bool = False
+    reaction: str | None = None
+    status_message: discord.Message | None = None
+    status_text: str = ""
+
+
+class DiscordFrontend:
+    """The Discord side of the daemon (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        paths: ProjectPaths,
+        *,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._dispatcher = dispatcher
+        self._paths = paths
+        self._client = _Client(self, **dict(client_options or {}))
+        self.ready = asyncio.Event()
+        self._connected = False
+        self._synced = False
+        self._connect_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rejoin_lock = asyncio.Lock()
+        # Delays between attempts to deliver a reply chunk (then it is saved to disk).
+        self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
+        self.prune_interval_seconds = 3600.0
+        for command in build_commands(self):
+            self._client.tree.add_command(command)
+        self._client.tree.error(self._on_command_error)
+
+    # ---- host properties (used by commands.py) ----------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self._dispatcher
+
+    @property
+    def project_root(self) -> Path:
+        return self._paths.root
+
+    @property
+    def client(self) -> discord.Client:
+        return self._client
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in (a bad token raises :class:`ConfigError`), then connect in the background."""
+        token = self._settings.discord.token
+        if not token:
+            raise ConfigError(LOGIN_MISSING)
+        register_secret(token)
+        self._log_access()
+        try:
+            await self._client.login(token)
+        except discord.LoginFailure:
+            log.error("discord.login_failed", reason="token rejected (401)")
+            await self._client.close()
+            raise ConfigError(LOGIN_REJECTED) from None
+        log.info("discord.logged_in", user_id=self._bot_id())
+        self._connect_task = asyncio.create_task(self._connect(), name="discord-connect")
+        self._spawn(self._prune_loop(), "prune")
+
+    async def _connect(self) -> None:
+        try:
+            await self._client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            log.error("discord.intent_refused", intent="message_content")
+            raise ConfigError(INTENT_REFUSED) from None
+        except discord.ConnectionClosed as exc:
+            if exc.code == 4004:
+                log.error("discord.login_failed", reason="gateway closed 4004")
+                raise ConfigError(LOGIN_REJECTED) from None
+            raise
+        finally:
+            self._connected = False
+
+    async def wait_ready(self) -> None:
+        """Wait for :attr:`ready`; raise instead if the client stops first (e.g. the
+        gateway refused the token or the Message Content intent: :class:`ConfigError`)."""
+        if self._connect_task is None:
+            raise RuntimeError("DiscordFrontend.start() was not called")
+        ready = asyncio.ensure_future(self.ready.wait())
+        try:
+            await asyncio.wait({ready, self._connect_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not self.ready.is_set():
+            await asyncio.shield(self._connect_task)  # raises its error
+            raise ConnectionError("the Discord client stopped before it was ready")
+
+    async def wait_closed(self) -> None:
+        """Return when the client has stopped for good (raise if it stopped on an error)."""
+        if self._connect_task is None:
+            return
+        await asyncio.shield(self._connect_task)
+
+    async def drain(self, within: float) -> None:
+        """Let message handlers deliver their last replies (bounded), before :meth:`close`.
+
+        The daemon calls this after the worker pool has ended every run (each handler then
+        holds a final event to post), so a stop does not swallow replies.
+        """
+        handlers = [t for t in self._tasks if t.get_name() == "discord-message"]
+        if handlers:
+            await asyncio.wait(handlers, timeout=within)
+
+    async def close(self) -> None:
+        """Disconnect and stop every task this frontend started."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await self._client.close()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._connect_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._connect_task
+        self._connected = False
+        log.info("discord.closed")
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Take new settings (reload): allowlist, listen lists, intervals apply at once."""
+        old = self._settings
+        self._settings = settings
+        if settings.discord.token != old.discord.token:
+            log.warning("discord.token_changed", hint="restart claudeclaw to use the new token")
+        if settings.discord.token:
+            register_secret(settings.discord.token)
+        self._log_access()
+        log.info(
+            "discord.settings_applied",
+            allowed_users=len(settings.discord.allowed_user_ids),
+            listen_channels=len(settings.discord.listen_channels),
+            listen_guilds=len(settings.discord.listen_guilds),
+        )
+
+    def summary(self) -> dict[str, object]:
+        """For STATUS / ``claudeclaw status``."""
+        latency = self._client.latency
+        return {
+            "connected": self._connected and not self._client.is_closed(),
+            "ready": self.ready.is_set(),
+            "guilds": len(self._client.guilds),
+            "latency_ms": round(latency * 1000) if math.isfinite(latency) else None,
+            "user_id": self._bot_id() or None,
+        }
+
+    def _log_access(self) -> None:
+        discord_settings = self._settings.discord
+        if discord_settings.allow_everyone:
+            log.warning("discord.allowlist_open", hint='allowedUserIds is "*": anyone may use it')
+        elif not discord_settings.allowed_user_ids:
+            log.warning("discord.allowlist_empty", hint=NO_ALLOWLIST)
+
+    async def _setup_hook(self) -> None:
+        await self._sync_commands()
+
+    async def _sync_commands(self) -> None:
+        try:
+            synced = await self._client.tree.sync()
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.error("discord.commands_sync_failed", error=type(exc).__name__)
+            return
+        self._synced = True
+        log.info("discord.commands_synced", count=len(synced))
+
+    async def _on_connected(self, how: str) -> None:
+        self._connected = True
+        log.info("discord.connected", how=how, guilds=len(self._client.guilds))
+        if not self._synced:
+            await self._sync_commands()
+        if self._synced:
+            self.ready.set()
+        self._spawn(self._rejoin_threads(), "rejoin")
+
+    async def _on_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        cause = error.__cause__ or error
+        name = interaction.command.name if interaction.command is not None else "?"
+        log.error(
+            "discord.command_failed", command=name, error=type(cause).__name__, exc_info=cause
+        )
+        text = "❌ That command failed; the daemon log has the details."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("discord.command_error_reply_failed", status=exc.status)
+
+    def _bot_id(self) -> str:
+        user = self._client.user
+        return str(user.id) if user is not None else ""
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"discord-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error(
+                "discord.task_failed",
+                task=task.get_name(),
+                error=type(exc).__name__,
+                exc_info=exc,
+            )
+
+    async def _prune_loop(self) -> None:
+        while True:
+            discord_settings = self._settings.discord
+            try:
+                removed = await asyncio.to_thread(
+                    prune_inbox, self._paths.inbox_dir, discord_settings.inbox_max_age_hours
+                )
+            except OSError as exc:
+                log.warning("discord.inbox_prune_failed", error=type(exc).__name__)
+            else:
+                if removed:
+                    log.info("discord.inbox_pruned", removed=removed)
+            await asyncio.sleep(self.prune_interval_seconds)
+
+    # ---- threads -----------------------------------------------------------------------
+
+    async def _on_thread_deleted(self, thread_id: int) -> None:
+        key = session_key(thread_id)
+        had = await self._dispatcher.reset(key)
+        log.info("discord.thread_deleted", key=key, session_reset=had)
+
+    async def _on_thread_updated(self, payload: discord.RawThreadUpdateEvent) -> None:
+        metadata = payload.data.get("thread_metadata") or {}
+        key = session_key(payload.thread_id)
+        if metadata.get("archived"):
+            if self._settings.discord.remove_session_on_archive:
+                had = await self._dispatcher.reset(key)
+                log.info("discord.thread_archived", key=key, session_reset=had)
+            else:
+                log.info("discord.thread_archived", key=key, session_kept=True)
+            return
+        # An unarchived thread we had dropped from the cache is only cached after this
+        # raw event was created, so look it up again.
+        thread = payload.thread or self._client.get_channel(payload.thread_id)
+        if isinstance(thread, discord.Thread) and thread.me is None and not thread.archived:
+            info = await self._dispatcher.session_info(key)
+            if info.record is not None:
+                await self._join(thread, "unarchived")
+
+    async def _on_thread_created(self, thread: discord.Thread) -> None:
+        discord_settings = self._settings.discord
+        listened = str(thread.parent_id) in discord_settings.listen_channels or (
+            str(thread.guild.id) in discord_settings.listen_guilds
+        )
+        if listened and thread.me is None:
+            await self._join(thread, "created")
+
+    async def _join(self, thread: discord.Thread, why: str) -> None:
+        try:
+            await thread.join()
+        except discord.HTTPException as exc:
+            log.warning(
+                "discord.thread_join_failed", thread_id=thread.id, why=why, status=exc.status
+            )
+        else:
+            log.info("discord.thread_joined", thread_id=thread.id, why=why)
+
+    async def _rejoin_threads(self) -> None:
+        """Join every thread that has a session, so its messages keep reaching us."""
+        async with self._rejoin_lock:
+            sessions = await self._dispatcher.list_sessions()
+            for info in sessions:
+                if not info.key.isdigit():
+                    continue
+                try:
+                    channel = await self._client.fetch_channel(int(info.key))
+                except discord.NotFound:
+                    log.info("discord.rejoin_channel_gone", key=info.key)
+                    continue
+                except discord.HTTPException as exc:
+                    log.warning("discord.rejoin_fetch_failed", key=info.key, status=exc.status)
+                    continue
+                if isinstance(channel, discord.Thread) and not channel.archived:
+                    await self._join(channel, "rejoin")
+
+    # ---- messages ----------------------------------------------------------------------
+
+    async def _facts(self, message: discord.Message) -> MessageFacts:
+        channel: Any = message.channel
+        guild_id = str(message.guild.id) if message.guild is not None else None
+        if guild_id is not None and isinstance(channel, discord.PartialMessageable):
+            # A thread we have not cached (e.g. one unarchived while we were away).
+            with contextlib.suppress(discord.HTTPException):
+                channel = await self._client.fetch_channel(channel.id)
+        parent = str(channel.parent_id) if isinstance(channel, discord.Thread) else None
+        replied_to: str | None = None
+        reference = message.reference
+        if reference is not None:
+            resolved = reference.resolved or reference.cached_message
+            if isinstance(resolved, discord.Message):
+                replied_to = str(resolved.author.id)
+        return MessageFacts(
+            author_id=str(message.author.id),
+            author_is_bot=message.author.bot,
+            message_type=message.type.value,
+            content=message.content,
+            channel_id=str(message.channel.id),
+            guild_id=guild_id,
+            thread_parent_id=parent,
+            has_attachments=bool(message.attachments),
+            mentioned_user_ids=tuple(str(user.id) for user in message.mentions),
+            replied_to_author_id=replied_to,
+        )
+
+    async def _on_message(self, message: discord.Message) -> None:
+        bot_id = self._bot_id()
+        if str(message.author.id) == bot_id:
+            return  # our own messages: never even look at them
+        facts = await self._facts(message)
+        route = route_message(facts, self._settings.discord, bot_id)
+        if route.action == "ignore":
+            log.debug("discord.message_ignored", reason=route.reason, message_id=message.id)
+            return
+        if route.action == "refuse":
+            log.info("discord.message_refused", user_id=message.author.id, message_id=message.id)
+            with contextlib.suppress(discord.HTTPException):
+                await message.channel.send(UNAUTHORIZED, allowed_mentions=_NO_MENTIONS)
+            return
+        await self._answer(message, facts, route)
+
+    async def _build_prompt(
+        self, message: discord.Message, facts: MessageFacts, key: SessionKey
+    ) -> str:
+        discord_settings = self._settings.discord
+        pairs: list[tuple[AttachmentFacts, Download]] = [
+            (
+                AttachmentFacts(
+                    id=str(att.id),
+                    filename=att.filename,
+                    content_type=att.content_type or "",
+                    size=att.size,
+                    is_voice=att.is_voice_message(),
+                ),
+                att.read,
+            )
+            for att in message.attachments
+        ]
+        lines = await collect_attachments(
+            pairs,
+            inbox_root=self._paths.inbox_dir,
+            key=str(key),
+            max_bytes=discord_settings.max_attachment_bytes,
+            max_inline_chars=discord_settings.max_inline_text_chars,
+        )
+        return build_prompt(
+            PromptParts(
+                now=dt.datetime.now(dt.UTC),
+                offset_minutes=self._settings.timezone_offset_minutes,
+                is_dm=facts.is_dm,
+                channel_id=facts.channel_id,
+                username=message.author.name,
+                text=strip_mentions(message.content, self._bot_id()),
+                channel_names=discord_settings.channel_names,
+                thread_parent_id=facts.thread_parent_id,
+                attachment_lines=lines,
+            )
+        )
+
+    async def _answer(self, message: discord.Message, facts: MessageFacts, route: Route) -> None:
+        assert route.key is not None
+        key = route.key
+        view = _RunView()
+        fields = {"key": key, "message_id": message.id, "channel_id": message.channel.id}
+        log.info(
+            "discord.message_accepted",
+            trigger=route.reason,
+            length=len(message.content),
+            attachments=len(message.attachments),
+            **fields,
+        )
+        await self._react(message, view, ACCEPTED)
+        prompt = await self._build_prompt(message, facts, key)
+        final = await self._follow_run(message, key, prompt, view, fields)
+        if isinstance(final, RunDone):
+            rendered = render_reply(final.reply)
+            log.info(
+                "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
+            )
+            await self._deliver(message, key, rendered.chunks)
+            if rendered.reactions:
+                with contextlib.suppress(discord.HTTPException):
+                    await message.add_reaction(rendered.reactions[0])
+            await self._react(message, view, DONE)
+        else:
+            log.info("discord.run_failed", reason=final.reason, **fields)
+            await self._deliver(message, key, [failure_text(final)])
+            await self._react(message, view, FAILED)
+
+    async def _follow_run(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        prompt: str,
+        view: _RunView,
+        fields: dict[str, Any],
+    ) -> RunDone | RunFailed:
+        stop = asyncio.Event()
+        helpers: list[asyncio.Task[None]] = []
+        said_queued = False
+        final: RunDone | RunFailed | None = None
+        stream: AsyncIterator[RunEvent] = self._dispatcher.submit(key, prompt, origin="discord")
+        try:
+            async for event in stream:
+                if isinstance(event, RunQueued):
+                    text = queued_text(event.position, event.waiting_for_slot)
+                    if text and not said_queued:
+                        said_queued = True
+                        await self._send_quietly(message.channel, text)
+                elif isinstance(event, RunStarted):
+                    if not helpers:
+                        view.started = time.monotonic()
+                        await self._react(message, view, RUNNING)
+                        helpers.append(asyncio.create_task(self._typing(message.channel, stop)))
+                        helpers.append(
+                            asyncio.create_task(self._progress(message.channel, view, stop))
+                        )
+                elif isinstance(event, RunProgress):
+                    if event.tool:
+                        view.tool, view.summary, view.writing = event.tool, event.summary, False
+                    elif event.text:
+                        view.tool, view.summary, view.writing = "", "", True
+                elif isinstance(event, RunDone | RunFailed):
+                    final = event
+                    break
+        except Exception as exc:
+            log.error("discord.run_stream_failed", error=type(exc).__name__, exc_info=exc, **fields)
+            final = RunFailed(msg_id="", reason="error", message="claudeclaw lost track of it.")
+        finally:
+            stop.set()
+            if helpers:
+                await asyncio.gather(*helpers, return_exceptions=True)
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+        if final is None:
+            final = RunFailed(msg_id="", reason="error", message="The run ended without a result.")
+        return final
+
+    async def _typing(self, channel: discord.abc.Messageable, stop: asyncio.Event) -> None:
+        try:
+            async with channel.typing():
+                await stop.wait()
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.debug("discord.typing_failed", error=type(exc).__name__)
+
+    async def _progress(
+        self, channel: discord.abc.Messageable, view: _RunView, stop: asyncio.Event
+    ) -> None:
+        """One status message for long runs, edited in place, deleted at the end."""
+        if await _wait(stop, self._settings.discord.progress_after_seconds):
+            return
+        try:
+            while True:
+                text = progress_text(
+                    tool=view.tool,
+                    summary=view.summary,
+                    writing=view.writing,
+                    elapsed_s=time.monotonic() - view.started,
+                )
+                try:
+                    if view.status_message is None:
+                        view.status_message = await channel.send(
+                            text, allowed_mentions=_NO_MENTIONS
+                        )
+                    elif text != view.status_text:
+                        await view.status_message.edit(content=text, allowed_mentions=_NO_MENTIONS)
+                    view.status_text = text
+                except discord.HTTPException as exc:
+                    log.debug("discord.progress_failed", status=exc.status)
+                if await _wait(stop, self._settings.discord.progress_edit_interval_seconds):
+                    return
+        finally:
+            if view.status_message is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await view.status_message.delete()
+
+    async def _react(self, message: discord.Message, view: _RunView, emoji: str) -> None:
+        """Show ``emoji`` on the user's message, replacing the previous status reaction."""
+        previous, view.reaction = view.reaction, emoji
+        try:
+            await message.add_reaction(emoji)
+            if previous is not None and previous != emoji and self._client.user is not None:
+                await message.remove_reaction(previous, self._client.user)
+        except discord.HTTPException as exc:
+            log.debug("discord.reaction_failed", status=exc.status, message_id=message.id)
+
+    async def _send_quietly(self, channel: discord.abc.Messageable, text: str) -> None:
+        try:
+            await channel.send(text, allowed_mentions=_NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("discord.send_failed", status=exc.status)
+
+    async def _deliver(self, message: discord.Message, key: SessionKey, chunks: list[str]) -> bool:
+        """Send ``chunks`` (the first as a reply); retry, then save what could not be sent."""
+        channel = message.channel
+        reference = message.to_reference(fail_if_not_exists=False)
+        for index, chunk in enumerate(chunks):
+            attempt = 0
+            while True:
+                try:
+                    if index == 0:
+                        await channel.send(
+                            chunk,
+                            reference=reference,
+                            mention_author=True,
+                            allowed_mentions=_REPLY_MENTIONS,
+                        )
+                    else:
+                        await channel.send(chunk, allowed_mentions=_NO_MENTIONS)
+                    break
+                except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                    status = getattr(exc, "status", None)
+                    if attempt >= len(self.retry_delays):
+                        await self._save_undelivered(message, key, chunks, index)
+                        return False
+                    log.warning(
+                        "discord.reply_retry",
+                        key=key,
+                        chunk=index,
+                        attempt=attempt + 1,
+                        status=status,
+                        error=type(exc).__name__,
+                    )
+                    await asyncio.sleep(self.retry_delays[attempt])
+                    attempt += 1
+        return True
+
+    async def _save_undelivered(
+        self, message: discord.Message, key: SessionKey, chunks: list[str], first_missing: int
+    ) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        header = (
+            f"<!-- claudeclaw: reply Discord did not accept; key={key} "
+            f"channel={message.channel.id} message={message.id} "
+            f"delivered_chunks={first_missing}/{len(chunks)} -->\n\n"
+        )
+        text = header + "\n\n".join(chunks) + "\n"
+        directory = self._paths.undelivered_dir
+
+        def write() -> Path:
+            ensure_private_dir(directory)
+            path = directory / f"{stamp}-{key}.md"
+            counter = 1
+            while path.exists():
+                path = directory / f"{stamp}-{key}-{counter}.md"
+                counter += 1
+            write_private_text(path, text)
+            return path
+
+        try:
+            path = await asyncio.to_thread(write)
+        except Exception as exc:
+            log.error("discord.reply_lost", key=key, error=type(exc).__name__, length=len(text))
+            return
+        log.error(
+            "discord.reply_undelivered",
+            key=key,
+            path=str(path),
+            chunks=len(chunks),
+            delivered=first_missing,
+        )
+
+    def is_authorized(self, user_id: str) -> bool:
+        return is_authorized(user_id, self._settings.discord)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True if it is set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
+    except TimeoutError:
+        return event.is_set()
+    return True
+
+
+__all__ = ["DiscordFrontend", "bot_intents"]

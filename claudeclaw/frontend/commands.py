@@ -1,0 +1,238 @@
+"""Slash commands: /status, /reset, /stop, /compact, /context (and /start, as the original).
+
+Each command works on the session key of the channel it is used in (the thread; else the
+global session, or the channel with ``sessionScope: "channel"``), checks the allowlist
+first (unauthorized: an ephemeral "Unauthorized.") and talks to the daemon only through
+the :class:`~claudeclaw.api.Dispatcher` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Protocol
+
+import discord
+from discord import app_commands
+
+from claudeclaw.api import Dispatcher
+from claudeclaw.config import Settings
+from claudeclaw.frontend import context as ctx
+from claudeclaw.frontend.render import failure_text, format_elapsed
+from claudeclaw.frontend.routing import is_authorized, key_for_channel
+from claudeclaw.logs import get_logger
+from claudeclaw.model import GLOBAL_KEY, RunDone, RunFailed, SessionInfo, SessionKey
+
+log = get_logger(component="discord.commands")
+
+UNAUTHORIZED = "Unauthorized."
+MAX_LISTED_THREADS = 10
+
+
+class CommandHost(Protocol):
+    """What the commands need from the frontend."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+    @property
+    def project_root(self) -> Path: ...
+
+
+def interaction_key(interaction: discord.Interaction, settings: Settings) -> SessionKey:
+    """The session key of the channel an interaction comes from."""
+    channel = interaction.channel
+    channel_id = interaction.channel_id or (channel.id if channel is not None else 0)
+    guild_id = str(interaction.guild_id) if interaction.guild_id is not None else None
+    if guild_id is None:
+        return GLOBAL_KEY
+    return key_for_channel(
+        guild_id=guild_id,
+        channel_id=str(channel_id),
+        is_thread=isinstance(channel, discord.Thread),
+        discord=settings.discord,
+    )
+
+
+def _scope_name(key: SessionKey, interaction: discord.Interaction) -> str:
+    if key == GLOBAL_KEY:
+        return "Global"
+    return "Thread" if isinstance(interaction.channel, discord.Thread) else "Channel"
+
+
+def _live_state(info: SessionInfo) -> str:
+    if info.running:
+        state = f"running ({format_elapsed(info.run_elapsed_s)})"
+    else:
+        state = "idle"
+    if info.queue_length:
+        state += f", {info.queue_length} queued"
+    return state
+
+
+def status_text(
+    scope: str, info: SessionInfo, threads: list[SessionInfo], settings: Settings
+) -> str:
+    lines: list[str] = []
+    record = info.record
+    if record is None:
+        lines.append(f"📊 No active {scope.lower()} session here; the next message starts one.")
+    else:
+        lines += [
+            f"📊 **{scope} Session Status**",
+            f"Session: `{record.session_id[:8]}` · Turns: {record.turn_count}",
+            f"Created: {record.created_at}",
+            f"Last used: {record.last_used_at}",
+        ]
+    lines.append(f"State: {_live_state(info)}")
+    lines.append(f"Worker: pid {info.worker_pid}" if info.worker_pid else "Worker: none")
+    lines.append(f"Model: {settings.model or 'default'} · Security: {settings.security.level}")
+    if info.last_error:
+        lines.append(f"Last error: {info.last_error[:300]}")
+    active = [t for t in threads if t.running or t.queue_length]
+    lines.append("")
+    lines.append(f"**Thread sessions:** {len(threads)} ({len(active)} active)")
+    listed = sorted(threads, key=lambda t: (not (t.running or t.queue_length), t.key))
+    for thread in listed[:MAX_LISTED_THREADS]:
+        sid = thread.record.session_id[:8] if thread.record else "-"
+        turns = thread.record.turn_count if thread.record else 0
+        lines.append(f"  <#{thread.key}> → `{sid}` · {turns} turns · {_live_state(thread)}")
+    if len(threads) > MAX_LISTED_THREADS:
+        lines.append(f"  … and {len(threads) - MAX_LISTED_THREADS} more")
+    return "\n".join(lines)
+
+
+async def compact_outcome(dispatcher: Dispatcher, key: SessionKey, session_id: str) -> str:
+    """Run ``/compact`` on ``key`` through the queue and describe the outcome."""
+    short = session_id[:8]
+    final: RunDone | RunFailed | None = None
+    stream = dispatcher.submit(key, "/compact", origin="discord")
+    try:
+        async for event in stream:
+            if isinstance(event, RunDone | RunFailed):
+                final = event
+                break
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+    if isinstance(final, RunDone):
+        return f"✅ Session compact complete (`{short}`)"
+    if isinstance(final, RunFailed):
+        return f"❌ Compact failed (`{short}`)\n{failure_text(final)}"
+    return f"❌ Compact failed (`{short}`): no result"
+
+
+async def context_text(
+    info: SessionInfo, *, project_root: Path, model: str, config_dir: Path | None = None
+) -> str:
+    if info.record is None:
+        return "🧠 No active session here, so no context yet."
+    session_id = info.record.session_id
+    base = config_dir or ctx.claude_config_dir()
+    path = await asyncio.to_thread(ctx.find_transcript, session_id, project_root, base)
+    if path is None:
+        return f"🧠 No transcript found for session `{session_id[:8]}`."
+    usage = await asyncio.to_thread(ctx.read_context_usage, path)
+    if usage is None:
+        return f"🧠 Session `{session_id[:8]}` has no usage data yet."
+    return ctx.format_context(usage, session_id=session_id, fallback_model=model)
+
+
+def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., None]]:
+    """The slash commands, bound to ``host``; add them to a ``CommandTree``."""
+
+    async def allowed(interaction: discord.Interaction) -> bool:
+        if is_authorized(str(interaction.user.id), host.settings.discord):
+            return True
+        log.info("command.unauthorized", user_id=interaction.user.id)
+        await interaction.response.send_message(UNAUTHORIZED, ephemeral=True)
+        return False
+
+    @app_commands.command(name="start", description="How to talk to Claude here")
+    async def start_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        await interaction.response.send_message(
+            "Hello! Send me a message and I'll respond using Claude.\n"
+            "Each thread is its own session. Use /reset to start a fresh session."
+        )
+
+    @app_commands.command(name="status", description="This session's state and all threads")
+    async def status_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        info, threads = await asyncio.gather(
+            host.dispatcher.session_info(key), host.dispatcher.list_sessions()
+        )
+        scope = _scope_name(key, interaction)
+        await interaction.response.send_message(status_text(scope, info, threads, host.settings))
+
+    @app_commands.command(name="reset", description="Forget this thread's (or the global) session")
+    async def reset_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        had = await host.dispatcher.reset(key)
+        log.info("command.reset", key=key, had_session=had)
+        scope = _scope_name(key, interaction)
+        text = (
+            f"{scope} session reset. Next message starts fresh."
+            if had
+            else f"No {scope.lower()} session to reset; the next message starts fresh."
+        )
+        await interaction.response.send_message(text)
+
+    @app_commands.command(name="stop", description="Stop the run in progress here")
+    async def stop_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        stopped = await host.dispatcher.cancel(key)
+        log.info("command.stop", key=key, stopped=stopped)
+        await interaction.response.send_message(
+            "⏹️ Stopping the current run." if stopped else "Nothing is running here."
+        )
+
+    @app_commands.command(name="compact", description="Compact this session's context")
+    async def compact_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        info = await host.dispatcher.session_info(key)
+        if info.record is None:
+            await interaction.response.send_message("No active session to compact.")
+            return
+        await interaction.response.send_message("⏳ Compacting session...")
+        try:
+            outcome = await compact_outcome(host.dispatcher, key, info.record.session_id)
+        except Exception as exc:
+            log.error("command.compact_failed", key=key, error=type(exc).__name__)
+            outcome = f"❌ Compact failed (`{info.record.session_id[:8]}`)"
+        try:
+            await interaction.edit_original_response(content=outcome)
+        except discord.HTTPException as exc:
+            log.warning("command.compact_edit_failed", key=key, status=exc.status)
+
+    @app_commands.command(name="context", description="How full this session's context is")
+    async def context_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        info = await host.dispatcher.session_info(key)
+        text = await context_text(info, project_root=host.project_root, model=host.settings.model)
+        await interaction.response.send_message(text)
+
+    commands: list[app_commands.Command[Any, ..., None]] = [
+        start_cmd,
+        status_cmd,
+        reset_cmd,
+        stop_cmd,
+        compact_cmd,
+        context_cmd,
+    ]
+    return commands
