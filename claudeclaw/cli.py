@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = _paths(args)
     configure_logging(level=args.log_level, mode=args.log_mode, process="supervisor")
     settings = load_settings(paths.settings_file)
-    return run_daemon(paths, settings, log_mode=args.log_mode)
+    return run_daemon(paths, settings, log_mode=args.log_mode, log_level=args.log_level)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

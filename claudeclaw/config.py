@@ -32,6 +32,7 @@ from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_tex
 
 SecurityLevel = Literal["locked", "strict", "moderate", "unrestricted"]
 SessionScope = Literal["thread", "channel"]
+WorkerStartMethod = Literal["forkserver", "exec"]
 
 
 def default_max_concurrent_runs() -> int:
@@ -81,6 +82,7 @@ class LimitSettings:
     max_workers: int = 64
     worker_idle_seconds: float = 600.0
     shutdown_grace_seconds: float = 30.0
+    worker_start_method: WorkerStartMethod = "forkserver"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +176,13 @@ _RUNNER_KEYS = frozenset(
     }
 )
 _LIMIT_KEYS = frozenset(
-    {"maxConcurrentRuns", "maxWorkers", "workerIdleSeconds", "shutdownGraceSeconds"}
+    {
+        "maxConcurrentRuns",
+        "maxWorkers",
+        "workerIdleSeconds",
+        "shutdownGraceSeconds",
+        "workerStartMethod",
+    }
 )
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -738,6 +746,16 @@ def _limits(chk: _Checker, data: Mapping[str, Any]) -> LimitSettings:
             high=3600,
             unit=" seconds",
         ),
+        worker_start_method=cast(
+            WorkerStartMethod,
+            chk.choice(
+                lim,
+                "workerStartMethod",
+                "limits.workerStartMethod",
+                d.worker_start_method,
+                ("forkserver", "exec"),
+            ),
+        ),
     )
     if limits.max_workers < limits.max_concurrent_runs:
         chk.warnings.append(
@@ -910,6 +928,7 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "maxWorkers": lim.max_workers,
             "workerIdleSeconds": n(lim.worker_idle_seconds),
             "shutdownGraceSeconds": n(lim.shutdown_grace_seconds),
+            "workerStartMethod": lim.worker_start_method,
         },
     }
 

@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import os
 import signal
-import sys
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -52,6 +51,7 @@ from claudeclaw.model import (
 )
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.procs import ProcessIdentity
+from claudeclaw.spawn import ExecSpawner, ForkServerSpawner, Spawner, WorkerProcess
 
 log = get_logger()
 
@@ -90,7 +90,7 @@ class WorkerHandle:
     key: SessionKey
     pending: OrderedDict[str, Submission] = field(default_factory=OrderedDict)
     state: str = "starting"  # starting → ready → stopping; "blocked": waits for maxWorkers
-    process: asyncio.subprocess.Process | None = None
+    process: WorkerProcess | None = None
     channel: ipc.Channel | None = None
     hello: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -99,6 +99,7 @@ class WorkerHandle:
     last_activity: float = field(default_factory=time.monotonic)
     idle_timer: asyncio.TimerHandle | None = None
     claude: ProcessIdentity | None = None  # the running claude (its process group leader)
+    retire_when_idle: bool = False  # reset: exit as soon as nothing is pending
     spawned_at: float = field(default_factory=time.monotonic)
     ready_at: float = 0.0
 
@@ -164,6 +165,7 @@ class WorkerPool:
         on_event: Callable[[SessionKey, RunEvent], None],
         child_env: Mapping[str, str],
         log_mode: str = "auto",
+        log_level: str = "info",
     ) -> None:
         self.paths = paths
         self.settings = settings
@@ -172,6 +174,7 @@ class WorkerPool:
         self.on_event = on_event
         self.child_env = dict(child_env)
         self.log_mode = log_mode
+        self.log_level = log_level
         self.workers: dict[SessionKey, WorkerHandle] = {}  # the current worker of each key
         self.leaving: set[WorkerHandle] = set()  # retired or dying, not yet exited
         self.blocked: deque[WorkerHandle] = deque()  # waiting for room under maxWorkers
@@ -185,6 +188,11 @@ class WorkerPool:
         self._msg_ids = itertools.count(1)
         self.spawn_count = 0
         self.crash_count = 0
+        self.spawner: Spawner = (
+            ForkServerSpawner(paths.root)
+            if settings.limits.worker_start_method == "forkserver"
+            else ExecSpawner(paths.root)
+        )
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -196,6 +204,11 @@ class WorkerPool:
             self._on_connect, path=str(self.socket_path), limit=ipc.MAX_FRAME_BYTES + 64
         )
         os.chmod(self.socket_path, 0o600)
+        try:
+            await self.spawner.start(self.child_env)
+        except OSError as exc:
+            log.error("forkserver.start_failed", error=str(exc), hint="starting workers by exec")
+            self.spawner = ExecSpawner(self.paths.root)
         self._spawn_task(self._health_loop())
 
     def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
@@ -250,6 +263,7 @@ class WorkerPool:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.spawner.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -311,12 +325,15 @@ class WorkerPool:
         return True
 
     async def reset(self, key: SessionKey) -> None:
-        """Tell the key's worker to forget its session and drop what waits."""
+        """Tell the key's worker to forget its session, drop what waits, and exit."""
         handle = self.workers.get(key)
         if handle is None:
             return
+        handle.retire_when_idle = True
         if handle.channel is not None:
             await handle.channel.send({"type": "reset"})
+            if not handle.pending and handle.state == "ready":
+                self._retire(handle)
         else:
             self._fail_all(handle, "cancelled", "The session was reset; send it again.")
 
@@ -364,10 +381,7 @@ class WorkerPool:
             self._spawn_task(self._spawn(handle))
 
     async def _spawn(self, handle: WorkerHandle) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "claudeclaw.worker",
+        args = [
             "--project",
             str(self.paths.root),
             "--key",
@@ -376,25 +390,35 @@ class WorkerPool:
             str(self.socket_path),
             "--log-mode",
             self.log_mode,
+            "--log-level",
+            self.log_level,
         ]
         handle.spawned_at = time.monotonic()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                env=self.child_env,
-                cwd=str(self.paths.root),
-                start_new_session=True,
-            )
+            try:
+                process = await self.spawner.spawn(args, self.child_env)
+            except (OSError, TimeoutError) as exc:
+                if isinstance(self.spawner, ExecSpawner):
+                    raise
+                log.error("forkserver.spawn_failed", error=str(exc), hint="using exec from now on")
+                await self.spawner.close()
+                self.spawner = ExecSpawner(self.paths.root)
+                process = await self.spawner.spawn(args, self.child_env)
         except OSError as exc:
             log.error("worker.spawn_failed", session_key=handle.key, error=str(exc))
-            self.workers.pop(handle.key, None)
+            if self.workers.get(handle.key) is handle:
+                del self.workers[handle.key]
             self._fail_all(handle, "spawn", f"Could not start a worker: {exc}")
             return
         handle.process = process
         self.by_pid[process.pid] = handle
         self.spawn_count += 1
-        log.info("worker.spawned", session_key=handle.key, worker_pid=process.pid)
+        log.info(
+            "worker.spawned",
+            session_key=handle.key,
+            worker_pid=process.pid,
+            method=self.spawner.method,
+        )
         self._spawn_task(self._watch_exit(handle))
         try:
             await asyncio.wait_for(handle.hello.wait(), HELLO_TIMEOUT_S)
@@ -583,6 +607,9 @@ class WorkerPool:
     def _arm_idle_timer(self, handle: WorkerHandle) -> None:
         if handle.idle_timer is not None:
             handle.idle_timer.cancel()
+        if handle.retire_when_idle and handle.state == "ready":
+            self._retire(handle)
+            return
         handle.idle_timer = asyncio.get_running_loop().call_later(
             self.settings.limits.worker_idle_seconds, self._retire_if_idle, handle
         )

@@ -16,7 +16,7 @@ never writes, and writes are atomic, flock-serialised and backed up (``jsonstore
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,64 @@ class SessionRegistry:
 
         self._update(key, fn)
         return result[0] if result else None
+
+    def apply(self, changes: Sequence[tuple[str, SessionKey, str]]) -> None:
+        """Apply many ``("record", key, id)``, ``("touch", key, "")`` and ``("remove", key,
+        "")`` changes, in order, with one locked write per file: the daemon's batched writer
+        (a busy daemon would otherwise fsync once per run event)."""
+        by_file: dict[bool, list[tuple[str, SessionKey, str]]] = {True: [], False: []}
+        for op, key, session_id in changes:
+            by_file[session_key(key) == GLOBAL_KEY].append((op, session_key(key), session_id))
+
+        def step(key: SessionKey, entry: Any, op: str, session_id: str) -> Any:
+            if op == "record":
+                existing = _to_record(key, entry)
+                if existing is not None and existing.session_id == session_id:
+                    return entry
+                return _new_entry(key, session_id, entry)
+            if op == "touch":
+                if _to_record(key, entry) is None:
+                    return entry
+                new = dict(entry)
+                _backfill(key, new)
+                new["lastUsedAt"] = utc_now_iso()
+                new["turnCount"] = _int(new.get("turnCount")) + 1
+                return new
+            if op == "remove":
+                return None
+            raise ValueError(f"unknown registry change {op!r}")
+
+        if by_file[True]:
+
+            def on_global(entry: Any) -> Any:
+                for op, key, session_id in by_file[True]:
+                    entry = step(key, entry, op, session_id)
+                return entry
+
+            self._update(GLOBAL_KEY, on_global)
+        if by_file[False]:
+
+            def on_threads(data: Any) -> Any:
+                for op, key, session_id in by_file[False]:
+                    old = data.get(_THREADS, {}).get(key) if data is not None else None
+                    new = step(key, old, op, session_id)
+                    if new is None and old is None:
+                        continue
+                    if data is None:
+                        data = {_THREADS: {}}
+                    threads = data.setdefault(_THREADS, {})
+                    if new is None:
+                        threads.pop(key, None)
+                    else:
+                        threads[key] = new
+                return data
+
+            jsonstore.update_json(
+                self._paths.thread_sessions_file,
+                self._paths.lock_file,
+                on_threads,
+                validate=_is_registry,
+            )
 
     def list(self) -> list[SessionRecord]:
         """Thread (and channel) sessions in insertion order; not the global one, not job

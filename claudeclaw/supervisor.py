@@ -62,8 +62,18 @@ SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", "CLAUDECLAW_TEST_HOOKS")
 class Supervisor:
     """See the module docstring. ``run()`` is the whole daemon."""
 
-    def __init__(self, paths: ProjectPaths, settings: Settings, *, log_mode: str = "auto") -> None:
+    def __init__(
+        self,
+        paths: ProjectPaths,
+        settings: Settings,
+        *,
+        log_mode: str = "auto",
+        log_level: str = "info",
+        frontend_options: dict[str, Any] | None = None,
+    ) -> None:
         self.paths = paths
+        self.frontend_options = frontend_options  # discord.Client options (tests)
+        self.log_level = log_level
         self.settings = settings
         self.log_mode = log_mode
         self.registry = SessionRegistry(paths)
@@ -104,6 +114,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         ensure_private_dir(self.paths.state_dir)
         self._take_instance_lock()
+        self._log_settings_warnings(self.settings)
         runtime = ensure_private_dir(self.paths.runtime_dir())
         tag = project_tag(str(self.paths.root))
         ended = await asyncio.to_thread(sweep_orphans, tag)
@@ -129,6 +140,7 @@ class Supervisor:
             on_event=self._on_run_event,
             child_env=env,
             log_mode=self.log_mode,
+            log_level=self.log_level,
         )
         await self.pool.start()
         self.control = ControlServer(runtime / "control.sock", self.handle_control)
@@ -180,6 +192,8 @@ class Supervisor:
             await self.pool.shutdown(grace)
         if self.frontend is not None:
             with contextlib.suppress(Exception):
+                await self.frontend.drain(within=10)
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.frontend.close(), 15)
         if self.control is not None:
             await self.control.close()
@@ -195,6 +209,11 @@ class Supervisor:
         log.info("daemon.stopped")
 
     # ---- pieces of startup --------------------------------------------------------------
+
+    @staticmethod
+    def _log_settings_warnings(settings: Settings) -> None:
+        for warning in settings.warnings:
+            log.warning("settings.warning", detail=warning, file=str(settings.source or ""))
 
     def _take_instance_lock(self) -> None:
         path = self.paths.state_dir / "daemon.lock"
@@ -222,10 +241,16 @@ class Supervisor:
     async def _start_frontend(self) -> None:
         from claudeclaw.frontend.bot import DiscordFrontend  # discord.py only when needed
 
-        frontend = DiscordFrontend(self.settings, self, self.paths)
+        frontend = DiscordFrontend(
+            self.settings, self, self.paths, client_options=self.frontend_options
+        )
         await frontend.start()
+        try:
+            await frontend.wait_ready()
+        except BaseException:
+            await frontend.close()
+            raise
         self.frontend = frontend
-        await frontend.ready.wait()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -255,20 +280,18 @@ class Supervisor:
         return self._writes.qsize() > 0 or self._writes._unfinished_tasks > 0  # type: ignore[attr-defined]
 
     async def _registry_writer(self) -> None:
-        """Apply registry changes one at a time, in order, off the event loop."""
+        """Apply registry changes in order, off the event loop, everything queued at once."""
         while True:
-            op, key, session_id = await self._writes.get()
+            batch = [await self._writes.get()]
+            while not self._writes.empty():
+                batch.append(self._writes.get_nowait())
             try:
-                if op == "record":
-                    await asyncio.to_thread(self.registry.record, key, session_id)
-                elif op == "touch":
-                    await asyncio.to_thread(self.registry.touch, key)
-                elif op == "remove":
-                    await asyncio.to_thread(self.registry.remove, key)
+                await asyncio.to_thread(self.registry.apply, batch)
             except ClaudeclawError as exc:
-                log.error("sessions.write_failed", session_key=key, op=op, error=str(exc))
+                log.error("sessions.write_failed", changes=len(batch), error=str(exc))
             finally:
-                self._writes.task_done()
+                for _ in batch:
+                    self._writes.task_done()
 
     # ---- the routing API (Dispatcher) ---------------------------------------------------
 
@@ -357,6 +380,7 @@ class Supervisor:
                 log.error("daemon.reload_failed", error=str(exc))
                 self.notifier.ready(self.status_line())
                 return False, str(exc)
+            self._log_settings_warnings(settings)
             token_changed = settings.discord.token != self.settings.discord.token
             self.settings = settings
             assert self.pool is not None
@@ -501,7 +525,9 @@ def _info_dict(info: SessionInfo) -> dict[str, Any]:
     return data
 
 
-def run_daemon(paths: ProjectPaths, settings: Settings, log_mode: str = "auto") -> int:
+def run_daemon(
+    paths: ProjectPaths, settings: Settings, log_mode: str = "auto", log_level: str = "info"
+) -> int:
     """Entry point of ``claudeclaw run``."""
     if sys.version_info < (3, 12):
         # one pidfd per child instead of one waiting thread per child (3.12 does this itself)
@@ -513,7 +539,7 @@ def run_daemon(paths: ProjectPaths, settings: Settings, log_mode: str = "auto") 
                 asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
 
     async def main() -> int:
-        supervisor = Supervisor(paths, settings, log_mode=log_mode)
+        supervisor = Supervisor(paths, settings, log_mode=log_mode, log_level=log_level)
         return await supervisor.run()
 
     return asyncio.run(main())

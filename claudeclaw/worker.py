@@ -348,10 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", required=True)
     parser.add_argument("--socket", required=True)
     parser.add_argument("--log-mode", default="auto")
+    parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor to handle
     key = session_key(args.key)
-    configure_logging(mode=args.log_mode, process="worker")
+    configure_logging(level=args.log_level, mode=args.log_mode, process="worker")
     bind(session_key=key, worker_pid=os.getpid())
     if key != "global":
         bind(thread_id=key)

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures_claude",
     "tests.fixtures_discord",
     "tests.fixtures_daemon",
+    "tests.fixtures_systemd",
 ]

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run lint, types and the whole test suite.
+#
+#   ./tests/run.sh [pytest args...]
+#
+# Installs (only what is missing): Debian packages (systemd tools, npm, dpkg-dev) when run
+# as root, the Python package with its test extras, and the pinned Claude Code CLI from npm
+# into a cache directory (the real-CLI tests run it against a loopback fake API).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLAUDE_CLI_VERSION=2.1.330
+CACHE=${CLAUDECLAW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/claudeclaw-ci}
+PYTHON=${PYTHON:-python3}
+
+missing=()
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg-dev)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v fakeroot >/dev/null 2>&1 || missing+=(fakeroot)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "tests/run.sh: installing Debian packages: ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+  fi
+fi
+
+echo "tests/run.sh: installing the package and its test dependencies"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+CLAUDE_BIN="$CACHE/claude/node_modules/.bin/claude"
+if ! "$CLAUDE_BIN" --version 2>/dev/null | grep -q "^$CLAUDE_CLI_VERSION "; then
+  echo "tests/run.sh: installing @anthropic-ai/claude-code@$CLAUDE_CLI_VERSION into $CACHE/claude"
+  mkdir -p "$CACHE/claude"
+  npm install --prefix "$CACHE/claude" --no-audit --no-fund --loglevel=error \
+    "@anthropic-ai/claude-code@$CLAUDE_CLI_VERSION"
+fi
+export CLAUDECLAW_REAL_CLAUDE="$CLAUDE_BIN"
+"$CLAUDECLAW_REAL_CLAUDE" --version
+
+echo "tests/run.sh: ruff and mypy"
+"$PYTHON" -m ruff check claudeclaw tests bench
+"$PYTHON" -m ruff format --check claudeclaw tests bench
+"$PYTHON" -m mypy
+
+echo "tests/run.sh: pytest"
+exec "$PYTHON" -m pytest "$@"

@@ -1,0 +1,186 @@
+"""The whole path: Discord → supervisor → worker process → claude → reply in Discord.
+
+The real discord.py client runs inside the real supervisor (in-process) and talks to the
+loopback fake Discord; the supervisor's real worker processes run the fake ``claude``, and
+the last test runs the pinned real Claude CLI against the loopback fake Anthropic API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claudeclaw.config import load_settings
+from claudeclaw.model import RunDone, RunFailed, RunStarted, SessionKey
+from claudeclaw.paths import ProjectPaths
+from claudeclaw.supervisor import Supervisor
+from tests.fake_discord import FakeDiscord
+
+DaemonFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def discord_daemon(
+    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
+) -> AsyncIterator[DaemonFactory]:
+    """``await discord_daemon(**settings)``: a started supervisor connected to the fake."""
+    started: list[Supervisor] = []
+
+    async def start(**overrides: Any) -> Supervisor:
+        discord_cfg = {
+            "token": fake_discord.token,
+            "allowedUserIds": [fake_discord.alice["id"]],
+            "listenChannels": [fake_discord.listen_id],
+            "progressAfterSeconds": 60,
+        }
+        discord_cfg.update(overrides.pop("discord", {}))
+        paths = make_project(discord=discord_cfg, **overrides)
+        sup = Supervisor(
+            paths,
+            load_settings(paths.settings_file),
+            log_mode="json",
+            frontend_options={"guild_ready_timeout": 0.01},
+        )
+        await sup.startup()
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        await sup.shutdown()
+
+
+def pool_order(sup: Supervisor) -> list[tuple[str, str, SessionKey]]:
+    """(start|end, msg_id, key) in the order the supervisor got them from workers."""
+    timeline: list[tuple[str, str, SessionKey]] = []
+    assert sup.pool is not None
+    original = sup.pool.on_event
+
+    def on_event(key: SessionKey, event: Any) -> None:
+        if isinstance(event, RunStarted):
+            timeline.append(("start", event.msg_id, key))
+        elif isinstance(event, RunDone | RunFailed):
+            timeline.append(("end", event.msg_id, key))
+        original(key, event)
+
+    sup.pool.on_event = on_event
+    return timeline
+
+
+def reply_to(fake: FakeDiscord, channel_id: str, needle: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: needle in m.get("content", "")
+
+
+async def test_thread_message_gets_its_own_session_and_dm_uses_global(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """1. Alice writes in a thread under the listen channel, then again.
+    2. Alice writes in a DM.
+    Result: the thread's replies come from its own resumed session (sessions.json, key =
+    thread id); the DM goes to the global session (session.json)."""
+    sup = await discord_daemon()
+    thread = fake_discord.listen_thread_id
+    await fake_discord.user_says(thread, "first in thread")
+    await fake_discord.wait_for_message(
+        thread, reply_to(fake_discord, thread, "turn=1"), timeout=30
+    )
+    await fake_discord.user_says(thread, "second in thread")
+    reply = await fake_discord.wait_for_message(
+        thread, reply_to(fake_discord, thread, "turn=2"), timeout=30
+    )
+    assert "last=" in reply["content"] and "second in thread" in reply["content"]
+    sent = fake_discord.sent_payloads[reply["id"]]
+    assert sent["allowed_mentions"]["parse"] == []  # model output can never ping anyone
+
+    dm = fake_discord.dm_channel(fake_discord.alice)
+    await fake_discord.user_says(dm, "hello in a DM")
+    await fake_discord.wait_for_message(dm, reply_to(fake_discord, dm, "turn=1"), timeout=30)
+
+    threads = json.loads(sup.paths.thread_sessions_file.read_text())["threads"]
+    assert list(threads) == [thread] and threads[thread]["turnCount"] == 2
+    glob = json.loads(sup.paths.global_session_file.read_text())
+    assert glob["sessionId"] != threads[thread]["sessionId"]
+
+
+async def test_two_threads_run_in_parallel_while_the_global_queue_is_serial(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """Two threads each get a 1 s run and two DMs arrive at once.
+    Result: the two thread runs overlap (both started before either ended); the two DM
+    runs do not (the global session has one queue)."""
+    sup = await discord_daemon()
+    timeline = pool_order(sup)
+    t1, t2 = fake_discord.thread_id, fake_discord.listen_thread_id
+    dm = fake_discord.dm_channel(fake_discord.alice)
+    mention = [fake_discord.bot]
+    await fake_discord.user_says(t1, f"<@{fake_discord.bot['id']}> one SLEEP:1", mentions=mention)
+    await fake_discord.user_says(t2, "two SLEEP:1")
+    await fake_discord.user_says(dm, "dm-a SLEEP:0.3")
+    await fake_discord.user_says(dm, "dm-b SLEEP:0.3")
+    for channel, needle in ((t1, "one"), (t2, "two"), (dm, "dm-a"), (dm, "dm-b")):
+        await fake_discord.wait_for_message(
+            channel, reply_to(fake_discord, channel, needle), timeout=30
+        )
+    by_key: dict[str, list[str]] = {}
+    for kind, _msg, key in timeline:
+        by_key.setdefault(key, []).append(kind)
+    threads = [(k, m) for k, m, key in timeline if key in (t1, t2)]
+    assert [k for k, _ in threads][:2] == ["start", "start"]  # both in flight at once
+    assert by_key["global"] == ["start", "end", "start", "end"]
+
+
+async def test_deleting_a_thread_removes_its_session_archiving_keeps_it(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    sup = await discord_daemon()
+    t1, t2 = fake_discord.thread_id, fake_discord.listen_thread_id
+    mention = [fake_discord.bot]
+    await fake_discord.user_says(t1, f"<@{fake_discord.bot['id']}> keep me", mentions=mention)
+    await fake_discord.user_says(t2, "delete me")
+    await fake_discord.wait_for_message(t1, reply_to(fake_discord, t1, "keep me"), timeout=30)
+    await fake_discord.wait_for_message(t2, reply_to(fake_discord, t2, "delete me"), timeout=30)
+    await fake_discord.archive_thread(t1)
+    await fake_discord.delete_thread(t2)
+    async with asyncio.timeout(10):
+        while SessionKey(t2) in {i.key for i in await sup.list_sessions()}:
+            await asyncio.sleep(0.02)
+    keys = {i.key for i in await sup.list_sessions()}
+    assert keys == {t1}
+    assert sup.pool is not None and sup.pool.find(SessionKey(t2)) is None  # worker retired
+    # the archived thread resumes its session when the user comes back
+    await fake_discord.user_says(t1, f"<@{fake_discord.bot['id']}> back again", mentions=mention)
+    reply = await fake_discord.wait_for_message(
+        t1, reply_to(fake_discord, t1, "back again"), timeout=30
+    )
+    assert "turn=2" in reply["content"]
+
+
+@pytest.mark.realcli
+async def test_real_claude_cli_answers_in_a_thread_and_resumes(
+    discord_daemon: DaemonFactory,
+    fake_discord: FakeDiscord,
+    real_claude_path: Path,
+    real_claude_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real pinned CLI behind the whole path: first message → new session, second →
+    resumed (the fake Anthropic API received the first exchange again)."""
+    for name, value in real_claude_env.items():
+        monkeypatch.setenv(name, value)
+    await discord_daemon(runner={"claudePath": str(real_claude_path)})
+    thread = fake_discord.listen_thread_id
+    await fake_discord.user_says(thread, "hello real cli")
+    first = await fake_discord.wait_for_message(
+        thread, reply_to(fake_discord, thread, "FAKE-REPLY"), timeout=60
+    )
+    assert "user_msgs=1" in first["content"]
+    await fake_discord.user_says(thread, "and again")
+    second = await fake_discord.wait_for_message(
+        thread, reply_to(fake_discord, thread, "user_msgs=2"), timeout=60
+    )
+    assert "assistant_msgs=1" in second["content"]
