@@ -48,7 +48,7 @@ def _err(text: str) -> None:
 
 
 def _paths(args: argparse.Namespace) -> ProjectPaths:
-    return ProjectPaths.for_project(args.project)
+    return ProjectPaths.for_project(getattr(args, "project", None))
 
 
 def _key(thread: str | None) -> SessionKey:
@@ -326,7 +326,10 @@ def cmd_debug(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--project", metavar="DIR", help="the project directory (default: current directory)"
+        "--project",
+        metavar="DIR",
+        default=argparse.SUPPRESS,  # so a nested parser never resets a value given earlier
+        help="the project directory (default: current directory)",
     )
     parser = argparse.ArgumentParser(
         prog="claudeclaw",

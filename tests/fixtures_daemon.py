@@ -129,10 +129,18 @@ class DaemonProcess:
         self.log = paths.root / "daemon.log"
 
     def start(self) -> None:
-        log = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
+        log = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "claudeclaw", "run", "--project", str(self.paths.root),
-             "--log-mode", "json"],
+            [
+                sys.executable,
+                "-m",
+                "claudeclaw",
+                "run",
+                "--project",
+                str(self.paths.root),
+                "--log-mode",
+                "json",
+            ],
             env=self.env,
             stdout=log,
             stderr=log,

@@ -297,7 +297,9 @@ async def test_status_reports_what_is_really_running(daemon: Supervisor) -> None
     key = SessionKey("700000000000000000")
     begun: list[RunStarted] = []
     running = asyncio.create_task(
-        collect(daemon, key, "HANG", lambda e: begun.append(e) if isinstance(e, RunStarted) else None)
+        collect(
+            daemon, key, "HANG", lambda e: begun.append(e) if isinstance(e, RunStarted) else None
+        )
     )
     await wait_for(lambda: bool(begun), "run started")
     queued = asyncio.create_task(collect(daemon, key, "next"))
@@ -351,14 +353,14 @@ async def test_sigterm_leaves_no_process_behind(daemon_process, make_project) ->
     async with asyncio.timeout(20):
         await started_evt.wait()
     tag = project_tag(str(paths.root))
-    ours = await asyncio.to_thread(
-        lambda: [p for p in psutil.process_iter() if _tagged(p, tag)]
-    )
+    ours = await asyncio.to_thread(lambda: [p for p in psutil.process_iter() if _tagged(p, tag)])
     assert len(ours) >= 2  # the worker and the fake claude at least
     proc.signal(signal.SIGTERM)
     assert await proc.wait_exit() == 0
     await asyncio.gather(sender, return_exceptions=True)
-    left = await asyncio.to_thread(lambda: [p.pid for p in psutil.process_iter() if _tagged(p, tag)])
+    left = await asyncio.to_thread(
+        lambda: [p.pid for p in psutil.process_iter() if _tagged(p, tag)]
+    )
     assert left == []
 
 

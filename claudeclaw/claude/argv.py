@@ -52,6 +52,12 @@ DROPPED_ENV = frozenset(
         "LISTEN_PID",
         "LISTEN_FDNAMES",
         "CREDENTIALS_DIRECTORY",
+        # The daemon's own (the .deb points Python at its bundled libraries): a Python
+        # script run by one of Claude's tools must see the user's Python, not ours.
+        "PYTHONPATH",
+        "PYTHONNOUSERSITE",
+        # Our process tags and test hooks are not the tools' business.
+        "CLAUDECLAW_TEST_HOOKS",
     }
 )
 
