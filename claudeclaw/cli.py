@@ -14,17 +14,20 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from claudeclaw import __version__, control
 from claudeclaw.errors import (
     EXIT_CONFIG,
     EXIT_FAILURE,
+    EXIT_LOGIN_FAILED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     ClaudeclawError,
     ConfigError,
     DaemonNotRunning,
+    DiscordLoginRejected,
     IpcError,
     StateError,
 )
@@ -36,6 +39,7 @@ from claudeclaw.model import (
     RunProgress,
     RunQueued,
     RunStarted,
+    SessionInfo,
     SessionKey,
     event_from_dict,
     session_key,
@@ -217,39 +221,30 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _sessions_offline(args: argparse.Namespace) -> int:
+    """``sessions`` without a daemon: straight from the files (same output shape)."""
     from claudeclaw.sessions import SessionRegistry
 
     registry = SessionRegistry(_paths(args))
     if args.action == "list":
-        records = registry.list()
         glob = registry.get(GLOBAL_KEY)
-        rows = ([glob] if glob else []) + records
-        if args.json:
-            print(json.dumps([_record_dict(r) for r in rows], indent=2))
+        rows = ([glob] if glob else []) + registry.list()
+        if getattr(args, "json", False):
+            print(json.dumps([_info_dict(SessionInfo(r.key, r)) for r in rows], indent=2))
         else:
             _print_records(rows)
         return EXIT_OK
     key = session_key(args.key)
     if args.action == "show":
         record = registry.get(key)
-        if record is None:
-            _err(f"no session for {key}")
-            return EXIT_FAILURE
-        print(json.dumps(_record_dict(record), indent=2))
-        return EXIT_OK
+        print(json.dumps(_info_dict(SessionInfo(key, record)), indent=2))
+        return EXIT_OK if record else EXIT_FAILURE
     removed = registry.remove(key)
     print(f"removed session of {key}" if removed else f"no session for {key}")
     return EXIT_OK
 
 
-def _record_dict(record: Any) -> dict[str, Any]:
-    return {
-        "key": record.key,
-        "session_id": record.session_id,
-        "created_at": record.created_at,
-        "last_used_at": record.last_used_at,
-        "turn_count": record.turn_count,
-    }
+def _info_dict(info: SessionInfo) -> dict[str, Any]:
+    return asdict(info)
 
 
 def _print_records(rows: list[Any], live: dict[str, dict[str, Any]] | None = None) -> None:
@@ -277,7 +272,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             glob = await control.request(paths, {"type": "sessions.show", "key": GLOBAL_KEY})
             if glob["session"]["record"]:
                 infos = [glob["session"], *infos]
-            if args.json:
+            if getattr(args, "json", False):
                 print(json.dumps(infos, indent=2))
                 return EXIT_OK
             from claudeclaw.model import SessionRecord
@@ -363,12 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", "-q", action="store_true", help="print only the reply")
         p.add_argument("text", nargs="+", help="the message ('-' reads it from stdin)")
 
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     p = add("sessions", cmd_sessions, "list, show or remove thread sessions")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", parents=[common], help="every session")
+    actions.add_parser("list", parents=[common, as_json], help="every session")
     for action in ("show", "rm"):
-        a = actions.add_parser(action, parents=[common], help=f"{action} one session")
+        a = actions.add_parser(action, parents=[common, as_json], help=f"{action} one session")
         a.add_argument("key", metavar="THREAD_ID", help="a thread id, or 'global'")
 
     add("reload", cmd_reload, "re-read settings.json in the running daemon (waits until applied)")
@@ -386,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
+    except DiscordLoginRejected as exc:
+        _err(str(exc))
+        return EXIT_LOGIN_FAILED
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_CONFIG

@@ -11,6 +11,10 @@ class ConfigError(ClaudeclawError):
     """settings.json (or the environment) is invalid; the message names key, value and fix."""
 
 
+class DiscordLoginRejected(ConfigError):
+    """Discord refused the bot token (or a privileged intent): restarting cannot help."""
+
+
 class StateError(ClaudeclawError):
     """A state file under .claude/claudeclaw/ could not be read or written safely."""
 

@@ -171,15 +171,28 @@ class Supervisor:
         )
 
     async def serve(self) -> None:
-        waiters = [asyncio.ensure_future(self.stop_requested.wait())]
-        if self.frontend is not None:
-            waiters.append(asyncio.ensure_future(self.frontend.wait_closed()))
-        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for fut in pending:
-            fut.cancel()
-        for fut in done:
-            if fut.exception() is not None:
-                log.error("daemon.frontend_stopped", error=str(fut.exception()))
+        """Until SIGTERM/SIGINT, or until the Discord client stops for good (re-raised, so
+        the exit code tells systemd whether a restart can help)."""
+        stop = asyncio.ensure_future(self.stop_requested.wait())
+        try:
+            while not self.stop_requested.is_set():
+                waiters: set[asyncio.Future[Any]] = {stop}
+                frontend = self.frontend
+                if frontend is not None:
+                    waiters.add(asyncio.ensure_future(frontend.wait_closed()))
+                done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for fut in pending - {stop}:
+                    fut.cancel()
+                for fut in done - {stop}:
+                    if self.frontend is not frontend:
+                        continue  # replaced by a reload: keep serving with the new one
+                    error = fut.exception()
+                    log.error("daemon.frontend_stopped", error=str(error) if error else "closed")
+                    if error is not None:
+                        raise error
+                    raise ConnectionError("the Discord client stopped")
+        finally:
+            stop.cancel()
         log.info("daemon.stopping")
 
     async def shutdown(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from claudeclaw.config import load_settings
+from claudeclaw.config import Settings, load_settings
 from claudeclaw.model import RunDone, RunFailed, RunStarted, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
@@ -184,3 +184,27 @@ async def test_real_claude_cli_answers_in_a_thread_and_resumes(
         thread, reply_to(fake_discord, thread, "user_msgs=2"), timeout=60
     )
     assert "assistant_msgs=1" in second["content"]
+
+
+async def test_a_rejected_token_stops_the_daemon_with_a_clear_error(
+    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
+) -> None:
+    """Discord answers 401 to the token: the daemon stops at start with the error that
+    maps to exit code 5 (which the unit does not restart), and leaves nothing behind."""
+    from claudeclaw.errors import EXIT_LOGIN_FAILED, DiscordLoginRejected
+
+    paths = make_project(discord={"token": "wrong-token-0123456789", "allowedUserIds": ["1"]})
+    sup = Supervisor(
+        paths,
+        load_settings(paths.settings_file),
+        log_mode="json",
+        frontend_options={"guild_ready_timeout": 0.01},
+    )
+    with pytest.raises(DiscordLoginRejected, match="rejected the token"):
+        await sup.run()
+    assert not paths.daemon_file.exists()
+    assert EXIT_LOGIN_FAILED == 5
+    again = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    again.settings = Settings()  # no token: local only
+    await again.startup()  # the instance lock was released
+    await again.shutdown()

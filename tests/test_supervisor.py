@@ -422,3 +422,56 @@ async def test_second_daemon_for_the_same_project_is_refused(daemon: Supervisor)
     other = Supervisor(daemon.paths, daemon.settings, log_mode="json")
     with pytest.raises(StateError, match="already running"):
         await other.startup()
+
+
+async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_project) -> None:  # type: ignore[no-untyped-def]
+    """maxWorkers=2.
+    1. Threads A and B each run a message, then C arrives: the idlest (A) is retired to
+       make room, C runs; A's next message comes back on a new worker and resumes.
+    2. With B and C both busy, D waits (queued for a slot) until one of them is free."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(limits={"maxWorkers": 2, "maxConcurrentRuns": 2})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        assert sup.pool is not None
+        a, b, c, d = (SessionKey(f"95000000000000000{i}") for i in range(4))
+        await collect(sup, a, "a1")
+        await collect(sup, b, "b1")
+        handle_a = sup.pool.find(a)
+        assert handle_a is not None
+        await collect(sup, c, "c1")
+        async with asyncio.timeout(10):
+            await handle_a.exited.wait()
+        assert {h.key for h in sup.pool.live_handles() if h.process} <= {b, c}
+
+        # B and C busy; D must wait for room
+        b_started, c_started = asyncio.Event(), asyncio.Event()
+        tb = asyncio.create_task(
+            collect(
+                sup, b, "HANG", lambda e: b_started.set() if isinstance(e, RunStarted) else None
+            )
+        )
+        tc = asyncio.create_task(
+            collect(
+                sup, c, "HANG", lambda e: c_started.set() if isinstance(e, RunStarted) else None
+            )
+        )
+        async with asyncio.timeout(20):
+            await b_started.wait()
+            await c_started.wait()
+        d_events: list[RunEvent] = []
+        td = asyncio.create_task(collect(sup, d, "d1", d_events.append))
+        await wait_for(lambda: bool(d_events), "D queued")
+        assert isinstance(d_events[0], RunQueued) and d_events[0].waiting_for_slot
+        assert sup.pool.find(d) is not None and sup.pool.find(d).process is None  # type: ignore[union-attr]
+        await sup.cancel(b)  # B becomes idle → retired → D gets a worker
+        done_d = final(await td)
+        assert isinstance(done_d, RunDone)
+        await sup.cancel(c)
+        await asyncio.gather(tb, tc)
+        back = await collect(sup, a, "a2")
+        assert started(back)[0].resumed is True
+    finally:
+        await sup.shutdown()

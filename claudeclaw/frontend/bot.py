@@ -37,7 +37,7 @@ from discord import app_commands
 
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
-from claudeclaw.errors import ConfigError
+from claudeclaw.errors import ConfigError, DiscordLoginRejected
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
     Download,
@@ -228,7 +228,7 @@ class DiscordFrontend:
         except discord.LoginFailure:
             log.error("discord.login_failed", reason="token rejected (401)")
             await self._client.close()
-            raise ConfigError(LOGIN_REJECTED) from None
+            raise DiscordLoginRejected(LOGIN_REJECTED) from None
         log.info("discord.logged_in", user_id=self._bot_id())
         self._connect_task = asyncio.create_task(self._connect(), name="discord-connect")
         self._spawn(self._prune_loop(), "prune")
@@ -238,11 +238,11 @@ class DiscordFrontend:
             await self._client.connect(reconnect=True)
         except discord.PrivilegedIntentsRequired:
             log.error("discord.intent_refused", intent="message_content")
-            raise ConfigError(INTENT_REFUSED) from None
+            raise DiscordLoginRejected(INTENT_REFUSED) from None
         except discord.ConnectionClosed as exc:
             if exc.code == 4004:
                 log.error("discord.login_failed", reason="gateway closed 4004")
-                raise ConfigError(LOGIN_REJECTED) from None
+                raise DiscordLoginRejected(LOGIN_REJECTED) from None
             raise
         finally:
             self._connected = False

@@ -1,0 +1,88 @@
+"""Architecture rules that must not erode: who may import what, and private runtime files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from claudeclaw.supervisor import Supervisor
+
+
+def imported_after(statement: str) -> set[str]:
+    code = f"import sys\n{statement}\nprint('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", ["claudeclaw.worker", "claudeclaw.forkserver"])
+def test_workers_never_import_discord(module: str) -> None:
+    modules = imported_after(f"import {module}")
+    assert not {m for m in modules if m == "discord" or m.startswith("discord.")}
+    assert "claudeclaw.frontend" not in modules and "claudeclaw.supervisor" not in modules
+
+
+def test_the_supervisor_has_no_claude_logic() -> None:
+    modules = imported_after("import claudeclaw.supervisor")
+    assert not {m for m in modules if m.startswith("claudeclaw.claude")}
+
+
+async def test_runtime_sockets_and_state_are_private(daemon: Supervisor) -> None:
+    """Runtime dir 0700, sockets 0600, state dir 0700, session files 0600; and another
+    user cannot reach the control socket at all."""
+    assert daemon.pool is not None and daemon.control is not None
+    runtime = daemon.pool.socket_path.parent
+    assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+    for sock in (daemon.pool.socket_path, daemon.control.path):
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(daemon.paths.state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(daemon.paths.daemon_file.stat().st_mode) == 0o600
+    if os.getuid() != 0:
+        pytest.skip("needs root to try another uid")
+    probe = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_UNIX)\n"
+        "try:\n s.connect(sys.argv[1]); print('connected')\n"
+        "except PermissionError: print('denied')\n"
+    )
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-S", "-c", probe, str(daemon.control.path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.stdout.strip() == "denied", out.stderr
+
+
+async def test_control_socket_checks_the_peer_uid(daemon: Supervisor) -> None:
+    """Even if someone loosens the permissions, a peer with another uid is refused."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to try another uid")
+    assert daemon.control is not None
+    runtime = daemon.control.path.parent
+    runtime.chmod(0o755)
+    daemon.control.path.chmod(0o666)
+    probe = (
+        "import socket,sys,json,struct\n"
+        "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "body=json.dumps({'v':1,'type':'status'}).encode()\n"
+        "s.sendall(struct.pack('>I',len(body))+body)\n"
+        "n=struct.unpack('>I',s.recv(4))[0]; print(s.recv(n).decode())\n"
+    )
+    try:
+        out = await asyncio.to_thread(
+            subprocess.run,
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-S", "-c", probe, str(daemon.control.path)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        runtime.chmod(0o700)
+    assert '"permission denied"' in out.stdout, out.stderr
