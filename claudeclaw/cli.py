@@ -180,6 +180,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    key = _key(args.thread)
+    reply = asyncio.run(control.request(_paths(args), {"type": "cancel", "key": key}))
+    print(f"cancelled the current run of {key}" if reply["cancelled"] else f"{key}: nothing runs")
+    return EXIT_OK
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from claudeclaw.claude.runner import run_claude
     from claudeclaw.config import load_settings
@@ -362,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     as_json.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
     )
+    p = add("cancel", cmd_cancel, "stop the running claude of a session (the queue goes on)")
+    p.add_argument("--thread", metavar="ID", help="the thread's session (default: global)")
+
     p = add("sessions", cmd_sessions, "list, show or remove thread sessions")
     p.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
@@ -375,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("reload", cmd_reload, "re-read settings.json in the running daemon (waits until applied)")
     add("doctor", cmd_doctor, "check the installation, each problem with its fix")
 
-    p = sub.add_parser("debug", parents=[common], help=argparse.SUPPRESS)
+    p = sub.add_parser(
+        "debug", parents=[common], help="test hooks (the daemon needs CLAUDECLAW_TEST_HOOKS=1)"
+    )
     p.set_defaults(func=cmd_debug)
     p.add_argument("what", choices=["hang"])
     p.add_argument("--seconds", type=float, default=3600.0)

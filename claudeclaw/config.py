@@ -83,6 +83,7 @@ class LimitSettings:
     worker_idle_seconds: float = 600.0
     shutdown_grace_seconds: float = 30.0
     worker_start_method: WorkerStartMethod = "forkserver"
+    worker_nice: int = 10  # workers and their claude run this much below the supervisor
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,7 @@ _LIMIT_KEYS = frozenset(
         "workerIdleSeconds",
         "shutdownGraceSeconds",
         "workerStartMethod",
+        "workerNice",
     }
 )
 
@@ -756,6 +758,9 @@ def _limits(chk: _Checker, data: Mapping[str, Any]) -> LimitSettings:
                 ("forkserver", "exec"),
             ),
         ),
+        worker_nice=chk.integer(
+            lim, "workerNice", "limits.workerNice", d.worker_nice, low=0, high=19
+        ),
     )
     if limits.max_workers < limits.max_concurrent_runs:
         chk.warnings.append(
@@ -929,6 +934,7 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "workerIdleSeconds": n(lim.worker_idle_seconds),
             "shutdownGraceSeconds": n(lim.shutdown_grace_seconds),
             "workerStartMethod": lim.worker_start_method,
+            "workerNice": lim.worker_nice,
         },
     }
 

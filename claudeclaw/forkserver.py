@@ -140,7 +140,11 @@ def serve(fd: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="claudeclaw-forkserver")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--nice", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.nice > 0:
+        # its forks must not preempt the supervisor either; workers inherit the value
+        os.nice(args.nice)
     try:
         return serve(args.fd)
     except KeyboardInterrupt:

@@ -179,6 +179,8 @@ class WorkerPool:
         self.leaving: set[WorkerHandle] = set()  # retired or dying, not yet exited
         self.blocked: deque[WorkerHandle] = deque()  # waiting for room under maxWorkers
         self.by_pid: dict[int, WorkerHandle] = {}
+        # a forked worker can say hello before _spawn() has resumed to register its pid
+        self._pid_waiters: dict[int, asyncio.Future[WorkerHandle]] = {}
         self.boot_failures: dict[SessionKey, int] = {}
         self.slots = SlotScheduler(settings.limits.max_concurrent_runs, self._send_grant)
         self.closing = False
@@ -189,7 +191,7 @@ class WorkerPool:
         self.spawn_count = 0
         self.crash_count = 0
         self.spawner: Spawner = (
-            ForkServerSpawner(paths.root)
+            ForkServerSpawner(paths.root, nice=settings.limits.worker_nice)
             if settings.limits.worker_start_method == "forkserver"
             else ExecSpawner(paths.root)
         )
@@ -392,6 +394,8 @@ class WorkerPool:
             self.log_mode,
             "--log-level",
             self.log_level,
+            "--nice",
+            str(self.settings.limits.worker_nice),
         ]
         handle.spawned_at = time.monotonic()
         try:
@@ -412,6 +416,9 @@ class WorkerPool:
             return
         handle.process = process
         self.by_pid[process.pid] = handle
+        waiter = self._pid_waiters.pop(process.pid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(handle)
         self.spawn_count += 1
         log.info(
             "worker.spawned",
@@ -509,8 +516,8 @@ class WorkerPool:
             first = await asyncio.wait_for(channel.recv(), HELLO_TIMEOUT_S)
             if first is None or first["type"] != "hello":
                 raise IpcError("the first frame must be hello")
-            handle = self.by_pid.get(pid)
-            if uid != os.getuid() or handle is None or first.get("key") != handle.key:
+            handle = await self._handle_for_pid(pid) if uid == os.getuid() else None
+            if handle is None or first.get("key") != handle.key:
                 raise IpcError(f"unexpected peer pid={pid} uid={uid} key={first.get('key')!r}")
             self._on_hello(handle, channel)
             while True:
@@ -530,6 +537,21 @@ class WorkerPool:
                     # a worker without its connection is useless: replace it
                     self._kill(handle, "its connection closed")
             await channel.close()
+
+    async def _handle_for_pid(self, pid: int) -> WorkerHandle | None:
+        """The handle of a worker we started, waiting briefly if its spawn is still being
+        registered; None for a process we did not start."""
+        handle = self.by_pid.get(pid)
+        if handle is not None:
+            return handle
+        waiter = self._pid_waiters.setdefault(pid, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            return None
+        finally:
+            if self._pid_waiters.get(pid) is waiter and not waiter.done():
+                del self._pid_waiters[pid]
 
     def _on_hello(self, handle: WorkerHandle, channel: ipc.Channel) -> None:
         handle.channel = channel

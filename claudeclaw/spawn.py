@@ -117,8 +117,9 @@ class ForkServerSpawner:
 
     method = "forkserver"
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, nice: int = 0) -> None:
         self.cwd = cwd
+        self.nice = nice
         self.server: asyncio.subprocess.Process | None = None
         self.channel: ipc.Channel | None = None
         self.pending: dict[int, asyncio.Future[int]] = {}
@@ -137,6 +138,8 @@ class ForkServerSpawner:
                 "claudeclaw.forkserver",
                 "--fd",
                 str(theirs.fileno()),
+                "--nice",
+                str(self.nice),
                 stdin=asyncio.subprocess.DEVNULL,
                 env=dict(env),
                 cwd=str(self.cwd),

@@ -349,8 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--log-mode", default="auto")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--nice", type=int, default=0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor to handle
+    current = os.nice(0)
+    if args.nice > current:
+        # under CPU contention the supervisor (Discord heartbeats, progress, control) goes
+        # first; claude processes inherit this (a forked worker has it from the fork server)
+        os.nice(args.nice - current)
     key = session_key(args.key)
     configure_logging(level=args.log_level, mode=args.log_mode, process="worker")
     bind(session_key=key, worker_pid=os.getpid())

@@ -117,6 +117,7 @@ async def test_send_status_sessions_reload_through_the_daemon(
     assert "claude started" in sent.stderr
     again = await acli("send", "--project", root, "--thread", "42", "-q", "again")
     assert again.stdout.strip() == "FAKE-REPLY turn=2 last=again"
+    assert "nothing runs" in (await acli("cancel", "--project", root, "--thread", "42")).stdout
     refused = await acli("ask", "--project", root, "direct")
     assert refused.returncode == EXIT_FAILURE and "claudeclaw send" in refused.stderr
 

@@ -475,3 +475,28 @@ async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_pr
         assert started(back)[0].resumed is True
     finally:
         await sup.shutdown()
+
+
+async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accepted(
+    daemon: Supervisor,
+) -> None:
+    """A forked worker can connect before the pool has registered its pid (the spawn
+    reply and the hello race). Result: the pool waits for the registration instead of
+    refusing the worker; no crash, no second spawn."""
+    assert daemon.pool is not None
+    pool = daemon.pool
+    original = pool.spawner.spawn
+    held = asyncio.Event()
+
+    async def slow_registration(args, env):  # type: ignore[no-untyped-def]
+        process = await original(args, env)
+        # hold the registration until the worker's hello is waiting for it
+        await wait_for(lambda: process.pid in pool._pid_waiters, "hello before registration")
+        held.set()
+        return process
+
+    pool.spawner.spawn = slow_registration  # type: ignore[method-assign]
+    done = final(await collect(daemon, SessionKey("960000000000000000"), "hello"))
+    assert held.is_set()
+    assert isinstance(done, RunDone)
+    assert pool.crash_count == 0 and pool.spawn_count == 1
