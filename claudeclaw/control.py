@@ -39,12 +39,7 @@ class ControlServer:
         self._connections: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._on_connect, path=str(self.path), limit=ipc.MAX_FRAME_BYTES + 64
-        )
-        os.chmod(self.path, 0o600)
+        self._server = await ipc.listen(self.path, self._on_connect)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -18,9 +18,13 @@ Message types (see docs/MULTI_SESSION.md for fields):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from claudeclaw.errors import IpcError
@@ -114,3 +118,15 @@ class Channel:
             await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+async def listen(
+    path: Path,
+    on_connect: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> asyncio.AbstractServer:
+    """A Unix stream server at ``path`` (a stale socket file is replaced), mode 0600."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    server = await asyncio.start_unix_server(on_connect, path=str(path), limit=MAX_FRAME_BYTES + 64)
+    os.chmod(path, 0o600)
+    return server

@@ -14,7 +14,6 @@ import copy
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from claudeclaw.errors import StateError
 from claudeclaw.logs import get_logger
-from claudeclaw.paths import PRIVATE_FILE_MODE, ensure_private_dir
+from claudeclaw.paths import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 Validator = Callable[[Any], bool]
 """Returns True when a parsed document has the expected shape (e.g. a JSON object)."""
@@ -79,21 +78,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """temp file in the same directory → fsync → chmod 0600 → rename (no dir fsync)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, PRIVATE_FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _dumps(data: Any) -> bytes:
     # Two-space indent like the original's JSON.stringify(data, null, 2).
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
@@ -122,7 +106,7 @@ def _recover(path: Path, reason: str, validate: Validator | None, log: Any) -> A
         else:
             aside = _corrupt_aside_path(path)
             os.replace(path, aside)
-            _atomic_write_bytes(path, raw_bak)
+            atomic_write_bytes(path, raw_bak)
             _fsync_dir(path.parent)
             (log or get_logger()).error(
                 "state.file_recovered",
@@ -197,8 +181,8 @@ def write_json(path: Path, data: Any, *, validate: Validator | None = None) -> N
         except _Corrupt:
             pass
         else:
-            _atomic_write_bytes(backup_path(path), current)
-    _atomic_write_bytes(path, payload)
+            atomic_write_bytes(backup_path(path), current)
+    atomic_write_bytes(path, payload)
     _fsync_dir(path.parent)
 
 
@@ -207,7 +191,7 @@ def remove_json(path: Path) -> bool:
     current = _read_bytes(path)
     if current is None:
         return False
-    _atomic_write_bytes(backup_path(path), current)
+    atomic_write_bytes(backup_path(path), current)
     path.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     return True

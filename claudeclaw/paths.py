@@ -115,13 +115,13 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private_text(path: Path, text: str) -> None:
-    """Write a small file atomically with mode 0600 (temp file, fsync, rename)."""
-    ensure_private_dir(path.parent)
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with ``payload`` atomically, mode 0600: a temp file in the same
+    directory, fsync, rename. Readers see the old file or the new one, never a mix."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, PRIVATE_FILE_MODE)
@@ -129,3 +129,9 @@ def write_private_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write a small file atomically with mode 0600 in a private directory."""
+    ensure_private_dir(path.parent)
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -200,12 +200,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Listen on the worker socket (0600) and start the health checks."""
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._on_connect, path=str(self.socket_path), limit=ipc.MAX_FRAME_BYTES + 64
-        )
-        os.chmod(self.socket_path, 0o600)
+        self._server = await ipc.listen(self.socket_path, self._on_connect)
         try:
             await self.spawner.start(self.child_env)
         except OSError as exc:

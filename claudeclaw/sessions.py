@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,54 @@ def _backfill(key: SessionKey, entry: dict[str, Any]) -> None:
         entry["threadId"] = key
 
 
+def _recorded(key: SessionKey, entry: Any, session_id: str) -> Any:
+    """``entry`` after recording ``session_id``: unchanged if it is already the session,
+    else a new session's entry (turns 0) keeping fields we do not understand."""
+    existing = _to_record(key, entry)
+    if existing is not None and existing.session_id == session_id:
+        return entry
+    return _new_entry(key, session_id, entry)
+
+
+def _touched(key: SessionKey, entry: Any) -> Any:
+    """``entry`` after a successful turn (no session: unchanged)."""
+    if _to_record(key, entry) is None:
+        return entry
+    new = dict(entry)
+    _backfill(key, new)
+    new["lastUsedAt"] = utc_now_iso()
+    new["turnCount"] = _int(new.get("turnCount")) + 1
+    return new
+
+
+def _changed(key: SessionKey, entry: Any, *, op: str, session_id: str) -> Any:
+    """One registry change by name (the daemon's batched writer): None deletes."""
+    if op == "record":
+        return _recorded(key, entry, session_id)
+    if op == "touch":
+        return _touched(key, entry)
+    if op == "remove":
+        return None
+    raise ValueError(f"unknown registry change {op!r}")
+
+
+def _with_thread_entry(data: Any, key: SessionKey, fn: Callable[[Any], Any]) -> Any:
+    """The sessions.json document with ``key``'s entry replaced by ``fn(old)`` (None
+    deletes it); an absent document stays absent when there is nothing to store."""
+    old = data.get(_THREADS, {}).get(key) if data is not None else None
+    new = fn(old)
+    if new is None and old is None:
+        return data  # nothing to store or delete: no write, no new file
+    if data is None:
+        data = {_THREADS: {}}
+    threads = data.setdefault(_THREADS, {})
+    if new is None:
+        threads.pop(key, None)
+    else:
+        threads[key] = new
+    return data
+
+
 class SessionRegistry:
     """Session key → Claude session id, persisted in upstream's two files.
 
@@ -149,22 +198,11 @@ class SessionRegistry:
                     jsonstore.write_json(path, new, validate=jsonstore.is_object)
             return
 
-        def apply(data: Any) -> Any:
-            old = data.get(_THREADS, {}).get(key) if data is not None else None
-            new = fn(old)
-            if new is None and old is None:
-                return data  # nothing to store or delete: no write, no new file
-            if data is None:
-                data = {_THREADS: {}}
-            threads = data.setdefault(_THREADS, {})
-            if new is None:
-                threads.pop(key, None)
-            else:
-                threads[key] = new
-            return data
-
         jsonstore.update_json(
-            self._paths.thread_sessions_file, self._paths.lock_file, apply, validate=_is_registry
+            self._paths.thread_sessions_file,
+            self._paths.lock_file,
+            lambda data: _with_thread_entry(data, key, fn),
+            validate=_is_registry,
         )
 
     # ---- the API ----------------------------------------------------------------------
@@ -183,13 +221,9 @@ class SessionRegistry:
         result: list[SessionRecord] = []
 
         def fn(entry: Any) -> Any:
-            existing = _to_record(key, entry)
-            if existing is not None and existing.session_id == session_id:
-                result.append(existing)
-                return entry
-            new = _new_entry(key, session_id, entry)
+            new = _recorded(key, entry, session_id)
             rec = _to_record(key, new)
-            assert rec is not None
+            assert rec is not None  # a just-recorded entry is always a session
             result.append(rec)
             return new
 
@@ -203,15 +237,10 @@ class SessionRegistry:
         result: list[SessionRecord] = []
 
         def fn(entry: Any) -> Any:
-            if _to_record(key, entry) is None:
-                return entry
-            new = dict(entry)
-            _backfill(key, new)
-            new["lastUsedAt"] = utc_now_iso()
-            new["turnCount"] = _int(new.get("turnCount")) + 1
-            rec = _to_record(key, new)
-            assert rec is not None
-            result.append(rec)
+            new = _touched(key, entry)
+            rec = _to_record(key, new) if new is not entry else None
+            if rec is not None:
+                result.append(rec)
             return new
 
         self._update(key, fn)
@@ -259,29 +288,11 @@ class SessionRegistry:
         for op, key, session_id in changes:
             by_file[session_key(key) == GLOBAL_KEY].append((op, session_key(key), session_id))
 
-        def step(key: SessionKey, entry: Any, op: str, session_id: str) -> Any:
-            if op == "record":
-                existing = _to_record(key, entry)
-                if existing is not None and existing.session_id == session_id:
-                    return entry
-                return _new_entry(key, session_id, entry)
-            if op == "touch":
-                if _to_record(key, entry) is None:
-                    return entry
-                new = dict(entry)
-                _backfill(key, new)
-                new["lastUsedAt"] = utc_now_iso()
-                new["turnCount"] = _int(new.get("turnCount")) + 1
-                return new
-            if op == "remove":
-                return None
-            raise ValueError(f"unknown registry change {op!r}")
-
         if by_file[True]:
 
             def on_global(entry: Any) -> Any:
                 for op, key, session_id in by_file[True]:
-                    entry = step(key, entry, op, session_id)
+                    entry = _changed(key, entry, op=op, session_id=session_id)
                 return entry
 
             self._update(GLOBAL_KEY, on_global)
@@ -289,17 +300,9 @@ class SessionRegistry:
 
             def on_threads(data: Any) -> Any:
                 for op, key, session_id in by_file[False]:
-                    old = data.get(_THREADS, {}).get(key) if data is not None else None
-                    new = step(key, old, op, session_id)
-                    if new is None and old is None:
-                        continue
-                    if data is None:
-                        data = {_THREADS: {}}
-                    threads = data.setdefault(_THREADS, {})
-                    if new is None:
-                        threads.pop(key, None)
-                    else:
-                        threads[key] = new
+                    data = _with_thread_entry(
+                        data, key, partial(_changed, key, op=op, session_id=session_id)
+                    )
                 return data
 
             jsonstore.update_json(

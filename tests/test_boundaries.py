@@ -21,6 +21,16 @@ def imported_after(statement: str) -> set[str]:
     return set(out.stdout.split())
 
 
+async def run_as_nobody(probe: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet as uid/gid 65534 (needs root)."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-S", "-c", probe, *args],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("module", ["claudeclaw.worker", "claudeclaw.forkserver"])
 def test_workers_never_import_discord(module: str) -> None:
     modules = imported_after(f"import {module}")
@@ -52,12 +62,7 @@ async def test_runtime_sockets_and_state_are_private(daemon: Supervisor) -> None
         "try:\n s.connect(sys.argv[1]); print('connected')\n"
         "except PermissionError: print('denied')\n"
     )
-    out = await asyncio.to_thread(
-        subprocess.run,
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-S", "-c", probe, str(daemon.control.path)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    out = await run_as_nobody(probe, str(daemon.control.path))
     assert out.stdout.strip() == "denied", out.stderr
 
 
@@ -78,12 +83,7 @@ async def test_control_socket_checks_the_peer_uid(daemon: Supervisor) -> None:
         "n=struct.unpack('>I',s.recv(4))[0]; print(s.recv(n).decode())\n"
     )
     try:
-        out = await asyncio.to_thread(
-            subprocess.run,
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             sys.executable, "-S", "-c", probe, str(daemon.control.path)],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+        out = await run_as_nobody(probe, str(daemon.control.path))
     finally:
         runtime.chmod(0o700)
     assert '"permission denied"' in out.stdout, out.stderr

@@ -338,20 +338,7 @@ async def test_sigterm_leaves_no_process_behind(daemon_process, make_project) ->
     paths = make_project(limits={"shutdownGraceSeconds": 1})
     proc = daemon_process(paths)
     await proc.wait_ready()
-    started_evt = asyncio.Event()
-    claude_pids: list[int] = []
-
-    async def send() -> None:
-        async for frame in control.stream(
-            paths, {"type": "send", "key": "900000000000000000", "prompt": "GRANDCHILD"}
-        ):
-            if frame["event"]["kind"] == "started":
-                claude_pids.append(frame["event"]["pid"])
-                started_evt.set()
-
-    sender = asyncio.create_task(send())
-    async with asyncio.timeout(20):
-        await started_evt.wait()
+    sender, _claude_pid = await send_until_started(paths, "900000000000000000", "GRANDCHILD")
     tag = project_tag(str(paths.root))
     ours = await asyncio.to_thread(lambda: [p for p in psutil.process_iter() if _tagged(p, tag)])
     assert len(ours) >= 2  # the worker and the fake claude at least
@@ -362,6 +349,24 @@ async def test_sigterm_leaves_no_process_behind(daemon_process, make_project) ->
         lambda: [p.pid for p in psutil.process_iter() if _tagged(p, tag)]
     )
     assert left == []
+
+
+async def send_until_started(paths, key: str, prompt: str):  # type: ignore[no-untyped-def]
+    """Send through the control socket in the background; return (task, claude pid) once
+    the run has started."""
+    pids: list[int] = []
+    got = asyncio.Event()
+
+    async def send() -> None:
+        async for frame in control.stream(paths, {"type": "send", "key": key, "prompt": prompt}):
+            if frame["event"]["kind"] == "started":
+                pids.append(frame["event"]["pid"])
+                got.set()
+
+    task = asyncio.create_task(send())
+    async with asyncio.timeout(20):
+        await got.wait()
+    return task, pids[0]
 
 
 def _tagged(proc: psutil.Process, tag: str) -> bool:
@@ -379,21 +384,7 @@ async def test_orphans_of_a_dead_daemon_are_ended_at_start(daemon_process, make_
     paths = make_project()
     first = daemon_process(paths)
     await first.wait_ready()
-    pids: list[int] = []
-    got = asyncio.Event()
-
-    async def send() -> None:
-        async for frame in control.stream(
-            paths, {"type": "send", "key": "910000000000000000", "prompt": "HANG IGNORE_TERM"}
-        ):
-            if frame["event"]["kind"] == "started":
-                pids.append(frame["event"]["pid"])
-                got.set()
-
-    sender = asyncio.create_task(send())
-    async with asyncio.timeout(20):
-        await got.wait()
-    claude_pid = pids[0]
+    sender, claude_pid = await send_until_started(paths, "910000000000000000", "HANG IGNORE_TERM")
     worker_pid = psutil.Process(claude_pid).ppid()
     first.signal(signal.SIGSTOP)  # frozen: it cannot clean up after its worker
     os.kill(worker_pid, signal.SIGKILL)
