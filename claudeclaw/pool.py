@@ -100,6 +100,7 @@ class WorkerHandle:
     idle_timer: asyncio.TimerHandle | None = None
     claude: ProcessIdentity | None = None  # the running claude (its process group leader)
     retire_when_idle: bool = False  # reset: exit as soon as nothing is pending
+    pong: asyncio.Event = field(default_factory=asyncio.Event)  # set by every pong
     spawned_at: float = field(default_factory=time.monotonic)
     ready_at: float = 0.0
 
@@ -586,6 +587,7 @@ class WorkerPool:
         elif kind == "pong":
             handle.last_pong = time.monotonic()
             handle.stats = {k: v for k, v in message.items() if k not in ("v", "type")}
+            handle.pong.set()
         elif kind == "bye":
             handle.state = "stopping"
         else:
@@ -665,19 +667,19 @@ class WorkerPool:
                 handle.channel.send_nowait({"type": "ping", "seq": seq})
 
     async def refresh_stats(self, within: float = 2.0) -> None:
-        """Ping every worker now and wait (briefly) for the answers: fresh ``status``."""
+        """Ping every worker now and wait (at most ``within`` s) for the answers, so that
+        ``status`` reports what is true now, not at the last health check."""
         handles = [h for h in self.live_handles() if h.channel is not None]
         if not handles:
             return
-        before = {id(h): h.last_pong for h in handles}
         for handle in handles:
             assert handle.channel is not None
+            handle.pong.clear()
             handle.channel.send_nowait({"type": "ping", "seq": 0})
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if all(h.last_pong != before[id(h)] or h.process is None for h in handles):
-                return
-            await asyncio.sleep(0.01)
+        answers = [asyncio.ensure_future(h.pong.wait()) for h in handles]
+        _done, late = await asyncio.wait(answers, timeout=within)
+        for fut in late:
+            fut.cancel()
 
     def status(self) -> list[WorkerStatus]:
         """One entry per live worker, from its last pong (call ``refresh_stats`` first)."""

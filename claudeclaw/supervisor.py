@@ -26,8 +26,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from claudeclaw import __version__, ipc
@@ -57,6 +58,8 @@ from claudeclaw.sessions import SessionRegistry
 log = get_logger()
 
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", "CLAUDECLAW_TEST_HOOKS")
+# A usage limit without a reset time we could read pauses new runs this long.
+RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)
 
 
 class Supervisor:
@@ -94,6 +97,10 @@ class Supervisor:
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
         self.test_hooks = os.environ.get("CLAUDECLAW_TEST_HOOKS") == "1"
+        # Claude's usage limit: while it holds, new messages are answered at once instead of
+        # starting claude runs that would all fail (the original spammed and piled them up)
+        self.rate_limited_until: datetime | None = None
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     # ---- the three phases ---------------------------------------------------------------
 
@@ -210,8 +217,7 @@ class Supervisor:
                 await asyncio.wait_for(self.frontend.close(), 15)
         if self.control is not None:
             await self.control.close()
-        # let queued registry writes land before we go
-        await self._writes.join() if self._writes_pending() else None
+        await self._writes.join()  # let queued registry changes land before we go
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -285,12 +291,14 @@ class Supervisor:
         if isinstance(event, RunDone):
             self._writes.put_nowait(("touch", key, event.session_id))
             self.last_error.pop(key, None)
+            if self.rate_limited_until is not None:
+                log.info("daemon.rate_limit_lifted", session_key=key)
+                self.rate_limited_until = None
         elif isinstance(event, RunFailed):
             self.last_error[key] = f"{event.reason}: {event.message}"[:300]
+            if event.reason == "rate_limited":
+                self._note_rate_limit(event.retry_at)
         self._mark_status_dirty()
-
-    def _writes_pending(self) -> bool:
-        return self._writes.qsize() > 0 or self._writes._unfinished_tasks > 0  # type: ignore[attr-defined]
 
     async def _registry_writer(self) -> None:
         """Apply registry changes in order, off the event loop, everything queued at once."""
@@ -306,6 +314,27 @@ class Supervisor:
                 for _ in batch:
                     self._writes.task_done()
 
+    def _note_rate_limit(self, retry_at: str) -> None:
+        until = self.now() + RATE_LIMIT_DEFAULT_PAUSE
+        if retry_at:
+            try:
+                until = datetime.fromisoformat(retry_at)
+            except ValueError:
+                log.warning("daemon.rate_limit_unparsed", retry_at=retry_at)
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        if until > self.now():
+            self.rate_limited_until = until
+            log.warning("daemon.rate_limited", until=until.isoformat())
+            self._mark_status_dirty()
+
+    def rate_limit_holds(self) -> datetime | None:
+        """The reset time while Claude's usage limit holds, else None."""
+        until = self.rate_limited_until
+        if until is not None and until <= self.now():
+            self.rate_limited_until = until = None
+        return until
+
     # ---- the routing API (Dispatcher) ---------------------------------------------------
 
     async def submit(
@@ -315,6 +344,17 @@ class Supervisor:
         key = session_key(key)
         if self.pool is None or self.closing:
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
+            return
+        until = self.rate_limit_holds()
+        if until is not None:
+            log.info("message.refused_rate_limited", session_key=key, until=until.isoformat())
+            yield RunFailed(
+                "",
+                "rate_limited",
+                f"Claude's usage limit is reached until {until:%Y-%m-%d %H:%M} UTC; "
+                "send your message again after that.",
+                retry_at=until.isoformat(),
+            )
             return
         sub = self.pool.submit(key, prompt, origin)
         log.info(
@@ -426,9 +466,12 @@ class Supervisor:
         if self.frontend is not None:
             summary = self.frontend.summary()
             discord = "discord connected" if summary.get("connected") else "discord reconnecting"
+        limit = ""
+        if self.rate_limited_until is not None:
+            limit = f"; usage limit until {self.rate_limited_until:%H:%M} UTC"
         return (
             f"{counts['workers']} sessions active, {counts['running']} running, "
-            f"{counts['queued']} queued; {discord}"
+            f"{counts['queued']} queued; {discord}{limit}"
         )
 
     def _mark_status_dirty(self) -> None:

@@ -491,3 +491,73 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     assert held.is_set()
     assert isinstance(done, RunDone)
     assert pool.crash_count == 0 and pool.spawn_count == 1
+
+
+async def test_a_worker_that_stops_answering_is_replaced(
+    make_project,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """1. A thread's worker is running a message when it freezes (SIGSTOP).
+    2. It misses its pings.
+    Result: the pool kills it and its claude process group, and the message is run again
+    on a new worker and answered."""
+    from claudeclaw import pool as pool_module
+    from claudeclaw.config import load_settings
+
+    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
+    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
+    paths = make_project()
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        key = SessionKey("970000000000000000")
+        task, claude_pid = None, 0
+        first: list[RunStarted] = []
+        task = asyncio.create_task(
+            collect(
+                sup,
+                key,
+                "frozen SLEEP:1",
+                lambda e: first.append(e) if isinstance(e, RunStarted) else None,
+            )
+        )
+        await wait_for(lambda: bool(first), "run started")
+        claude_pid = first[0].pid
+        assert sup.pool is not None
+        handle = sup.pool.find(key)
+        assert handle is not None
+        os.kill(handle.pid, signal.SIGSTOP)
+        events = await task
+        assert isinstance(final(events), RunDone)
+        assert sup.pool.crash_count == 1
+        assert not _alive(claude_pid)  # the frozen worker's claude was killed with it
+        assert sup.pool.find(key) is not None and sup.pool.find(key).pid != handle.pid  # type: ignore[union-attr]
+    finally:
+        await sup.shutdown()
+
+
+async def test_a_usage_limit_pauses_new_runs_until_it_resets(daemon: Supervisor) -> None:
+    """1. A run reports Claude's usage limit ("resets 3pm (UTC)").
+    2. A message arrives in another thread.
+    Result: it is answered at once with the reset time and no claude is started; after
+    the reset time messages run again."""
+    from datetime import datetime, timedelta
+
+    limited = final(await collect(daemon, SessionKey("980000000000000001"), "ERROR:ratelimit"))
+    assert isinstance(limited, RunFailed) and limited.reason == "rate_limited"
+    assert limited.retry_at
+    reset = datetime.fromisoformat(limited.retry_at)
+    assert reset.hour == 15 and reset > daemon.now()
+    assert "usage limit until 15:00" in daemon.status_line()
+
+    other = SessionKey("980000000000000002")
+    events = await collect(daemon, other, "hello")
+    refused = final(events)
+    assert isinstance(refused, RunFailed) and refused.reason == "rate_limited"
+    assert "15:00" in refused.message and refused.retry_at == reset.isoformat()
+    assert not started(events)
+    assert daemon.pool is not None and daemon.pool.find(other) is None  # no worker, no claude
+
+    daemon.now = lambda: reset + timedelta(seconds=1)
+    assert isinstance(final(await collect(daemon, other, "hello again")), RunDone)
+    assert "usage limit" not in daemon.status_line()
