@@ -511,3 +511,16 @@ async def test_the_fake_enforces_discords_2000_char_limit(fake_discord, frontend
         await channel.send("x" * 2001)
     assert info.value.code == 50035
     await channel.send("😀" * 1000)  # 2000 UTF-16 units: accepted
+
+
+async def test_a_reset_context_is_told_to_the_user(fake_discord, dispatcher, frontend):
+    """The CLI no longer had the thread's session, so the reply comes from a new one: the
+    user is told, in a small note above the reply."""
+    fake = fake_discord
+    reset = RunDone(msg_id="", reply="fresh answer", session_id="s2", context_reset=True)
+    dispatcher.script = lambda key, prompt: [reset]
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "do you remember?")
+    await final_reactions(fake, msg["id"], "✅")
+    content = fake.bot_messages(dm)[0]["content"]
+    assert content.startswith("-# The earlier Claude session") and content.endswith("fresh answer")

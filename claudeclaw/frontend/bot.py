@@ -51,6 +51,7 @@ from claudeclaw.frontend.render import (
     progress_text,
     queued_text,
     render_reply,
+    with_context_note,
 )
 from claudeclaw.frontend.routing import (
     MessageFacts,
@@ -557,7 +558,7 @@ class DiscordFrontend:
         prompt = await self._build_prompt(message, facts, key)
         final = await self._follow_run(message, key, prompt, view, fields)
         if isinstance(final, RunDone):
-            rendered = render_reply(final.reply)
+            rendered = render_reply(with_context_note(final.reply, final.context_reset))
             log.info(
                 "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
             )

@@ -226,6 +226,17 @@ def _when(iso: str) -> str:
     return f"<t:{stamp}:t> (<t:{stamp}:R>)"
 
 
+CONTEXT_RESET_NOTE = (
+    "-# The earlier Claude session of this conversation could not be resumed (the CLI no "
+    "longer had it), so this reply starts a new one."
+)
+
+
+def with_context_note(reply: str, context_reset: bool) -> str:
+    """The reply, preceded by a short note when its session had to be started afresh."""
+    return f"{CONTEXT_RESET_NOTE}\n\n{reply}" if context_reset else reply
+
+
 def failure_text(event: RunFailed) -> str:
     """A clear message per failure reason; ``event.message`` is safe to show."""
     detail = _one_line(event.message, 1500) if event.message else ""
