@@ -134,3 +134,15 @@ async def test_dash_prompt_reaches_the_api_as_text(
     messages = fake_anthropic.message_requests()[-1].messages
     last_user = next(m for m in reversed(messages) if m.get("role") == "user")
     assert user_text(last_user) == "--version"
+
+
+async def test_a_cli_without_credentials_fails_with_the_fix(
+    settings: Settings, real_claude_env: dict[str, str], workdir: Path
+) -> None:
+    """No API key and no login: the CLI says "Not logged in"; the user is told how to fix
+    it (the daemon's user must log the CLI in)."""
+    env = {k: v for k, v in real_claude_env.items() if k != "ANTHROPIC_API_KEY"}
+    final, _ = await run(settings, "hello", env, workdir)
+    assert isinstance(final, RunFailed) and final.reason == "error"
+    assert "Not logged in" in final.message and "Fix:" in final.message
+    assert "/login" in final.message

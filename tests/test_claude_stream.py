@@ -320,3 +320,24 @@ def test_needs_new_session(text: str, stderr: str) -> None:
     state = _result_state(text) if text else StreamState()
     assert needs_new_session(state, 1, stderr)
     assert not needs_new_session(StreamState(), 0, "")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "fix"),
+    [
+        (
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges "
+            "for security reasons",
+            "ordinary user",
+        ),
+        ("Not logged in · Please run /login", "/login"),
+    ],
+)
+def test_known_failures_come_with_their_fix(stderr: str, fix: str) -> None:
+    from datetime import UTC, datetime
+
+    from claudeclaw.claude.stream import StreamState, verdict
+
+    failed = verdict(StreamState(), 1, stderr, msg_id="m", now=datetime.now(UTC))
+    assert isinstance(failed, RunFailed)
+    assert "Fix:" in failed.message and fix in failed.message

@@ -377,6 +377,33 @@ def parse_retry_at(text: str, now: datetime, default_tz: str = "UTC") -> str:
     return candidate.astimezone(UTC).isoformat()
 
 
+# Failures a user can fix, by what the CLI says: the fix to add to the message.
+_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"cannot be used with root/sudo privileges", re.I),
+        "claude refuses to skip permission prompts as root: run claudeclaw as an ordinary "
+        "user (the packaged service does), or set IS_SANDBOX=1 if this is a sandbox",
+    ),
+    (
+        re.compile(r"not logged in|please run /login", re.I),
+        "the claude CLI is not logged in for the daemon's user: run `claude` once as that "
+        "user (same HOME) and /login, or set an API key",
+    ),
+    (
+        re.compile(r"failed to authenticate|invalid x-api-key|API Error: 401", re.I),
+        "the API key or login was rejected: log the claude CLI in again or fix the key",
+    ),
+)
+
+
+def fix_for(detail: str) -> str:
+    """``" Fix: …"`` for a failure we know how to fix, else ``""``."""
+    for pattern, fix in _FIXES:
+        if pattern.search(detail):
+            return f" Fix: {fix}."
+    return ""
+
+
 def verdict(
     state: StreamState,
     rc: int | None,
@@ -412,6 +439,6 @@ def verdict(
     return RunFailed(
         msg_id=msg_id,
         reason="error",
-        message=f"Claude failed: {detail}",
+        message=f"Claude failed: {detail}{fix_for(detail)}",
         session_id=session_id,
     )
