@@ -27,8 +27,8 @@ from typing import Any, Literal, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from claudeclaw.errors import ConfigError
-from claudeclaw.logs import register_secret
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.redaction import register_secret
 
 SecurityLevel = Literal["locked", "strict", "moderate", "unrestricted"]
 SessionScope = Literal["thread", "channel"]

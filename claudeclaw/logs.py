@@ -50,6 +50,9 @@ from typing import IO, Any, Literal, TextIO
 
 import structlog
 
+from claudeclaw.redaction import register_secret as register_secret  # re-exported
+from claudeclaw.redaction import scrub
+
 LogMode = Literal["auto", "console", "json", "journal"]
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -69,22 +72,12 @@ PRIORITIES: dict[str, int] = {
     "debug": 7,
 }
 
-_secrets: set[str] = set()
 _SECRET_KEYS = frozenset({"token", "api", "api_key", "authorization", "password"})
-
-
-def register_secret(value: str) -> None:
-    """Never log ``value`` (tokens, API keys). Short strings are ignored to avoid noise."""
-    if value and len(value) >= 8:
-        _secrets.add(value)
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, "[redacted]")
-        return value
+        return scrub(value)
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

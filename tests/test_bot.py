@@ -524,3 +524,17 @@ async def test_a_reset_context_is_told_to_the_user(fake_discord, dispatcher, fro
     await final_reactions(fake, msg["id"], "✅")
     content = fake.bot_messages(dm)[0]["content"]
     assert content.startswith("-# The earlier Claude session") and content.endswith("fresh answer")
+
+
+async def test_secrets_in_a_reply_are_redacted(fake_discord, dispatcher, frontend):
+    """Claude's answer contains the bot's own token and an API-key-shaped string (it read
+    a file it should not have): neither reaches Discord."""
+    fake = fake_discord
+    leak = f"token={fake.token} key=sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 ok"
+    dispatcher.script = lambda key, prompt: [done(leak)]
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "show me the config")
+    await final_reactions(fake, msg["id"], "✅")
+    content = fake.bot_messages(dm)[0]["content"]
+    assert fake.token not in content and "sk-ant-api03" not in content
+    assert content == "token=[redacted] key=[redacted] ok"

@@ -19,7 +19,7 @@ async def run_command(fake, channel_id, name, **kw):
 
 async def test_unauthorized_user_gets_an_ephemeral_refusal(fake_discord, dispatcher, frontend):
     fake = fake_discord
-    for name in ("status", "reset", "stop", "compact", "context", "start"):
+    for name in ("status", "reset", "stop", "compact", "context", "start", "handoff"):
         callback, _ = await run_command(fake, fake.general_id, name, user=fake.bob)
         assert callback["data"]["content"] == "Unauthorized."
         assert callback["data"]["flags"] & EPHEMERAL
@@ -151,3 +151,15 @@ async def test_a_failing_command_still_answers(fake_discord, dispatcher, fronten
     callback, _ = await run_command(fake_discord, fake_discord.thread_id, "status")
     assert "command failed" in callback["data"]["content"]
     assert callback["data"]["flags"] & EPHEMERAL
+
+
+async def test_handoff_gives_the_resume_command_privately(fake_discord, dispatcher, frontend):
+    fake = fake_discord
+    sid = "0ff1ce00-aaaa-bbbb-cccc-ddddeeeeffff"
+    dispatcher.add_session(fake.thread_id, sid)
+    callback, _ = await run_command(fake, fake.thread_id, "handoff")
+    text = callback["data"]["content"]
+    assert callback["data"]["flags"] & EPHEMERAL
+    assert f"claude --resume {sid}" in text and str(frontend.project_root) in text
+    callback, _ = await run_command(fake, fake.general_id, "handoff")
+    assert "No session here yet" in callback["data"]["content"]

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from claudeclaw import logs
 from claudeclaw.config import (
     LimitSettings,
     RunnerSettings,
@@ -411,7 +410,9 @@ def test_empty_credential_file_warns_and_falls_through(tmp_path: Path) -> None:
 def test_secrets_not_in_repr_and_registered(tmp_path: Path) -> None:
     s = load(tmp_path, {"api": "sk-ant-api-key-123456", "discord": {"token": TOKEN}})
     assert TOKEN not in repr(s) and "sk-ant-api-key-123456" not in repr(s)
-    assert TOKEN in logs._secrets and "sk-ant-api-key-123456" in logs._secrets
+    from claudeclaw.redaction import scrub
+
+    assert scrub(f"a {TOKEN} b sk-ant-api-key-123456") == "a [redacted] b [redacted]"
 
 
 def test_bad_token_type_not_echoed(tmp_path: Path) -> None:

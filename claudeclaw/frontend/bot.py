@@ -60,7 +60,7 @@ from claudeclaw.frontend.routing import (
     route_message,
     strip_mentions,
 )
-from claudeclaw.logs import get_logger, register_secret
+from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     RunDone,
     RunEvent,
@@ -72,6 +72,7 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.redaction import register_secret, scrub_outbound
 
 log = get_logger(component="discord")
 
@@ -558,7 +559,8 @@ class DiscordFrontend:
         prompt = await self._build_prompt(message, facts, key)
         final = await self._follow_run(message, key, prompt, view, fields)
         if isinstance(final, RunDone):
-            rendered = render_reply(with_context_note(final.reply, final.context_reset))
+            reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
+            rendered = render_reply(with_context_note(reply, final.context_reset))
             log.info(
                 "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
             )
@@ -569,7 +571,7 @@ class DiscordFrontend:
             await self._react(message, view, DONE)
         else:
             log.info("discord.run_failed", reason=final.reason, **fields)
-            await self._deliver(message, key, [failure_text(final)])
+            await self._deliver(message, key, [scrub_outbound(failure_text(final))])
             await self._react(message, view, FAILED)
 
     async def _follow_run(

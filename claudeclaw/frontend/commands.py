@@ -9,6 +9,7 @@ the :class:`~claudeclaw.api.Dispatcher` protocol.
 from __future__ import annotations
 
 import asyncio
+import shlex
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -142,6 +143,18 @@ async def context_text(
     return ctx.format_context(usage, session_id=session_id, fallback_model=model)
 
 
+def handoff_text(info: SessionInfo, project_root: Path) -> str:
+    """How to pick this session up in a terminal (the same cwd, or --resume fails)."""
+    if info.record is None:
+        return "No session here yet: the next message starts one."
+    command = f"cd {shlex.quote(str(project_root))} && claude --resume {info.record.session_id}"
+    busy = " Stop the bot's run first (/stop): two writers fork a session." if info.running else ""
+    return (
+        "Continue this session in a terminal (as the daemon's user, with its HOME):\n"
+        f"```\n{command}\n```{busy}"
+    )
+
+
 def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., None]]:
     """The slash commands, bound to ``host``; add them to a ``CommandTree``."""
 
@@ -227,6 +240,18 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         text = await context_text(info, project_root=host.project_root, model=host.settings.model)
         await interaction.response.send_message(text)
 
+    @app_commands.command(
+        name="handoff", description="Continue this session in a terminal (claude --resume)"
+    )
+    async def handoff_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        info = await host.dispatcher.session_info(key)
+        await interaction.response.send_message(
+            handoff_text(info, host.project_root), ephemeral=True
+        )
+
     commands: list[app_commands.Command[Any, ..., None]] = [
         start_cmd,
         status_cmd,
@@ -234,5 +259,6 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         stop_cmd,
         compact_cmd,
         context_cmd,
+        handoff_cmd,
     ]
     return commands
