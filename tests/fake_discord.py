@@ -125,6 +125,7 @@ class FakeDiscord:
         self.gateway_log: list[dict[str, Any]] = []
         self.fail_posts: dict[str, int] = {}
         self.blobs: dict[str, tuple[bytes, str]] = {}
+        self.download_gate: asyncio.Event | None = None  # set: attachment downloads wait
         self.gateway_close_code: int | None = None  # e.g. 4004 or 4014 at IDENTIFY
         self.identify_count = 0
         self.resume_count = 0
@@ -704,6 +705,8 @@ class FakeDiscord:
         self.requests.append(record)
         try:
             if path.startswith("/attachments/"):
+                if self.download_gate is not None:
+                    await self.download_gate.wait()  # tests: a slow attachment
                 return self._download(path)
             if not path.startswith("/api/v10/"):
                 return self._unhandled(record)

@@ -414,6 +414,7 @@ async def test_ready_summary_and_intents(fake_discord, frontend):
         "stop",
         "compact",
         "context",
+        "handoff",
     ]
     summary = frontend.summary()
     assert summary["connected"] is True and summary["guilds"] == 1
@@ -538,3 +539,27 @@ async def test_secrets_in_a_reply_are_redacted(fake_discord, dispatcher, fronten
     content = fake.bot_messages(dm)[0]["content"]
     assert fake.token not in content and "sk-ant-api03" not in content
     assert content == "token=[redacted] key=[redacted] ok"
+
+
+async def test_messages_in_one_thread_keep_their_order_despite_slow_attachments(
+    fake_discord, dispatcher, frontend
+):
+    """1. Alice sends a message with an attachment whose download is slow, then a short one.
+    2. The short one is ready first.
+    Result: it waits; both reach the session's queue in the order they were sent."""
+    fake = fake_discord
+    fake.download_gate = asyncio.Event()
+    thread = fake.listen_thread_id
+    first = await fake.user_says(
+        thread,
+        "first, with a file",
+        attachments=[{"filename": "notes.txt", "content_type": "text/plain", "data": b"x"}],
+    )
+    second = await fake.user_says(thread, "second, short")
+    await fake.wait_until(lambda: frontend.intake_waiting == 1, what="second waits its turn")
+    assert dispatcher.submissions == []
+    fake.download_gate.set()
+    await final_reactions(fake, first["id"], "✅")
+    await final_reactions(fake, second["id"], "✅")
+    prompts = [s.prompt for s in dispatcher.submissions]
+    assert "first, with a file" in prompts[0] and "second, short" in prompts[1]

@@ -142,7 +142,8 @@ class _Client(discord.Client):
         self.frontend._connected = False
 
     async def on_message(self, message: discord.Message) -> None:
-        self.frontend._spawn(self.frontend._on_message(message), "message")
+        turn = self.frontend._intake_turn(message.channel.id)  # in arrival order
+        self.frontend._spawn(self.frontend._on_message(message, turn), "message")
 
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         await self.frontend._on_thread_deleted(payload.thread_id)
@@ -170,6 +171,27 @@ class _RunView:
     status_text: str = ""
 
 
+class _IntakeTurn:
+    """Keeps a channel's messages in arrival order up to their session's queue.
+
+    Preparing a message takes awaits (a reaction, attachment downloads), so a short message
+    could overtake a long one sent just before it in the same thread. Each message waits for
+    its predecessor to be queued before it submits; the preparation itself still overlaps.
+    """
+
+    def __init__(self, before: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        self._before = before
+        self._mine = mine
+
+    async def wait_for_predecessor(self) -> None:
+        if self._before is not None and not self._before.done():
+            await asyncio.shield(self._before)
+
+    def done(self) -> None:
+        if not self._mine.done():
+            self._mine.set_result(None)
+
+
 class DiscordFrontend:
     """The Discord side of the daemon (see the module docstring)."""
 
@@ -190,6 +212,9 @@ class DiscordFrontend:
         self._synced = False
         self._connect_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # per channel: the "queued" signal of the latest message (FIFO from Discord on)
+        self._intake: dict[int, asyncio.Future[None]] = {}
+        self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
         self._rejoin_lock = asyncio.Lock()
         # Delays between attempts to deliver a reply chunk (then it is saved to disk).
         self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
@@ -489,7 +514,26 @@ class DiscordFrontend:
             replied_to_author_id=replied_to,
         )
 
-    async def _on_message(self, message: discord.Message) -> None:
+    def _intake_turn(self, channel_id: int) -> _IntakeTurn:
+        """This message's place in its channel's intake line (see :class:`_IntakeTurn`)."""
+        before = self._intake.get(channel_id)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._intake[channel_id] = mine
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._intake.get(channel_id) is done:
+                del self._intake[channel_id]
+
+        mine.add_done_callback(forget)
+        return _IntakeTurn(before, mine)
+
+    async def _on_message(self, message: discord.Message, turn: _IntakeTurn) -> None:
+        try:
+            await self._handle_message(message, turn)
+        finally:
+            turn.done()  # ignored, refused or failed: the next message need not wait
+
+    async def _handle_message(self, message: discord.Message, turn: _IntakeTurn) -> None:
         bot_id = self._bot_id()
         if str(message.author.id) == bot_id:
             return  # our own messages: never even look at them
@@ -503,7 +547,7 @@ class DiscordFrontend:
             with contextlib.suppress(discord.HTTPException):
                 await message.channel.send(UNAUTHORIZED, allowed_mentions=_NO_MENTIONS)
             return
-        await self._answer(message, facts, route)
+        await self._answer(message, facts, route, turn)
 
     async def _build_prompt(
         self, message: discord.Message, facts: MessageFacts, key: SessionKey
@@ -543,7 +587,9 @@ class DiscordFrontend:
             )
         )
 
-    async def _answer(self, message: discord.Message, facts: MessageFacts, route: Route) -> None:
+    async def _answer(
+        self, message: discord.Message, facts: MessageFacts, route: Route, turn: _IntakeTurn
+    ) -> None:
         assert route.key is not None
         key = route.key
         view = _RunView()
@@ -557,7 +603,12 @@ class DiscordFrontend:
         )
         await self._react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
-        final = await self._follow_run(message, key, prompt, view, fields)
+        self.intake_waiting += 1
+        try:
+            await turn.wait_for_predecessor()
+        finally:
+            self.intake_waiting -= 1
+        final = await self._follow_run(message, key, prompt, view, fields, turn)
         if isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
             rendered = render_reply(with_context_note(reply, final.context_reset))
@@ -581,6 +632,7 @@ class DiscordFrontend:
         prompt: str,
         view: _RunView,
         fields: dict[str, Any],
+        turn: _IntakeTurn,
     ) -> RunDone | RunFailed:
         stop = asyncio.Event()
         helpers: list[asyncio.Task[None]] = []
@@ -589,6 +641,7 @@ class DiscordFrontend:
         stream: AsyncIterator[RunEvent] = self._dispatcher.submit(key, prompt, origin="discord")
         try:
             async for event in stream:
+                turn.done()  # it is in its session's queue: the next message may follow
                 if isinstance(event, RunQueued):
                     text = queued_text(event.position, event.waiting_for_slot)
                     if text and not said_queued:
