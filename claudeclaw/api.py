@@ -9,14 +9,28 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from claudeclaw.model import RunEvent, SessionInfo, SessionKey
+from claudeclaw.model import PendingMessage, ReplyTo, RunEvent, SessionInfo, SessionKey
 
 
 class Dispatcher(Protocol):
     def submit(
-        self, key: SessionKey, prompt: str, *, origin: str = "discord"
+        self,
+        key: SessionKey,
+        prompt: str,
+        *,
+        origin: str = "discord",
+        reply_to: ReplyTo | None = None,
     ) -> AsyncIterator[RunEvent]:
-        """Queue ``prompt`` for ``key``; yields queued, started, progress…, then done or failed."""
+        """Queue ``prompt`` for ``key``; yields queued, started, progress…, then done or failed.
+
+        With ``reply_to`` the message is kept across a restart of the daemon until it is
+        answered (see :meth:`take_pending`).
+        """
+        ...
+
+    def take_pending(self) -> list[PendingMessage]:
+        """Messages a previous run of the daemon accepted but did not answer, in order
+        (each once: the caller resubmits them, or tells their authors)."""
         ...
 
     async def cancel(self, key: SessionKey) -> bool:

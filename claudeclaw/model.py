@@ -126,6 +126,7 @@ FailureReason = Literal[
     "rate_limited",  # usage limit; retry_at may say when
     "crashed",  # the worker process died
     "shutdown",  # the daemon is stopping
+    "kept",  # the daemon is stopping; the message is kept and runs after the restart
     "spawn",  # claude could not be started (missing executable, ...)
 ]
 
@@ -203,3 +204,41 @@ class SessionInfo:
     worker_pid: int = 0  # 0: no live worker
     run_elapsed_s: float = 0.0
     last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTo:
+    """Where a message came from in its frontend, so its answer can find its way back
+    even after a restart (Discord: the channel and the user's message)."""
+
+    channel_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """An accepted message not yet answered, as kept in ``pending.json`` across restarts."""
+
+    msg_id: str
+    key: SessionKey
+    prompt: str
+    origin: str
+    reply_to: ReplyTo
+    accepted_at: str  # ISO 8601 UTC
+    started: bool = False  # a claude run began: after a restart it is not run again
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PendingMessage:
+        reply = data["reply_to"]
+        return cls(
+            msg_id=str(data["msg_id"]),
+            key=session_key(data["key"]),
+            prompt=str(data["prompt"]),
+            origin=str(data.get("origin", "discord")),
+            reply_to=ReplyTo(str(reply["channel_id"]), str(reply["message_id"])),
+            accepted_at=str(data.get("accepted_at", "")),
+            started=bool(data.get("started", False)),
+        )

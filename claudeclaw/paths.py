@@ -71,6 +71,11 @@ class ProjectPaths:
         return self.state_dir / "logs"
 
     @property
+    def pending_file(self) -> Path:
+        """Accepted Discord messages not answered yet: kept across restarts."""
+        return self.state_dir / "pending.json"
+
+    @property
     def daemon_file(self) -> Path:
         """Written by a running daemon: pid, start time, control socket path."""
         return self.state_dir / "daemon.json"

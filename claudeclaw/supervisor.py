@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -31,17 +32,20 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
-from claudeclaw import __version__, ipc
+from claudeclaw import __version__, ipc, jsonstore
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
+    PendingMessage,
+    ReplyTo,
     RunDone,
     RunEvent,
     RunFailed,
     RunSession,
+    RunStarted,
     SessionInfo,
     SessionKey,
     SessionRecord,
@@ -53,7 +57,7 @@ from claudeclaw.notify import Notifier, child_env
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
-from claudeclaw.sessions import SessionRegistry
+from claudeclaw.sessions import SessionRegistry, utc_now_iso
 
 log = get_logger()
 
@@ -100,6 +104,10 @@ class Supervisor:
         # Claude's usage limit: while it holds, new messages are answered at once instead of
         # starting claude runs that would all fail (the original spammed and piled them up)
         self.rate_limited_until: datetime | None = None
+        # messages from a frontend, kept until answered (pending.json): those of an earlier
+        # run of the daemon wait in `recovered` until a frontend takes them
+        self.recovered: list[PendingMessage] = []
+        self.pending: dict[str, PendingMessage] = {}
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     # ---- the three phases ---------------------------------------------------------------
@@ -131,6 +139,9 @@ class Supervisor:
             self.sessions[record.key] = record.session_id
         global_record = await asyncio.to_thread(self.registry.get, GLOBAL_KEY)
         self.sessions[GLOBAL_KEY] = global_record.session_id if global_record else None
+        self.recovered = await asyncio.to_thread(self._read_ledger)
+        if self.recovered:
+            log.info("daemon.pending_recovered", count=len(self.recovered))
 
         env = child_env(dict(os.environ))
         for name in SECRET_ENV:
@@ -270,6 +281,7 @@ class Supervisor:
             await frontend.close()
             raise
         self.frontend = frontend
+        await frontend.resume(self.take_pending())
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -284,6 +296,11 @@ class Supervisor:
 
     def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
         """Record session ids as soon as the CLI reports them (even if the run then fails)."""
+        item = self.pending.get(event.msg_id)
+        if isinstance(event, RunStarted) and item is not None and not item.started:
+            # a restart must not run it again: its tools may already have acted
+            self.pending[event.msg_id] = dataclasses.replace(item, started=True)
+            self._writes.put_nowait(("ledger", key, ""))
         if isinstance(event, RunSession | RunDone) and event.session_id:
             if self.sessions.get(key) != event.session_id:
                 self.sessions[key] = event.session_id
@@ -301,18 +318,52 @@ class Supervisor:
         self._mark_status_dirty()
 
     async def _registry_writer(self) -> None:
-        """Apply registry changes in order, off the event loop, everything queued at once."""
+        """Apply registry changes in order, off the event loop, everything queued at once;
+        ``ledger`` entries write the current pending.json snapshot once per batch."""
         while True:
             batch = [await self._writes.get()]
             while not self._writes.empty():
                 batch.append(self._writes.get_nowait())
+            changes = [change for change in batch if change[0] != "ledger"]
+            ledger = None
+            if len(changes) < len(batch):
+                ledger = [p.to_json() for p in [*self.recovered, *self.pending.values()]]
             try:
-                await asyncio.to_thread(self.registry.apply, batch)
+                if changes:
+                    await asyncio.to_thread(self.registry.apply, changes)
+                if ledger is not None:
+                    await asyncio.to_thread(jsonstore.write_json, self.paths.pending_file, ledger)
             except ClaudeclawError as exc:
                 log.error("sessions.write_failed", changes=len(batch), error=str(exc))
             finally:
                 for _ in batch:
                     self._writes.task_done()
+
+    def _read_ledger(self) -> list[PendingMessage]:
+        """pending.json of an earlier run (blocking); a bad entry is logged and skipped."""
+        try:
+            data = jsonstore.read_json(self.paths.pending_file)
+        except ClaudeclawError as exc:
+            log.error(
+                "daemon.pending_unreadable", file=str(self.paths.pending_file), error=str(exc)
+            )
+            return []
+        if not isinstance(data, list):
+            return []
+        found = []
+        for entry in data:
+            try:
+                found.append(PendingMessage.from_json(entry))
+            except (KeyError, TypeError, ValueError, ClaudeclawError) as exc:
+                log.error("daemon.pending_entry_skipped", error=str(exc))
+        return found
+
+    def take_pending(self) -> list[PendingMessage]:
+        """Messages the previous run accepted but did not answer (each handed out once)."""
+        taken, self.recovered = self.recovered, []
+        if taken:
+            self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
+        return taken
 
     def _note_rate_limit(self, retry_at: str) -> None:
         until = self.now() + RATE_LIMIT_DEFAULT_PAUSE
@@ -338,7 +389,12 @@ class Supervisor:
     # ---- the routing API (Dispatcher) ---------------------------------------------------
 
     async def submit(
-        self, key: SessionKey, prompt: str, *, origin: str = "discord"
+        self,
+        key: SessionKey,
+        prompt: str,
+        *,
+        origin: str = "discord",
+        reply_to: ReplyTo | None = None,
     ) -> AsyncIterator[RunEvent]:
         """Queue ``prompt`` for ``key``; yield its events until done or failed."""
         key = session_key(key)
@@ -357,6 +413,11 @@ class Supervisor:
             )
             return
         sub = self.pool.submit(key, prompt, origin)
+        if reply_to is not None and not sub.finished:
+            self.pending[sub.msg_id] = PendingMessage(
+                sub.msg_id, key, prompt, origin, reply_to, accepted_at=utc_now_iso()
+            )
+            self._writes.put_nowait(("ledger", key, ""))
         log.info(
             "message.submitted",
             session_key=key,
@@ -368,10 +429,28 @@ class Supervisor:
         while True:
             event = await sub.events.get()
             if is_final(event):
+                event = self._settle_pending(event)
                 await self._writes.join()  # the reply is seen only once its session is on disk
                 yield event
                 return
             yield event
+
+    def _settle_pending(self, event: RunEvent) -> RunEvent:
+        """Drop an answered message from the ledger; keep one a stop prevented from
+        starting (it runs after the restart) and say so in its final event."""
+        item = self.pending.get(event.msg_id)
+        if item is None:
+            return event
+        if isinstance(event, RunFailed) and event.reason == "shutdown" and not item.started:
+            log.info("message.kept_for_restart", session_key=item.key, msg_id=item.msg_id)
+            return RunFailed(
+                event.msg_id,
+                "kept",
+                "claudeclaw is restarting; this message is kept and runs when it is back.",
+            )
+        del self.pending[event.msg_id]
+        self._writes.put_nowait(("ledger", item.key, ""))
+        return event
 
     async def cancel(self, key: SessionKey) -> bool:
         assert self.pool is not None
@@ -569,6 +648,8 @@ class Supervisor:
                 },
                 "status": self.status_line(),
                 **counts,
+                "pending_messages": len(self.pending),
+                "recovered_messages": len(self.recovered),
                 "spawned_total": self.pool.spawn_count,
                 "crashes_total": self.pool.crash_count,
             },

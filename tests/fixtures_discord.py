@@ -38,6 +38,8 @@ import yarl
 from claudeclaw.config import DiscordSettings, Settings
 from claudeclaw.model import (
     GLOBAL_KEY,
+    PendingMessage,
+    ReplyTo,
     RunDone,
     RunEvent,
     RunFailed,
@@ -79,6 +81,7 @@ class Submission:
 class FakeDispatcher:
     script: Script = echo_script
     submissions: list[Submission] = field(default_factory=list)
+    pending: list[PendingMessage] = field(default_factory=list)  # take_pending() hands these out
     resets: list[SessionKey] = field(default_factory=list)
     cancels: list[SessionKey] = field(default_factory=list)
     records: dict[SessionKey, SessionRecord] = field(default_factory=dict)
@@ -121,7 +124,12 @@ class FakeDispatcher:
         return record
 
     async def submit(
-        self, key: SessionKey, prompt: str, *, origin: str = "discord"
+        self,
+        key: SessionKey,
+        prompt: str,
+        *,
+        origin: str = "discord",
+        reply_to: ReplyTo | None = None,
     ) -> AsyncIterator[RunEvent]:
         msg_id = uuid.uuid4().hex[:12]
         self.submissions.append(Submission(key, prompt, origin, msg_id))
@@ -207,6 +215,10 @@ class FakeDispatcher:
             worker_pid=4242 if key in self._locks else 0,
             run_elapsed_s=1.5 if running else 0.0,
         )
+
+    def take_pending(self) -> list[PendingMessage]:
+        taken, self.pending = self.pending, []
+        return taken
 
     async def list_sessions(self) -> list[SessionInfo]:
         return [await self.session_info(k) for k in self.records if k != GLOBAL_KEY]

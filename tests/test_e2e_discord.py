@@ -208,3 +208,81 @@ async def test_a_rejected_token_stops_the_daemon_with_a_clear_error(
     again.settings = Settings()  # no token: local only
     await again.startup()  # the instance lock was released
     await again.shutdown()
+
+
+async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_told(
+    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
+) -> None:
+    """1. In a thread, message A runs (it hangs) and message B waits behind it.
+    2. The daemon stops: A is cut off after the grace period; B never started.
+    3. A crash left a second ledger entry whose run had started (written by hand).
+    4. The daemon starts again.
+    Result: B is answered after the restart, in its thread, as a reply to it; the crashed
+    one gets an "interrupted, not run again" note; A was told it did not finish."""
+    fake = fake_discord
+    paths = make_project(
+        discord={
+            "token": fake.token,
+            "allowedUserIds": [fake.alice["id"]],
+            "listenChannels": [fake.listen_id],
+            "progressAfterSeconds": 60,
+        },
+        limits={"shutdownGraceSeconds": 0.2},
+    )
+
+    def supervisor() -> Supervisor:
+        return Supervisor(
+            paths,
+            load_settings(paths.settings_file),
+            log_mode="json",
+            frontend_options={"guild_ready_timeout": 0.01},
+        )
+
+    first = supervisor()
+    await first.startup()
+    thread = fake.listen_thread_id
+    a = await fake.user_says(thread, "A HANG")
+    assert first.pool is not None
+    await fake.wait_until(
+        lambda: (h := first.pool.find(SessionKey(thread))) is not None and h.claude is not None,  # type: ignore[union-attr]
+        what="A running",
+    )
+    b = await fake.user_says(thread, "B after the restart")
+    await fake.wait_until(lambda: len(first.pending) == 2, what="B accepted")
+    await first.shutdown()
+
+    kept = await fake.wait_for_message(thread, reply_to(fake, thread, "is kept"))
+    assert kept["message_reference"]["message_id"] == b["id"]
+    cut = await fake.wait_for_message(thread, reply_to(fake, thread, "shutting down"))
+    assert cut["message_reference"]["message_id"] == a["id"]
+    ledger = json.loads(paths.pending_file.read_text())
+    assert [e["reply_to"]["message_id"] for e in ledger] == [b["id"]]
+
+    crashed = await fake.user_says(fake.general_id, "C was running when the daemon died")
+    ledger.append(
+        {
+            "msg_id": "m0-crashed",
+            "key": "global",
+            "prompt": "C",
+            "origin": "discord",
+            "reply_to": {"channel_id": fake.general_id, "message_id": crashed["id"]},
+            "accepted_at": "2026-11-25T00:00:00.000Z",
+            "started": True,
+        }
+    )
+    paths.pending_file.write_text(json.dumps(ledger))
+
+    second = supervisor()
+    await second.startup()
+    try:
+        answer = await fake.wait_for_message(
+            thread, reply_to(fake, thread, "Message: B after the restart"), timeout=30
+        )
+        assert answer["message_reference"]["message_id"] == b["id"]
+        note = await fake.wait_for_message(fake.general_id, reply_to(fake, "", "did not finish"))
+        assert note["message_reference"]["message_id"] == crashed["id"]
+        await fake.wait_until(lambda: second.pending == {} and second.recovered == [])
+        await second._writes.join()
+        assert json.loads(paths.pending_file.read_text()) == []
+    finally:
+        await second.shutdown()

@@ -156,6 +156,7 @@ def test_status_lines():
         ("cancelled", "Stopped"),
         ("crashed", "crashed"),
         ("shutdown", "shutting down"),
+        ("kept", "⏸️ details"),
         ("spawn", "could not be started"),
         ("error", "Error"),
     ],

@@ -62,6 +62,8 @@ from claudeclaw.frontend.routing import (
 )
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
+    PendingMessage,
+    ReplyTo,
     RunDone,
     RunEvent,
     RunFailed,
@@ -80,7 +82,13 @@ ACCEPTED = "👀"
 RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
+KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 UNAUTHORIZED = "Unauthorized."
+INTERRUPTED = (
+    "⚠️ claudeclaw restarted while Claude was working on this, so it did not finish "
+    "(it is not run again: its tools may already have acted). Send it again if you still "
+    "need it."
+)
 
 LOGIN_REJECTED = (
     "Discord rejected the token (401): check discord.token / DISCORD_TOKEN "
@@ -603,6 +611,18 @@ class DiscordFrontend:
         )
         await self._react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
+        await self._run_prompt(message, key, prompt, view, turn)
+
+    async def _run_prompt(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        prompt: str,
+        view: _RunView,
+        turn: _IntakeTurn,
+    ) -> None:
+        """Queue ``prompt`` in its turn, follow the run, and answer ``message``."""
+        fields = {"key": key, "message_id": message.id, "channel_id": message.channel.id}
         self.intake_waiting += 1
         try:
             await turn.wait_for_predecessor()
@@ -623,7 +643,43 @@ class DiscordFrontend:
         else:
             log.info("discord.run_failed", reason=final.reason, **fields)
             await self._deliver(message, key, [scrub_outbound(failure_text(final))])
+            await self._react(message, view, KEPT if final.reason == "kept" else FAILED)
+
+    async def resume(self, items: list[PendingMessage]) -> None:
+        """Answer the messages an earlier run of the daemon accepted but did not answer.
+
+        They keep their order (intake turns are taken now, in ledger order). One that was
+        already running when the daemon stopped is not run again (its tools may have
+        acted): its author is told it was interrupted.
+        """
+        for item in items:
+            turn = self._intake_turn(int(item.reply_to.channel_id))
+            self._spawn(self._resume_one(item, turn), "message")
+
+    async def _resume_one(self, item: PendingMessage, turn: _IntakeTurn) -> None:
+        fields = {"key": item.key, "message_id": item.reply_to.message_id}
+        try:
+            channel: Any = self._client.get_channel(int(item.reply_to.channel_id))
+            if channel is None:
+                channel = await self._client.fetch_channel(int(item.reply_to.channel_id))
+            message = await channel.fetch_message(int(item.reply_to.message_id))
+        except (discord.HTTPException, AttributeError, ValueError) as exc:
+            log.warning("discord.pending_lost", error=type(exc).__name__, **fields)
+            turn.done()
+            return
+        view = _RunView(reaction=KEPT)
+        if item.started:
+            log.info("discord.pending_interrupted", **fields)
+            turn.done()
+            await self._deliver(message, item.key, [INTERRUPTED])
             await self._react(message, view, FAILED)
+            return
+        log.info("discord.pending_resumed", **fields)
+        await self._react(message, view, ACCEPTED)
+        try:
+            await self._run_prompt(message, item.key, item.prompt, view, turn)
+        finally:
+            turn.done()
 
     async def _follow_run(
         self,
@@ -638,7 +694,12 @@ class DiscordFrontend:
         helpers: list[asyncio.Task[None]] = []
         said_queued = False
         final: RunDone | RunFailed | None = None
-        stream: AsyncIterator[RunEvent] = self._dispatcher.submit(key, prompt, origin="discord")
+        stream: AsyncIterator[RunEvent] = self._dispatcher.submit(
+            key,
+            prompt,
+            origin="discord",
+            reply_to=ReplyTo(str(message.channel.id), str(message.id)),
+        )
         try:
             async for event in stream:
                 turn.done()  # it is in its session's queue: the next message may follow

@@ -251,8 +251,12 @@ def failure_text(event: RunFailed) -> str:
         return "⏹️ Stopped."
     if event.reason == "crashed":
         return "💥 The worker running this session crashed. Please send your message again."
+    if event.reason == "kept":
+        return "⏸️ " + (detail or "claudeclaw is restarting; this message runs when it is back.")
     if event.reason == "shutdown":
-        return "🔌 claudeclaw is shutting down; this message was not answered. Send it again later."
+        return "🔌 claudeclaw is shutting down" + (
+            f": {detail}" if detail else "; send it again later."
+        )
     if event.reason == "spawn":
         return "❌ Claude could not be started." + (f" {detail}" if detail else "")
     return "❌ Error." + (f" {detail}" if detail else "")
