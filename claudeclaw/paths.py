@@ -97,6 +97,19 @@ class ProjectPaths:
         return Path(tempfile.gettempdir()) / f"claudeclaw-{os.getuid()}" / digest
 
 
+def ensure_runtime_dir(paths: ProjectPaths) -> Path:
+    """The project's private runtime directory, created safely.
+
+    Under a shared temporary directory the per-user parent (``claudeclaw-<uid>``) must be
+    ours and private too: otherwise another user who created it first could swap our
+    directory for theirs between our check and our use of it.
+    """
+    path = paths.runtime_dir()
+    if not os.environ.get("RUNTIME_DIRECTORY", ""):
+        ensure_private_dir(path.parent)
+    return ensure_private_dir(path)
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) with mode 0700 and make sure it is ours and private.
 

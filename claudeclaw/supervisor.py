@@ -54,7 +54,12 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.notify import Notifier, child_env
-from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.paths import (
+    ProjectPaths,
+    ensure_private_dir,
+    ensure_runtime_dir,
+    write_private_text,
+)
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
@@ -130,7 +135,7 @@ class Supervisor:
         ensure_private_dir(self.paths.state_dir)
         self._take_instance_lock()
         self._log_settings_warnings(self.settings)
-        runtime = ensure_private_dir(self.paths.runtime_dir())
+        runtime = ensure_runtime_dir(self.paths)
         tag = project_tag(str(self.paths.root))
         ended = await asyncio.to_thread(sweep_orphans, tag)
         if ended:
