@@ -104,6 +104,17 @@ def _add_pid(
     return event_dict
 
 
+def _add_thread_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Every event about a thread's session carries ``thread_id``, whichever process logged
+    it, so ``journalctl -u claudeclaw THREAD_ID=<id>`` finds all of them."""
+    key = event_dict.get("session_key")
+    if isinstance(key, str) and key.isdigit():
+        event_dict.setdefault("thread_id", key)
+    return event_dict
+
+
 # --------------------------------------------------------------------------- detection
 
 
@@ -448,6 +459,7 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _add_pid,
+        _add_thread_id,
     ]
     logger_factory: Callable[..., Any]
     if resolved == "journal":

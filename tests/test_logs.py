@@ -326,3 +326,13 @@ def test_get_logger_at_import_time_follows_later_configuration(journal: FakeJour
     configure_logging(mode="journal", journal_socket=journal.path)
     early.info("late.event")
     assert field(one(journal.entries()), "COMPONENT") == "early"
+
+
+def test_thread_sessions_get_a_thread_id_field(journal: FakeJournal) -> None:
+    """A supervisor or bot event about a thread's session is found by THREAD_ID too."""
+    configure_logging(mode="journal", journal_socket=journal.path)
+    get_logger().info("message.submitted", session_key="123456789012345678")
+    get_logger().info("message.submitted", session_key="global")
+    first, second = journal.entries()
+    assert field(first, "THREAD_ID") == "123456789012345678"
+    assert "THREAD_ID" not in second

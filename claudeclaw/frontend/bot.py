@@ -437,7 +437,7 @@ class DiscordFrontend:
     async def _on_thread_deleted(self, thread_id: int) -> None:
         key = session_key(thread_id)
         had = await self._dispatcher.reset(key)
-        log.info("discord.thread_deleted", key=key, session_reset=had)
+        log.info("discord.thread_deleted", session_key=key, session_reset=had)
 
     async def _on_thread_updated(self, payload: discord.RawThreadUpdateEvent) -> None:
         metadata = payload.data.get("thread_metadata") or {}
@@ -445,9 +445,9 @@ class DiscordFrontend:
         if metadata.get("archived"):
             if self._settings.discord.remove_session_on_archive:
                 had = await self._dispatcher.reset(key)
-                log.info("discord.thread_archived", key=key, session_reset=had)
+                log.info("discord.thread_archived", session_key=key, session_reset=had)
             else:
-                log.info("discord.thread_archived", key=key, session_kept=True)
+                log.info("discord.thread_archived", session_key=key, session_kept=True)
             return
         # An unarchived thread we had dropped from the cache is only cached after this
         # raw event was created, so look it up again.
@@ -601,7 +601,7 @@ class DiscordFrontend:
         assert route.key is not None
         key = route.key
         view = _RunView()
-        fields = {"key": key, "message_id": message.id, "channel_id": message.channel.id}
+        fields = {"session_key": key, "message_id": message.id, "channel_id": message.channel.id}
         log.info(
             "discord.message_accepted",
             trigger=route.reason,
@@ -622,7 +622,7 @@ class DiscordFrontend:
         turn: _IntakeTurn,
     ) -> None:
         """Queue ``prompt`` in its turn, follow the run, and answer ``message``."""
-        fields = {"key": key, "message_id": message.id, "channel_id": message.channel.id}
+        fields = {"session_key": key, "message_id": message.id, "channel_id": message.channel.id}
         self.intake_waiting += 1
         try:
             await turn.wait_for_predecessor()
@@ -657,7 +657,7 @@ class DiscordFrontend:
             self._spawn(self._resume_one(item, turn), "message")
 
     async def _resume_one(self, item: PendingMessage, turn: _IntakeTurn) -> None:
-        fields = {"key": item.key, "message_id": item.reply_to.message_id}
+        fields = {"session_key": item.key, "message_id": item.reply_to.message_id}
         try:
             channel: Any = self._client.get_channel(int(item.reply_to.channel_id))
             if channel is None:
@@ -818,7 +818,7 @@ class DiscordFrontend:
                         return False
                     log.warning(
                         "discord.reply_retry",
-                        key=key,
+                        session_key=key,
                         chunk=index,
                         attempt=attempt + 1,
                         status=status,
@@ -853,11 +853,13 @@ class DiscordFrontend:
         try:
             path = await asyncio.to_thread(write)
         except Exception as exc:
-            log.error("discord.reply_lost", key=key, error=type(exc).__name__, length=len(text))
+            log.error(
+                "discord.reply_lost", session_key=key, error=type(exc).__name__, length=len(text)
+            )
             return
         log.error(
             "discord.reply_undelivered",
-            key=key,
+            session_key=key,
             path=str(path),
             chunks=len(chunks),
             delivered=first_missing,

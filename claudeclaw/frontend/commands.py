@@ -191,7 +191,7 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
             return
         key = interaction_key(interaction, host.settings)
         had = await host.dispatcher.reset(key)
-        log.info("command.reset", key=key, had_session=had)
+        log.info("command.reset", session_key=key, had_session=had)
         scope = _scope_name(key, interaction)
         text = (
             f"{scope} session reset. Next message starts fresh."
@@ -206,7 +206,7 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
             return
         key = interaction_key(interaction, host.settings)
         stopped = await host.dispatcher.cancel(key)
-        log.info("command.stop", key=key, stopped=stopped)
+        log.info("command.stop", session_key=key, stopped=stopped)
         await interaction.response.send_message(
             "⏹️ Stopping the current run." if stopped else "Nothing is running here."
         )
@@ -224,12 +224,12 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         try:
             outcome = await compact_outcome(host.dispatcher, key, info.record.session_id)
         except Exception as exc:
-            log.error("command.compact_failed", key=key, error=type(exc).__name__)
+            log.error("command.compact_failed", session_key=key, error=type(exc).__name__)
             outcome = f"❌ Compact failed (`{info.record.session_id[:8]}`)"
         try:
             await interaction.edit_original_response(content=outcome)
         except discord.HTTPException as exc:
-            log.warning("command.compact_edit_failed", key=key, status=exc.status)
+            log.warning("command.compact_edit_failed", session_key=key, status=exc.status)
 
     @app_commands.command(name="context", description="How full this session's context is")
     async def context_cmd(interaction: discord.Interaction) -> None:
