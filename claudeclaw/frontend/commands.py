@@ -23,6 +23,7 @@ from claudeclaw.frontend.render import failure_text, format_elapsed
 from claudeclaw.frontend.routing import is_authorized, key_for_channel
 from claudeclaw.logs import get_logger
 from claudeclaw.model import GLOBAL_KEY, RunDone, RunFailed, SessionInfo, SessionKey
+from claudeclaw.redaction import scrub_outbound
 
 log = get_logger(component="discord.commands")
 
@@ -183,7 +184,8 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
             host.dispatcher.session_info(key), host.dispatcher.list_sessions()
         )
         scope = _scope_name(key, interaction)
-        await interaction.response.send_message(status_text(scope, info, threads, host.settings))
+        text = status_text(scope, info, threads, host.settings)
+        await interaction.response.send_message(scrub_outbound(text))  # last error: CLI text
 
     @app_commands.command(name="reset", description="Forget this thread's (or the global) session")
     async def reset_cmd(interaction: discord.Interaction) -> None:
@@ -227,7 +229,7 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
             log.error("command.compact_failed", session_key=key, error=type(exc).__name__)
             outcome = f"❌ Compact failed (`{info.record.session_id[:8]}`)"
         try:
-            await interaction.edit_original_response(content=outcome)
+            await interaction.edit_original_response(content=scrub_outbound(outcome))
         except discord.HTTPException as exc:
             log.warning("command.compact_edit_failed", session_key=key, status=exc.status)
 
