@@ -27,7 +27,9 @@ from tests.fake_anthropic import FakeAnthropic
 
 FAKE_CLAUDE = Path(__file__).with_name("fake_claude.py")
 CLI_SAMPLES = Path(__file__).parent / "data" / "cli-samples"
-DEFAULT_REAL_CLAUDE = Path("/root/.cache/claudeclaw-ci/claude/node_modules/.bin/claude")
+DEFAULT_REAL_CLAUDE = (
+    Path.home() / ".cache" / "claudeclaw-ci" / "claude-2.1.330" / "node_modules" / ".bin" / "claude"
+)
 
 # The variables that keep the real CLI offline and quick (see docs/CLAUDE_RUNNER.md).
 OFFLINE_ENV = {
@@ -140,8 +142,8 @@ def real_claude_path() -> Path:
     if path.is_file() and os.access(path, os.X_OK):
         return path
     message = (
-        f"real claude CLI not found at {path}: npm install --prefix ~/.cache/claudeclaw-ci/claude "
-        "@anthropic-ai/claude-code@2.1.330, or set CLAUDECLAW_REAL_CLAUDE"
+        f"real claude CLI not found at {path}: ./tests/run.sh installs it, or set "
+        "CLAUDECLAW_REAL_CLAUDE"
     )
     if os.environ.get("CI") or os.environ.get("CLAUDECLAW_REQUIRE_REAL_CLI"):
         pytest.fail(message)

@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CLAUDE_CLI_VERSION=2.1.330
+# The pinned Claude Code CLI. To see whether a newer one still works with claudeclaw
+# (a drift check before moving the pin): CLAUDE_CLI_VERSION=2.1.400 ./tests/run.sh -m realcli
+CLAUDE_CLI_VERSION=${CLAUDE_CLI_VERSION:-2.1.330}
 CACHE=${CLAUDECLAW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/claudeclaw-ci}
 PYTHON=${PYTHON:-python3}
 
@@ -32,11 +34,13 @@ fi
 echo "tests/run.sh: installing the package and its test dependencies"
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
 
-CLAUDE_BIN="$CACHE/claude/node_modules/.bin/claude"
-if ! "$CLAUDE_BIN" --version 2>/dev/null | grep -q "^$CLAUDE_CLI_VERSION "; then
-  echo "tests/run.sh: installing @anthropic-ai/claude-code@$CLAUDE_CLI_VERSION into $CACHE/claude"
-  mkdir -p "$CACHE/claude"
-  npm install --prefix "$CACHE/claude" --no-audit --no-fund --loglevel=error \
+CLI_DIR="$CACHE/claude-$CLAUDE_CLI_VERSION"
+CLAUDE_BIN="$CLI_DIR/node_modules/.bin/claude"
+if [ "$CLAUDE_CLI_VERSION" = latest ] || \
+   ! "$CLAUDE_BIN" --version 2>/dev/null | grep -q "^$CLAUDE_CLI_VERSION "; then
+  echo "tests/run.sh: installing @anthropic-ai/claude-code@$CLAUDE_CLI_VERSION into $CLI_DIR"
+  mkdir -p "$CLI_DIR"
+  npm install --prefix "$CLI_DIR" --no-audit --no-fund --loglevel=error \
     "@anthropic-ai/claude-code@$CLAUDE_CLI_VERSION"
 fi
 export CLAUDECLAW_REAL_CLAUDE="$CLAUDE_BIN"
