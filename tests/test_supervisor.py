@@ -561,3 +561,48 @@ async def test_a_usage_limit_pauses_new_runs_until_it_resets(daemon: Supervisor)
     daemon.now = lambda: reset + timedelta(seconds=1)
     assert isinstance(final(await collect(daemon, other, "hello again")), RunDone)
     assert "usage limit" not in daemon.status_line()
+
+
+async def test_if_the_fork_server_dies_workers_start_by_exec(daemon: Supervisor) -> None:
+    """The fork server is killed; the next new thread still gets a worker (by exec) and an
+    answer, and existing workers are unaffected."""
+    from claudeclaw.spawn import ExecSpawner, ForkServerSpawner
+
+    assert daemon.pool is not None
+    before = final(await collect(daemon, SessionKey("990000000000000001"), "before"))
+    assert isinstance(before, RunDone)
+    spawner = daemon.pool.spawner
+    assert isinstance(spawner, ForkServerSpawner) and spawner.server is not None
+    spawner.server.kill()
+    await spawner.server.wait()
+    await wait_for(lambda: spawner.broken, "the pool noticed")
+    after = final(await collect(daemon, SessionKey("990000000000000002"), "after"))
+    assert isinstance(after, RunDone)
+    assert isinstance(daemon.pool.spawner, ExecSpawner)
+    again = final(await collect(daemon, SessionKey("990000000000000001"), "again"))
+    assert isinstance(again, RunDone) and again.reply.startswith("FAKE-REPLY turn=2")
+
+
+async def test_a_worker_that_cannot_start_fails_its_message_instead_of_looping(
+    daemon: Supervisor,
+) -> None:
+    """Workers for a key die before saying hello (here: they are pointed at a socket that
+    does not exist). Result: after a few attempts the message fails with a clear reason;
+    the daemon does not respawn forever and keeps serving other keys."""
+    assert daemon.pool is not None
+    pool = daemon.pool
+    original = pool.spawner.spawn
+
+    async def broken(args, env):  # type: ignore[no-untyped-def]
+        args = list(args)
+        args[args.index("--socket") + 1] = "/nonexistent/workers.sock"
+        return await original(args, env)
+
+    pool.spawner.spawn = broken  # type: ignore[method-assign]
+    failed = final(await collect(daemon, SessionKey("990000000000000003"), "doomed"))
+    assert isinstance(failed, RunFailed) and failed.reason == "spawn"
+    assert "cannot start" in failed.message
+    assert pool.boot_failures[SessionKey("990000000000000003")] == 3
+    pool.spawner.spawn = original  # type: ignore[method-assign]
+    fine = final(await collect(daemon, SessionKey("990000000000000004"), "fine"))
+    assert isinstance(fine, RunDone)
