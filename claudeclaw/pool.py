@@ -429,6 +429,12 @@ class WorkerPool:
             if process.returncode is None:
                 self._kill(handle, "no hello within the start timeout")
 
+    def kill_all(self, why: str) -> None:
+        """SIGKILL every worker and the claude process group each is running."""
+        for handle in self.live_handles():
+            if handle.process is not None and handle.process.returncode is None:
+                self._kill(handle, why)
+
     def _kill(self, handle: WorkerHandle, why: str) -> None:
         """SIGKILL a worker and the claude process group it was running."""
         log.warning("worker.killed", session_key=handle.key, worker_pid=handle.pid, why=why)

@@ -96,6 +96,7 @@ class Supervisor:
         self.sessions: dict[SessionKey, str | None] = {}  # what workers resume
         self.last_error: dict[SessionKey, str] = {}
         self.closing = False
+        self.forced = False
         self.frontend: Any = None
         self.pool: WorkerPool | None = None
         self.control: ControlServer | None = None
@@ -171,7 +172,7 @@ class Supervisor:
         self._spawn(self._registry_writer())
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_requested.set)
+            loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
 
         if self.settings.discord.token:
@@ -192,6 +193,17 @@ class Supervisor:
             max_concurrent_runs=self.settings.limits.max_concurrent_runs,
             discord=bool(self.frontend),
         )
+
+    def _on_stop_signal(self) -> None:
+        """First TERM/INT: stop gracefully. A second one while stopping: stop now (the
+        running claude process groups are killed without waiting for the grace period)."""
+        if not self.stop_requested.is_set():
+            self.stop_requested.set()
+            return
+        if self.pool is not None and not self.forced:
+            self.forced = True
+            log.warning("daemon.forced_stop", hint="second stop signal: not waiting any longer")
+            self.pool.kill_all("forced stop")
 
     async def serve(self) -> None:
         """Until SIGTERM/SIGINT, or until the Discord client stops for good (re-raised, so
@@ -237,6 +249,9 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_signal_handler(sig)
         with contextlib.suppress(FileNotFoundError):
             self.paths.daemon_file.unlink()
         if self._lock_file is not None:

@@ -606,3 +606,25 @@ async def test_a_worker_that_cannot_start_fails_its_message_instead_of_looping(
     pool.spawner.spawn = original  # type: ignore[method-assign]
     fine = final(await collect(daemon, SessionKey("990000000000000004"), "fine"))
     assert isinstance(fine, RunDone)
+
+
+async def test_a_second_stop_signal_stops_at_once(daemon_process, make_project) -> None:  # type: ignore[no-untyped-def]
+    """1. `claudeclaw run` (grace 60 s) runs a claude that ignores SIGTERM.
+    2. SIGTERM: it starts a graceful stop and waits for the run.
+    3. SIGTERM again.
+    Result: it stops now (well inside the grace period), exit 0, nothing of ours left."""
+    paths = make_project(limits={"shutdownGraceSeconds": 60})
+    proc = daemon_process(paths)
+    await proc.wait_ready()
+    sender, _claude_pid = await send_until_started(paths, "920000000000000000", "HANG IGNORE_TERM")
+    proc.signal(signal.SIGTERM)
+    await wait_for(lambda: "daemon.stopping" in proc.log.read_text(), "graceful stop begun")
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit(within=15) == 0
+    assert "daemon.forced_stop" in proc.log.read_text()
+    await asyncio.gather(sender, return_exceptions=True)
+    tag = project_tag(str(paths.root))
+    left = await asyncio.to_thread(
+        lambda: [p.pid for p in psutil.process_iter() if _tagged(p, tag)]
+    )
+    assert left == []
