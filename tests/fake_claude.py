@@ -280,6 +280,8 @@ def main():
         _fail(f"error: option '--output-format <format>' argument '{fmt}' is invalid.")
     if fmt == "stream-json" and not opts.get("--verbose"):
         _fail("Error: When using --print, --output-format=stream-json requires --verbose")
+    if not prompt and not sys.stdin.isatty():
+        prompt = sys.stdin.read()  # like the real CLI: the prompt may come on stdin
     if not prompt.strip():
         _fail(
             "Error: Input must be provided either through stdin or as a prompt argument "

@@ -146,3 +146,19 @@ async def test_a_cli_without_credentials_fails_with_the_fix(
     assert isinstance(final, RunFailed) and final.reason == "error"
     assert "Not logged in" in final.message and "Fix:" in final.message
     assert "/login" in final.message
+
+
+async def test_a_prompt_too_large_for_argv_reaches_the_api(
+    settings: Settings,
+    real_claude_env: dict[str, str],
+    fake_anthropic: FakeAnthropic,
+    workdir: Path,
+) -> None:
+    """A 200 KB prompt (over Linux's 128 KiB argv string limit) goes through stdin and the
+    API receives all of it."""
+    prompt = "big " + "x" * 200_000 + " tail-marker"
+    final, _ = await run(settings, prompt, real_claude_env, workdir)
+    assert isinstance(final, RunDone), final
+    assert "tail-marker" in final.reply
+    sent = [user_text(m) for r in fake_anthropic.message_requests() for m in r.messages]
+    assert any(t.endswith("tail-marker") and len(t) > 200_000 for t in sent)

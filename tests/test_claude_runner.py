@@ -503,3 +503,18 @@ async def test_parallel_runs_do_not_interfere(
     replies = sorted(final.reply for final, _ in results if isinstance(final, RunDone))
     assert replies == [f"FAKE-REPLY turn=1 last=p{i}" for i in range(4)]
     assert len({final.session_id for final, _ in results}) == 4
+
+
+async def test_a_prompt_too_large_for_argv_goes_through_stdin(
+    settings: Settings, fake_claude_env: dict[str, str], workdir: Path
+) -> None:
+    """Linux caps one argv string at 128 KiB: a prompt with big inlined files (here
+    300 KB of multi-byte text) is written to claude's stdin instead, and arrives intact."""
+    prompt = "ECHO_ARGV " + "é€" * 60_000 + " end"
+    final, _ = await run(settings, prompt, fake_claude_env, workdir)
+    assert isinstance(final, RunDone), final
+    argv = json.loads(final.reply)
+    assert "--" not in argv and all(len(a) < 100_000 for a in argv)
+    final, _ = await run(settings, "ÉCHO " + "é€" * 60_000 + " end", fake_claude_env, workdir)
+    assert isinstance(final, RunDone), final
+    assert final.reply.endswith("é€é€ end") and len(final.reply) > 120_000

@@ -24,6 +24,7 @@ __all__ = [
     "build_env",
     "build_system_prompt",
     "is_session_id",
+    "prompt_via_stdin",
 ]
 
 SCOPE_PREAMBLE = "You are running inside ClaudeClaw."
@@ -119,8 +120,19 @@ def build_argv(
     model = settings.model.strip()
     if model and model.lower() != _GLM_MODEL:
         argv += ["--model", model]
-    argv += ["--", prompt]
+    if not prompt_via_stdin(prompt):
+        argv += ["--", prompt]
     return argv
+
+
+# Linux caps one argv string at 128 KiB (MAX_ARG_STRLEN); a prompt with inlined text files
+# can be larger. Those go to the CLI's stdin instead, which it reads verbatim.
+ARGV_PROMPT_LIMIT_BYTES = 100_000
+
+
+def prompt_via_stdin(prompt: str) -> bool:
+    """True when ``prompt`` is too large for an argv element and is written to stdin."""
+    return len(prompt.encode("utf-8")) > ARGV_PROMPT_LIMIT_BYTES
 
 
 def build_env(base: Mapping[str, str], settings: Settings) -> dict[str, str]:

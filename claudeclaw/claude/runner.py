@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from claudeclaw.claude.argv import build_argv, build_env, is_session_id
+from claudeclaw.claude.argv import build_argv, build_env, is_session_id, prompt_via_stdin
 from claudeclaw.claude.stream import (
     Garbage,
     StreamState,
@@ -287,16 +287,20 @@ class _Attempt:
 
 
 async def _spawn(
-    argv: list[str], cwd: Path, env: dict[str, str]
+    argv: list[str], cwd: Path, env: dict[str, str], stdin_text: str | None = None
 ) -> asyncio.subprocess.Process | str:
-    """Start ``claude``; a user-facing message instead when it cannot be started."""
+    """Start ``claude``; a user-facing message instead when it cannot be started.
+
+    ``stdin_text`` (a prompt too large for argv) is written to its stdin in the background
+    and the pipe closed; otherwise stdin is /dev/null (an open empty pipe makes the CLI wait).
+    """
     claude = argv[0]
     if not cwd.is_dir():  # noqa: ASYNC240 - one stat, cheaper than a thread hop
         return f"the working directory {cwd} does not exist"
     try:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
@@ -312,6 +316,25 @@ async def _spawn(
         return f"claude at {claude} cannot be executed (permission denied): check runner.claudePath"
     except OSError as err:
         return f"claude at {claude} could not be started: {err.strerror or err}"
+    if stdin_text is not None and proc.stdin is not None:
+        _feed_tasks.add(task := asyncio.get_running_loop().create_task(_feed(proc, stdin_text)))
+        task.add_done_callback(_feed_tasks.discard)
+    return proc
+
+
+_feed_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _feed(proc: asyncio.subprocess.Process, text: str) -> None:
+    """Write the prompt to claude's stdin and close it (it reads until end of input)."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(text.encode("utf-8"))
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # claude exited early; its output says why
+    finally:
+        proc.stdin.close()
 
 
 def _timeout_message(settings: Settings, kind: TimeoutKind) -> str:
@@ -421,7 +444,7 @@ async def _run_attempt(
 ) -> _Attempt | RunFailed:
     argv = build_argv(settings, prompt, resume, cwd=cwd)
     started = time.monotonic()
-    proc = await _spawn(argv, cwd, env)
+    proc = await _spawn(argv, cwd, env, prompt if prompt_via_stdin(prompt) else None)
     if isinstance(proc, str):
         log.error("claude.spawn_failed", claude_path=argv[0], error=proc)
         return RunFailed(msg_id=msg_id, reason="spawn", message=proc, session_id=resume or "")
