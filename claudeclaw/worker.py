@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -36,6 +37,7 @@ from claudeclaw.model import (
     RunDone,
     RunEvent,
     RunFailed,
+    RunProgress,
     RunQueued,
     RunSession,
     RunStarted,
@@ -53,6 +55,25 @@ class _Queued:
     msg_id: str
     prompt: str
     origin: str
+
+
+# Text an event may carry over IPC (frames are capped at ipc.MAX_FRAME_BYTES; JSON can
+# grow a character to 6 bytes). A longer reply is cut with a note; it would be thousands of
+# Discord messages anyway.
+MAX_REPLY_CHARS = 500_000
+MAX_PROGRESS_CHARS = 4_000
+
+
+def _fit_in_a_frame(event: RunEvent) -> RunEvent:
+    if isinstance(event, RunDone) and len(event.reply) > MAX_REPLY_CHARS:
+        cut = len(event.reply) - MAX_REPLY_CHARS
+        note = f"\n\n[claudeclaw: the reply was {cut:,} characters longer; cut here]"
+        return dataclasses.replace(event, reply=event.reply[:MAX_REPLY_CHARS] + note)
+    if isinstance(event, RunProgress) and len(event.text) > MAX_PROGRESS_CHARS:
+        return dataclasses.replace(event, text=event.text[:MAX_PROGRESS_CHARS])
+    if isinstance(event, RunFailed) and len(event.message) > MAX_PROGRESS_CHARS:
+        return dataclasses.replace(event, message=event.message[:MAX_PROGRESS_CHARS] + "…")
+    return event
 
 
 class Worker:
@@ -86,6 +107,7 @@ class Worker:
             log.warning("worker.send_failed", error=str(exc), type=message.get("type"))
 
     def _emit(self, event: RunEvent) -> None:
+        event = _fit_in_a_frame(event)
         if isinstance(event, RunSession) and event.session_id:
             self.session_id = event.session_id
         elif isinstance(event, RunStarted):

@@ -563,3 +563,21 @@ async def test_messages_in_one_thread_keep_their_order_despite_slow_attachments(
     await final_reactions(fake, second["id"], "✅")
     prompts = [s.prompt for s in dispatcher.submissions]
     assert "first, with a file" in prompts[0] and "second, short" in prompts[1]
+
+
+async def test_a_very_long_answer_comes_as_its_start_and_a_file(fake_discord, dispatcher, frontend):
+    """An answer of 30 messages' worth is one reply: its start, a note, and reply.md."""
+    fake = fake_discord
+    text = "\n\n".join(f"paragraph {i} " + "word " * 300 for i in range(40))
+    dispatcher.script = lambda key, prompt: [done(text)]
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "write a book")
+    await final_reactions(fake, msg["id"], "✅")
+    sent = fake.bot_messages(dm)
+    assert len(sent) == 1
+    payload = fake.sent_payloads[sent[0]["id"]]
+    assert [f["name"] for f in payload["_files"]] == ["reply.md"]
+    assert payload["_files"][0]["size"] == len(text.encode())
+    assert sent[0]["content"].startswith("paragraph 0")
+    assert "is attached as `reply.md`" in sent[0]["content"]
+    assert str(payload["message_reference"]["message_id"]) == msg["id"]

@@ -628,3 +628,12 @@ async def test_a_second_stop_signal_stops_at_once(daemon_process, make_project) 
         lambda: [p.pid for p in psutil.process_iter() if _tagged(p, tag)]
     )
     assert left == []
+
+
+async def test_a_huge_reply_is_cut_with_a_note_instead_of_getting_lost(daemon: Supervisor) -> None:
+    """Claude answers 3 million characters (more than one IPC frame can carry): the reply
+    arrives, cut to 500,000 characters with a note saying how much was left out."""
+    done = final(await collect(daemon, SessionKey("930000000000000000"), "BIGLINE:3000000"))
+    assert isinstance(done, RunDone)
+    assert done.reply.startswith("x" * 1000)
+    assert done.reply.endswith("[claudeclaw: the reply was 2,500,000 characters longer; cut here]")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import math
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -82,6 +83,8 @@ ACCEPTED = "👀"
 RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
+MAX_REPLY_MESSAGES = 8  # a longer answer is sent as its start plus a file
+REPLY_FILE_NAME = "reply.md"
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 UNAUTHORIZED = "Unauthorized."
 INTERRUPTED = (
@@ -635,7 +638,10 @@ class DiscordFrontend:
             log.info(
                 "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
             )
-            await self._deliver(message, key, rendered.chunks)
+            if len(rendered.chunks) > MAX_REPLY_MESSAGES:
+                await self._deliver_as_file(message, key, reply, rendered.chunks)
+            else:
+                await self._deliver(message, key, rendered.chunks)
             if rendered.reactions:
                 with contextlib.suppress(discord.HTTPException):
                     await message.add_reaction(rendered.reactions[0])
@@ -792,6 +798,28 @@ class DiscordFrontend:
             await channel.send(text, allowed_mentions=_NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning("discord.send_failed", status=exc.status)
+
+    async def _deliver_as_file(
+        self, message: discord.Message, key: SessionKey, reply: str, chunks: list[str]
+    ) -> None:
+        """A reply longer than MAX_REPLY_MESSAGES messages: its start, and all of it as a
+        file (a wall of dozens of messages helps nobody). Falls back to the messages."""
+        note = (
+            f"\n\n-# The whole answer ({len(reply):,} characters) is attached as "
+            f"`{REPLY_FILE_NAME}`."
+        )
+        head = chunks[0] if len(chunks[0]) + len(note) <= 2000 else chunks[0][: 2000 - len(note)]
+        try:
+            await message.channel.send(
+                head + note,
+                file=discord.File(io.BytesIO(reply.encode("utf-8")), filename=REPLY_FILE_NAME),
+                reference=message.to_reference(fail_if_not_exists=False),
+                mention_author=True,
+                allowed_mentions=_REPLY_MENTIONS,
+            )
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.warning("discord.reply_file_failed", session_key=key, error=type(exc).__name__)
+            await self._deliver(message, key, chunks)
 
     async def _deliver(self, message: discord.Message, key: SessionKey, chunks: list[str]) -> bool:
         """Send ``chunks`` (the first as a reply); retry, then save what could not be sent."""
