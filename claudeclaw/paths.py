@@ -62,6 +62,11 @@ class ProjectPaths:
         return self.state_dir / "inbox" / "discord"
 
     @property
+    def outbox_dir(self) -> Path:
+        """Where Claude saves images for Discord (default upload root, as in the original)."""
+        return self.state_dir / "outbox" / "discord"
+
+    @property
     def undelivered_dir(self) -> Path:
         """Replies Discord would not take, kept so that nothing is lost."""
         return self.state_dir / "undelivered"

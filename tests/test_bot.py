@@ -581,3 +581,38 @@ async def test_a_very_long_answer_comes_as_its_start_and_a_file(fake_discord, di
     assert sent[0]["content"].startswith("paragraph 0")
     assert "is attached as `reply.md`" in sent[0]["content"]
     assert str(payload["message_reference"]["message_id"]) == msg["id"]
+
+
+async def test_images_claude_made_in_the_outbox_are_uploaded(
+    fake_discord, dispatcher, frontend, tmp_path
+):
+    """Only a fresh image inside the outbox is posted (and its path taken out of the text);
+    an old one, one outside the outbox and a symlink pointing out of it are not."""
+    import os
+    import time as _time
+
+    fake = fake_discord
+    outbox = frontend.project_root / ".claude" / "claudeclaw" / "outbox" / "discord"
+    outbox.mkdir(parents=True)
+    good = outbox / "chart.png"
+    good.write_bytes(b"\x89PNG fresh")
+    old = outbox / "old.png"
+    old.write_bytes(b"\x89PNG old")
+    os.utime(old, (_time.time() - 3600, _time.time() - 3600))
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"\x89PNG elsewhere")
+    link = outbox / "link.png"
+    link.symlink_to(outside)
+    reply = f"Here it is: {good}\nold: {old}\noutside: {outside}\nlink: {link}"
+    dispatcher.script = lambda key, prompt: [done(reply)]
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "draw me a chart")
+    await final_reactions(fake, msg["id"], "✅")
+    sent = fake.bot_messages(dm)
+    assert len(sent) == 2
+    text, files = sent
+    assert str(good) not in text["content"] and "Here it is:" in text["content"]
+    assert str(old) in text["content"] and str(outside) in text["content"]
+    uploaded = fake.sent_payloads[files["id"]]["_files"]
+    assert [f["name"] for f in uploaded] == ["chart.png"]
+    assert uploaded[0]["size"] == len(b"\x89PNG fresh")

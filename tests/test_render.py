@@ -183,3 +183,11 @@ def test_fence_chunks_with_long_fence_markers_fit():
     chunks = split_message(text)
     assert all(utf16_len(c) <= 2000 for c in chunks)
     assert chunks[0].endswith("\n````") and chunks[1].startswith("````md\n")
+
+
+def test_image_paths_are_found_only_standing_alone():
+    from claudeclaw.frontend.render import image_path_candidates, without_paths
+
+    text = "see /a/b.png and /c/d.JPG.\nnot x/e.png nor /f/g.pngx; /h/i.webp"
+    assert image_path_candidates(text) == ["/a/b.png", "/h/i.webp"]
+    assert without_paths("look: /a/b.png\nbye", ["/a/b.png"]) == "look:\nbye"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -182,3 +183,37 @@ def prune_inbox(inbox_root: Path, max_age_hours: float, *, now: float | None = N
         except OSError:
             pass
     return removed
+
+
+def uploadable_images(
+    candidates: list[str],
+    roots: list[Path],
+    *,
+    made_after: float,
+    max_bytes: int,
+    limit: int = 10,
+) -> list[Path]:
+    """The candidate paths that may be posted (blocking: stat/realpath, use a thread).
+
+    Only regular files whose real path is inside one of ``roots`` (symlinks resolved, so
+    a link cannot smuggle out /etc/…), modified after ``made_after`` (made for this
+    request, not an old file named by chance), and not larger than ``max_bytes``.
+    """
+    allowed: list[Path] = []
+    real_roots = [Path(os.path.realpath(root)) for root in roots]
+    for candidate in candidates:
+        try:
+            real = Path(os.path.realpath(candidate))
+            info = real.stat()
+        except OSError:
+            continue
+        if not any(real.is_relative_to(root) for root in real_roots):
+            continue
+        if not stat.S_ISREG(info.st_mode) or info.st_mtime < made_after:
+            continue
+        if info.st_size > max_bytes:
+            continue
+        allowed.append(real)
+        if len(allowed) == limit:
+            break
+    return allowed

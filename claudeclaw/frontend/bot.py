@@ -28,7 +28,7 @@ import io
 import math
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +44,18 @@ from claudeclaw.frontend.attachments import (
     Download,
     collect_attachments,
     prune_inbox,
+    uploadable_images,
 )
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.prompt import PromptParts, build_prompt
 from claudeclaw.frontend.render import (
     failure_text,
+    image_path_candidates,
     progress_text,
     queued_text,
     render_reply,
     with_context_note,
+    without_paths,
 )
 from claudeclaw.frontend.routing import (
     MessageFacts,
@@ -174,6 +177,7 @@ class _RunView:
     """What the user sees of one run while it works."""
 
     started: float = 0.0
+    accepted_at: float = field(default_factory=time.time)  # wall clock: file mtimes compare
     tool: str = ""
     summary: str = ""
     writing: bool = False
@@ -634,6 +638,9 @@ class DiscordFrontend:
         final = await self._follow_run(message, key, prompt, view, fields, turn)
         if isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
+            images = await self._images_to_upload(reply, view.accepted_at)
+            if images:
+                reply = without_paths(reply, [str(p) for p in images])
             rendered = render_reply(with_context_note(reply, final.context_reset))
             log.info(
                 "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
@@ -642,6 +649,8 @@ class DiscordFrontend:
                 await self._deliver_as_file(message, key, reply, rendered.chunks)
             else:
                 await self._deliver(message, key, rendered.chunks)
+            if images:
+                await self._upload_images(message, key, images)
             if rendered.reactions:
                 with contextlib.suppress(discord.HTTPException):
                     await message.add_reaction(rendered.reactions[0])
@@ -798,6 +807,39 @@ class DiscordFrontend:
             await channel.send(text, allowed_mentions=_NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning("discord.send_failed", status=exc.status)
+
+    async def _images_to_upload(self, reply: str, accepted_at: float) -> list[Path]:
+        """Images named in the reply that may be posted: inside discord.imageOutputRoots (or
+        the outbox) and made since the message arrived (the original's rule, 30 s slack)."""
+        candidates = image_path_candidates(reply)
+        if not candidates:
+            return []
+        configured = self._settings.discord.image_output_roots
+        roots = [Path(r) for r in configured] or [self._paths.outbox_dir]
+        return await asyncio.to_thread(
+            uploadable_images,
+            candidates,
+            roots,
+            made_after=accepted_at - 30,
+            max_bytes=self._settings.discord.max_attachment_bytes,
+        )
+
+    async def _upload_images(
+        self, message: discord.Message, key: SessionKey, images: list[Path]
+    ) -> None:
+        """Post the images Claude made, after the text (one message, up to 10 files)."""
+        try:
+            blobs = await asyncio.to_thread(lambda: [(p.name, p.read_bytes()) for p in images])
+            await message.channel.send(
+                files=[discord.File(io.BytesIO(data), filename=name) for name, data in blobs],
+                allowed_mentions=_NO_MENTIONS,
+            )
+            log.info("discord.images_uploaded", session_key=key, count=len(images))
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.warning("discord.images_failed", session_key=key, error=type(exc).__name__)
+            await self._send_quietly(
+                message.channel, "The images Claude made could not be uploaded."
+            )
 
     async def _deliver_as_file(
         self, message: discord.Message, key: SessionKey, reply: str, chunks: list[str]

@@ -260,3 +260,24 @@ def failure_text(event: RunFailed) -> str:
     if event.reason == "spawn":
         return "❌ Claude could not be started." + (f" {detail}" if detail else "")
     return "❌ Error." + (f" {detail}" if detail else "")
+
+
+# ---- images Claude made, named in its reply ---------------------------------------------
+
+_IMAGE_PATH = re.compile(r"(?<!\S)(/\S+\.(?:png|jpe?g|gif|webp))(?=\s|$)", re.IGNORECASE)
+
+
+def image_path_candidates(text: str) -> list[str]:
+    """Absolute image paths standing alone in ``text`` (the original's rule), in order."""
+    seen: list[str] = []
+    for match in _IMAGE_PATH.finditer(text):
+        if match.group(1) not in seen:
+            seen.append(match.group(1))
+    return seen
+
+
+def without_paths(text: str, paths: list[str]) -> str:
+    """``text`` with the given paths (uploaded as files instead) taken out."""
+    for path in paths:
+        text = re.sub(rf"(?<!\S){re.escape(path)}(?=\s|$)", "", text)
+    return re.sub(r"[ \t]+\n", "\n", text).strip()
