@@ -71,6 +71,7 @@ class RunQueued:
     msg_id: str
     position: int
     waiting_for_slot: bool = False
+    resets_at: str = ""  # ISO time: waiting for Claude's usage limit to reset
     kind: Literal["queued"] = "queued"
 
 

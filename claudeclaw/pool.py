@@ -32,6 +32,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ PING_TIMEOUT_S = 20.0
 HELLO_TIMEOUT_S = 15.0
 MAX_BOOT_FAILURES = 3
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
+MAX_LIMIT_RETRIES = 3  # runs refused by Claude's usage limit wait for its reset this often
 
 
 @dataclass(eq=False)
@@ -74,6 +76,7 @@ class Submission:
     attempts: int = 0  # how many times it was handed to a worker
     started: bool = False  # a claude run started for it in the current attempt
     finished: bool = False
+    limit_retries: int = 0  # requeued after hitting Claude's usage limit
 
     def deliver(self, event: RunEvent) -> None:
         if self.finished:
@@ -123,7 +126,7 @@ class SlotScheduler:
         if msg_id in self.active:
             self._grant(handle, msg_id)
             return 0
-        if len(self.active) < self.capacity and not self.waiting:
+        if len(self.active) < self.capacity and not self.waiting and not self.paused:
             self.active[msg_id] = handle
             self._grant(handle, msg_id)
             return 0
@@ -146,8 +149,17 @@ class SlotScheduler:
         self.capacity = capacity
         self._fill()
 
+    paused = False  # Claude's usage limit: nothing new starts until resume()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._fill()
+
     def _fill(self) -> None:
-        while self.waiting and len(self.active) < self.capacity:
+        while self.waiting and len(self.active) < self.capacity and not self.paused:
             handle, msg_id = self.waiting.popleft()
             self.active[msg_id] = handle
             self._grant(handle, msg_id)
@@ -191,6 +203,8 @@ class WorkerPool:
         self._msg_ids = itertools.count(1)
         self.spawn_count = 0
         self.crash_count = 0
+        self.resets_at = ""  # ISO time while runs are paused for Claude's usage limit
+        self._resume_timer: asyncio.TimerHandle | None = None
         self.spawner: Spawner = (
             ForkServerSpawner(paths.root, nice=settings.limits.worker_nice)
             if settings.limits.worker_start_method == "forkserver"
@@ -334,6 +348,52 @@ class WorkerPool:
                 self._retire(handle)
         else:
             self._fail_all(handle, "cancelled", "The session was reset; send it again.")
+
+    # ---- Claude's usage limit -----------------------------------------------------------
+
+    def pause_runs(self, until: datetime) -> None:
+        """Start no claude run until ``until`` (the limit's reset): messages wait, queued."""
+        self.resets_at = until.isoformat()
+        self.slots.pause()
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+        delay = max(0.0, (until - datetime.now(UTC)).total_seconds())
+        self._resume_timer = asyncio.get_running_loop().call_later(delay, self.resume_runs)
+        log.warning("pool.runs_paused", until=self.resets_at)
+
+    def resume_runs(self) -> None:
+        """The limit reset (or a run succeeded): waiting messages start, in order."""
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        if self.slots.paused:
+            log.info("pool.runs_resumed", waiting=len(self.slots.waiting))
+        self.resets_at = ""
+        self.slots.resume()
+
+    def _retry_after_limit(self, handle: WorkerHandle, sub: Submission) -> bool:
+        """A run refused by the usage limit goes back to the head of its queue, to run when
+        the limit resets, instead of failing (a few times at most)."""
+        if not self.slots.paused or sub.limit_retries >= MAX_LIMIT_RETRIES:
+            return False
+        if handle.channel is None or handle.state != "ready":
+            return False
+        sub.limit_retries += 1
+        sub.started = False
+        self.slots.release(sub.msg_id)
+        handle.claude = None
+        handle.channel.send_nowait(
+            {
+                "type": "run",
+                "msg_id": sub.msg_id,
+                "prompt": sub.prompt,
+                "origin": sub.origin,
+                "front": True,
+            }
+        )
+        sub.deliver(RunQueued(sub.msg_id, 0, waiting_for_slot=True, resets_at=self.resets_at))
+        log.info("message.waits_for_limit_reset", session_key=handle.key, msg_id=sub.msg_id)
+        return True
 
     # ---- spawning -----------------------------------------------------------------------
 
@@ -586,8 +646,10 @@ class WorkerPool:
             msg_id = str(message["msg_id"])
             place = self.slots.acquire(handle, msg_id)
             sub = handle.pending.get(msg_id)
-            if place and sub is not None:
-                sub.deliver(RunQueued(msg_id, place - 1, waiting_for_slot=True))
+            if place and sub is not None and not sub.limit_retries:
+                sub.deliver(
+                    RunQueued(msg_id, place - 1, waiting_for_slot=True, resets_at=self.resets_at)
+                )
         elif kind == "release":
             self.slots.release(str(message["msg_id"]))
         elif kind == "pong":
@@ -616,8 +678,14 @@ class WorkerPool:
             log.exception("pool.on_event_failed", session_key=handle.key)
         if sub is None:
             return
-        if isinstance(event, RunQueued) and sub.attempts > 1:
-            return  # a retry after a crash: the user already saw it queued
+        if isinstance(event, RunQueued) and (sub.attempts > 1 or sub.limit_retries):
+            return  # a retry (after a crash or the usage limit): the user saw it queued
+        if (
+            isinstance(event, RunFailed)
+            and event.reason == "rate_limited"
+            and self._retry_after_limit(handle, sub)
+        ):
+            return
         sub.deliver(event)
         if is_final(event):
             handle.pending.pop(event.msg_id, None)

@@ -32,6 +32,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+import claudeclaw
 from claudeclaw import __version__, ipc, jsonstore
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
@@ -67,6 +68,8 @@ from claudeclaw.sessions import SessionRegistry, utc_now_iso
 log = get_logger()
 
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", "CLAUDECLAW_TEST_HOOKS")
+# Where this claudeclaw is imported from: its workers import the same code.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 # A usage limit without a reset time we could read pauses new runs this long.
 RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)
 
@@ -156,6 +159,11 @@ class Supervisor:
         if token:
             env = {k: v for k, v in env.items() if v != token}
         env[OWNER_ENV] = owner_value(tag)
+        # workers and the fork server import exactly the code this supervisor runs, whatever
+        # else is installed (claude's own environment drops PYTHONPATH again)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [PACKAGE_ROOT, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        )
         self.pool = WorkerPool(
             self.paths,
             self.settings,
@@ -317,6 +325,10 @@ class Supervisor:
     def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
         """Record session ids as soon as the CLI reports them (even if the run then fails)."""
         item = self.pending.get(event.msg_id)
+        if isinstance(event, RunFailed) and event.reason == "rate_limited" and item is not None:
+            # refused by the API before anything ran: after a restart it may run again
+            self.pending[event.msg_id] = dataclasses.replace(item, started=False)
+            self._writes.put_nowait(("ledger", key, ""))
         if isinstance(event, RunStarted) and item is not None and not item.started:
             # a restart must not run it again: its tools may already have acted
             self.pending[event.msg_id] = dataclasses.replace(item, started=True)
@@ -331,6 +343,8 @@ class Supervisor:
             if self.rate_limited_until is not None:
                 log.info("daemon.rate_limit_lifted", session_key=key)
                 self.rate_limited_until = None
+                if self.pool is not None:
+                    self.pool.resume_runs()
         elif isinstance(event, RunFailed):
             self.last_error[key] = f"{event.reason}: {event.message}"[:300]
             if event.reason == "rate_limited":
@@ -397,6 +411,8 @@ class Supervisor:
         if until > self.now():
             self.rate_limited_until = until
             log.warning("daemon.rate_limited", until=until.isoformat())
+            if self.pool is not None:
+                self.pool.pause_runs(until)  # messages wait, queued, and run at the reset
             self._mark_status_dirty()
 
     def rate_limit_holds(self) -> datetime | None:
@@ -404,6 +420,8 @@ class Supervisor:
         until = self.rate_limited_until
         if until is not None and until <= self.now():
             self.rate_limited_until = until = None
+            if self.pool is not None:
+                self.pool.resume_runs()
         return until
 
     # ---- the routing API (Dispatcher) ---------------------------------------------------
@@ -420,17 +438,6 @@ class Supervisor:
         key = session_key(key)
         if self.pool is None or self.closing:
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
-            return
-        until = self.rate_limit_holds()
-        if until is not None:
-            log.info("message.refused_rate_limited", session_key=key, until=until.isoformat())
-            yield RunFailed(
-                "",
-                "rate_limited",
-                f"Claude's usage limit is reached until {until:%Y-%m-%d %H:%M} UTC; "
-                "send your message again after that.",
-                retry_at=until.isoformat(),
-            )
             return
         sub = self.pool.submit(key, prompt, origin)
         if reply_to is not None and not sub.finished:
@@ -566,7 +573,7 @@ class Supervisor:
             summary = self.frontend.summary()
             discord = "discord connected" if summary.get("connected") else "discord reconnecting"
         limit = ""
-        if self.rate_limited_until is not None:
+        if self.rate_limit_holds() is not None and self.rate_limited_until is not None:
             limit = f"; usage limit until {self.rate_limited_until:%H:%M} UTC"
         return (
             f"{counts['workers']} sessions active, {counts['running']} running, "

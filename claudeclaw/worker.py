@@ -167,7 +167,14 @@ class Worker:
         if self.stopping:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
             return
-        self.queue.append(item)
+        if message.get("front"):
+            self.queue.appendleft(item)  # a retry: it keeps its place ahead of the others
+            waiting = self.waiting_grant
+            if waiting is not None and not waiting[1].done() and not self.cancel_reason:
+                self.cancel_reason = "reorder"  # withdraw the old head's slot request
+                waiting[1].cancel()
+        else:
+            self.queue.append(item)
         ahead = len(self.queue) - 1 + (1 if self.current else 0)
         self._emit(RunQueued(item.msg_id, ahead))
         self.work_ready.set()
@@ -236,16 +243,18 @@ class Worker:
             except asyncio.CancelledError:
                 if self.stopping or not self.cancel_reason:
                     raise
-                # the head was cancelled (or reset) before it started
                 self.waiting_grant = None
-                if self.queue and self.queue[0] is head:
-                    self.queue.popleft()
-                    self._emit(RunFailed(head.msg_id, "cancelled", "Stopped before it started."))
+                reason, self.cancel_reason = self.cancel_reason, ""
                 self._send({"type": "release", "msg_id": head.msg_id})
-                self.cancel_reason = ""
+                if reason == "reorder":
+                    continue  # a retry went ahead of it: the new head asks for a slot
+                # the head was cancelled (or reset) before it started
+                if head in self.queue:
+                    self.queue.remove(head)
+                    self._emit(RunFailed(head.msg_id, "cancelled", "Stopped before it started."))
                 continue
             self.waiting_grant = None
-            self.queue.popleft()
+            self.queue.remove(head)  # exactly the granted one (a retry may stand before it)
             await self._run_one(head)
 
     async def _run_one(self, item: _Queued) -> None:

@@ -30,6 +30,7 @@ Directives, anywhere in the prompt (upper case words):
                        (``ERROR:api500``, ``ERROR:api401``, ``ERROR:api429``)
 ``ERROR:max_turns``    an ``error_max_turns`` result without a ``result`` key, rc 1
 ``ERROR:ratelimit``    ``You've hit your limit · resets 3pm (UTC)``, rc 1
+``ERROR:ratelimit_once`` the same the first time (a marker in the state dir), then a normal reply
 ``ERROR:thinking``     on a resumed run only: ``Invalid `signature` in `thinking` block``, rc 1
 ``TOOL:<Name>:<json>`` an assistant ``tool_use`` line, its ``user`` tool_result, then the reply
 ``STDERR:<n>``         write n bytes to stderr first (pipe-drain tests)
@@ -396,6 +397,11 @@ def main():
                 terminal_reason="max_turns",
                 errors=["Reached maximum number of turns (1)"],
             )
+        if kind == "ratelimit_once":  # the limit hits once; after it "resets" runs succeed
+            marker = os.path.join(_state_dir(), "ratelimit.hit")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                kind = "ratelimit"
         if kind == "ratelimit":
             out.result(
                 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -87,3 +88,22 @@ async def test_control_socket_checks_the_peer_uid(daemon: Supervisor) -> None:
     finally:
         runtime.chmod(0o700)
     assert '"permission denied"' in out.stdout, out.stderr
+
+
+async def test_workers_run_the_same_code_as_their_supervisor(daemon: Supervisor) -> None:
+    """Whatever else is installed, the fork server and its workers import claudeclaw from
+    where the supervisor did (first on their PYTHONPATH); claude itself never sees it."""
+    import psutil
+
+    from claudeclaw.model import SessionKey
+    from claudeclaw.supervisor import PACKAGE_ROOT
+    from tests.fixtures_daemon import collect
+
+    events = await collect(daemon, SessionKey("123"), "ECHO_ENV")
+    assert daemon.pool is not None
+    handle = daemon.pool.find(SessionKey("123"))
+    assert handle is not None
+    worker_env = psutil.Process(handle.pid).environ()
+    assert worker_env["PYTHONPATH"].split(os.pathsep)[0] == PACKAGE_ROOT
+    claude_env = json.loads(events[-1].reply)  # type: ignore[union-attr]
+    assert "PYTHONPATH" not in claude_env

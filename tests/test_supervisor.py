@@ -536,30 +536,35 @@ async def test_a_worker_that_stops_answering_is_replaced(
         await sup.shutdown()
 
 
-async def test_a_usage_limit_pauses_new_runs_until_it_resets(daemon: Supervisor) -> None:
-    """1. A run reports Claude's usage limit ("resets 3pm (UTC)").
-    2. A message arrives in another thread.
-    Result: it is answered at once with the reset time and no claude is started; after
-    the reset time messages run again."""
-    from datetime import datetime, timedelta
+async def test_a_usage_limit_holds_the_work_and_runs_it_at_the_reset(daemon: Supervisor) -> None:
+    """1. Thread A's run is refused by Claude's usage limit ("resets 3pm (UTC)").
+    2. Thread B sends a message meanwhile.
+    Result: neither fails: both wait, told when the limit resets, and no claude starts for
+    B; at the reset A runs again (first, at the head of its queue) and B runs; both answer."""
+    from datetime import timedelta
 
-    limited = final(await collect(daemon, SessionKey("980000000000000001"), "ERROR:ratelimit"))
-    assert isinstance(limited, RunFailed) and limited.reason == "rate_limited"
-    assert limited.retry_at
-    reset = datetime.fromisoformat(limited.retry_at)
-    assert reset.hour == 15 and reset > daemon.now()
+    a, b = SessionKey("980000000000000001"), SessionKey("980000000000000002")
+    a_events: list[RunEvent] = []
+    b_events: list[RunEvent] = []
+    ta = asyncio.create_task(collect(daemon, a, "ERROR:ratelimit_once please", a_events.append))
+    await wait_for(
+        lambda: any(isinstance(e, RunQueued) and e.resets_at for e in a_events), "A waits"
+    )
+    until = daemon.rate_limited_until
+    assert until is not None and until.hour == 15
     assert "usage limit until 15:00" in daemon.status_line()
+    tb = asyncio.create_task(collect(daemon, b, "hello", b_events.append))
+    await wait_for(
+        lambda: any(isinstance(e, RunQueued) and e.resets_at for e in b_events), "B waits"
+    )
+    assert not started(b_events) and not ta.done()
 
-    other = SessionKey("980000000000000002")
-    events = await collect(daemon, other, "hello")
-    refused = final(events)
-    assert isinstance(refused, RunFailed) and refused.reason == "rate_limited"
-    assert "15:00" in refused.message and refused.retry_at == reset.isoformat()
-    assert not started(events)
-    assert daemon.pool is not None and daemon.pool.find(other) is None  # no worker, no claude
-
-    daemon.now = lambda: reset + timedelta(seconds=1)
-    assert isinstance(final(await collect(daemon, other, "hello again")), RunDone)
+    daemon.now = lambda: until + timedelta(seconds=1)  # the limit resets
+    assert daemon.rate_limit_holds() is None
+    done_a, done_b = final(await ta), final(await tb)
+    assert isinstance(done_a, RunDone) and isinstance(done_b, RunDone)
+    assert len(started(a_events)) >= 2  # refused once, then run again at the reset
+    assert not [e for e in a_events if isinstance(e, RunFailed)]
     assert "usage limit" not in daemon.status_line()
 
 
@@ -637,3 +642,37 @@ async def test_a_huge_reply_is_cut_with_a_note_instead_of_getting_lost(daemon: S
     assert isinstance(done, RunDone)
     assert done.reply.startswith("x" * 1000)
     assert done.reply.endswith("[claudeclaw: the reply was 2,500,000 characters longer; cut here]")
+
+
+async def test_a_run_retried_after_the_limit_keeps_its_place_ahead_of_the_queue(
+    daemon: Supervisor,
+) -> None:
+    """1. In one thread, message 1 is refused by the usage limit while message 2 waits
+       behind it (the worker already asked for a slot for message 2).
+    2. The limit resets.
+    Result: message 1 runs first, then message 2; neither is lost."""
+    from datetime import timedelta
+
+    key = SessionKey("985000000000000000")
+    timeline = record_order(daemon)
+    one: list[RunEvent] = []
+    t1 = asyncio.create_task(collect(daemon, key, "ERROR:ratelimit_once first", one.append))
+    t2 = asyncio.create_task(collect(daemon, key, "second"))
+    await wait_for(lambda: any(isinstance(e, RunQueued) and e.resets_at for e in one), "1 waits")
+    assert daemon.pool is not None
+    waiting = daemon.pool.slots.waiting
+    await wait_for(  # the worker put 1 back at the head and asks for a slot for it
+        lambda: (
+            print("W", [m for _, m in waiting], one[0].msg_id)
+            or [m for _, m in waiting] == [one[0].msg_id]
+        ),
+        "1 asks again, ahead of 2",
+    )
+    assert daemon.rate_limited_until is not None
+    daemon.now = lambda: daemon.rate_limited_until + timedelta(seconds=1)  # type: ignore[operator]
+    assert daemon.rate_limit_holds() is None
+    first, second = final(await t1), final(await t2)
+    assert isinstance(first, RunDone) and isinstance(second, RunDone)
+    assert first.reply.endswith("first") and second.reply.endswith("second")
+    ends = [msg for kind, msg in timeline if kind == "end"]
+    assert ends[-2:] == [first.msg_id, second.msg_id]

@@ -719,7 +719,7 @@ class DiscordFrontend:
             async for event in stream:
                 turn.done()  # it is in its session's queue: the next message may follow
                 if isinstance(event, RunQueued):
-                    text = queued_text(event.position, event.waiting_for_slot)
+                    text = queued_text(event.position, event.waiting_for_slot, event.resets_at)
                     if text and not said_queued:
                         said_queued = True
                         await self._send_quietly(message.channel, text)

@@ -206,8 +206,13 @@ def progress_text(*, tool: str, summary: str, writing: bool, elapsed_s: float) -
     return head
 
 
-def queued_text(position: int, waiting_for_slot: bool) -> str | None:
+def queued_text(position: int, waiting_for_slot: bool, resets_at: str = "") -> str | None:
     """Said once when a message has to wait; None when it runs next."""
+    if resets_at:
+        return (
+            "⏳ Claude's usage limit is reached; this runs by itself when it resets, "
+            f"{_when(resets_at)}. /stop cancels it."
+        )
     if position > 0:
         return f"Queued: {position} ahead of you"
     if waiting_for_slot:
