@@ -57,6 +57,7 @@ class Bench:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
         self.rows: list[tuple[str, str, str, str]] = []
+        self.medians: dict[str, float] = {}
         self.tmp = Path(tempfile.mkdtemp(prefix="ccb-"))
         self.fake = self.tmp / "claude"
         self.fake.write_text(
@@ -207,6 +208,7 @@ class Bench:
                 f"{statistics.median(single):.0f} ms",
                 f"(p99 {pct(single, 99):.0f} ms; spawn → worker said hello)",
             )
+            self.medians[f"spawn {method}"] = statistics.median(single)
             n = 100
             await asyncio.gather(*(self.run(sup, str(1000 + k), "SLEEP:0") for k in range(n)))
             handles = [sup.pool.find(SessionKey(str(1000 + k))) for k in range(n)]
@@ -223,6 +225,7 @@ class Bench:
                 f"{statistics.median(uss):.1f} MB",
                 f"(RSS {statistics.median(rss):.1f} MB; RSS counts pages shared with siblings)",
             )
+            self.medians[f"uss {method}"] = statistics.median(uss)
             me = psutil.Process().memory_full_info()
             self.row(
                 "supervisor RSS, 100 workers" + label,
@@ -288,6 +291,17 @@ class Bench:
             await self.dispatch_overhead()
             await self.spawn_and_memory("forkserver")
             await self.spawn_and_memory("exec")
+            m = self.medians
+            self.row(
+                "ratio exec / fork server: spawn",
+                f"{m['spawn exec'] / m['spawn forkserver']:.1f}x",
+                "(how much slower a new thread's worker starts by exec)",
+            )
+            self.row(
+                "ratio exec / fork server: idle USS",
+                f"{m['uss exec'] / m['uss forkserver']:.1f}x",
+                "(how much more private memory an exec'd worker keeps)",
+            )
             await self.loop_lag(3 if self.quick else 5)
             await self.parallel_speedup()
         finally:
