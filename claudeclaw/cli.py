@@ -14,7 +14,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 from claudeclaw import __version__, control
@@ -42,6 +41,7 @@ from claudeclaw.model import (
     SessionInfo,
     SessionKey,
     event_from_dict,
+    info_to_dict,
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
@@ -236,22 +236,18 @@ def _sessions_offline(args: argparse.Namespace) -> int:
         glob = registry.get(GLOBAL_KEY)
         rows = ([glob] if glob else []) + registry.list()
         if getattr(args, "json", False):
-            print(json.dumps([_info_dict(SessionInfo(r.key, r)) for r in rows], indent=2))
+            print(json.dumps([info_to_dict(SessionInfo(r.key, r)) for r in rows], indent=2))
         else:
             _print_records(rows)
         return EXIT_OK
     key = session_key(args.key)
     if args.action == "show":
         record = registry.get(key)
-        print(json.dumps(_info_dict(SessionInfo(key, record)), indent=2))
+        print(json.dumps(info_to_dict(SessionInfo(key, record)), indent=2))
         return EXIT_OK if record else EXIT_FAILURE
     removed = registry.remove(key)
     print(f"removed session of {key}" if removed else f"no session for {key}")
     return EXIT_OK
-
-
-def _info_dict(info: SessionInfo) -> dict[str, Any]:
-    return asdict(info)
 
 
 def _print_records(rows: list[Any], live: dict[str, dict[str, Any]] | None = None) -> None:

@@ -194,6 +194,11 @@ class WorkerStatus:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def info_to_dict(info: SessionInfo) -> dict[str, Any]:
+    """A :class:`SessionInfo` as JSON (control socket answers, ``--json`` output)."""
+    return asdict(info)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     """A session key as the routing API reports it (``/status``, ``claudeclaw sessions``)."""

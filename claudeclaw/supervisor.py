@@ -51,6 +51,7 @@ from claudeclaw.model import (
     SessionKey,
     SessionRecord,
     event_to_dict,
+    info_to_dict,
     is_final,
     session_key,
 )
@@ -623,10 +624,10 @@ class Supervisor:
             await channel.send({"type": "result", "cancelled": cancelled})
         elif kind == "sessions.list":
             infos = await self.list_sessions()
-            await channel.send({"type": "result", "sessions": [_info_dict(i) for i in infos]})
+            await channel.send({"type": "result", "sessions": [info_to_dict(i) for i in infos]})
         elif kind == "sessions.show":
             info = await self.session_info(session_key(request["key"]))
-            await channel.send({"type": "result", "session": _info_dict(info)})
+            await channel.send({"type": "result", "session": info_to_dict(info)})
         elif kind == "sessions.rm":
             removed = await self.reset(session_key(request["key"]))
             await channel.send({"type": "result", "removed": removed})
@@ -682,11 +683,6 @@ class Supervisor:
             },
             "workers": rows,
         }
-
-
-def _info_dict(info: SessionInfo) -> dict[str, Any]:
-    data = asdict(info)
-    return data
 
 
 def run_daemon(
