@@ -278,7 +278,7 @@ async def make_frontend(
         frontend = DiscordFrontend(
             settings, dispatcher, paths, client_options={"guild_ready_timeout": 0.01}
         )
-        frontend.retry_delays = (0.01, 0.02)
+        frontend.delivery.retry_delays = (0.01, 0.02)
         made.append(frontend)
         await frontend.start()
         if wait_ready:

@@ -288,7 +288,7 @@ async def test_undelivered_reply_is_retried_then_saved(fake_discord, dispatcher,
         msg = await fake.user_says(dm, "important")
         await final_reactions(fake, msg["id"], "✅")
     posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith(f"{dm}/messages")]
-    assert len(posts) == 1 + len(frontend.retry_delays)
+    assert len(posts) == 1 + len(frontend.delivery.retry_delays)
     saved = list(frontend._paths.undelivered_dir.glob("*-global.md"))
     assert len(saved) == 1
     assert "echo: important" in saved[0].read_text()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import io
 import math
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -44,13 +43,12 @@ from claudeclaw.frontend.attachments import (
     Download,
     collect_attachments,
     prune_inbox,
-    uploadable_images,
 )
 from claudeclaw.frontend.commands import build_commands
+from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.prompt import PromptParts, build_prompt
 from claudeclaw.frontend.render import (
     failure_text,
-    image_path_candidates,
     progress_text,
     queued_text,
     render_reply,
@@ -77,7 +75,7 @@ from claudeclaw.model import (
     SessionKey,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.paths import ProjectPaths
 from claudeclaw.redaction import register_secret, scrub_outbound
 
 log = get_logger(component="discord")
@@ -86,8 +84,6 @@ ACCEPTED = "👀"
 RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
-MAX_REPLY_MESSAGES = 8  # a longer answer is sent as its start plus a file
-REPLY_FILE_NAME = "reply.md"
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 UNAUTHORIZED = "Unauthorized."
 INTERRUPTED = (
@@ -115,11 +111,6 @@ NO_ALLOWLIST = (
     "for everyone to discord.allowedUserIds in settings.json, then run claudeclaw reload"
 )
 
-_REPLY_MENTIONS = discord.AllowedMentions(
-    everyone=False, users=False, roles=False, replied_user=True
-)
-_NO_MENTIONS = discord.AllowedMentions.none()
-
 
 def bot_intents() -> discord.Intents:
     """Guilds, guild messages, DMs and message content (privileged); no members/presence."""
@@ -136,7 +127,7 @@ class _Client(discord.Client):
 
     def __init__(self, frontend: DiscordFrontend, **options: Any) -> None:
         options.setdefault("intents", bot_intents())
-        options.setdefault("allowed_mentions", _NO_MENTIONS)
+        options.setdefault("allowed_mentions", NO_MENTIONS)
         options.setdefault("chunk_guilds_at_startup", False)
         options.setdefault("member_cache_flags", discord.MemberCacheFlags.none())
         super().__init__(**options)
@@ -231,8 +222,7 @@ class DiscordFrontend:
         self._intake: dict[int, asyncio.Future[None]] = {}
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
         self._rejoin_lock = asyncio.Lock()
-        # Delays between attempts to deliver a reply chunk (then it is saved to disk).
-        self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
+        self.delivery = ReplyDelivery(settings, paths)
         self.prune_interval_seconds = 3600.0
         for command in build_commands(self):
             self._client.tree.add_command(command)
@@ -337,6 +327,7 @@ class DiscordFrontend:
         """Take new settings (reload): allowlist, listen lists, intervals apply at once."""
         old = self._settings
         self._settings = settings
+        self.delivery.settings = settings
         if settings.discord.token != old.discord.token:
             log.warning("discord.token_changed", hint="restart claudeclaw to use the new token")
         if settings.discord.token:
@@ -560,7 +551,7 @@ class DiscordFrontend:
         if route.action == "refuse":
             log.info("discord.message_refused", user_id=message.author.id, message_id=message.id)
             with contextlib.suppress(discord.HTTPException):
-                await message.channel.send(UNAUTHORIZED, allowed_mentions=_NO_MENTIONS)
+                await message.channel.send(UNAUTHORIZED, allowed_mentions=NO_MENTIONS)
             return
         await self._answer(message, facts, route, turn)
 
@@ -638,7 +629,7 @@ class DiscordFrontend:
         final = await self._follow_run(message, key, prompt, view, fields, turn)
         if isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
-            images = await self._images_to_upload(reply, view.accepted_at)
+            images = await self.delivery.images_to_upload(reply, view.accepted_at)
             if images:
                 reply = without_paths(reply, [str(p) for p in images])
             rendered = render_reply(with_context_note(reply, final.context_reset))
@@ -646,18 +637,18 @@ class DiscordFrontend:
                 "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
             )
             if len(rendered.chunks) > MAX_REPLY_MESSAGES:
-                await self._deliver_as_file(message, key, reply, rendered.chunks)
+                await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
             else:
-                await self._deliver(message, key, rendered.chunks)
+                await self.delivery.deliver(message, key, rendered.chunks)
             if images:
-                await self._upload_images(message, key, images)
+                await self.delivery.upload_images(message, key, images)
             if rendered.reactions:
                 with contextlib.suppress(discord.HTTPException):
                     await message.add_reaction(rendered.reactions[0])
             await self._react(message, view, DONE)
         else:
             log.info("discord.run_failed", reason=final.reason, **fields)
-            await self._deliver(message, key, [scrub_outbound(failure_text(final))])
+            await self.delivery.deliver(message, key, [scrub_outbound(failure_text(final))])
             await self._react(message, view, KEPT if final.reason == "kept" else FAILED)
 
     async def resume(self, items: list[PendingMessage]) -> None:
@@ -686,7 +677,7 @@ class DiscordFrontend:
         if item.started:
             log.info("discord.pending_interrupted", **fields)
             turn.done()
-            await self._deliver(message, item.key, [INTERRUPTED])
+            await self.delivery.deliver(message, item.key, [INTERRUPTED])
             await self._react(message, view, FAILED)
             return
         log.info("discord.pending_resumed", **fields)
@@ -722,7 +713,7 @@ class DiscordFrontend:
                     text = queued_text(event.position, event.waiting_for_slot, event.resets_at)
                     if text and not said_queued:
                         said_queued = True
-                        await self._send_quietly(message.channel, text)
+                        await self.delivery.send_quietly(message.channel, text)
                 elif isinstance(event, RunStarted):
                     if not helpers:
                         view.started = time.monotonic()
@@ -777,11 +768,9 @@ class DiscordFrontend:
                 )
                 try:
                     if view.status_message is None:
-                        view.status_message = await channel.send(
-                            text, allowed_mentions=_NO_MENTIONS
-                        )
+                        view.status_message = await channel.send(text, allowed_mentions=NO_MENTIONS)
                     elif text != view.status_text:
-                        await view.status_message.edit(content=text, allowed_mentions=_NO_MENTIONS)
+                        await view.status_message.edit(content=text, allowed_mentions=NO_MENTIONS)
                     view.status_text = text
                 except discord.HTTPException as exc:
                     log.debug("discord.progress_failed", status=exc.status)
@@ -801,139 +790,6 @@ class DiscordFrontend:
                 await message.remove_reaction(previous, self._client.user)
         except discord.HTTPException as exc:
             log.debug("discord.reaction_failed", status=exc.status, message_id=message.id)
-
-    async def _send_quietly(self, channel: discord.abc.Messageable, text: str) -> None:
-        try:
-            await channel.send(text, allowed_mentions=_NO_MENTIONS)
-        except discord.HTTPException as exc:
-            log.warning("discord.send_failed", status=exc.status)
-
-    async def _images_to_upload(self, reply: str, accepted_at: float) -> list[Path]:
-        """Images named in the reply that may be posted: inside discord.imageOutputRoots (or
-        the outbox) and made since the message arrived (the original's rule, 30 s slack)."""
-        candidates = image_path_candidates(reply)
-        if not candidates:
-            return []
-        configured = self._settings.discord.image_output_roots
-        roots = [Path(r) for r in configured] or [self._paths.outbox_dir]
-        return await asyncio.to_thread(
-            uploadable_images,
-            candidates,
-            roots,
-            made_after=accepted_at - 30,
-            max_bytes=self._settings.discord.max_attachment_bytes,
-        )
-
-    async def _upload_images(
-        self, message: discord.Message, key: SessionKey, images: list[Path]
-    ) -> None:
-        """Post the images Claude made, after the text (one message, up to 10 files)."""
-        try:
-            blobs = await asyncio.to_thread(lambda: [(p.name, p.read_bytes()) for p in images])
-            await message.channel.send(
-                files=[discord.File(io.BytesIO(data), filename=name) for name, data in blobs],
-                allowed_mentions=_NO_MENTIONS,
-            )
-            log.info("discord.images_uploaded", session_key=key, count=len(images))
-        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            log.warning("discord.images_failed", session_key=key, error=type(exc).__name__)
-            await self._send_quietly(
-                message.channel, "The images Claude made could not be uploaded."
-            )
-
-    async def _deliver_as_file(
-        self, message: discord.Message, key: SessionKey, reply: str, chunks: list[str]
-    ) -> None:
-        """A reply longer than MAX_REPLY_MESSAGES messages: its start, and all of it as a
-        file (a wall of dozens of messages helps nobody). Falls back to the messages."""
-        note = (
-            f"\n\n-# The whole answer ({len(reply):,} characters) is attached as "
-            f"`{REPLY_FILE_NAME}`."
-        )
-        head = chunks[0] if len(chunks[0]) + len(note) <= 2000 else chunks[0][: 2000 - len(note)]
-        try:
-            await message.channel.send(
-                head + note,
-                file=discord.File(io.BytesIO(reply.encode("utf-8")), filename=REPLY_FILE_NAME),
-                reference=message.to_reference(fail_if_not_exists=False),
-                mention_author=True,
-                allowed_mentions=_REPLY_MENTIONS,
-            )
-        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            log.warning("discord.reply_file_failed", session_key=key, error=type(exc).__name__)
-            await self._deliver(message, key, chunks)
-
-    async def _deliver(self, message: discord.Message, key: SessionKey, chunks: list[str]) -> bool:
-        """Send ``chunks`` (the first as a reply); retry, then save what could not be sent."""
-        channel = message.channel
-        reference = message.to_reference(fail_if_not_exists=False)
-        for index, chunk in enumerate(chunks):
-            attempt = 0
-            while True:
-                try:
-                    if index == 0:
-                        await channel.send(
-                            chunk,
-                            reference=reference,
-                            mention_author=True,
-                            allowed_mentions=_REPLY_MENTIONS,
-                        )
-                    else:
-                        await channel.send(chunk, allowed_mentions=_NO_MENTIONS)
-                    break
-                except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-                    status = getattr(exc, "status", None)
-                    if attempt >= len(self.retry_delays):
-                        await self._save_undelivered(message, key, chunks, index)
-                        return False
-                    log.warning(
-                        "discord.reply_retry",
-                        session_key=key,
-                        chunk=index,
-                        attempt=attempt + 1,
-                        status=status,
-                        error=type(exc).__name__,
-                    )
-                    await asyncio.sleep(self.retry_delays[attempt])
-                    attempt += 1
-        return True
-
-    async def _save_undelivered(
-        self, message: discord.Message, key: SessionKey, chunks: list[str], first_missing: int
-    ) -> None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        header = (
-            f"<!-- claudeclaw: reply Discord did not accept; key={key} "
-            f"channel={message.channel.id} message={message.id} "
-            f"delivered_chunks={first_missing}/{len(chunks)} -->\n\n"
-        )
-        text = header + "\n\n".join(chunks) + "\n"
-        directory = self._paths.undelivered_dir
-
-        def write() -> Path:
-            ensure_private_dir(directory)
-            path = directory / f"{stamp}-{key}.md"
-            counter = 1
-            while path.exists():
-                path = directory / f"{stamp}-{key}-{counter}.md"
-                counter += 1
-            write_private_text(path, text)
-            return path
-
-        try:
-            path = await asyncio.to_thread(write)
-        except Exception as exc:
-            log.error(
-                "discord.reply_lost", session_key=key, error=type(exc).__name__, length=len(text)
-            )
-            return
-        log.error(
-            "discord.reply_undelivered",
-            session_key=key,
-            path=str(path),
-            chunks=len(chunks),
-            delivered=first_missing,
-        )
 
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)
