@@ -146,6 +146,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"project {daemon['project']}"
     )
     print(f"  {daemon['status']}; rss {daemon['rss_bytes'] / 1e6:.1f} MB")
+    if daemon.get("recovered_messages"):
+        print(
+            f"  {daemon['recovered_messages']} message(s) kept from before a restart wait for "
+            "Discord to connect"
+        )
     workers = report["workers"]
     if not workers:
         print("  no live workers")
