@@ -89,6 +89,9 @@ class ProgressPrinter:
             print(f"… {event.tool}{summary}", file=sys.stderr)
 
     def finish(self, event: RunDone | RunFailed) -> int:
+        if isinstance(event, RunDone) and event.merged_into:
+            print("answered together with an earlier message (see its reply)", file=sys.stderr)
+            return EXIT_OK
         if isinstance(event, RunDone):
             if event.context_reset:
                 print(

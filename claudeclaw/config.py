@@ -74,6 +74,7 @@ class RunnerSettings:
     hard_timeout_seconds: float = 3600.0  # wall clock cap per run
     kill_grace_seconds: float = 5.0  # SIGTERM -> this long -> SIGKILL (whole process group)
     append_system_prompt: str = ""  # added after claudeclaw's own system prompt text
+    coalesce_queued_messages: bool = False  # answer what piled up while busy in one run
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,7 @@ _RUNNER_KEYS = frozenset(
         "hardTimeoutSeconds",
         "killGraceSeconds",
         "appendSystemPrompt",
+        "coalesceQueuedMessages",
     }
 )
 _LIMIT_KEYS = frozenset(
@@ -697,6 +699,12 @@ def _runner(chk: _Checker, data: Mapping[str, Any], timeouts_raw: Any) -> Runner
         append_system_prompt=chk.string(
             run, "appendSystemPrompt", "runner.appendSystemPrompt", r.append_system_prompt
         ),
+        coalesce_queued_messages=chk.boolean(
+            run,
+            "coalesceQueuedMessages",
+            "runner.coalesceQueuedMessages",
+            r.coalesce_queued_messages,
+        ),
     )
     if settings.idle_timeout_seconds > settings.hard_timeout_seconds:
         origin = (
@@ -927,6 +935,7 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "hardTimeoutSeconds": n(r.hard_timeout_seconds),
             "killGraceSeconds": n(r.kill_grace_seconds),
             "appendSystemPrompt": r.append_system_prompt,
+            "coalesceQueuedMessages": r.coalesce_queued_messages,
         },
         "limits": {
             "maxConcurrentRuns": None,  # null: one per CPU core, 2..8, on this machine

@@ -117,6 +117,7 @@ class RunDone:
     duration_ms: int = 0
     num_turns: int = 0
     context_reset: bool = False  # the stored session was gone; a new one was started
+    merged_into: str = ""  # answered together with this (earlier) message: no reply of its own
     kind: Literal["done"] = "done"
 
 

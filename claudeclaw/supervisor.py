@@ -339,7 +339,8 @@ class Supervisor:
                 self.sessions[key] = event.session_id
                 self._writes.put_nowait(("record", key, event.session_id))
         if isinstance(event, RunDone):
-            self._writes.put_nowait(("touch", key, event.session_id))
+            if not event.merged_into:  # one turn per run, not per message it answered
+                self._writes.put_nowait(("touch", key, event.session_id))
             self.last_error.pop(key, None)
             if self.rate_limited_until is not None:
                 log.info("daemon.rate_limit_lifted", session_key=key)

@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from claudeclaw import ipc
@@ -97,6 +97,7 @@ class Worker:
         self.stopping = False
         self.finished = asyncio.Event()
         self.cancel_reason = ""
+        self.riders: list[_Queued] = []  # merged into the current run (coalescing)
 
     # ---- outbound -----------------------------------------------------------------------
 
@@ -112,6 +113,10 @@ class Worker:
             self.session_id = event.session_id
         elif isinstance(event, RunStarted):
             self.claude_pid = event.pid
+            for rider in self.riders:  # messages answered by this run see it start too
+                self._send(
+                    {"type": "event", "event": event_to_dict(replace(event, msg_id=rider.msg_id))}
+                )
         elif isinstance(event, RunDone | RunFailed) and event.session_id:
             self.session_id = event.session_id
         self._send({"type": "event", "event": event_to_dict(event)})
@@ -255,9 +260,44 @@ class Worker:
                 continue
             self.waiting_grant = None
             self.queue.remove(head)  # exactly the granted one (a retry may stand before it)
-            await self._run_one(head)
+            if self.settings.runner.coalesce_queued_messages and self.queue:
+                await self._run_together([head, *self.queue])
+            else:
+                await self._run_one(head)
 
-    async def _run_one(self, item: _Queued) -> None:
+    async def _run_together(self, batch: list[_Queued]) -> None:
+        """Answer everything that piled up while the last run was busy in one run.
+
+        The first message carries the run (its msg_id, its reply); the others ("riders")
+        see it start and end with ``RunDone(merged_into=…)`` and no reply of their own.
+        """
+        head, riders = batch[0], batch[1:]
+        for rider in riders:
+            self.queue.remove(rider)
+        log.info("worker.coalesced", msg_id=head.msg_id, messages=len(batch))
+        prompt = "\n\n".join(item.prompt for item in batch)
+        self.riders = riders
+        try:
+            final = await self._run_one(_Queued(head.msg_id, prompt, head.origin))
+        finally:
+            self.riders = []
+        if isinstance(final, RunFailed) and final.reason == "rate_limited":
+            self.queue.extendleft(reversed(riders))  # they wait with it for the reset
+            return
+        for rider in riders:
+            if isinstance(final, RunDone):
+                self._emit(
+                    RunDone(
+                        rider.msg_id,
+                        reply="",
+                        session_id=final.session_id,
+                        merged_into=head.msg_id,
+                    )
+                )
+            else:
+                self._emit(RunFailed(rider.msg_id, final.reason, final.message, final.session_id))
+
+    async def _run_one(self, item: _Queued) -> RunDone | RunFailed:
         self.current = item
         self.run_started = time.monotonic()
         bind(msg_id=item.msg_id)
@@ -297,6 +337,7 @@ class Worker:
         self.current = None
         self.claude_pid = 0
         self._emit(final)
+        return final
 
     # ---- lifecycle ----------------------------------------------------------------------
 

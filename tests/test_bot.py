@@ -616,3 +616,15 @@ async def test_images_claude_made_in_the_outbox_are_uploaded(
     uploaded = fake.sent_payloads[files["id"]]["_files"]
     assert [f["name"] for f in uploaded] == ["chart.png"]
     assert uploaded[0]["size"] == len(b"\x89PNG fresh")
+
+
+async def test_a_message_answered_together_with_another_gets_no_reply_of_its_own(
+    fake_discord, dispatcher, frontend
+):
+    fake = fake_discord
+    merged = RunDone(msg_id="", reply="", session_id="s", merged_into="m-first")
+    dispatcher.script = lambda key, prompt: [merged]
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "and also this")
+    await final_reactions(fake, msg["id"], "✅")
+    assert fake.bot_messages(dm) == []

@@ -676,3 +676,34 @@ async def test_a_run_retried_after_the_limit_keeps_its_place_ahead_of_the_queue(
     assert first.reply.endswith("first") and second.reply.endswith("second")
     ends = [msg for kind, msg in timeline if kind == "end"]
     assert ends[-2:] == [first.msg_id, second.msg_id]
+
+
+async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None:  # type: ignore[no-untyped-def]
+    """runner.coalesceQueuedMessages: while message 1 runs, messages 2 and 3 arrive.
+    Result: 2 and 3 are answered by one run that got both texts; 3 ends merged into 2
+    (no reply of its own, but it saw the run start); the session counts two turns."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(runner={"coalesceQueuedMessages": True})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        key = SessionKey("940000000000000000")
+        one: list[RunEvent] = []
+        t1 = asyncio.create_task(collect(sup, key, "one SLEEP:0.5", one.append))
+        await wait_for(lambda: bool(started(one)), "1 running")
+        t2 = asyncio.create_task(collect(sup, key, "two"))
+        t3 = asyncio.create_task(collect(sup, key, "three"))
+        assert sup.pool is not None
+        await wait_for(lambda: len(sup.pool.find(key).pending) == 3, "2 and 3 queued")  # type: ignore[union-attr]
+        r1, r2, r3 = await asyncio.gather(t1, t2, t3)
+        d1, d2, d3 = final(r1), final(r2), final(r3)
+        assert isinstance(d1, RunDone) and isinstance(d2, RunDone) and isinstance(d3, RunDone)
+        assert d1.reply == "FAKE-REPLY turn=1 last=one SLEEP:0.5"
+        assert d2.reply == "FAKE-REPLY turn=2 last=two\n\nthree"
+        assert d3.reply == "" and d3.merged_into == d2.msg_id
+        assert started(r3) and started(r3)[0].pid == started(r2)[0].pid
+        record = await asyncio.to_thread(sup.registry.get, key)
+        assert record is not None and record.turn_count == 2
+    finally:
+        await sup.shutdown()

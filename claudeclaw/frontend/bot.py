@@ -627,6 +627,10 @@ class DiscordFrontend:
         finally:
             self.intake_waiting -= 1
         final = await self._follow_run(message, key, prompt, view, fields, turn)
+        if isinstance(final, RunDone) and final.merged_into:
+            log.info("discord.run_merged", into=final.merged_into, **fields)
+            await self._react(message, view, DONE)  # the reply to the first one answers it
+            return
         if isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
             images = await self.delivery.images_to_upload(reply, view.accepted_at)
