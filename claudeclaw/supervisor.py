@@ -111,8 +111,8 @@ class Supervisor:
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
         self.test_hooks = os.environ.get("CLAUDECLAW_TEST_HOOKS") == "1"
-        # Claude's usage limit: while it holds, new messages are answered at once instead of
-        # starting claude runs that would all fail (the original spammed and piled them up)
+        # Claude's usage limit: while it holds, no claude run starts; messages wait and run at
+        # the reset (the original kept starting runs that all failed, and spammed)
         self.rate_limited_until: datetime | None = None
         # messages from a frontend, kept until answered (pending.json): those of an earlier
         # run of the daemon wait in `recovered` until a frontend takes them
@@ -356,21 +356,29 @@ class Supervisor:
     async def _registry_writer(self) -> None:
         """Apply registry changes in order, off the event loop, everything queued at once;
         ``ledger`` entries write the current pending.json snapshot once per batch."""
+        resync = False
         while True:
             batch = [await self._writes.get()]
             while not self._writes.empty():
                 batch.append(self._writes.get_nowait())
             changes = [change for change in batch if change[0] != "ledger"]
+            if resync:  # an earlier write failed: write what we know, all of it, first
+                changes = [
+                    ("record", key, sid) if sid else ("remove", key, "")
+                    for key, sid in self.sessions.items()
+                ] + changes
             ledger = None
             if len(changes) < len(batch):
                 ledger = [p.to_json() for p in [*self.recovered, *self.pending.values()]]
             try:
                 if changes:
                     await asyncio.to_thread(self.registry.apply, changes)
+                resync = False
                 if ledger is not None:
                     await asyncio.to_thread(jsonstore.write_json, self.paths.pending_file, ledger)
-            except ClaudeclawError as exc:
+            except Exception as exc:  # a full disk must not stop replies (they wait on us)
                 log.error("sessions.write_failed", changes=len(batch), error=str(exc))
+                resync = True
             finally:
                 for _ in batch:
                     self._writes.task_done()

@@ -707,3 +707,25 @@ async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None
         assert record is not None and record.turn_count == 2
     finally:
         await sup.shutdown()
+
+
+async def test_a_failing_state_write_does_not_stop_replies(
+    daemon: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry cannot be written (a full disk, say): the error is logged and the
+    reply still arrives; the next write works again."""
+    calls = {"n": 0}
+    original = daemon.registry.apply
+
+    def failing(changes):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(daemon.registry, "apply", failing)
+    key = SessionKey("950000000000000009")
+    done = final(await collect(daemon, key, "disk full"))
+    assert isinstance(done, RunDone) and calls["n"] >= 1
+    monkeypatch.setattr(daemon.registry, "apply", original)
+    again = final(await collect(daemon, key, "disk ok"))
+    assert isinstance(again, RunDone)
+    assert await asyncio.to_thread(daemon.registry.get, key) is not None
