@@ -294,7 +294,9 @@ class JournalSender:
         with self._lock:
             if self._sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                sock.settimeout(5.0)
+                # a stalled journald must not stall the event loop for long: after this the
+                # entry goes to stderr instead (the journal's stream, or the terminal)
+                sock.settimeout(0.25)
                 self._sock = sock
             try:
                 self._sock.sendto(data, self.path)
