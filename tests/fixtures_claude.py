@@ -167,3 +167,41 @@ def real_claude_env(tmp_path: Path, fake_anthropic: FakeAnthropic) -> dict[str, 
     }
     env.update(OFFLINE_ENV)
     return env
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty directory for claude to work in (its cwd)."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+async def run_once(
+    settings: Settings,
+    prompt: str,
+    env: dict[str, str],
+    cwd: Path,
+    on_event: Callable[[Any], None],
+    *,
+    session_id: str | None = None,
+    msg_id: str = "m",
+    within: float = 60,
+) -> Any:
+    """One ``run_claude`` with a safety timeout; returns its final event."""
+    import asyncio
+
+    from claudeclaw.claude.runner import run_claude
+
+    return await asyncio.wait_for(
+        run_claude(
+            settings,
+            prompt,
+            session_id=session_id,
+            msg_id=msg_id,
+            cwd=cwd,
+            on_event=on_event,
+            env=env,
+        ),
+        within,
+    )

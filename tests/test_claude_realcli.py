@@ -7,7 +7,6 @@ HOME/CLAUDE_CONFIG_DIR/TMPDIR, ``ANTHROPIC_BASE_URL`` = the fake, the "disable" 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import pytest
 
 from claudeclaw.claude import transcript_path
 from claudeclaw.claude.argv import SCOPE_PREAMBLE
-from claudeclaw.claude.runner import run_claude
 from claudeclaw.config import Settings
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunSession, RunStarted
 from tests.fake_anthropic import FakeAnthropic, user_text
-from tests.fixtures_claude import SettingsFactory
+from tests.fixtures_claude import SettingsFactory, run_once
 
 pytestmark = pytest.mark.realcli
 
@@ -31,29 +29,11 @@ def settings(claude_settings: SettingsFactory, real_claude_path: Path) -> Settin
     return claude_settings(real_claude_path, idle_timeout_seconds=30, hard_timeout_seconds=60)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
-
-
 async def run(
     settings: Settings, prompt: str, env: dict[str, str], cwd: Path, session_id: str | None = None
 ) -> tuple[RunDone | RunFailed, list[RunEvent]]:
     events: list[RunEvent] = []
-    final = await asyncio.wait_for(
-        run_claude(
-            settings,
-            prompt,
-            session_id=session_id,
-            msg_id="m",
-            cwd=cwd,
-            on_event=events.append,
-            env=env,
-        ),
-        SAFETY,
-    )
+    final = await run_once(settings, prompt, env, cwd, events.append, session_id=session_id)
     return final, events
 
 

@@ -16,7 +16,7 @@ from claudeclaw.claude import runner
 from claudeclaw.claude.runner import run_claude
 from claudeclaw.config import Settings
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunSession, RunStarted
-from tests.fixtures_claude import SettingsFactory
+from tests.fixtures_claude import SettingsFactory, run_once
 
 SAFETY = 30  # seconds: a safety net only; every wait below awaits a real event
 
@@ -68,13 +68,6 @@ def settings(claude_settings: SettingsFactory, fake_claude_path: Path) -> Settin
     return claude_settings(fake_claude_path)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
-
-
 async def run(
     settings: Settings,
     prompt: str,
@@ -85,17 +78,8 @@ async def run(
     recorder: Recorder | None = None,
 ) -> tuple[RunDone | RunFailed, Recorder]:
     recorder = recorder or Recorder()
-    final = await asyncio.wait_for(
-        run_claude(
-            settings,
-            prompt,
-            session_id=session_id,
-            msg_id="msg-1",
-            cwd=cwd,
-            on_event=recorder,
-            env=env,
-        ),
-        SAFETY,
+    final = await run_once(
+        settings, prompt, env, cwd, recorder, session_id=session_id, msg_id="msg-1", within=SAFETY
     )
     return final, recorder
 
