@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import signal
 import sys
@@ -68,11 +67,11 @@ def _fit_in_a_frame(event: RunEvent) -> RunEvent:
     if isinstance(event, RunDone) and len(event.reply) > MAX_REPLY_CHARS:
         cut = len(event.reply) - MAX_REPLY_CHARS
         note = f"\n\n[claudeclaw: the reply was {cut:,} characters longer; cut here]"
-        return dataclasses.replace(event, reply=event.reply[:MAX_REPLY_CHARS] + note)
+        return replace(event, reply=event.reply[:MAX_REPLY_CHARS] + note)
     if isinstance(event, RunProgress) and len(event.text) > MAX_PROGRESS_CHARS:
-        return dataclasses.replace(event, text=event.text[:MAX_PROGRESS_CHARS])
+        return replace(event, text=event.text[:MAX_PROGRESS_CHARS])
     if isinstance(event, RunFailed) and len(event.message) > MAX_PROGRESS_CHARS:
-        return dataclasses.replace(event, message=event.message[:MAX_PROGRESS_CHARS] + "…")
+        return replace(event, message=event.message[:MAX_PROGRESS_CHARS] + "…")
     return event
 
 
