@@ -49,19 +49,7 @@ class SessionRecord:
     compact_warned: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RunRequest:
-    """A message to run through ``claude`` for one session key."""
-
-    key: SessionKey
-    prompt: str
-    msg_id: str  # unique per submission; correlates events
-    origin: str = "cli"  # "discord", "cli", ... (timeouts and logs)
-
-
 # ---- run events (worker -> supervisor -> frontend) -------------------------------------
-
-EventKind = Literal["queued", "started", "progress", "session", "done", "failed"]
 
 
 @dataclass(frozen=True, slots=True)

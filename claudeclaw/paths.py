@@ -72,10 +72,6 @@ class ProjectPaths:
         return self.state_dir / "undelivered"
 
     @property
-    def logs_dir(self) -> Path:
-        return self.state_dir / "logs"
-
-    @property
     def pending_file(self) -> Path:
         """Accepted Discord messages not answered yet: kept across restarts."""
         return self.state_dir / "pending.json"

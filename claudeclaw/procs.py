@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import time
 from dataclasses import dataclass
 
 import psutil
@@ -135,7 +134,3 @@ class StatsCache:
         for pid in list(self._procs):
             if pid not in live:
                 del self._procs[pid]
-
-
-def uptime_since(started_monotonic: float) -> float:
-    return round(time.monotonic() - started_monotonic, 3)

@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from claudeclaw import jsonstore
@@ -161,11 +160,6 @@ class SessionRegistry:
 
     # ---- file plumbing ------------------------------------------------------------------
 
-    def _file(self, key: SessionKey) -> Path:
-        if key == GLOBAL_KEY:
-            return self._paths.global_session_file
-        return self._paths.thread_sessions_file
-
     def _read(self, key: SessionKey) -> Any:
         """The raw entry for ``key`` (None if absent); reads only."""
         if key == GLOBAL_KEY:
@@ -241,24 +235,6 @@ class SessionRegistry:
             rec = _to_record(key, new) if new is not entry else None
             if rec is not None:
                 result.append(rec)
-            return new
-
-        self._update(key, fn)
-        return result[0] if result else None
-
-    def mark_compact_warned(self, key: SessionKey) -> SessionRecord | None:
-        """Set ``compactWarned`` (upstream's one-time "context is getting long" notice)."""
-        key = session_key(key)
-        result: list[SessionRecord] = []
-
-        def fn(entry: Any) -> Any:
-            if _to_record(key, entry) is None:
-                return entry
-            new = dict(entry)
-            new["compactWarned"] = True
-            rec = _to_record(key, new)
-            assert rec is not None
-            result.append(rec)
             return new
 
         self._update(key, fn)

@@ -188,13 +188,6 @@ def test_touch_increments_and_updates_last_used(reg: SessionRegistry) -> None:
     assert g is not None and g.turn_count == 1
 
 
-def test_mark_compact_warned(reg: SessionRegistry) -> None:
-    reg.record(THREAD, "uuid-1")
-    rec = reg.mark_compact_warned(THREAD)
-    assert rec is not None and rec.compact_warned
-    assert reg.mark_compact_warned(SessionKey("99")) is None
-
-
 def test_remove(reg: SessionRegistry, paths: ProjectPaths) -> None:
     reg.record(THREAD, "uuid-1")
     reg.record(SessionKey("42"), "uuid-2")
