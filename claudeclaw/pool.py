@@ -32,7 +32,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from claudeclaw.config import Settings
 from claudeclaw.errors import IpcError
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
+    RunDone,
     RunEvent,
     RunFailed,
     RunQueued,
@@ -62,6 +63,7 @@ HELLO_TIMEOUT_S = 15.0
 MAX_BOOT_FAILURES = 3
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
 MAX_LIMIT_RETRIES = 3  # runs refused by Claude's usage limit wait for its reset this often
+RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset time
 
 
 @dataclass(eq=False)
@@ -203,7 +205,10 @@ class WorkerPool:
         self._msg_ids = itertools.count(1)
         self.spawn_count = 0
         self.crash_count = 0
-        self.resets_at = ""  # ISO time while runs are paused for Claude's usage limit
+        # Claude's usage limit: while it holds no run starts (see note_rate_limit)
+        self.limit_until: datetime | None = None
+        self.resets_at = ""  # the same, as ISO text for RunQueued events
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._resume_timer: asyncio.TimerHandle | None = None
         self.spawner: Spawner = (
             ForkServerSpawner(paths.root, nice=settings.limits.worker_nice)
@@ -351,15 +356,33 @@ class WorkerPool:
 
     # ---- Claude's usage limit -----------------------------------------------------------
 
-    def pause_runs(self, until: datetime) -> None:
-        """Start no claude run until ``until`` (the limit's reset): messages wait, queued."""
+    def note_rate_limit(self, retry_at: str) -> None:
+        """A run was refused by Claude's usage limit: start nothing until it resets (the
+        time the CLI named, else a few minutes from now); messages wait, queued."""
+        until = self.now() + RATE_LIMIT_DEFAULT_PAUSE
+        if retry_at:
+            try:
+                until = datetime.fromisoformat(retry_at)
+            except ValueError:
+                log.warning("pool.rate_limit_unparsed", retry_at=retry_at)
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        if until <= self.now():
+            return
+        self.limit_until = until
         self.resets_at = until.isoformat()
         self.slots.pause()
         if self._resume_timer is not None:
             self._resume_timer.cancel()
-        delay = max(0.0, (until - datetime.now(UTC)).total_seconds())
+        delay = (until - self.now()).total_seconds()
         self._resume_timer = asyncio.get_running_loop().call_later(delay, self.resume_runs)
         log.warning("pool.runs_paused", until=self.resets_at)
+
+    def limit_holds(self) -> datetime | None:
+        """The reset time while Claude's usage limit holds (resuming once it passed)."""
+        if self.limit_until is not None and self.limit_until <= self.now():
+            self.resume_runs()
+        return self.limit_until
 
     def resume_runs(self) -> None:
         """The limit reset (or a run succeeded): waiting messages start, in order."""
@@ -368,6 +391,7 @@ class WorkerPool:
             self._resume_timer = None
         if self.slots.paused:
             log.info("pool.runs_resumed", waiting=len(self.slots.waiting))
+        self.limit_until = None
         self.resets_at = ""
         self.slots.resume()
 
@@ -680,12 +704,13 @@ class WorkerPool:
             return
         if isinstance(event, RunQueued) and (sub.attempts > 1 or sub.limit_retries):
             return  # a retry (after a crash or the usage limit): the user saw it queued
-        if (
-            isinstance(event, RunFailed)
-            and event.reason == "rate_limited"
-            and self._retry_after_limit(handle, sub)
-        ):
-            return
+        if isinstance(event, RunFailed) and event.reason == "rate_limited":
+            self.note_rate_limit(event.retry_at)
+            if self._retry_after_limit(handle, sub):
+                return
+        elif isinstance(event, RunDone) and self.limit_until is not None:
+            log.info("pool.rate_limit_lifted", session_key=handle.key)  # a run got through
+            self.resume_runs()
         sub.deliver(event)
         if is_final(event):
             handle.pending.pop(event.msg_id, None)

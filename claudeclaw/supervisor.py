@@ -27,9 +27,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import IO, Any
 
 import claudeclaw
@@ -71,8 +71,6 @@ log = get_logger()
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", "CLAUDECLAW_TEST_HOOKS")
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
-# A usage limit without a reset time we could read pauses new runs this long.
-RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)
 
 
 class Supervisor:
@@ -111,14 +109,10 @@ class Supervisor:
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
         self.test_hooks = os.environ.get("CLAUDECLAW_TEST_HOOKS") == "1"
-        # Claude's usage limit: while it holds, no claude run starts; messages wait and run at
-        # the reset (the original kept starting runs that all failed, and spammed)
-        self.rate_limited_until: datetime | None = None
         # messages from a frontend, kept until answered (pending.json): those of an earlier
         # run of the daemon wait in `recovered` until a frontend takes them
         self.recovered: list[PendingMessage] = []
         self.pending: dict[str, PendingMessage] = {}
-        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     # ---- the three phases ---------------------------------------------------------------
 
@@ -342,15 +336,8 @@ class Supervisor:
             if not event.merged_into:  # one turn per run, not per message it answered
                 self._writes.put_nowait(("touch", key, event.session_id))
             self.last_error.pop(key, None)
-            if self.rate_limited_until is not None:
-                log.info("daemon.rate_limit_lifted", session_key=key)
-                self.rate_limited_until = None
-                if self.pool is not None:
-                    self.pool.resume_runs()
         elif isinstance(event, RunFailed):
             self.last_error[key] = f"{event.reason}: {event.message}"[:300]
-            if event.reason == "rate_limited":
-                self._note_rate_limit(event.retry_at)
         self._mark_status_dirty()
 
     async def _registry_writer(self) -> None:
@@ -409,30 +396,14 @@ class Supervisor:
             self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
         return taken
 
-    def _note_rate_limit(self, retry_at: str) -> None:
-        until = self.now() + RATE_LIMIT_DEFAULT_PAUSE
-        if retry_at:
-            try:
-                until = datetime.fromisoformat(retry_at)
-            except ValueError:
-                log.warning("daemon.rate_limit_unparsed", retry_at=retry_at)
-        if until.tzinfo is None:
-            until = until.replace(tzinfo=UTC)
-        if until > self.now():
-            self.rate_limited_until = until
-            log.warning("daemon.rate_limited", until=until.isoformat())
-            if self.pool is not None:
-                self.pool.pause_runs(until)  # messages wait, queued, and run at the reset
-            self._mark_status_dirty()
+    @property
+    def rate_limited_until(self) -> datetime | None:
+        """When Claude's usage limit resets, while it holds (the pool pauses the runs)."""
+        return self.pool.limit_until if self.pool is not None else None
 
     def rate_limit_holds(self) -> datetime | None:
         """The reset time while Claude's usage limit holds, else None."""
-        until = self.rate_limited_until
-        if until is not None and until <= self.now():
-            self.rate_limited_until = until = None
-            if self.pool is not None:
-                self.pool.resume_runs()
-        return until
+        return self.pool.limit_holds() if self.pool is not None else None
 
     # ---- the routing API (Dispatcher) ---------------------------------------------------
 
@@ -583,8 +554,9 @@ class Supervisor:
             summary = self.frontend.summary()
             discord = "discord connected" if summary.get("connected") else "discord reconnecting"
         limit = ""
-        if self.rate_limit_holds() is not None and self.rate_limited_until is not None:
-            limit = f"; usage limit until {self.rate_limited_until:%H:%M} UTC"
+        until = self.rate_limit_holds()
+        if until is not None:
+            limit = f"; usage limit until {until:%H:%M} UTC"
         return (
             f"{counts['workers']} sessions active, {counts['running']} running, "
             f"{counts['queued']} queued; {discord}{limit}"

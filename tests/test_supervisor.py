@@ -559,7 +559,8 @@ async def test_a_usage_limit_holds_the_work_and_runs_it_at_the_reset(daemon: Sup
     )
     assert not started(b_events) and not ta.done()
 
-    daemon.now = lambda: until + timedelta(seconds=1)  # the limit resets
+    assert daemon.pool is not None
+    daemon.pool.now = lambda: until + timedelta(seconds=1)  # the limit resets
     assert daemon.rate_limit_holds() is None
     done_a, done_b = final(await ta), final(await tb)
     assert isinstance(done_a, RunDone) and isinstance(done_b, RunDone)
@@ -662,14 +663,12 @@ async def test_a_run_retried_after_the_limit_keeps_its_place_ahead_of_the_queue(
     assert daemon.pool is not None
     waiting = daemon.pool.slots.waiting
     await wait_for(  # the worker put 1 back at the head and asks for a slot for it
-        lambda: (
-            print("W", [m for _, m in waiting], one[0].msg_id)
-            or [m for _, m in waiting] == [one[0].msg_id]
-        ),
+        lambda: [m for _, m in waiting] == [one[0].msg_id],
         "1 asks again, ahead of 2",
     )
     assert daemon.rate_limited_until is not None
-    daemon.now = lambda: daemon.rate_limited_until + timedelta(seconds=1)  # type: ignore[operator]
+    reset = daemon.rate_limited_until
+    daemon.pool.now = lambda: reset + timedelta(seconds=1)
     assert daemon.rate_limit_holds() is None
     first, second = final(await t1), final(await t2)
     assert isinstance(first, RunDone) and isinstance(second, RunDone)
