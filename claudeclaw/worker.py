@@ -97,6 +97,7 @@ class Worker:
         self.finished = asyncio.Event()
         self.cancel_reason = ""
         self.riders: list[_Queued] = []  # merged into the current run (coalescing)
+        self.run_task: asyncio.Task[None] | None = None  # run_loop(), set by serve()
 
     # ---- outbound -----------------------------------------------------------------------
 
@@ -361,15 +362,17 @@ class Worker:
             if not done:
                 self.cancel_reason = "shutdown"
                 task.cancel()
-                await asyncio.wait({task})
-            # let _run_one emit the final event
-            await asyncio.sleep(0)
+        await self._run_loop_ended()  # it reports the run's end, then sees `stopping`
         self._send({"type": "bye", "reason": "shutdown"})
         try:
             await self.channel.writer.drain()
         except ConnectionError:
             pass
         self.finished.set()
+
+    async def _run_loop_ended(self) -> None:
+        if self.run_task is not None and self.run_task is not asyncio.current_task():
+            await asyncio.wait({self.run_task})
 
     async def abort(self, why: str) -> None:
         """The supervisor is gone: kill the run (its whole process group) and exit."""
@@ -382,7 +385,7 @@ class Worker:
         if task is not None and not task.done():
             self.cancel_reason = "shutdown"
             task.cancel()
-            await asyncio.wait({task})
+        await self._run_loop_ended()
         log.info("worker.aborted", why=why)
         self.finished.set()
 
@@ -404,7 +407,8 @@ async def serve(paths: ProjectPaths, key: SessionKey, socket_path: str) -> int:
         signal.SIGTERM, lambda: loop.create_task(worker.abort("SIGTERM received"))
     )
     await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
-    tasks = [loop.create_task(worker.read_loop()), loop.create_task(worker.run_loop())]
+    worker.run_task = loop.create_task(worker.run_loop())
+    tasks = [loop.create_task(worker.read_loop()), worker.run_task]
     await worker.finished.wait()
     for task in tasks:
         task.cancel()
