@@ -37,6 +37,7 @@ from claudeclaw.model import (
     RunFailed,
     RunProgress,
     RunQueued,
+    RunSession,
     RunStarted,
     SessionInfo,
     SessionKey,
@@ -214,10 +215,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         record = await asyncio.to_thread(registry.get, key)
 
+        writes: list[asyncio.Task[Any]] = []
+
         def on_event(event: RunEvent) -> None:
             printer(event)
-            if getattr(event, "kind", "") == "session" and getattr(event, "session_id", ""):
-                registry.record(key, event.session_id)  # type: ignore[union-attr]
+            if isinstance(event, RunSession) and event.session_id:
+                # recorded at once (a later failure keeps it), off the event loop
+                writes.append(
+                    asyncio.create_task(asyncio.to_thread(registry.record, key, event.session_id))
+                )
 
         final = await run_claude(
             settings,
@@ -227,6 +233,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             cwd=paths.root,
             on_event=on_event,
         )
+        await asyncio.gather(*writes)
         if isinstance(final, RunDone) and final.session_id:
             await asyncio.to_thread(registry.record, key, final.session_id)
             await asyncio.to_thread(registry.touch, key)
