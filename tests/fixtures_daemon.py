@@ -158,10 +158,7 @@ class DaemonProcess:
 
     async def wait_exit(self, within: float = 30) -> int:
         assert self.proc is not None
-        async with asyncio.timeout(within):
-            while self.proc.poll() is None:
-                await asyncio.sleep(0.05)
-        return self.proc.returncode
+        return await asyncio.to_thread(self.proc.wait, within)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
