@@ -19,7 +19,7 @@ from typing import Any
 from claudeclaw import jsonstore
 from claudeclaw.errors import ClaudeclawError
 from claudeclaw.logs import get_logger
-from claudeclaw.model import PendingMessage, RunEvent, RunFailed, RunStarted
+from claudeclaw.model import PendingMessage, RunEvent, RunFailed, RunQueued, RunStarted
 
 log = get_logger()
 
@@ -75,7 +75,9 @@ class PendingLedger:
         item = self.accepted.get(event.msg_id)
         if item is None:
             return
-        if isinstance(event, RunFailed) and event.reason == "rate_limited":
+        refused = isinstance(event, RunFailed) and event.reason == "rate_limited"
+        if (refused or (isinstance(event, RunQueued) and event.resets_at)) and item.started:
+            # refused by the usage limit before anything ran; it waits for the reset
             self.accepted[event.msg_id] = dataclasses.replace(item, started=False)
             self._changed()
         if isinstance(event, RunStarted) and not item.started:

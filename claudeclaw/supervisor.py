@@ -440,8 +440,8 @@ class Supervisor:
         pid = 0
         elapsed = 0.0
         if handle is not None:
-            running = bool(handle.claude) or bool(handle.stats.get("running_msg_id"))
-            queue = max(0, len(handle.inflight) - (1 if running else 0))
+            running = self.pool.running_on(handle) is not None
+            queue = max(0, len(self.pool.held_by(handle)) - (1 if running else 0))
             pid = handle.pid
             elapsed = float(handle.stats.get("run_elapsed_s", 0.0))
         return SessionInfo(

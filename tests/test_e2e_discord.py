@@ -244,7 +244,10 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
     a = await fake.user_says(thread, "A HANG")
     assert first.pool is not None
     await fake.wait_until(
-        lambda: (h := first.pool.find(SessionKey(thread))) is not None and h.claude is not None,  # type: ignore[union-attr]
+        lambda: (
+            (h := first.pool.find(SessionKey(thread))) is not None
+            and first.pool.running_on(h) is not None
+        ),  # type: ignore[union-attr]
         what="A running",
     )
     b = await fake.user_says(thread, "B after the restart")
