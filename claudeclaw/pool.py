@@ -844,7 +844,8 @@ class WorkerPool:
                     state=handle.state
                     if handle.state != "ready"
                     else str(stats.get("state", "idle")),
-                    queue_length=int(stats.get("queue_length", 0)),
+                    # the worker's own count; before its first pong, what it was given
+                    queue_length=int(stats.get("queue_length", len(self.held_by(handle)))),
                     running_msg_id=str(stats.get("running_msg_id", "")),
                     run_elapsed_s=float(stats.get("run_elapsed_s", 0.0)),
                     session_id=str(stats.get("session_id", "")),
