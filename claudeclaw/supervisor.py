@@ -37,7 +37,7 @@ from claudeclaw import __version__, ipc, jsonstore
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
-from claudeclaw.logs import get_logger
+from claudeclaw.logs import get_logger, register_secret
 from claudeclaw.model import (
     GLOBAL_KEY,
     PendingMessage,
@@ -64,6 +64,7 @@ from claudeclaw.paths import (
 )
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
+from claudeclaw.service import API_KEY_CREDENTIAL, read_credential
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 
 log = get_logger()
@@ -71,6 +72,11 @@ log = get_logger()
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", "CLAUDECLAW_TEST_HOOKS")
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
+
+
+def _euid() -> int:
+    """The effective uid (a function so tests can pretend to be root)."""
+    return os.geteuid()
 
 
 class Supervisor:
@@ -134,6 +140,7 @@ class Supervisor:
         ensure_private_dir(self.paths.state_dir)
         self._take_instance_lock()
         self._log_settings_warnings(self.settings)
+        self._warn_if_root()
         runtime = ensure_runtime_dir(self.paths)
         tag = project_tag(str(self.paths.root))
         ended = await asyncio.to_thread(sweep_orphans, tag)
@@ -154,6 +161,10 @@ class Supervisor:
         if token:
             env = {k: v for k, v in env.items() if v != token}
         env[OWNER_ENV] = owner_value(tag)
+        api_key = read_credential(API_KEY_CREDENTIAL)
+        if api_key:  # a systemd credential: never in Environment=, which anyone can list
+            register_secret(api_key)
+            env["ANTHROPIC_API_KEY"] = api_key
         # workers and the fork server import exactly the code this supervisor runs, whatever
         # else is installed (claude's own environment drops PYTHONPATH again)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -267,6 +278,17 @@ class Supervisor:
     def _log_settings_warnings(settings: Settings) -> None:
         for warning in settings.warnings:
             log.warning("settings.warning", detail=warning, file=str(settings.source or ""))
+
+    @staticmethod
+    def _warn_if_root() -> None:
+        """claude refuses --dangerously-skip-permissions as root: say so now, not per run."""
+        if _euid() == 0 and os.environ.get("IS_SANDBOX") != "1":
+            log.warning(
+                "daemon.running_as_root",
+                hint="claude refuses to run as root, so every message will fail: run "
+                "claudeclaw as an unprivileged user (the packaged unit uses User=claudeclaw); "
+                "only inside a throw-away sandbox set IS_SANDBOX=1",
+            )
 
     def _take_instance_lock(self) -> None:
         path = self.paths.state_dir / "daemon.lock"

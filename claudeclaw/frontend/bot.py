@@ -77,6 +77,7 @@ from claudeclaw.model import (
 )
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.redaction import register_secret, scrub_outbound
+from claudeclaw.service import find_service, token_source_text
 
 log = get_logger(component="discord")
 
@@ -93,8 +94,8 @@ INTERRUPTED = (
 )
 
 LOGIN_REJECTED = (
-    "Discord rejected the token (401): check discord.token / DISCORD_TOKEN "
-    "(Discord Developer Portal → your application → Bot → Reset Token, then update it)"
+    "Discord rejected the token (401) from {source}: check it (Discord Developer Portal → "
+    "your application → Bot → Reset Token, then update it there)"
 )
 LOGIN_MISSING = (
     "no Discord bot token: set discord.token in settings.json or the DISCORD_TOKEN "
@@ -258,9 +259,10 @@ class DiscordFrontend:
         try:
             await self._client.login(token)
         except discord.LoginFailure:
-            log.error("discord.login_failed", reason="token rejected (401)")
+            source = await self._token_source()
+            log.error("discord.login_failed", reason="token rejected (401)", source=source)
             await self._client.close()
-            raise DiscordLoginRejected(LOGIN_REJECTED) from None
+            raise DiscordLoginRejected(LOGIN_REJECTED.format(source=source)) from None
         log.info("discord.logged_in", user_id=self._bot_id())
         self._connect_task = asyncio.create_task(self._connect(), name="discord-connect")
         self._spawn(self._prune_loop(), "prune")
@@ -273,11 +275,19 @@ class DiscordFrontend:
             raise DiscordLoginRejected(INTENT_REFUSED) from None
         except discord.ConnectionClosed as exc:
             if exc.code == 4004:
-                log.error("discord.login_failed", reason="gateway closed 4004")
-                raise DiscordLoginRejected(LOGIN_REJECTED) from None
+                source = await self._token_source()
+                log.error("discord.login_failed", reason="gateway closed 4004", source=source)
+                raise DiscordLoginRejected(LOGIN_REJECTED.format(source=source)) from None
             raise
         finally:
             self._connected = False
+
+    async def _token_source(self) -> str:
+        """Where the token came from, naming the installed unit's file when it is ours."""
+        layout = await asyncio.to_thread(find_service)
+        if layout is not None and layout.project != self._paths.root:
+            layout = None
+        return token_source_text(self._settings.discord.token_source, layout)
 
     async def wait_ready(self) -> None:
         """Wait for :attr:`ready`; raise instead if the client stops first (e.g. the
