@@ -60,6 +60,7 @@ class DiscordSettings:
     # ours
     session_scope: SessionScope = "thread"  # "channel": each guild channel its own session
     remove_session_on_archive: bool = False
+    answer_in_session_threads: bool = True  # no mention needed in a thread with a session
     progress_after_seconds: float = 5.0
     progress_edit_interval_seconds: float = 3.0
     max_attachment_bytes: int = 8 * 1024 * 1024
@@ -161,6 +162,7 @@ _DISCORD_OURS = frozenset(
     {
         "sessionScope",
         "removeSessionOnArchive",
+        "answerInSessionThreads",
         "progressAfterSeconds",
         "progressEditIntervalSeconds",
         "maxAttachmentBytes",
@@ -600,6 +602,9 @@ def _discord(chk: _Checker, data: Mapping[str, Any], environ: Mapping[str, str])
         remove_session_on_archive=chk.boolean(
             disc, "removeSessionOnArchive", "discord.removeSessionOnArchive", False
         ),
+        answer_in_session_threads=chk.boolean(
+            disc, "answerInSessionThreads", "discord.answerInSessionThreads", True
+        ),
         progress_after_seconds=chk.number(
             disc,
             "progressAfterSeconds",
@@ -923,6 +928,7 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "imageOutputRoots": list(d.image_output_roots),
             "sessionScope": d.session_scope,
             "removeSessionOnArchive": d.remove_session_on_archive,
+            "answerInSessionThreads": d.answer_in_session_threads,
             "progressAfterSeconds": n(d.progress_after_seconds),
             "progressEditIntervalSeconds": n(d.progress_edit_interval_seconds),
             "maxAttachmentBytes": d.max_attachment_bytes,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -56,8 +57,10 @@ from claudeclaw.frontend.render import (
     without_paths,
 )
 from claudeclaw.frontend.routing import (
+    NOT_FOR_US,
     MessageFacts,
     Route,
+    ignored_hint,
     is_authorized,
     route_message,
     strip_mentions,
@@ -223,6 +226,7 @@ class DiscordFrontend:
         self._intake: dict[int, asyncio.Future[None]] = {}
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
         self._rejoin_lock = asyncio.Lock()
+        self._explained: set[str] = set()  # channels where an ignored message was explained
         self.delivery = ReplyDelivery(settings, paths)
         self.prune_interval_seconds = 3600.0
         for command in build_commands(self):
@@ -554,9 +558,32 @@ class DiscordFrontend:
         if str(message.author.id) == bot_id:
             return  # our own messages: never even look at them
         facts = await self._facts(message)
-        route = route_message(facts, self._settings.discord, bot_id)
+        discord_settings = self._settings.discord
+        route = route_message(facts, discord_settings, bot_id)
+        if (
+            route.reason == NOT_FOR_US
+            and facts.is_thread
+            and discord_settings.answer_in_session_threads
+            and is_authorized(facts.author_id, discord_settings)
+        ):
+            await turn.wait_for_predecessor()  # a mention just before may start the session
+            if await self._thread_has_session(facts.channel_id):
+                facts = dataclasses.replace(facts, thread_has_session=True)
+                route = route_message(facts, discord_settings, bot_id)
         if route.action == "ignore":
-            log.debug("discord.message_ignored", reason=route.reason, message_id=message.id)
+            hint = ignored_hint(route, facts, discord_settings)
+            if hint is not None and facts.channel_id not in self._explained:
+                self._explained.add(facts.channel_id)  # once per channel, not per message
+                log.info(
+                    "discord.message_ignored",
+                    reason=route.reason,
+                    hint=hint,
+                    channel_id=facts.channel_id,
+                    user_id=facts.author_id,
+                    message_id=message.id,
+                )
+            else:
+                log.debug("discord.message_ignored", reason=route.reason, message_id=message.id)
             return
         if route.action == "refuse":
             log.info("discord.message_refused", user_id=message.author.id, message_id=message.id)
@@ -564,6 +591,11 @@ class DiscordFrontend:
                 await message.channel.send(UNAUTHORIZED, allowed_mentions=NO_MENTIONS)
             return
         await self._answer(message, facts, route, turn)
+
+    async def _thread_has_session(self, channel_id: str) -> bool:
+        """True when the thread's key has a session, a live worker or work waiting."""
+        info = await self._dispatcher.session_info(session_key(channel_id))
+        return info.record is not None or bool(info.worker_pid or info.running or info.queue_length)
 
     async def _build_prompt(
         self, message: discord.Message, facts: MessageFacts, key: SessionKey
