@@ -108,7 +108,8 @@ async def _check_claude(
 ) -> Check:
     claude_path = settings.runner.claude_path if settings else "claude"
     exe = await asyncio.to_thread(resolve_claude, claude_path, paths.root, env)
-    cwd = paths.root if await asyncio.to_thread(paths.root.is_dir) else None
+    usable = await asyncio.to_thread(lambda: paths.root.is_dir() and os.access(paths.root, os.X_OK))
+    cwd = paths.root if usable else None  # another user's project: run it from here
     if exe is None:
         return Check(
             "claude",
