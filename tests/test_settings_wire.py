@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_every_setting_survives_the_frame_but_the_token() -> None:
     assert back.discord.token == ""
     assert back == settings.__class__(
         **{
-            **{f: getattr(settings, f) for f in settings.__dataclass_fields__},
+            **{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)},
             "discord": back.discord,
         }
     )
