@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
+from claudeclaw.service import PROJECT_ENV, find_service
 
 
 def _err(text: str) -> None:
@@ -54,6 +56,35 @@ def _err(text: str) -> None:
 
 def _paths(args: argparse.Namespace) -> ProjectPaths:
     return ProjectPaths.for_project(getattr(args, "project", None))
+
+
+def _has_state(paths: ProjectPaths) -> bool:
+    try:
+        return paths.state_dir.is_dir()
+    except OSError:  # e.g. a directory this user may not look into
+        return False
+
+
+def _service_paths(args: argparse.Namespace) -> ProjectPaths:
+    """The project a command for the running service means, and why (``args.project_why``):
+    ``--project``, else ``$CLAUDECLAW_PROJECT``, else the current directory when it is a
+    project, else the installed service's project, else the current directory."""
+    given = getattr(args, "project", None)
+    env = os.environ.get(PROJECT_ENV, "")
+    if given:
+        args.project_why = "--project"
+        return ProjectPaths.for_project(given)
+    if env:
+        args.project_why = f"${PROJECT_ENV}"
+        return ProjectPaths.for_project(env)
+    here = ProjectPaths.for_project(None)
+    if not _has_state(here):
+        layout = find_service()
+        if layout is not None:
+            args.project_why = f"the installed service's, {layout.unit_file}"
+            return ProjectPaths.for_project(layout.project)
+    args.project_why = "the current directory"
+    return here
 
 
 def _key(thread: str | None) -> SessionKey:
@@ -138,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    report = asyncio.run(control.request(_paths(args), {"type": "status"}))
+    report = asyncio.run(control.request(_service_paths(args), {"type": "status"}))
     report.pop("type", None)
     report.pop("v", None)
     if args.json:
@@ -169,7 +200,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    paths = _paths(args)
+    paths = _service_paths(args)
     key = _key(args.thread)
     printer = ProgressPrinter(args.quiet)
 
@@ -191,7 +222,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     key = _key(args.thread)
-    reply = asyncio.run(control.request(_paths(args), {"type": "cancel", "key": key}))
+    reply = asyncio.run(control.request(_service_paths(args), {"type": "cancel", "key": key}))
     print(f"cancelled the current run of {key}" if reply["cancelled"] else f"{key}: nothing runs")
     return EXIT_OK
 
@@ -246,7 +277,7 @@ def _sessions_offline(args: argparse.Namespace) -> int:
     """``sessions`` without a daemon: straight from the files (same output shape)."""
     from claudeclaw.sessions import SessionRegistry
 
-    registry = SessionRegistry(_paths(args))
+    registry = SessionRegistry(_service_paths(args))
     if args.action == "list":
         glob = registry.get(GLOBAL_KEY)
         rows = ([glob] if glob else []) + registry.list()
@@ -279,7 +310,7 @@ def _print_records(rows: list[Any], live: dict[str, dict[str, Any]] | None = Non
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    paths = _paths(args)
+    paths = _service_paths(args)
 
     async def online() -> int | None:
         if not await control.daemon_running(paths):
@@ -312,7 +343,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    reply = asyncio.run(control.request(_paths(args), {"type": "reload"}, reply_within=120))
+    reply = asyncio.run(control.request(_service_paths(args), {"type": "reload"}, reply_within=120))
     print(reply.get("message", "reloaded"))
     return EXIT_OK
 
@@ -320,7 +351,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from claudeclaw.doctor import exit_code, format_checks, run_checks
 
-    checks = asyncio.run(run_checks(_paths(args)))
+    checks = asyncio.run(run_checks(_service_paths(args), service=find_service()))
     print(format_checks(checks))
     return exit_code(checks)
 
@@ -418,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except DaemonNotRunning as exc:
         _err(str(exc))
+        why = getattr(args, "project_why", "")
+        if why and why != "--project":
+            _err(f"(the project is {why}; --project DIR asks another)")
         return EXIT_NOT_RUNNING
     except (StateError, IpcError, ClaudeclawError) as exc:
         _err(str(exc))

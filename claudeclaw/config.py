@@ -595,6 +595,14 @@ class DiscordSettings:
         "does automatically after inactivity) only pauses a thread; deleting it or `/reset` "
         "ends the session. The original always removed it.",
     )
+    answer_in_session_threads: bool = key(
+        True,
+        "answerInSessionThreads",
+        Flag(),
+        "In a thread that already has a Claude session (or a message of it queued or "
+        "running), answer allowlisted users without an @mention. Off: every message must "
+        "mention the bot (or be in `listenChannels`/`listenGuilds`), as in the original.",
+    )
     progress_after_seconds: float = key(
         5.0,
         "progressAfterSeconds",
@@ -752,7 +760,10 @@ class Settings:
         "",
         "api",
         Text(),
-        'If set, passed to `claude` as `ANTHROPIC_AUTH_TOKEN`; `""` = the CLI\'s own login.',
+        "If set, passed to `claude` as `ANTHROPIC_AUTH_TOKEN` (a Bearer token, for gateways "
+        "and proxies; an Anthropic Console key belongs in `ANTHROPIC_API_KEY`, for the "
+        'service the `anthropic-api-key` credential, see OPERATIONS.md); `""` = the CLI\'s '
+        "own login.",
         upstream=True,
         secret=True,
     )

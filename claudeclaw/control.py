@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from claudeclaw import ipc
-from claudeclaw.errors import DaemonNotRunning, IpcError
+from claudeclaw.errors import DaemonNotRunning, IpcError, StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.paths import ProjectPaths
 
@@ -86,10 +87,39 @@ class ControlServer:
 # ---- client ---------------------------------------------------------------------------
 
 
+def _owner_of(path: Path) -> str:
+    """The user owning ``path`` or its nearest ancestor we may look at ("" if unknown)."""
+    for candidate in (path, *path.parents):
+        try:
+            uid = candidate.stat().st_uid
+        except OSError:
+            continue
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+    return ""
+
+
+def permission_denied(what: Path, paths: ProjectPaths) -> StateError:
+    """The error for a project whose files this user may not read: says whose they are."""
+    owner = _owner_of(what) or "its owner"
+    return StateError(
+        f"permission denied: {what} of project {paths.root} belongs to {owner}; run the "
+        f"command as that user (`sudo -u {owner} claudeclaw …`) or as root"
+    )
+
+
 def read_daemon_info(paths: ProjectPaths) -> dict[str, Any] | None:
-    """What the running daemon wrote into daemon.json, or None."""
+    """What the running daemon wrote into daemon.json, or None.
+
+    Raises StateError when the file is there but not ours to read (another user's
+    daemon): "not running" would be the wrong answer.
+    """
     try:
         info = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
+    except PermissionError:
+        raise permission_denied(paths.daemon_file, paths) from None
     except (FileNotFoundError, json.JSONDecodeError, OSError):
         return None
     return info if isinstance(info, dict) else None
@@ -111,10 +141,8 @@ async def _connect(paths: ProjectPaths) -> ipc.Channel:
             f"the claudeclaw daemon for {paths.root} is not running "
             f"(no answer on {path}); start it with `claudeclaw run` or `systemctl start claudeclaw`"
         ) from exc
-    except PermissionError as exc:
-        raise DaemonNotRunning(
-            f"no permission to reach the daemon at {path}: run as the daemon's user"
-        ) from exc
+    except PermissionError:
+        raise permission_denied(path, paths) from None
 
 
 async def request(
@@ -130,8 +158,15 @@ async def request(
     if reply is None:
         raise IpcError("the daemon closed the connection without answering")
     if reply["type"] == "error":
-        raise IpcError(str(reply.get("message", "unknown error")))
+        _raise_error(reply, paths)
     return reply
+
+
+def _raise_error(frame: ipc.Message, paths: ProjectPaths) -> None:
+    message = str(frame.get("message", "unknown error"))
+    if message == "permission denied":  # the daemon refused our uid
+        raise permission_denied(paths.daemon_file, paths)
+    raise IpcError(message)
 
 
 async def stream(paths: ProjectPaths, message: ipc.Message) -> AsyncIterator[ipc.Message]:
@@ -144,7 +179,7 @@ async def stream(paths: ProjectPaths, message: ipc.Message) -> AsyncIterator[ipc
             if frame is None:
                 return
             if frame["type"] == "error":
-                raise IpcError(str(frame.get("message", "unknown error")))
+                _raise_error(frame, paths)
             yield frame
     finally:
         await channel.close()

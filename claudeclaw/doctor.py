@@ -8,11 +8,13 @@ Checks never block the event loop (``claude --version`` runs as an asyncio subpr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import pwd
 import shlex
 import shutil
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +23,13 @@ from claudeclaw.config import Settings, load_settings
 from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from claudeclaw.jsonstore import backup_path
 from claudeclaw.paths import PRIVATE_DIR_MODE, ProjectPaths
+from claudeclaw.service import (
+    API_KEY_CREDENTIAL,
+    DISCORD_TOKEN_CREDENTIAL,
+    ServiceLayout,
+    read_credential,
+    token_source_text,
+)
 
 CheckStatus = Literal["ok", "warn", "fail"]
 VERSION_TIMEOUT_SECONDS = 15.0
@@ -48,6 +57,8 @@ def _check_settings(
     try:
         settings = load_settings(path, env)
     except ConfigError as exc:
+        if isinstance(exc.__cause__, PermissionError):
+            raise exc.__cause__ from None
         return [
             Check(
                 "settings",
@@ -97,7 +108,8 @@ async def _check_claude(
 ) -> Check:
     claude_path = settings.runner.claude_path if settings else "claude"
     exe = await asyncio.to_thread(resolve_claude, claude_path, paths.root, env)
-    cwd = paths.root if await asyncio.to_thread(paths.root.is_dir) else None
+    usable = await asyncio.to_thread(lambda: paths.root.is_dir() and os.access(paths.root, os.X_OK))
+    cwd = paths.root if usable else None  # another user's project: run it from here
     if exe is None:
         return Check(
             "claude",
@@ -148,14 +160,66 @@ async def _check_claude(
     return Check("claude", "ok", f"{exe}: {first or '(no version printed)'}")
 
 
-def _mode(path: Path) -> int | None:
+@dataclass(frozen=True, slots=True)
+class _View:
+    """Whose files these are: the daemon's user (the installed unit's ``User=`` when the
+    project is the installed service's, else whoever runs doctor) and its HOME."""
+
+    owner_uid: int
+    owner: str
+    home: Path
+    layout: ServiceLayout | None
+
+    @property
+    def sudo(self) -> str:
+        """Prefix for a fix that changes the service's files."""
+        return "sudo " if self.layout is not None else ""
+
+    def rerun_hint(self) -> str:
+        if self.layout is None:
+            return f"run me as the project's owner ({self.owner})"
+        command = f"claudeclaw doctor --project {self.layout.project}"
+        return f"run me as `{self.layout.run_as(command)}`"
+
+
+def _user_name(uid: int) -> str:
     try:
-        return stat.S_IMODE(path.lstat().st_mode)
-    except FileNotFoundError:
-        return None
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
-def _check_state_dir(paths: ProjectPaths) -> list[Check]:
+def _view(paths: ProjectPaths, env: Mapping[str, str], service: ServiceLayout | None) -> _View:
+    layout = service if service is not None and service.project == paths.root else None
+    if layout is not None:
+        try:
+            uid = pwd.getpwnam(layout.user).pw_uid
+        except KeyError:
+            uid = -1
+        return _View(uid, layout.user, layout.home, layout)
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    return _View(os.getuid(), _user_name(os.getuid()), home, None)
+
+
+def _guarded(name: str, view: _View, check: Callable[[], list[Check]]) -> list[Check]:
+    """Run one check; a file we may not read says whose view is needed; nothing crashes."""
+    try:
+        return check()
+    except PermissionError as exc:
+        where = exc.filename or "a file"
+        return [
+            Check(
+                name,
+                "fail",
+                f"permission denied reading {where} (the daemon runs as {view.owner})",
+                view.rerun_hint(),
+            )
+        ]
+    except Exception as exc:  # doctor reports, it does not crash
+        return [Check(name, "fail", f"could not check: {type(exc).__name__}: {exc}")]
+
+
+def _check_state_dir(paths: ProjectPaths, view: _View) -> list[Check]:
     state = paths.state_dir
     try:
         info = state.lstat()
@@ -171,13 +235,16 @@ def _check_state_dir(paths: ProjectPaths) -> list[Check]:
     if not stat.S_ISDIR(info.st_mode):
         return [Check("state directory", "fail", f"{state} is not a directory", f"remove {state}")]
     checks: list[Check] = []
-    if info.st_uid != os.getuid():
+    quoted = shlex.quote(str(state))
+    if info.st_uid != view.owner_uid:
+        whose = "the service's user" if view.layout is not None else "us"
         checks.append(
             Check(
                 "state directory",
                 "fail",
-                f"{state} belongs to uid {info.st_uid}, not to us (uid {os.getuid()})",
-                f"chown -R {os.getuid()} {shlex.quote(str(state))}  (or run as its owner)",
+                f"{state} belongs to {_user_name(info.st_uid)}, not to {whose} ({view.owner}): "
+                "the daemon cannot use it",
+                f"{view.sudo}chown -R {view.owner}: {quoted}",
             )
         )
     mode = stat.S_IMODE(info.st_mode)
@@ -187,15 +254,33 @@ def _check_state_dir(paths: ProjectPaths) -> list[Check]:
                 "state directory",
                 "fail",
                 f"{state} has mode {mode:04o}; others can read sessions and settings",
-                f"chmod 700 {shlex.quote(str(state))}",
+                f"{view.sudo}chmod 700 {quoted}",
             )
         )
     elif not checks:
-        checks.append(Check("state directory", "ok", f"{state} (mode 0700)"))
+        checks.append(Check("state directory", "ok", f"{state} (mode 0700, owner {view.owner})"))
 
     files = [paths.settings_file, paths.global_session_file, paths.thread_sessions_file]
     files += [backup_path(f) for f in files]
-    loose = [(f, m) for f in files if (m := _mode(f)) is not None and m & 0o077]
+    present: list[tuple[Path, os.stat_result]] = []
+    for f in files:
+        try:
+            present.append((f, f.lstat()))
+        except FileNotFoundError:
+            continue
+    loose = [(f, stat.S_IMODE(i.st_mode)) for f, i in present if i.st_mode & 0o077]
+    foreign = [(f, i.st_uid) for f, i in present if i.st_uid != view.owner_uid]
+    if foreign:
+        listed = ", ".join(f"{f.name} ({_user_name(uid)})" for f, uid in foreign)
+        targets = " ".join(shlex.quote(str(f)) for f, _ in foreign)
+        checks.append(
+            Check(
+                "state files",
+                "fail",
+                f"not owned by {view.owner}, so the daemon may not read or replace them: {listed}",
+                f"{view.sudo}chown {view.owner}: {targets} && {view.sudo}chmod 600 {targets}",
+            )
+        )
     if loose:
         listed = ", ".join(f"{f.name} ({m:04o})" for f, m in loose)
         checks.append(
@@ -203,16 +288,74 @@ def _check_state_dir(paths: ProjectPaths) -> list[Check]:
                 "state files",
                 "fail",
                 f"readable by others: {listed}",
-                "chmod 600 " + " ".join(shlex.quote(str(f)) for f, _ in loose),
+                f"{view.sudo}chmod 600 " + " ".join(shlex.quote(str(f)) for f, _ in loose),
             )
         )
-    else:
+    if not foreign and not loose:
         checks.append(Check("state files", "ok", "settings and session files are private"))
     return checks
 
 
-def _check_token(settings: Settings) -> Check:
+def _credential_file(view: _View, env: Mapping[str, str], name: str) -> Path | None:
+    """The host file the installed unit loads credential ``name`` from, when doctor runs
+    outside the service (inside it, ``$CREDENTIALS_DIRECTORY`` is what counts)."""
+    if view.layout is None or env.get("CREDENTIALS_DIRECTORY"):
+        return None
+    return view.layout.credentials.get(name)
+
+
+_EMPTY = "is empty"
+
+
+def _check_secret_file(name: str, path: Path, what: str) -> Check | None:
+    """A credential file the unit loads: it must exist (else the unit fails) and be private.
+    Returns None when it is there, private and not empty (its content is never read)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return Check(
+            name,
+            "fail",
+            f"{path} does not exist: the unit then fails with status=243/CREDENTIALS",
+            f"sudo install -m 0600 -o root -g root /dev/null {path}, then write {what} into it",
+        )
+    if info.st_mode & 0o077:
+        return Check(
+            name,
+            "fail",
+            f"{path} has mode {stat.S_IMODE(info.st_mode):04o}: other users can read it",
+            f"sudo chmod 600 {path}",
+        )
+    if info.st_size == 0:
+        return Check(name, "fail", f"{path} {_EMPTY}")
+    return None
+
+
+def _check_token(settings: Settings, view: _View, env: Mapping[str, str]) -> Check:
     d = settings.discord
+    cred_file = _credential_file(view, env, DISCORD_TOKEN_CREDENTIAL)
+    if cred_file is not None:
+        problem = _check_secret_file("discord token", cred_file, "the bot token")
+        if problem is None:
+            return Check(
+                "discord token",
+                "ok",
+                f"set (in {cred_file}, the service's credential {DISCORD_TOKEN_CREDENTIAL}; "
+                "not shown)",
+            )
+        if not problem.detail.endswith(_EMPTY):
+            return problem
+        if d.token:
+            where = token_source_text(d.token_source)
+            return Check("discord token", "ok", f"set (from {where}; {cred_file} is empty)")
+        return Check(
+            "discord token",
+            "fail",
+            f"no Discord bot token: {cred_file} is empty, so the service serves the local "
+            "control socket only",
+            f"sudo sh -c 'cat > {cred_file}' (paste the token, then Ctrl-D), then "
+            "sudo systemctl restart claudeclaw",
+        )
     if not d.token:
         return Check(
             "discord token",
@@ -221,12 +364,87 @@ def _check_token(settings: Settings) -> Check:
             "set DISCORD_TOKEN in the environment, or LoadCredential=discord-token:<file> in "
             "the systemd unit, or discord.token in settings.json",
         )
-    where = {
-        "credential": "the systemd credential discord-token",
-        "env": "the DISCORD_TOKEN environment variable",
-        "settings": "discord.token in settings.json",
-    }.get(d.token_source, d.token_source)
+    where = token_source_text(d.token_source)
     return Check("discord token", "ok", f"set (from {where}; not shown)")
+
+
+_CONSOLE_KEY_PREFIX = "sk-ant-api"
+
+
+def _login_fix(view: _View, root: Path) -> str:
+    if view.layout is None:
+        return (
+            f"cd {shlex.quote(str(root))} && claude, type /login and follow it; "
+            "or set ANTHROPIC_API_KEY"
+        )
+    key_file = view.layout.credentials.get(API_KEY_CREDENTIAL)
+    key = f"put an Anthropic Console API key in {key_file}" if key_file else "use an API key"
+    return (
+        f"cd {view.layout.project} && sudo -u {view.owner} env HOME={view.home} claude, "
+        f"type /login and follow it (README, Setup step 5); or {key} and restart the service"
+    )
+
+
+def _check_claude_login(
+    settings: Settings | None, paths: ProjectPaths, view: _View, env: Mapping[str, str]
+) -> list[Check]:
+    """Offline: is there a login (``~/.claude/.credentials.json``) or an API key for the
+    daemon's user? Nothing is sent anywhere; whether the login has expired is not known."""
+    found: list[str] = []
+    checks: list[Check] = []
+    key_file = _credential_file(view, env, API_KEY_CREDENTIAL)
+    if key_file is not None and key_file.exists():  # optional (SetCredential= default)
+        problem = _check_secret_file("claude login", key_file, "the API key")
+        if problem is None:
+            found.append(f"an API key in {key_file} (given to claude as ANTHROPIC_API_KEY)")
+        elif not problem.detail.endswith(_EMPTY):
+            checks.append(problem)
+    elif read_credential(API_KEY_CREDENTIAL, env):
+        found.append(f"an API key (the credential {API_KEY_CREDENTIAL}, as ANTHROPIC_API_KEY)")
+    if view.layout is None and env.get("ANTHROPIC_API_KEY"):
+        found.append("ANTHROPIC_API_KEY in the environment")
+    if settings is not None and settings.api:
+        found.append("settings.api (sent as ANTHROPIC_AUTH_TOKEN, a Bearer token)")
+        if settings.api.startswith(_CONSOLE_KEY_PREFIX):
+            checks.append(
+                Check(
+                    "claude api key",
+                    "warn",
+                    "settings.api holds an Anthropic Console API key, but it is sent as "
+                    "ANTHROPIC_AUTH_TOKEN (a Bearer token, for gateways); Console keys "
+                    "belong in ANTHROPIC_API_KEY",
+                    "put the key in the anthropic-api-key credential (or ANTHROPIC_API_KEY) "
+                    "and clear settings.api",
+                )
+            )
+    config_dir = view.home / ".claude"
+    if view.layout is None and env.get("CLAUDE_CONFIG_DIR"):
+        config_dir = Path(env["CLAUDE_CONFIG_DIR"])
+    creds = config_dir / ".credentials.json"
+    data: object = None
+    try:
+        data = json.loads(creds.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        pass
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        checks.append(Check("claude login", "warn", f"{creds} is not valid JSON"))
+    oauth = data.get("claudeAiOauth") if isinstance(data, dict) else None
+    if isinstance(oauth, dict) and (oauth.get("accessToken") or oauth.get("refreshToken")):
+        found.append(f"logged in ({creds})")
+    if found:
+        checks.insert(0, Check("claude login", "ok", "; ".join(found)))
+    elif not any(c.name == "claude login" and c.status == "fail" for c in checks):
+        checks.insert(
+            0,
+            Check(
+                "claude login",
+                "fail",
+                f"claude is not logged in for {view.owner}: no {creds} and no API key "
+                '(every run would fail with "Not logged in")',
+                _login_fix(view, paths.root),
+            ),
+        )
+    return checks
 
 
 def _check_allowlist(settings: Settings) -> Check:
@@ -248,8 +466,41 @@ def _check_allowlist(settings: Settings) -> Check:
     return Check("allowlist", "ok", f"{count} allowed user{'s' if count != 1 else ''}")
 
 
-def _check_root(settings: Settings | None, env: Mapping[str, str]) -> Check:
-    if _euid() != 0:
+def _check_root(settings: Settings | None, env: Mapping[str, str], view: _View) -> Check:
+    euid = _euid()
+    if view.layout is not None:
+        if view.owner_uid < 0:
+            return Check(
+                "user",
+                "fail",
+                f"the service's user {view.owner} ({view.layout.unit_file}) does not exist",
+                "reinstall the package (it creates the user), or fix User= in the unit",
+            )
+        if view.owner_uid == 0:
+            return Check(
+                "user",
+                "fail",
+                f"{view.layout.unit_file} runs claudeclaw as root: claude refuses "
+                "--dangerously-skip-permissions as root",
+                "set User= to an unprivileged user in a drop-in (systemctl edit claudeclaw)",
+            )
+        if euid == view.owner_uid:
+            return Check("user", "ok", f"running as the service's user {view.owner}")
+        if euid == 0:
+            return Check(
+                "user",
+                "ok",
+                f"checking as root; the service runs as {view.owner} (files are checked "
+                "against that user)",
+            )
+        return Check(
+            "user",
+            "warn",
+            f"you are {_user_name(euid)}, the service runs as {view.owner}: what only "
+            f"{view.owner} may read cannot be checked",
+            view.rerun_hint(),
+        )
+    if euid != 0:
         return Check("user", "ok", "not running as root")
     level = settings.security.level if settings else "moderate"
     if env.get("IS_SANDBOX") == "1":
@@ -264,17 +515,44 @@ def _check_root(settings: Settings | None, env: Mapping[str, str]) -> Check:
     )
 
 
-async def run_checks(paths: ProjectPaths, environ: Mapping[str, str] | None = None) -> list[Check]:
-    """All checks, in the order a user should fix them."""
+async def run_checks(
+    paths: ProjectPaths,
+    environ: Mapping[str, str] | None = None,
+    *,
+    service: ServiceLayout | None = None,
+) -> list[Check]:
+    """All checks, in the order a user should fix them. ``service``: the installed unit's
+    layout; when it serves ``paths``, files are checked against its user and credentials."""
     env = os.environ if environ is None else environ
+    view = _view(paths, env, service)
     # File reads go to a thread: doctor may run inside a live daemon's loop.
-    checks, settings = await asyncio.to_thread(_check_settings, paths, env)
+    loaded: list[Settings | None] = [None]
+
+    def settings_checks() -> list[Check]:
+        checks, loaded[0] = _check_settings(paths, env)
+        return checks
+
+    checks = await asyncio.to_thread(_guarded, "settings", view, settings_checks)
+    settings = loaded[0]
     checks.append(await _check_claude(settings, paths, env))
-    checks.extend(await asyncio.to_thread(_check_state_dir, paths))
+
+    def login() -> list[Check]:
+        return _check_claude_login(settings, paths, view, env)
+
+    def state() -> list[Check]:
+        return _check_state_dir(paths, view)
+
+    checks.extend(await asyncio.to_thread(_guarded, "claude login", view, login))
+    checks.extend(await asyncio.to_thread(_guarded, "state directory", view, state))
     if settings is not None:
-        checks.append(_check_token(settings))
+        valid = settings
+
+        def token() -> list[Check]:
+            return [_check_token(valid, view, env)]
+
+        checks.extend(await asyncio.to_thread(_guarded, "discord token", view, token))
         checks.append(_check_allowlist(settings))
-    checks.append(_check_root(settings, env))
+    checks.append(_check_root(settings, env, view))
     return checks
 
 

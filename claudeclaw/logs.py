@@ -411,6 +411,18 @@ class _ForwardToStructlog(logging.Handler):
             self.handleError(record)
 
 
+class _QuietVoiceWarnings(logging.Filter):
+    """discord.py warns on every start that voice support (PyNaCl, davey) is missing; a
+    text bot never needs it, so those lines become debug, not ``journalctl -p warning``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("discord") and "voice will NOT be supported" in str(record.msg):
+            record.levelno = logging.DEBUG
+            record.levelname = "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def _excepthook(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> None:
@@ -508,6 +520,7 @@ def _install_stdlib_forwarding(numeric_level: int) -> None:
         if isinstance(handler, _ForwardToStructlog):
             root.removeHandler(handler)
     handler = _ForwardToStructlog(level=numeric_level)
+    handler.addFilter(_QuietVoiceWarnings())
     root.addHandler(handler)
     root.setLevel(numeric_level)
 

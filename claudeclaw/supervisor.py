@@ -3,9 +3,11 @@
 Its life is three phases (``startup``, ``serve``, ``shutdown``):
 
 * **startup**: take the project's single-instance lock, end processes a dead predecessor
-  left behind, load the session registry, open the worker and control sockets, start the
-  Discord frontend when there is a token, and tell systemd ``READY=1`` only when all of
-  that can really serve;
+  left behind, load the session registry, open the worker and control sockets, start
+  keeping Discord connected when there is a token (``frontend/keeper.py``: a bounded wait
+  for the first attempt; an unreachable Discord is retried in the background, only its
+  refusal of the token or an intent ends the daemon), and tell systemd ``READY=1`` once
+  the local side can really serve;
 * **serve**: react to signals (TERM/INT stop, HUP reloads), control requests and run
   events; keep ``STATUS=`` current; ping the systemd watchdog only while the event loop
   and the worker pool prove alive;
@@ -37,9 +39,9 @@ from claudeclaw import __version__
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
-from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
+from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected, StateError
 from claudeclaw.ledger import PendingLedger
-from claudeclaw.logs import get_logger
+from claudeclaw.logs import get_logger, register_secret
 from claudeclaw.model import (
     GLOBAL_KEY,
     PendingMessage,
@@ -62,6 +64,7 @@ from claudeclaw.paths import (
 )
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
+from claudeclaw.service import API_KEY_CREDENTIAL, read_credential
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 from claudeclaw.tasks import TaskSet
 
@@ -71,6 +74,16 @@ TEST_HOOKS_ENV = "CLAUDECLAW_TEST_HOOKS"  # set by test harnesses only: see test
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", TEST_HOOKS_ENV)
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
+
+
+# How long start-up (and a reload with a new token) waits for Discord before saying READY
+# anyway: Discord being slow or down must not keep the local control socket from serving.
+DISCORD_START_WAIT_SECONDS = 30.0
+
+
+def _euid() -> int:
+    """The effective uid (a function so tests can pretend to be root)."""
+    return os.geteuid()
 
 
 class Supervisor:
@@ -100,6 +113,9 @@ class Supervisor:
         self.closing = False
         self.forced = False
         self.frontend: Any = None
+        self.keeper: Any = None  # frontend.keeper.DiscordKeeper once there is a token
+        self.discord_retry: dict[str, float] = {}  # its backoff (first_retry, max_retry)
+        self._fatal: DiscordLoginRejected | None = None
         self.pool: WorkerPool | None = None
         self.control: ControlServer | None = None
         self.stats = StatsCache()
@@ -141,6 +157,7 @@ class Supervisor:
         ensure_private_dir(self.paths.state_dir)
         self._take_instance_lock()
         self._log_settings_warnings(self.settings)
+        self._warn_if_root()
         runtime = ensure_runtime_dir(self.paths)
         tag = project_tag(str(self.paths.root))
         ended = await asyncio.to_thread(sweep_orphans, tag)
@@ -161,6 +178,10 @@ class Supervisor:
         if token:
             env = {k: v for k, v in env.items() if v != token}
         env[OWNER_ENV] = owner_value(tag)
+        api_key = read_credential(API_KEY_CREDENTIAL)
+        if api_key:  # a systemd credential: never in Environment=, which anyone can list
+            register_secret(api_key)
+            env["ANTHROPIC_API_KEY"] = api_key
         # workers and the fork server import exactly the code this supervisor runs, whatever
         # else is installed (claude's own environment drops PYTHONPATH again)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -186,7 +207,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.start(self.reload(), "reload"))
 
         if self.settings.discord.token:
-            await self._start_frontend()
+            await self._begin_discord(DISCORD_START_WAIT_SECONDS)
         else:
             log.warning(
                 "daemon.local_only",
@@ -216,28 +237,13 @@ class Supervisor:
             self.pool.kill_all("forced stop")
 
     async def serve(self) -> None:
-        """Until SIGTERM/SIGINT, or until the Discord client stops for good (re-raised, so
-        the exit code tells systemd whether a restart can help)."""
-        stop = asyncio.ensure_future(self.stop_requested.wait())
-        try:
-            while not self.stop_requested.is_set():
-                waiters: set[asyncio.Future[Any]] = {stop}
-                frontend = self.frontend
-                if frontend is not None:
-                    waiters.add(asyncio.ensure_future(frontend.wait_closed()))
-                done, rest = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                for fut in rest - {stop}:
-                    fut.cancel()
-                for fut in done - {stop}:
-                    if self.frontend is not frontend:
-                        continue  # replaced by a reload: keep serving with the new one
-                    error = fut.exception()
-                    log.error("daemon.frontend_stopped", error=str(error) if error else "closed")
-                    if error is not None:
-                        raise error
-                    raise ConnectionError("the Discord client stopped")
-        finally:
-            stop.cancel()
+        """Until SIGTERM/SIGINT, or until Discord refuses the token or an intent (re-raised:
+        exit code 5, which the unit does not restart). An unreachable Discord is not an
+        end: the keeper retries for as long as it takes."""
+        await self.stop_requested.wait()
+        if self._fatal is not None:
+            log.error("daemon.discord_refused", error=str(self._fatal))
+            raise self._fatal
         log.info("daemon.stopping")
 
     async def shutdown(self) -> None:
@@ -245,6 +251,8 @@ class Supervisor:
             return
         self.closing = True
         self.notifier.stopping()
+        if self.keeper is not None:
+            await self.keeper.stop()  # no new connection while we stop
         grace = self.settings.limits.shutdown_grace_seconds
         if self.pool is not None:
             await self.pool.shutdown(grace)
@@ -273,6 +281,17 @@ class Supervisor:
         for warning in settings.warnings:
             log.warning("settings.warning", detail=warning, file=str(settings.source or ""))
 
+    @staticmethod
+    def _warn_if_root() -> None:
+        """claude refuses --dangerously-skip-permissions as root: say so now, not per run."""
+        if _euid() == 0 and os.environ.get("IS_SANDBOX") != "1":
+            log.warning(
+                "daemon.running_as_root",
+                hint="claude refuses to run as root, so every message will fail: run "
+                "claudeclaw as an unprivileged user (the packaged unit uses User=claudeclaw); "
+                "only inside a throw-away sandbox set IS_SANDBOX=1",
+            )
+
     def _take_instance_lock(self) -> None:
         path = self.paths.state_dir / "daemon.lock"
         handle = open(path, "a+", encoding="utf-8")  # held for our lifetime
@@ -296,20 +315,41 @@ class Supervisor:
         }
         write_private_text(self.paths.daemon_file, json.dumps(info, indent=2) + "\n")
 
-    async def _start_frontend(self) -> None:
+    async def _begin_discord(self, wait: float) -> None:
+        """Keep Discord connected from now on (frontend/keeper.py); wait up to ``wait`` s
+        for the first attempt. Raises DiscordLoginRejected only for Discord's refusal."""
         from claudeclaw.frontend.bot import DiscordFrontend  # discord.py only when needed
+        from claudeclaw.frontend.keeper import DiscordKeeper
 
-        frontend = DiscordFrontend(
-            self.settings, self, self.paths, client_options=self.frontend_options
+        def make() -> DiscordFrontend:
+            return DiscordFrontend(
+                self.settings, self, self.paths, client_options=self.frontend_options
+            )
+
+        async def on_ready(frontend: Any) -> None:
+            self.frontend = frontend
+            await frontend.resume(self.take_pending())
+
+        def on_lost() -> None:
+            self.frontend = None
+
+        def on_fatal(exc: DiscordLoginRejected) -> None:
+            self._fatal = exc
+            self.stop_requested.set()
+
+        self.keeper = DiscordKeeper(
+            make,
+            on_ready=on_ready,
+            on_lost=on_lost,
+            on_fatal=on_fatal,
+            on_change=self._flush_status,
+            **self.discord_retry,
         )
-        await frontend.start()
         try:
-            await frontend.wait_ready()
-        except BaseException:
-            await frontend.close()
+            await self.keeper.start(wait)
+        except DiscordLoginRejected:
+            self.keeper = None
             raise
-        self.frontend = frontend
-        await frontend.resume(self.take_pending())
 
     # ---- sessions -----------------------------------------------------------------------
 
@@ -483,12 +523,15 @@ class Supervisor:
             if self.frontend is not None and not token_changed:
                 self.frontend.apply_settings(settings)
             elif token_changed:
+                if self.keeper is not None:
+                    await self.keeper.stop()
+                    self.keeper = None
                 if self.frontend is not None:
                     await self.frontend.close()
                     self.frontend = None
                 if settings.discord.token:
                     try:
-                        await self._start_frontend()
+                        await self._begin_discord(DISCORD_START_WAIT_SECONDS)
                     except ClaudeclawError as exc:
                         log.error("daemon.reload_frontend_failed", error=str(exc))
                         self.notifier.ready(self.status_line())
@@ -508,6 +551,8 @@ class Supervisor:
         if self.frontend is not None:
             summary = self.frontend.summary()
             discord = "discord connected" if summary.get("connected") else "discord reconnecting"
+        elif self.keeper is not None and self.keeper.active:
+            discord = self.keeper.status()
         limit = ""
         until = self.rate_limit_holds()
         if until is not None:

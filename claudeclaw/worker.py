@@ -53,10 +53,27 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
+from claudeclaw.redaction import scrub_outbound
 from claudeclaw.settings_wire import settings_from_wire
 from claudeclaw.tasks import TaskSet
 
 log = get_logger()
+
+# Failures an operator must see (journalctl -p warning / -p err); the rest is routine.
+_ROUTINE_FAILURES = frozenset({"cancelled", "shutdown", "kept"})
+_WARNING_FAILURES = frozenset({"rate_limited", "timeout"})
+
+
+def _log_failure(final: RunFailed) -> None:
+    """One entry per failed run, with its reason and text (secrets scrubbed by the log
+    pipeline; key-shaped text too, since the CLI may echo what it read)."""
+    fields = {"reason": final.reason, "error": scrub_outbound(final.message)[:1000]}
+    if final.reason in _ROUTINE_FAILURES:
+        log.info("worker.run_failed", **fields)
+    elif final.reason in _WARNING_FAILURES:
+        log.warning("worker.run_failed", **fields)
+    else:
+        log.error("worker.run_failed", **fields)
 
 
 MAX_LIMIT_RETRIES = 3  # a run refused by Claude's usage limit waits for its reset this often
@@ -343,6 +360,8 @@ class Worker:
             final = RunFailed(head.msg_id, "error", f"Internal error while running Claude: {exc}")
         else:
             final = task.result()
+        if isinstance(final, RunFailed):
+            _log_failure(final)
         self.cancel_reason = ""
         self.current_task = None
         self.current = None

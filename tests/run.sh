@@ -3,9 +3,11 @@
 #
 #   ./tests/run.sh [pytest args...]
 #
-# Installs (only what is missing): Debian packages (systemd tools, npm, dpkg-dev) when run
-# as root, the Python package with its test extras, and the pinned Claude Code CLI from npm
-# into a cache directory (the real-CLI tests run it against a loopback fake API).
+# Installs (only what is missing): Debian packages (systemd tools, npm, dpkg-dev, python3-venv)
+# when run as root, the Python package with its test extras, and the pinned Claude Code CLI
+# from npm into a cache directory (the real-CLI tests run it against a loopback fake API).
+# Outside a virtual environment it creates and uses ./.venv (Debian's python3 refuses
+# `pip install` into the system, PEP 668). CLAUDECLAW_SETUP_ONLY=1: install, then stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,11 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg-dev)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v fakeroot >/dev/null 2>&1 || missing+=(fakeroot)
+# PEP 668: outside a virtual environment, make one (Debian's venv needs python3-venv)
+in_venv=$("$PYTHON" -c 'import sys; print(int(sys.prefix != sys.base_prefix))')
+if [ "$in_venv" = 0 ] && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "tests/run.sh: installing Debian packages: ${missing[*]}"
@@ -28,7 +35,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   else
     echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+    case " ${missing[*]} " in *" python3-venv "*) exit 1 ;; esac
   fi
+fi
+
+if [ "$in_venv" = 0 ]; then
+  VENV=${CLAUDECLAW_VENV:-$PWD/.venv}
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    echo "tests/run.sh: creating the virtual environment $VENV (from $("$PYTHON" -c 'import sys; print(sys.executable)'))"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  PYTHON=$VENV/bin/python
 fi
 
 echo "tests/run.sh: installing the package and its test dependencies"
@@ -45,6 +63,10 @@ if [ "$CLAUDE_CLI_VERSION" = latest ] || \
 fi
 export CLAUDECLAW_REAL_CLAUDE="$CLAUDE_BIN"
 "$CLAUDECLAW_REAL_CLAUDE" --version
+if [ -n "${CLAUDECLAW_SETUP_ONLY:-}" ]; then
+  echo "tests/run.sh: set up; python: $PYTHON"
+  exit 0
+fi
 
 echo "tests/run.sh: ruff and mypy"
 "$PYTHON" -m ruff check claudeclaw tests bench

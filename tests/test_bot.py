@@ -438,6 +438,23 @@ async def test_wrong_token_raises_config_error(fake_discord, dispatcher, tmp_pat
     await frontend.close()
 
 
+async def test_wrong_token_names_the_source_it_came_from(fake_discord, dispatcher, tmp_path):
+    """Issue 12.9: a token from the systemd credential is not called DISCORD_TOKEN."""
+    from claudeclaw.frontend.bot import DiscordFrontend
+    from claudeclaw.paths import ProjectPaths
+
+    settings = Settings(
+        discord=discord_settings(
+            fake_discord, token="wrong-token-xxxxxxxx", token_source="credential"
+        )
+    )
+    frontend = DiscordFrontend(settings, dispatcher, ProjectPaths(tmp_path))
+    with pytest.raises(ConfigError, match="the systemd credential discord-token") as info:
+        await frontend.start()
+    assert "DISCORD_TOKEN" not in str(info.value) and "discord.token" not in str(info.value)
+    await frontend.close()
+
+
 async def test_missing_token_raises_config_error(fake_discord, dispatcher, tmp_path):
     from claudeclaw.frontend.bot import DiscordFrontend
     from claudeclaw.paths import ProjectPaths

@@ -84,3 +84,44 @@ async def test_message_in_an_uncached_thread_is_routed_by_fetching_it(
     await fake.user_says(hidden["id"], "hello from nowhere")
     await fake.wait_for_message(hidden["id"])
     assert dispatcher.submissions[-1].key == hidden["id"]
+
+
+async def test_after_a_mention_a_thread_is_answered_without_one(fake_discord, dispatcher, frontend):
+    """Issue 12.4: once the bot has a session in a thread, an allowlisted user just talks
+    there; before that, an ignored message is explained once in the log."""
+    from structlog.testing import capture_logs
+
+    fake = fake_discord
+    with capture_logs() as logs:
+        await fake.user_says(fake.thread_id, "no mention yet")
+        await fake.user_says(fake.thread_id, "still no mention")
+        await fake.user_says(fake.thread_id, f"<@{fake.bot['id']}> first", mentions=[fake.bot])
+        await fake.wait_for_message(fake.thread_id, lambda m: m["content"] == "echo: first")
+        await fake.user_says(fake.thread_id, "and now without")
+        await fake.wait_for_message(
+            fake.thread_id, lambda m: m["content"] == "echo: and now without"
+        )
+    assert [s.key for s in dispatcher.submissions] == [fake.thread_id, fake.thread_id]
+    ignored = [e for e in logs if e["event"] == "discord.message_ignored"]
+    explained = [e for e in ignored if "hint" in e]
+    assert len(ignored) == 2 and len(explained) == 1, ignored  # explained once, not per message
+    assert explained[0]["log_level"] == "info" and explained[0]["reason"] == "not_for_us"
+    assert "mention it" in explained[0]["hint"]
+    # a stranger in the same thread is still ignored, silently
+    await fake.user_says(fake.thread_id, "let me in", author=fake.bob)
+    await fake.user_says(fake.thread_id, f"<@{fake.bot['id']}> barrier", mentions=[fake.bot])
+    await fake.wait_for_message(fake.thread_id, lambda m: m["content"] == "echo: barrier")
+    assert all("let me in" not in s.prompt for s in dispatcher.submissions)
+
+
+async def test_answering_in_session_threads_can_be_turned_off(
+    fake_discord, dispatcher, make_frontend
+):
+    fake = fake_discord
+    await make_frontend(answer_in_session_threads=False)
+    await fake.user_says(fake.thread_id, f"<@{fake.bot['id']}> first", mentions=[fake.bot])
+    await fake.wait_for_message(fake.thread_id, lambda m: m["content"] == "echo: first")
+    await fake.user_says(fake.thread_id, "without a mention")
+    await fake.user_says(fake.thread_id, f"<@{fake.bot['id']}> barrier", mentions=[fake.bot])
+    await fake.wait_for_message(fake.thread_id, lambda m: m["content"] == "echo: barrier")
+    assert all("without a mention" not in s.prompt for s in dispatcher.submissions)

@@ -96,6 +96,7 @@ def test_parse_reads_every_declared_key() -> None:
         "discord.imageOutputRoots": ["/srv"],
         "discord.sessionScope": "channel",
         "discord.removeSessionOnArchive": True,
+        "discord.answerInSessionThreads": False,
         "discord.progressAfterSeconds": 1,
         "discord.progressEditIntervalSeconds": 2,
         "discord.maxAttachmentBytes": 10,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from claudeclaw import doctor
 from claudeclaw.config import write_starter_settings
 from claudeclaw.doctor import Check, exit_code, format_checks, run_checks
 from claudeclaw.paths import ProjectPaths
+from claudeclaw.service import ServiceLayout
 
 TOKEN = "MTIzNDU2Nzg5MDEy.doctor-secret.xyz"
 
@@ -43,11 +45,20 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
     return {c.name: c for c in checks}
 
 
+def logged_in(tmp_path: Path, name: str = "home") -> Path:
+    """A HOME where ``claude`` has been logged in (what /login leaves behind)."""
+    home = tmp_path / name
+    (home / ".claude").mkdir(parents=True)
+    creds = home / ".claude" / ".credentials.json"
+    creds.write_text(json.dumps({"claudeAiOauth": {"accessToken": "sk-ant-oat01-x" * 3}}))
+    return home
+
+
 async def test_all_good(tmp_path: Path) -> None:
     paths = project(tmp_path)
     bin_dir = tmp_path / "bin"
     fake_claude(bin_dir)
-    env = {"PATH": str(bin_dir), "DISCORD_TOKEN": TOKEN}
+    env = {"PATH": str(bin_dir), "DISCORD_TOKEN": TOKEN, "HOME": str(logged_in(tmp_path))}
     checks = await run_checks(paths, env)
     named = by_name(checks)
     assert [c.status for c in checks] == ["ok"] * len(checks), format_checks(checks)
@@ -201,3 +212,140 @@ def test_format_and_exit_code() -> None:
     ]
     assert exit_code(checks) == 1
     assert exit_code(checks[:2]) == 0
+
+
+# ---- issue 12: the installed layout, Claude's login, never crashing --------------------
+
+
+def layout(tmp_path: Path, paths: ProjectPaths, user: str) -> ServiceLayout:
+    etc = tmp_path / "etc"
+    etc.mkdir(exist_ok=True)
+    return ServiceLayout(
+        unit_file=tmp_path / "claudeclaw.service",
+        user=user,
+        project=paths.root,
+        home=paths.root,
+        credentials={
+            "discord-token": etc / "discord-token",
+            "anthropic-api-key": etc / "anthropic-api-key",
+        },
+    )
+
+
+def me() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+async def test_login_missing_says_how_to_log_in(tmp_path: Path) -> None:
+    paths = project(tmp_path)
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    checks = await run_checks(paths, {"PATH": "", "DISCORD_TOKEN": TOKEN, "HOME": str(home)})
+    login = by_name(checks)["claude login"]
+    assert login.status == "fail" and "not logged in" in login.detail
+    assert str(home / ".claude" / ".credentials.json") in login.detail
+    assert "/login" in login.fix
+    env = {"PATH": "", "DISCORD_TOKEN": TOKEN, "HOME": str(home), "ANTHROPIC_API_KEY": "k" * 20}
+    login = by_name(await run_checks(paths, env))["claude login"]
+    assert login.status == "ok" and "ANTHROPIC_API_KEY" in login.detail
+    assert "k" * 20 not in login.detail
+
+
+async def test_console_key_in_settings_api_is_explained(tmp_path: Path) -> None:
+    paths = project(tmp_path)
+    doc = json.loads(paths.settings_file.read_text())
+    doc["api"] = "sk-ant-api03-" + "x" * 40
+    paths.settings_file.write_text(json.dumps(doc))
+    env = {"PATH": "", "DISCORD_TOKEN": TOKEN, "HOME": str(tmp_path / "nohome")}
+    checks = await run_checks(paths, env)
+    named = by_name(checks)
+    assert named["claude login"].status == "ok"
+    assert "ANTHROPIC_AUTH_TOKEN" in named["claude login"].detail
+    warn = named["claude api key"]
+    assert warn.status == "warn" and "ANTHROPIC_API_KEY" in warn.detail
+    assert "anthropic-api-key" in warn.fix
+    assert "x" * 40 not in format_checks(checks)
+
+
+async def test_installed_layout_token_file_named_not_what_the_unit_already_does(
+    tmp_path: Path,
+) -> None:
+    """Issue 12.3: run as README step 6 says (the service's user, no credentials
+    directory), the token check looks at the unit's credential file."""
+    paths = project(tmp_path)
+    service = layout(tmp_path, paths, me())
+    token_file = service.credentials["discord-token"]
+    env = {"PATH": "", "HOME": "/nonexistent"}
+
+    checks = await run_checks(paths, env, service=service)
+    token = by_name(checks)["discord token"]
+    assert token.status == "fail" and "status=243/CREDENTIALS" in token.detail
+    assert "LoadCredential" not in token.fix  # the unit already does that
+
+    token_file.write_text("")
+    token_file.chmod(0o600)
+    token = by_name(await run_checks(paths, env, service=service))["discord token"]
+    assert token.status == "fail" and "is empty" in token.detail
+    assert f"cat > {token_file}" in token.fix
+
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o644)
+    token = by_name(await run_checks(paths, env, service=service))["discord token"]
+    assert token.status == "fail" and token.fix == f"sudo chmod 600 {token_file}"
+
+    token_file.chmod(0o600)
+    checks = await run_checks(paths, env, service=service)
+    token = by_name(checks)["discord token"]
+    assert token.status == "ok" and str(token_file) in token.detail
+    assert TOKEN not in format_checks(checks)
+    # the login is looked for in the service's HOME, not the caller's
+    login = by_name(checks)["claude login"]
+    assert login.status == "fail" and str(paths.root / ".claude") in login.detail
+    assert f"sudo -u {me()} env HOME={paths.root} claude" in login.fix
+    service.credentials["anthropic-api-key"].write_text("sk-ant-api03-" + "y" * 40)
+    service.credentials["anthropic-api-key"].chmod(0o600)
+    login = by_name(await run_checks(paths, env, service=service))["claude login"]
+    assert login.status == "ok" and "ANTHROPIC_API_KEY" in login.detail
+
+
+async def test_installed_layout_owner_checked_against_the_service_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.3: as root, files are checked against the unit's User=, and the fix
+    hands them to that user (never ``chown -R 0``)."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to create files owned by another user")
+    monkeypatch.setattr(doctor, "_euid", lambda: 0)
+    paths = project(tmp_path)  # owned by root, as if copied in by root
+    service = layout(tmp_path, paths, "nobody")
+    checks = await run_checks(paths, {"PATH": ""}, service=service)
+    named = by_name(checks)
+    state = named["state directory"]
+    assert state.status == "fail" and "not to the service's user (nobody)" in state.detail
+    assert state.fix == f"sudo chown -R nobody: {paths.state_dir}"
+    files = [c for c in checks if c.name == "state files" and c.status == "fail"]
+    assert files and "settings.json (root)" in files[0].detail
+    assert files[0].fix.startswith("sudo chown nobody: ")
+    assert "chown -R 0" not in format_checks(checks)
+    assert named["user"].status == "ok" and "runs as nobody" in named["user"].detail
+
+
+async def test_permission_denied_gives_the_sudo_hint_and_never_crashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = project(tmp_path)
+    service = layout(tmp_path, paths, "nobody")
+
+    def denied(*_args: object) -> list[Check]:
+        raise PermissionError(13, "Permission denied", str(paths.state_dir))
+
+    def broken(*_args: object) -> list[Check]:
+        raise RuntimeError("something odd")
+
+    monkeypatch.setattr(doctor, "_check_state_dir", denied)
+    monkeypatch.setattr(doctor, "_check_claude_login", broken)
+    checks = await run_checks(paths, {"PATH": ""}, service=service)
+    state = by_name(checks)["state directory"]
+    assert state.status == "fail" and "permission denied" in state.detail
+    assert state.fix == f"run me as `sudo -u nobody claudeclaw doctor --project {paths.root}`"
+    assert "something odd" in by_name(checks)["claude login"].detail

@@ -210,6 +210,90 @@ async def test_a_rejected_token_stops_the_daemon_with_a_clear_error(
     await again.shutdown()
 
 
+async def test_discord_down_at_start_the_daemon_serves_and_connects_when_it_is_back(
+    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
+) -> None:
+    """Issue 12.2: Discord unreachable at start (connection refused).
+    1. The daemon starts anyway: startup returns, STATUS says "discord: connecting, retry
+       in N s", the local control socket answers and runs messages, a warning is logged.
+    2. Discord comes back (same address): the keeper connects by itself.
+    Result: a message in a thread is answered in Discord."""
+    from structlog.testing import capture_logs
+
+    from claudeclaw import control
+    from claudeclaw.model import GLOBAL_KEY
+    from tests.fixtures_daemon import collect
+
+    fake = fake_discord
+    port = fake.port
+    await fake.stop()  # down: nothing listens there
+    paths = make_project(
+        discord={
+            "token": fake.token,
+            "allowedUserIds": [fake.alice["id"]],
+            "progressAfterSeconds": 60,
+        }
+    )
+    sup = Supervisor(
+        paths,
+        load_settings(paths.settings_file),
+        log_mode="json",
+        frontend_options={"guild_ready_timeout": 0.01},
+    )
+    sup.discord_retry = {"first_retry": 0.3, "max_retry": 0.6}
+    try:
+        with capture_logs() as logs:
+            await asyncio.wait_for(sup.startup(), 10)  # does not wait for Discord
+            assert sup.frontend is None
+            assert "discord: connecting, retry in" in sup.status_line()
+            reply = await control.request(paths, {"type": "status"})
+            assert "discord: connecting" in reply["daemon"]["status"]
+            events = await collect(sup, GLOBAL_KEY, "hello while Discord is away")
+            assert isinstance(events[-1], RunDone), events[-1]
+            await fake.wait_until(
+                lambda: sum(e["event"] == "discord.unreachable" for e in logs) >= 2,
+                timeout=10,
+                what="a second attempt",
+            )  # capped backoff: it keeps trying
+        unreachable = [e for e in logs if e["event"] == "discord.unreachable"]
+        assert unreachable[0]["log_level"] == "warning"
+        assert unreachable[0]["retry_in_s"] <= 0.6 and unreachable[-1]["retry_in_s"] <= 0.6
+
+        await fake.start(port=port)  # Discord is back
+        await fake.wait_until(lambda: sup.frontend is not None, timeout=15, what="connected")
+        assert sup.status_line().endswith("discord connected")
+        await fake.user_says(
+            fake.thread_id, f"<@{fake.bot['id']}> are you there", mentions=[fake.bot]
+        )
+        answer = await fake.wait_for_message(fake.thread_id, timeout=15)
+        assert "FAKE-REPLY" in answer["content"] and "are you there" in answer["content"]
+    finally:
+        await sup.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("code", "needle"), [(4004, "rejected the token"), (4014, "Message Content Intent")]
+)
+async def test_a_gateway_refusal_at_start_stays_fatal(
+    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord, code: int, needle: str
+) -> None:
+    """Issue 12.2: retrying forever is for an unreachable Discord; Discord's own refusal
+    of the token or of the Message Content intent still ends the daemon (exit code 5)."""
+    from claudeclaw.errors import DiscordLoginRejected
+
+    fake_discord.gateway_close_code = code
+    paths = make_project(discord={"token": fake_discord.token, "allowedUserIds": ["1"]})
+    sup = Supervisor(
+        paths,
+        load_settings(paths.settings_file),
+        log_mode="json",
+        frontend_options={"guild_ready_timeout": 0.01},
+    )
+    with pytest.raises(DiscordLoginRejected, match=needle):
+        await asyncio.wait_for(sup.run(), 20)
+    assert not paths.daemon_file.exists()
+
+
 async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_told(
     make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
 ) -> None:

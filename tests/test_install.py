@@ -8,9 +8,11 @@ the service. Result: the service is active after READY=1, serving local-only, an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +30,17 @@ def _tracked_files() -> list[str]:
     return [line for line in out.stdout.splitlines() if line and (REPO / line).is_file()]
 
 
-def test_install_script_installs_and_starts_the_service(tmp_path: Path) -> None:
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@contextlib.contextmanager
+def fresh_container(base: Path) -> Iterator[tuple[Path, Runner]]:
+    """A booted throw-away container with a copy of this source tree in /opt/claudeclaw-src;
+    yields (its root on the host, a function running a command inside)."""
     if os.geteuid() != 0:
         _unavailable("the systemd container needs root")
     if not cgroup2_available():
         _unavailable("no cgroup2 hierarchy")
-    base = tmp_path / "ct"
     boot = subprocess.run([str(SDCT), "boot", str(base)], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     if boot.returncode != 0:
@@ -51,6 +58,54 @@ def test_install_script_installs_and_starts_the_service(tmp_path: Path) -> None:
             target = src / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, target)
+        yield root, run
+    finally:
+        subprocess.run([str(SDCT), "stop", str(base)], capture_output=True, timeout=120)
+
+
+def test_readme_test_command_sets_up_with_debians_python(tmp_path: Path) -> None:
+    """Issue 12.1: ``./tests/run.sh`` on a stock Debian 12, whose /usr/bin/python3 is
+    externally managed (PEP 668) and may lack python3-venv: it installs python3-venv (as
+    root), creates .venv from Debian's python3 and installs the test dependencies there."""
+    with fresh_container(tmp_path / "ct") as (root, run):
+        marker = run(
+            "/usr/bin/python3",
+            "-c",
+            "import sysconfig, os; print(os.path.exists("
+            "os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')))",
+        )
+        assert marker.stdout.strip() == "True", "Debian's python3 should be externally managed"
+        assert run("sh", "-c", "command -v python3").stdout.strip() == "/usr/bin/python3"
+        # a stock Debian 12 has no python3-venv (no ensurepip)
+        gone = run("dpkg", "--purge", "--force-depends", "python3-venv", "python3.11-venv")
+        assert gone.returncode == 0, gone.stderr
+        assert run("python3", "-c", "import ensurepip").returncode != 0
+
+        setup = run("env", "HOME=/root", "CLAUDECLAW_SETUP_ONLY=1",
+                    "/opt/claudeclaw-src/tests/run.sh", timeout=540)  # fmt: skip
+        out = setup.stdout + setup.stderr
+        assert setup.returncode == 0, out[-4000:]
+        assert "installing Debian packages: python3-venv" in out
+        assert "externally-managed-environment" not in out
+        venv_python = "/opt/claudeclaw-src/.venv/bin/python"
+        cfg = (root / "opt/claudeclaw-src/.venv/pyvenv.cfg").read_text()
+        assert "home = /usr/bin" in cfg, cfg
+        check = run(venv_python, "-c", "import claudeclaw, discord, pytest, ruff, mypy; "
+                    "import sys; print(sys.base_prefix)")  # fmt: skip
+        assert check.returncode == 0 and check.stdout.strip() == "/usr", check.stderr
+        # the suite itself runs on it
+        quick = run("sh", "-c", f"cd /opt/claudeclaw-src && {venv_python} -m pytest -q "
+                    "-p no:cacheprovider tests/test_routing.py", timeout=240)  # fmt: skip
+        assert quick.returncode == 0, quick.stdout[-2000:] + quick.stderr[-2000:]
+        # a second run reuses the environment
+        again = run("env", "HOME=/root", "CLAUDECLAW_SETUP_ONLY=1",
+                    "/opt/claudeclaw-src/tests/run.sh", timeout=300)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "creating the virtual environment" not in again.stdout
+
+
+def test_install_script_installs_and_starts_the_service(tmp_path: Path) -> None:
+    with fresh_container(tmp_path / "ct") as (_root, run):
         assert run("systemctl", "is-active", "claudeclaw").stdout.strip() != "active"
 
         done = run("/opt/claudeclaw-src/packaging/install.sh", timeout=540)
@@ -69,5 +124,3 @@ def test_install_script_installs_and_starts_the_service(tmp_path: Path) -> None:
         again = run("/opt/claudeclaw-src/packaging/install.sh", timeout=300)
         assert again.returncode == 0, again.stderr[-2000:]
         assert run("systemctl", "is-active", "claudeclaw").stdout.strip() == "active"
-    finally:
-        subprocess.run([str(SDCT), "stop", str(base)], capture_output=True, timeout=120)

@@ -237,6 +237,21 @@ def test_stdlib_logging_is_forwarded(journal: FakeJournal) -> None:
     assert field(entry, "CODE_FILE") == __file__
 
 
+def test_discord_voice_warnings_stay_below_warning(journal: FakeJournal) -> None:
+    """Issue 12.10: discord.py's "PyNaCl/davey is not installed, voice will NOT be
+    supported" on every start must not reach ``journalctl -p warning``."""
+    configure_logging(mode="journal", journal_socket=journal.path)
+    client = logging.getLogger("discord.client")
+    client.warning("PyNaCl is not installed, voice will NOT be supported")
+    client.warning("davey is not installed, voice will NOT be supported")
+    client.warning("something else")
+    entry = one(journal.entries())
+    assert field(entry, "EVENT") == "something else" and field(entry, "PRIORITY") == "4"
+    configure_logging(mode="journal", journal_socket=journal.path, level="debug")
+    client.warning("davey is not installed, voice will NOT be supported")
+    assert field(one(journal.entries()), "PRIORITY") == "7"
+
+
 # --------------------------------------------------------------------------- json / detection
 
 

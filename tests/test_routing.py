@@ -9,6 +9,7 @@ import pytest
 from claudeclaw.config import DiscordSettings
 from claudeclaw.frontend.routing import (
     MessageFacts,
+    ignored_hint,
     is_authorized,
     key_for_channel,
     route_message,
@@ -137,3 +138,36 @@ def test_keys():
 
 def test_strip_mentions():
     assert strip_mentions(f"<@{BOT}> do <@!{BOT}>it\x00 <@123>", BOT) == "do it <@123>"
+
+
+# ---- issue 12.4: the first message ------------------------------------------------------
+
+
+def test_a_thread_with_a_session_needs_no_mention():
+    in_thread = facts(channel_id=THREAD, thread_parent_id=GENERAL)
+    assert route_message(in_thread, SETTINGS, BOT).reason == "not_for_us"
+    route = route_message(replace(in_thread, thread_has_session=True), SETTINGS, BOT)
+    assert (route.action, route.reason, route.key) == ("answer", "session_thread", THREAD)
+    # strangers are still ignored there, and a setting turns it off
+    stranger = replace(in_thread, thread_has_session=True, author_id="666")
+    assert route_message(stranger, SETTINGS, BOT).action == "ignore"
+    off = replace(SETTINGS, answer_in_session_threads=False)
+    route = route_message(replace(in_thread, thread_has_session=True), off, BOT)
+    assert route.action == "ignore"
+    # not a thread: the global session does not make a channel "for us"
+    assert route_message(replace(facts(), thread_has_session=True), SETTINGS, BOT).action == (
+        "ignore"
+    )
+
+
+def test_ignored_messages_of_allowlisted_users_are_explained():
+    plain = facts()
+    route = route_message(plain, SETTINGS, BOT)
+    hint = ignored_hint(route, plain, SETTINGS)
+    assert hint is not None and "mention it" in hint and "listenChannels" in hint
+    empty = facts(content=f"<@{BOT}>")
+    assert "empty" in (ignored_hint(route_message(empty, SETTINGS, BOT), empty, SETTINGS) or "")
+    stranger = facts(author_id="666")
+    assert ignored_hint(route_message(stranger, SETTINGS, BOT), stranger, SETTINGS) is None
+    bot = facts(author_is_bot=True)
+    assert ignored_hint(route_message(bot, SETTINGS, BOT), bot, SETTINGS) is None

@@ -831,3 +831,54 @@ async def test_debug_hang_exists_only_behind_the_test_switch(
     hooked = Supervisor(daemon.paths, daemon.settings)
     assert "debug.hang" in hooked.requests._handlers
     assert "debug.hang" not in daemon.requests._handlers
+
+
+async def test_an_api_key_credential_reaches_claude_and_no_log(make_project, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12.7: ``$CREDENTIALS_DIRECTORY/anthropic-api-key`` becomes claude's
+    ANTHROPIC_API_KEY (a Console key, sent as x-api-key), and is a registered secret."""
+    from structlog.testing import capture_logs
+
+    from claudeclaw.config import load_settings
+    from claudeclaw.redaction import scrub
+
+    key = "sk-ant-api03-" + "k" * 40
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "anthropic-api-key").write_text(key + "\n")
+    paths = make_project()
+    os.environ["CREDENTIALS_DIRECTORY"] = str(creds)
+    try:
+        sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+        await sup.startup()
+    finally:
+        del os.environ["CREDENTIALS_DIRECTORY"]
+    try:
+        with capture_logs():
+            events = await collect(sup, SessionKey("77"), "ECHO_ENV")
+        env = json.loads(events[-1].reply)  # type: ignore[union-attr]
+        assert env["ANTHROPIC_API_KEY"] == key
+        assert "CREDENTIALS_DIRECTORY" not in env
+        assert scrub(f"x {key} y") == "x [redacted] y"
+    finally:
+        await sup.shutdown()
+
+
+async def test_running_as_root_is_warned_at_start(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12.10: as root (outside a sandbox) every run would fail: say so at start."""
+    from structlog.testing import capture_logs
+
+    from claudeclaw import supervisor as supervisor_module
+    from claudeclaw.config import load_settings
+
+    paths = make_project()
+    monkeypatch.delenv("IS_SANDBOX", raising=False)
+    for uid, expected in ((0, True), (1000, False)):
+        monkeypatch.setattr(supervisor_module, "_euid", lambda uid=uid: uid)
+        sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+        with capture_logs() as logs:
+            await sup.startup()
+        await sup.shutdown()
+        warned = [e for e in logs if e["event"] == "daemon.running_as_root"]
+        assert bool(warned) is expected, logs
+        if warned:
+            assert warned[0]["log_level"] == "warning" and "unprivileged" in warned[0]["hint"]

@@ -108,7 +108,7 @@ def test_system_unit_contract() -> None:
         "RuntimeDirectory": "claudeclaw",
         "RuntimeDirectoryMode": "0700",
         "WorkingDirectory": "/var/lib/claudeclaw",
-        "LoadCredential": "discord-token:/etc/claudeclaw/discord-token",
+        "SetCredential": "anthropic-api-key:\\n",  # the API key file is optional
         "SyslogIdentifier": "claudeclaw",
         "ExecStart": "/usr/bin/claudeclaw run --project /var/lib/claudeclaw",
         "ExecReload": "/usr/bin/claudeclaw reload --project /var/lib/claudeclaw",
@@ -118,6 +118,11 @@ def test_system_unit_contract() -> None:
     }
     for key, value in expected.items():
         assert s.get(key) == [value], (key, s.get(key))
+    assert s["LoadCredential"] == [
+        "discord-token:/etc/claudeclaw/discord-token",
+        "anthropic-api-key:/etc/claudeclaw/anthropic-api-key",
+    ]
+    assert not any("ANTHROPIC" in e for e in s["Environment"])  # systemctl show prints those
     assert {"HOME=/var/lib/claudeclaw", "PYTHONUNBUFFERED=1"} <= set(s["Environment"])
     assert "MemoryDenyWriteExecute" not in s  # the claude CLI JIT-compiles
     unit_section = (UNITS / "claudeclaw.service").read_text().split("[Service]")[0]
@@ -133,7 +138,11 @@ def test_template_is_per_project() -> None:
     assert s["ExecStart"] == ["/usr/bin/claudeclaw run --project /var/lib/claudeclaw/%i"]
     assert s["RuntimeDirectory"] == ["claudeclaw/%i"]
     assert s["StateDirectory"] == ["claudeclaw/%i"]
-    assert s["LoadCredential"] == ["discord-token:/etc/claudeclaw/%i/discord-token"]
+    assert s["LoadCredential"] == [
+        "discord-token:/etc/claudeclaw/%i/discord-token",
+        "anthropic-api-key:/etc/claudeclaw/%i/anthropic-api-key",
+    ]
+    assert s["SetCredential"] == ["anthropic-api-key:\\n"]
     assert "HOME=/var/lib/claudeclaw/%i" in s["Environment"]
 
 

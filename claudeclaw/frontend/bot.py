@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -49,8 +50,10 @@ from claudeclaw.frontend.render import (
     without_paths,
 )
 from claudeclaw.frontend.routing import (
+    NOT_FOR_US,
     MessageFacts,
     Route,
+    ignored_hint,
     is_authorized,
     route_message,
     strip_mentions,
@@ -64,9 +67,11 @@ from claudeclaw.model import (
     RunEvent,
     RunFailed,
     SessionKey,
+    session_key,
 )
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.redaction import register_secret, scrub_outbound
+from claudeclaw.service import find_service, token_source_text
 from claudeclaw.tasks import TaskSet
 
 log = get_logger(component="discord")
@@ -79,8 +84,8 @@ INTERRUPTED = (
 )
 
 LOGIN_REJECTED = (
-    "Discord rejected the token (401): check discord.token / DISCORD_TOKEN "
-    "(Discord Developer Portal → your application → Bot → Reset Token, then update it)"
+    "Discord rejected the token (401) from {source}: check it (Discord Developer Portal → "
+    "your application → Bot → Reset Token, then update it there)"
 )
 LOGIN_MISSING = (
     "no Discord bot token: set discord.token in settings.json or the DISCORD_TOKEN "
@@ -193,6 +198,7 @@ class DiscordFrontend:
         # per channel: the "queued" signal of the latest message (FIFO from Discord on)
         self._intake: dict[int, asyncio.Future[None]] = {}
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
+        self._explained: set[str] = set()  # channels where an ignored message was explained
         self.delivery = ReplyDelivery(settings, paths)
         self.follower = RunFollower(self._client, settings, self.delivery)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
@@ -231,9 +237,10 @@ class DiscordFrontend:
         try:
             await self._client.login(token)
         except discord.LoginFailure:
-            log.error("discord.login_failed", reason="token rejected (401)")
+            source = await self._token_source()
+            log.error("discord.login_failed", reason="token rejected (401)", source=source)
             await self._client.close()
-            raise DiscordLoginRejected(LOGIN_REJECTED) from None
+            raise DiscordLoginRejected(LOGIN_REJECTED.format(source=source)) from None
         log.info("discord.logged_in", user_id=self._bot_id())
         self._connect_task = asyncio.create_task(self._connect(), name="discord-connect")
         self._tasks.start(self._prune_loop(), "prune")
@@ -246,11 +253,19 @@ class DiscordFrontend:
             raise DiscordLoginRejected(INTENT_REFUSED) from None
         except discord.ConnectionClosed as exc:
             if exc.code == 4004:
-                log.error("discord.login_failed", reason="gateway closed 4004")
-                raise DiscordLoginRejected(LOGIN_REJECTED) from None
+                source = await self._token_source()
+                log.error("discord.login_failed", reason="gateway closed 4004", source=source)
+                raise DiscordLoginRejected(LOGIN_REJECTED.format(source=source)) from None
             raise
         finally:
             self._connected = False
+
+    async def _token_source(self) -> str:
+        """Where the token came from, naming the installed unit's file when it is ours."""
+        layout = await asyncio.to_thread(find_service)
+        if layout is not None and layout.project != self._paths.root:
+            layout = None
+        return token_source_text(self._settings.discord.token_source, layout)
 
     async def wait_ready(self) -> None:
         """Wait for :attr:`ready`; raise instead if the client stops first (e.g. the
@@ -441,9 +456,32 @@ class DiscordFrontend:
         if str(message.author.id) == bot_id:
             return  # our own messages: never even look at them
         facts = await self._facts(message)
-        route = route_message(facts, self._settings.discord, bot_id)
+        discord_settings = self._settings.discord
+        route = route_message(facts, discord_settings, bot_id)
+        if (
+            route.reason == NOT_FOR_US
+            and facts.is_thread
+            and discord_settings.answer_in_session_threads
+            and is_authorized(facts.author_id, discord_settings)
+        ):
+            await turn.wait_for_predecessor()  # a mention just before may start the session
+            if await self._thread_has_session(facts.channel_id):
+                facts = dataclasses.replace(facts, thread_has_session=True)
+                route = route_message(facts, discord_settings, bot_id)
         if route.action == "ignore":
-            log.debug("discord.message_ignored", reason=route.reason, message_id=message.id)
+            hint = ignored_hint(route, facts, discord_settings)
+            if hint is not None and facts.channel_id not in self._explained:
+                self._explained.add(facts.channel_id)  # once per channel, not per message
+                log.info(
+                    "discord.message_ignored",
+                    reason=route.reason,
+                    hint=hint,
+                    channel_id=facts.channel_id,
+                    user_id=facts.author_id,
+                    message_id=message.id,
+                )
+            else:
+                log.debug("discord.message_ignored", reason=route.reason, message_id=message.id)
             return
         if route.action == "refuse":
             log.info("discord.message_refused", user_id=message.author.id, message_id=message.id)
@@ -451,6 +489,11 @@ class DiscordFrontend:
                 await message.channel.send(UNAUTHORIZED, allowed_mentions=NO_MENTIONS)
             return
         await self._answer(message, facts, route, turn)
+
+    async def _thread_has_session(self, channel_id: str) -> bool:
+        """True when the thread's key has a session, a live worker or work waiting."""
+        info = await self._dispatcher.session_info(session_key(channel_id))
+        return info.record is not None or bool(info.worker_pid or info.running or info.queue_length)
 
     async def _build_prompt(
         self, message: discord.Message, facts: MessageFacts, key: SessionKey

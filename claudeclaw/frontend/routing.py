@@ -10,7 +10,8 @@ Rules, in order:
    DEFAULT (0) and REPLY (19) are prompts; "X started a thread" (18) and friends are not.
 2. A message must be *for us*: a DM; a mention of the bot (``<@id>``/``<@!id>`` or the
    mention list); a reply to one of our messages; anything in a ``listenChannels`` channel
-   or a thread under one; anything in a ``listenGuilds`` guild.
+   or a thread under one; anything in a ``listenGuilds`` guild; anything in a thread that
+   already has a session with the bot (``answerInSessionThreads``, on by default).
 3. An empty message without attachments is dropped.
 4. The author must be allowed: ``allowedUserIds`` (empty: nobody) or ``"*"``. An
    unauthorized DM gets a short refusal; in a guild the message is ignored silently.
@@ -33,7 +34,7 @@ MESSAGE_TYPE_REPLY = 19
 PROMPT_MESSAGE_TYPES = frozenset({MESSAGE_TYPE_DEFAULT, MESSAGE_TYPE_REPLY})
 
 Action = Literal["answer", "refuse", "ignore"]
-Trigger = Literal["dm", "mention", "reply", "listen_channel", "listen_guild"]
+Trigger = Literal["dm", "mention", "reply", "listen_channel", "listen_guild", "session_thread"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class MessageFacts:
     has_attachments: bool = False
     mentioned_user_ids: tuple[str, ...] = ()
     replied_to_author_id: str | None = None  # author of the referenced message, if any
+    thread_has_session: bool = False  # the thread's key has a session, or work queued
 
     @property
     def is_dm(self) -> bool:
@@ -108,6 +110,8 @@ def trigger_of(facts: MessageFacts, discord: DiscordSettings, bot_user_id: str) 
         return "listen_channel"
     if facts.guild_id is not None and facts.guild_id in discord.listen_guilds:
         return "listen_guild"
+    if facts.is_thread and facts.thread_has_session and discord.answer_in_session_threads:
+        return "session_thread"
     return None
 
 
@@ -119,7 +123,7 @@ def route_message(facts: MessageFacts, discord: DiscordSettings, bot_user_id: st
         return Route("ignore", f"system_message_type_{facts.message_type}")
     trigger = trigger_of(facts, discord, bot_user_id)
     if trigger is None:
-        return Route("ignore", "not_for_us")
+        return Route("ignore", NOT_FOR_US)
     if not strip_mentions(facts.content, bot_user_id).strip() and not facts.has_attachments:
         return Route("ignore", "empty")
     if not is_authorized(facts.author_id, discord):
@@ -131,6 +135,30 @@ def route_message(facts: MessageFacts, discord: DiscordSettings, bot_user_id: st
         discord=discord,
     )
     return Route("answer", trigger, key)
+
+
+NOT_FOR_US = "not_for_us"
+
+
+def ignored_hint(route: Route, facts: MessageFacts, discord: DiscordSettings) -> str | None:
+    """For an allowlisted user's message we ignore: why, in words they can act on
+    (None when there is nothing to explain: bots, system messages, strangers)."""
+    if route.action != "ignore" or not is_authorized(facts.author_id, discord):
+        return None
+    if route.reason == "not_for_us":
+        if facts.is_thread and not discord.answer_in_session_threads:
+            return (
+                "not addressed to the bot: mention it (@bot) in the message; "
+                "discord.answerInSessionThreads is off"
+            )
+        return (
+            "not addressed to the bot: mention it (@bot), reply to it, DM it, or list the "
+            "channel in discord.listenChannels; in a thread it has answered in, no mention "
+            "is needed"
+        )
+    if route.reason == "empty":
+        return "empty message (no text besides the mention, no attachment)"
+    return None
 
 
 def strip_mentions(text: str, bot_user_id: str) -> str:
