@@ -6,9 +6,10 @@ all of them are reported at once (one per line) so a user fixes the file in one 
 Secrets (``discord.token``, ``api``) are excluded from ``repr`` and never appear in an
 error message, so they never reach a log.
 
-Keys the original has but claudeclaw does not use (heartbeat, telegram, web...) are
-accepted silently, so an existing upstream ``settings.json`` loads unchanged. See
-``docs/CONFIGURATION.md`` for every key.
+Keys the original has but claudeclaw does not use (telegram, web, fallback...) are
+accepted, so an existing upstream ``settings.json`` loads unchanged; those that are set
+to something that would change behaviour are listed in ``Settings.inert_keys`` and
+announced at start and by ``doctor``. See ``docs/CONFIGURATION.md`` for every key.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class DiscordSettings:
     max_attachment_bytes: int = 8 * 1024 * 1024
     max_inline_text_chars: int = 51_200
     inbox_max_age_hours: float = 72.0
+    notify_channel_id: str = ""  # heartbeat/job results and notices; "": DM allowed users
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,24 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QuietWindow:
+    """``heartbeat.excludeWindows[]``: no heartbeat from ``start`` to ``end`` (minutes after
+    midnight; ``end < start`` crosses midnight, ``end == start`` is the whole day)."""
+
+    start_minute: int
+    end_minute: int
+    days: tuple[int, ...] = ()  # 0 = Sunday .. 6 = Saturday (the original's); (): every day
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatSettings:
+    enabled: bool = False
+    interval_minutes: float = 15.0
+    prompt: str = ""  # inline text, or a .md/.txt/.prompt path re-read at every beat
+    exclude_windows: tuple[QuietWindow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     model: str = ""
     api: str = field(default="", repr=False)
@@ -98,6 +118,9 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    jobs_dir: str = ""  # "": <state dir>/jobs; relative paths are under the project
+    inert_keys: tuple[str, ...] = ()  # the original's keys that are set but do nothing here
     source: Path | None = None  # the file these came from; None: no file (defaults)
     warnings: tuple[str, ...] = ()  # unknown keys and oddities; not fatal, show them
 
@@ -124,14 +147,15 @@ _TOP_OURS = frozenset(
         "discord",
         "runner",
         "limits",
+        "heartbeat",
+        "jobsDir",
     }
 )
-# The original's keys that claudeclaw does not use: accepted without a word.
+# The original's keys that claudeclaw does not use: accepted (see _inert_keys).
 _TOP_UPSTREAM_ONLY = frozenset(
     {
         "fallback",
         "agentic",
-        "heartbeat",
         "telegram",
         "slack",
         "web",
@@ -141,7 +165,6 @@ _TOP_UPSTREAM_ONLY = frozenset(
         "session",
         "plugins",
         "apiToken",
-        "jobsDir",
         "$schema",
     }
 )
@@ -166,8 +189,12 @@ _DISCORD_OURS = frozenset(
         "maxAttachmentBytes",
         "maxInlineTextChars",
         "inboxMaxAgeHours",
+        "notifyChannelId",
     }
 )
+_HEARTBEAT_KEYS = frozenset({"enabled", "interval", "prompt", "excludeWindows"})
+_HEARTBEAT_UPSTREAM = frozenset({"forwardToTelegram"})
+_HHMM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 _RUNNER_KEYS = frozenset(
     {
         "claudePath",
@@ -645,7 +672,122 @@ def _discord(chk: _Checker, data: Mapping[str, Any], environ: Mapping[str, str])
             high=24 * 366,
             unit=" hours",
         ),
+        notify_channel_id=(
+            chk.discord_id(disc["notifyChannelId"], "discord.notifyChannelId", "channel or thread")
+            or ""
+            if disc.get("notifyChannelId") not in (None, "")
+            else ""
+        ),
     )
+
+
+def _heartbeat(chk: _Checker, data: Mapping[str, Any]) -> HeartbeatSettings:
+    hb = chk.section(data, "heartbeat")
+    chk.unknown_keys(hb, "heartbeat", _HEARTBEAT_KEYS, _HEARTBEAT_UPSTREAM)
+    d = HeartbeatSettings()
+    windows: list[QuietWindow] = []
+    raw_windows = hb.get("excludeWindows")
+    if raw_windows is not None and not isinstance(raw_windows, list):
+        chk.error(
+            "heartbeat.excludeWindows",
+            raw_windows,
+            "an array of windows",
+            'write it as [{"start": "22:00", "end": "07:00"}]',
+        )
+        raw_windows = []
+    for i, item in enumerate(raw_windows or []):
+        path = f"heartbeat.excludeWindows[{i}]"
+        if not isinstance(item, dict):
+            chk.error(path, item, 'an object {"start": "HH:MM", "end": "HH:MM"}', "fix the item")
+            continue
+        minutes: list[int] = []
+        for end in ("start", "end"):
+            value = item.get(end)
+            match = _HHMM.fullmatch(value.strip()) if isinstance(value, str) else None
+            if match is None:
+                chk.error(f"{path}.{end}", value, 'a time "HH:MM" (00:00-23:59)', 'e.g. "22:30"')
+            else:
+                minutes.append(int(match.group(1)) * 60 + int(match.group(2)))
+        days = item.get("days")
+        day_list: list[int] = []
+        if days is not None:
+            if not isinstance(days, list) or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 6 for x in days
+            ):
+                chk.error(
+                    f"{path}.days",
+                    days,
+                    "an array of weekday numbers 0-6 (0 = Sunday)",
+                    "e.g. [1, 2, 3, 4, 5] for Monday to Friday",
+                )
+            else:
+                day_list = sorted(set(days))
+        if len(minutes) == 2:
+            windows.append(QuietWindow(minutes[0], minutes[1], tuple(day_list)))
+    return HeartbeatSettings(
+        enabled=chk.boolean(hb, "enabled", "heartbeat.enabled", d.enabled),
+        interval_minutes=chk.number(
+            hb,
+            "interval",
+            "heartbeat.interval",
+            d.interval_minutes,
+            low=1,
+            high=1440,
+            low_inclusive=True,
+            unit=" (minutes)",
+        ),
+        prompt=chk.string(hb, "prompt", "heartbeat.prompt", d.prompt),
+        exclude_windows=tuple(windows),
+    )
+
+
+# The original's keys that do nothing here, each with the test "is it set to something
+# that would change behaviour there" and what a migrating user should know.
+_INERT: tuple[tuple[str, Any, str], ...] = (
+    ("telegram.token", bool, "the Telegram bot is not part of claudeclaw (Discord only)"),
+    ("slack.botToken", bool, "the Slack bot is not part of claudeclaw (Discord only)"),
+    ("web.enabled", bool, "there is no web dashboard; use `claudeclaw status` and `jobs list`"),
+    ("apiToken", bool, "there is no HTTP API; use `claudeclaw send` (control socket)"),
+    ("fallback.model", bool, "no fallback model on a usage limit; runs wait for the reset"),
+    ("agentic.enabled", bool, "no per-prompt model router; `model` is used for every run"),
+    ("stt.baseUrl", bool, "voice messages are not transcribed"),
+    ("stt.delegateTool", bool, "voice messages are not transcribed"),
+    ("plugins", bool, "daemon plugins are not supported"),
+    ("session.autoRotate", bool, "the global session is not rotated or summarised"),
+    (
+        "watchdog.maxConsecutiveTimeouts",
+        lambda v: v is not None,
+        "use runner.idleTimeoutSeconds / runner.hardTimeoutSeconds",
+    ),
+    (
+        "watchdog.maxRuntimeSeconds",
+        lambda v: v is not None,
+        "use runner.hardTimeoutSeconds",
+    ),
+    (
+        "sessionTimeoutMs",
+        lambda v: v not in (None, 1800000),
+        "not used; runs are limited by runner.idleTimeoutSeconds",
+    ),
+    (
+        "heartbeat.forwardToTelegram",
+        lambda v: v is True,
+        "a HEARTBEAT_OK reply is never posted",
+    ),
+    ("discord.autoThreadChannels", bool, "messages there are answered, but open no thread"),
+)
+
+
+def _inert_keys(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """One line per original-only key that is set but not implemented here."""
+    found: list[str] = []
+    for dotted, is_set, note in _INERT:
+        node: Any = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and is_set(node):
+            found.append(f"{dotted}: set, but not implemented in claudeclaw; {note}")
+    return tuple(found)
 
 
 def _runner(chk: _Checker, data: Mapping[str, Any], timeouts_raw: Any) -> RunnerSettings:
@@ -810,6 +952,8 @@ def parse_settings(
     discord = _discord(chk, data, env)
     runner = _runner(chk, data, data.get("timeouts"))
     limits = _limits(chk, data)
+    heartbeat = _heartbeat(chk, data)
+    jobs_dir = chk.string(data, "jobsDir", "jobsDir", "")
 
     register_secret(discord.token)
     register_secret(api)
@@ -835,6 +979,9 @@ def parse_settings(
         discord=discord,
         runner=runner,
         limits=limits,
+        heartbeat=heartbeat,
+        jobs_dir=jobs_dir,
+        inert_keys=_inert_keys(data),
         source=source,
         warnings=tuple(_scrub(w, secrets) for w in chk.warnings),
     )
@@ -901,7 +1048,7 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
     def n(value: float) -> float | int:
         return int(value) if float(value).is_integer() else value
 
-    d, r, lim = s.discord, s.runner, s.limits
+    d, r, lim, hb = s.discord, s.runner, s.limits, s.heartbeat
     return {
         "model": s.model,
         "api": "",
@@ -928,6 +1075,7 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "maxAttachmentBytes": d.max_attachment_bytes,
             "maxInlineTextChars": d.max_inline_text_chars,
             "inboxMaxAgeHours": n(d.inbox_max_age_hours),
+            "notifyChannelId": d.notify_channel_id,
         },
         "runner": {
             "claudePath": r.claude_path,
@@ -944,6 +1092,12 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "shutdownGraceSeconds": n(lim.shutdown_grace_seconds),
             "workerStartMethod": lim.worker_start_method,
             "workerNice": lim.worker_nice,
+        },
+        "heartbeat": {
+            "enabled": hb.enabled,
+            "interval": n(hb.interval_minutes),
+            "prompt": hb.prompt,
+            "excludeWindows": [],
         },
     }
 
