@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 from claudeclaw.cron import CronError, CronSchedule
+from claudeclaw.model import JOB_NAME
 
-JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-"""A job's name is its file name without ``.md``; it becomes the session key
-``job:<name>`` and a log field, so nothing else is accepted."""
+# A job's name is its file name without ``.md``; it becomes the session key ``job:<name>``
+# and a log field, so model.JOB_NAME (the key's rule) decides what is accepted.
 
 NotifyMode = Literal["always", "never", "error"]
 PROMPT_FILE_SUFFIXES = (".md", ".txt", ".prompt")
