@@ -27,6 +27,7 @@ from claudeclaw.model import GLOBAL_KEY, RunDone, RunEvent, RunFailed, SessionKe
 from claudeclaw.notices import Notice, NoticeOutbox, NoticeSink
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.scheduler import HEARTBEAT, Outcome, Scheduler, utc_now
+from claudeclaw.tasks import TaskSet
 
 log = get_logger()
 
@@ -69,6 +70,7 @@ class JobService:
             limit_holds=host.rate_limit_holds,
         )
         self._limit_noticed: datetime | None = None
+        self._tasks = TaskSet("jobs")
 
     async def start(self) -> None:
         await self.outbox.load()
@@ -86,6 +88,7 @@ class JobService:
 
     async def close(self) -> None:
         await self.scheduler.close()
+        await self._tasks.cancel_all()
         await self.outbox.close()
 
     def apply_settings(self, settings: Settings) -> None:
@@ -113,7 +116,7 @@ class JobService:
             f"🚦 Claude's usage limit was reached. Messages, jobs and the heartbeat wait until "
             f"{local:%Y-%m-%d %H:%M} ({local:%Z}) and then run."
         )
-        asyncio.get_running_loop().create_task(self.outbox.add(Notice("limit", text)))
+        self._tasks.start(self._notify(Notice("limit", text)), "limit-notice")
         self.scheduler.wake()
 
     # ---- running ------------------------------------------------------------------------
@@ -134,6 +137,18 @@ class JobService:
             return Outcome(False, failure_text(final), final.reason)
         return Outcome(False, "the run ended without a result", "error")
 
+    async def _notify(self, notice: Notice) -> None:
+        """Keep ``notice`` for the bot; without a Discord token there is no bot: log only."""
+        if not self.settings.discord.token:
+            log.info(
+                "notice.not_posted",
+                kind=notice.kind,
+                job_name=notice.job_name,
+                why="no Discord token (local only)",
+            )
+            return
+        await self.outbox.add(notice)
+
     async def _run_job(self, job: Job, prompt: str, trigger: str) -> Outcome:
         outcome = await self._submit(job_key(job.name), prompt, "job")
         if outcome.reason in ("shutdown", "kept"):
@@ -146,7 +161,7 @@ class JobService:
             if not outcome.ok:
                 title += " failed"
             text = f"{title}\n{outcome.text}"[:MAX_NOTICE_CHARS]
-            await self.outbox.add(Notice("job", text, job_name=job.name))
+            await self._notify(Notice("job", text, job_name=job.name))
         return outcome
 
     async def _run_heartbeat(self, prompt: str, trigger: str) -> Outcome:
@@ -157,7 +172,7 @@ class JobService:
             log.info("heartbeat.ok", trigger=trigger)
             return outcome
         title = "💓 **Heartbeat**" + ("" if outcome.ok else " failed")
-        await self.outbox.add(Notice("heartbeat", f"{title}\n{outcome.text}"[:MAX_NOTICE_CHARS]))
+        await self._notify(Notice("heartbeat", f"{title}\n{outcome.text}"[:MAX_NOTICE_CHARS]))
         return outcome
 
 

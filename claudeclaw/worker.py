@@ -437,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     key = session_key(args.key)
     configure_logging(level=args.log_level, mode=args.log_mode, process="worker")
     bind(session_key=key, worker_pid=os.getpid())
-    if key != "global":
-        bind(thread_id=key)
+    if key.isdigit():
+        bind(thread_id=key)  # (job:<name> keys get job_name from the log processor)
     paths = ProjectPaths.for_project(args.project)
     return asyncio.run(serve(paths, key, args.socket))
 
