@@ -38,7 +38,12 @@ class JobHost(Protocol):
     """What the service needs from the daemon (the supervisor)."""
 
     def submit(
-        self, key: SessionKey, prompt: str, *, origin: str = ...
+        self,
+        key: SessionKey,
+        prompt: str,
+        *,
+        origin: str = ...,
+        overrides: dict[str, Any] | None = ...,
     ) -> AsyncIterator[RunEvent]: ...
 
     def rate_limit_holds(self) -> datetime | None: ...
@@ -126,9 +131,12 @@ class JobService:
         prefix = clock_prefix(self.clock(), self.settings.timezone_offset_minutes)
         return f"{prefix}\n{text}"
 
-    async def _submit(self, key: SessionKey, prompt: str, origin: str) -> Outcome:
+    async def _submit(
+        self, key: SessionKey, prompt: str, origin: str, overrides: dict[str, Any] | None = None
+    ) -> Outcome:
         final: RunDone | RunFailed | None = None
-        async for event in self.host.submit(key, self._prompt(prompt), origin=origin):
+        stream = self.host.submit(key, self._prompt(prompt), origin=origin, overrides=overrides)
+        async for event in stream:
             if isinstance(event, RunDone | RunFailed):
                 final = event
         if isinstance(final, RunDone):
@@ -150,7 +158,12 @@ class JobService:
         await self.outbox.add(notice)
 
     async def _run_job(self, job: Job, prompt: str, trigger: str) -> Outcome:
-        outcome = await self._submit(job_key(job.name), prompt, "job")
+        overrides: dict[str, Any] = {}
+        if job.model:
+            overrides["model"] = job.model
+        if job.timeout_s:
+            overrides["timeout_s"] = job.timeout_s
+        outcome = await self._submit(job_key(job.name), prompt, "job", overrides)
         if outcome.reason in ("shutdown", "kept"):
             return outcome  # the daemon is stopping: nothing to tell
         post = job.notify == "always" or (job.notify == "error" and not outcome.ok)

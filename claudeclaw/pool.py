@@ -81,6 +81,7 @@ class Ticket:
     started: bool = False  # a claude run started for it in the current attempt
     finished: bool = False
     limit_retries: int = 0  # requeued after hitting Claude's usage limit
+    overrides: dict[str, Any] = field(default_factory=dict)  # a job's model / timeout_s
 
     def push(self, event: RunEvent) -> None:
         if self.finished:
@@ -286,9 +287,16 @@ class WorkerPool:
     def new_msg_id(self) -> str:
         return f"m{next(self._msg_ids)}-{uuid.uuid4().hex[:8]}"
 
-    def enqueue(self, key: SessionKey, prompt: str, origin: str) -> Ticket:
-        """Queue ``prompt`` for ``key`` on its worker (spawning one if needed)."""
-        ticket = Ticket(self.new_msg_id(), key, prompt, origin)
+    def enqueue(
+        self,
+        key: SessionKey,
+        prompt: str,
+        origin: str,
+        overrides: dict[str, Any] | None = None,
+    ) -> Ticket:
+        """Queue ``prompt`` for ``key`` on its worker (spawning one if needed).
+        ``overrides`` (``model``, ``timeout_s``) apply to this run only (a job's own)."""
+        ticket = Ticket(self.new_msg_id(), key, prompt, origin, overrides=dict(overrides or {}))
         if self.closing:
             ticket.push(RunFailed(ticket.msg_id, "shutdown", "claudeclaw is stopping; try later."))
             return ticket
@@ -321,6 +329,7 @@ class WorkerPool:
                 "msg_id": ticket.msg_id,
                 "prompt": ticket.prompt,
                 "origin": ticket.origin,
+                **ticket.overrides,
             }
         )
 
@@ -412,6 +421,7 @@ class WorkerPool:
                 "prompt": ticket.prompt,
                 "origin": ticket.origin,
                 "front": True,
+                **ticket.overrides,
             }
         )
         ticket.push(RunQueued(ticket.msg_id, 0, waiting_for_slot=True, resets_at=self.resets_at))

@@ -401,13 +401,15 @@ class Supervisor:
         *,
         origin: str = "discord",
         reply_to: ReplyTo | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> AsyncIterator[RunEvent]:
-        """Queue ``prompt`` for ``key``; yield its events until done or failed."""
+        """Queue ``prompt`` for ``key``; yield its events until done or failed.
+        ``overrides`` (``model``, ``timeout_s``): this run only (a job's frontmatter)."""
         key = session_key(key)
         if self.pool is None or self.closing:
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
             return
-        ticket = self.pool.enqueue(key, prompt, origin)
+        ticket = self.pool.enqueue(key, prompt, origin, overrides)
         if reply_to is not None and not ticket.finished:
             self.ledger.accept(
                 PendingMessage(

@@ -55,6 +55,8 @@ class _Queued:
     msg_id: str
     prompt: str
     origin: str
+    model: str = ""  # a job's own model ("": the settings')
+    timeout_s: float = 0.0  # a job's own hard timeout (0: the settings')
 
 
 # Text an event may carry over IPC (frames are capped at ipc.MAX_FRAME_BYTES; JSON can
@@ -170,7 +172,13 @@ class Worker:
         self.session_id = str(session_id) if session_id else None
 
     def handle_run(self, message: ipc.Message) -> None:
-        item = _Queued(str(message["msg_id"]), str(message["prompt"]), str(message.get("origin")))
+        item = _Queued(
+            str(message["msg_id"]),
+            str(message["prompt"]),
+            str(message.get("origin")),
+            model=str(message.get("model") or ""),
+            timeout_s=float(message.get("timeout_s") or 0.0),
+        )
         if self.stopping:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
             return
@@ -280,7 +288,9 @@ class Worker:
         prompt = "\n\n".join(item.prompt for item in batch)
         self.riders = riders
         try:
-            final = await self._run_one(_Queued(head.msg_id, prompt, head.origin))
+            final = await self._run_one(
+                _Queued(head.msg_id, prompt, head.origin, head.model, head.timeout_s)
+            )
         finally:
             self.riders = []
         if isinstance(final, RunFailed) and final.reason == "rate_limited":
@@ -299,13 +309,27 @@ class Worker:
             else:
                 self._emit(RunFailed(rider.msg_id, final.reason, final.message, final.session_id))
 
+    def _settings_for(self, item: _Queued) -> Settings:
+        """The settings, with a job's own model and hard timeout when it names them."""
+        settings = self.settings
+        if item.model:
+            settings = replace(settings, model=item.model)
+        if item.timeout_s > 0:
+            runner = replace(
+                settings.runner,
+                hard_timeout_seconds=item.timeout_s,
+                idle_timeout_seconds=min(settings.runner.idle_timeout_seconds, item.timeout_s),
+            )
+            settings = replace(settings, runner=runner)
+        return settings
+
     async def _run_one(self, item: _Queued) -> RunDone | RunFailed:
         self.current = item
         self.run_started = time.monotonic()
         bind(msg_id=item.msg_id)
         task = asyncio.get_running_loop().create_task(
             run_claude(
-                self.settings,
+                self._settings_for(item),
                 item.prompt,
                 session_id=self.session_id,
                 msg_id=item.msg_id,

@@ -13,6 +13,7 @@ import pytest
 
 from claudeclaw import control
 from claudeclaw.config import load_settings
+from claudeclaw.model import RunDone, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
@@ -184,3 +185,22 @@ async def test_results_go_to_allowlisted_dms_by_default_and_wait_while_discord_f
     assert "FAKE-REPLY" in message["content"]
     await fake.wait_until(lambda: not sup.jobs.outbox.items, timeout=10)  # type: ignore[union-attr]
     assert json.loads(sup.paths.outbox_notices_file.read_text()) == []
+
+
+async def test_a_jobs_own_model_reaches_claude_for_its_runs_only(
+    jobs_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    sup = await jobs_daemon(
+        jobs={"argv": "---\nschedule: @daily\nmodel: haiku\ntimeout: 120\n---\nECHO_ARGV\n"},
+        model="sonnet",
+    )
+    result = await run_now(sup.paths, {"type": "jobs.run", "name": "argv"})
+    argv = json.loads(result["text"])
+    assert argv[argv.index("--model") + 1] == "haiku"
+    chat = [
+        e
+        async for e in sup.submit(SessionKey("global"), "ECHO_ARGV", origin="cli")
+        if isinstance(e, RunDone)
+    ]
+    chat_argv = json.loads(chat[0].reply)
+    assert chat_argv[chat_argv.index("--model") + 1] == "sonnet"
