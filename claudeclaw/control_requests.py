@@ -88,8 +88,7 @@ class ControlRequests:
         await channel.send({"type": "result" if applied else "error", "message": message})
 
     async def _jobs_list(self, request: ipc.Message, channel: ipc.Channel) -> None:
-        jobs = self.sup.jobs
-        await channel.send({"type": "result", "jobs": jobs.listing() if jobs else []})
+        await channel.send({"type": "result", "jobs": await self.sup.list_jobs()})
 
     async def _jobs_run(self, request: ipc.Message, channel: ipc.Channel) -> None:
         await self._run_now(str(request.get("name", "")), channel)

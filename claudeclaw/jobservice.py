@@ -96,11 +96,18 @@ class JobService:
         await self._tasks.cancel_all()
         await self.outbox.close()
 
-    def apply_settings(self, settings: Settings) -> None:
+    async def apply_settings(self, settings: Settings) -> None:
+        """New settings (reload): the job files are read again before this returns."""
         self.settings = settings
         self.scheduler.apply_settings(settings)
+        await self.scheduler.rescan(force=True)
 
     # ---- what the daemon reports --------------------------------------------------------
+
+    async def fresh_listing(self) -> list[dict[str, Any]]:
+        """The rows after a cheap check that no job file changed since the last read."""
+        await self.scheduler.rescan()
+        return self.listing()
 
     def listing(self) -> list[dict[str, Any]]:
         return self.scheduler.listing(self.clock())

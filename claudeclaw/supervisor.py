@@ -460,7 +460,7 @@ class Supervisor:
         return [self._info(r.key, r) for r in records]
 
     async def list_jobs(self) -> list[dict[str, Any]]:
-        return self.jobs.listing() if self.jobs is not None else []
+        return await self.jobs.fresh_listing() if self.jobs is not None else []
 
     def _info(self, key: SessionKey, record: SessionRecord | None) -> SessionInfo:
         assert self.pool is not None
@@ -502,7 +502,7 @@ class Supervisor:
             assert self.pool is not None
             self.pool.apply_settings(settings)
             if self.jobs is not None:
-                self.jobs.apply_settings(settings)  # and re-read the job files
+                await self.jobs.apply_settings(settings)  # and re-read the job files
             if self.frontend is not None and not token_changed:
                 self.frontend.apply_settings(settings)
             elif token_changed:

@@ -157,9 +157,8 @@ async def test_a_job_file_with_an_error_is_reported_and_the_others_still_run(
     dm = fake_discord.dm_channel(fake_discord.alice)
     assert sup.jobs is not None and sup.jobs.outbox.items == []
     assert not posts(fake_discord, dm, "Job `fine`")
-    # a file added while running is picked up (cheap mtime check), no restart
+    # a file added while running is picked up (a cheap mtime check), no restart
     (sup.paths.jobs_dir / "later.md").write_text("---\nschedule: @daily\n---\nhi\n")
-    await sup.jobs.scheduler.rescan()
     names = [r["name"] for r in (await control.request(sup.paths, {"type": "jobs.list"}))["jobs"]]
     assert "later" in names
 
