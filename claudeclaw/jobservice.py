@@ -81,6 +81,7 @@ class JobService:
         await self.outbox.load()
         await self.scheduler.load()
         self.outbox.start()
+        self.outbox.kick()  # what an earlier run of the daemon could not post
         self.scheduler.start()
         if self.settings.discord.notify_channel_id:
             await self.outbox.add(Notice("lifecycle", f"▶️ claudeclaw {__version__} started."))

@@ -120,6 +120,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._save_lock = asyncio.Lock()
+        self._rescan_lock = asyncio.Lock()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()  # a wake() from here on is not lost
             try:
                 await self.rescan()
                 now = self.clock()
@@ -195,20 +197,26 @@ class Scheduler:
             now = self.clock()
             delay = MAX_SLEEP_S if wake is None else (wake - now).total_seconds()
             delay = min(MAX_SLEEP_S, max(0.05, delay))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     # ---- job files ----------------------------------------------------------------------
 
     async def rescan(self, *, force: bool = False) -> bool:
-        """Re-read the job files if the directory changed (or ``force``); True if read."""
-        directory = jobs_directory(self.paths, self.settings)
-        stamp = await asyncio.to_thread(directory_stamp, directory)
-        if not force and stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        jobs, errors = await asyncio.to_thread(load_jobs, directory)
+        """Re-read the job files if the directory changed (or ``force``); True if read.
+        One at a time: a caller never sees the new stamp with the old jobs."""
+        async with self._rescan_lock:
+            directory = jobs_directory(self.paths, self.settings)
+            stamp = await asyncio.to_thread(directory_stamp, directory)
+            if not force and stamp == self._stamp:
+                return False
+            jobs, errors = await asyncio.to_thread(load_jobs, directory)
+            self._stamp = stamp
+            await self._take(jobs, errors)
+            return True
+
+    async def _take(self, jobs: list[Job], errors: list[JobFileError]) -> None:
+        """Make freshly read job files current: log what changed, arm new schedules."""
         now = self.clock()
         old = self.jobs
         self.jobs = {job.name: job for job in jobs}
@@ -235,7 +243,6 @@ class Scheduler:
         for name in self.jobs.keys() - old.keys():
             log.info("job.loaded", job_name=name, schedule=self._schedule_text(self.jobs[name]))
         await self.save()
-        return True
 
     def _entry(self, name: str) -> dict[str, Any]:
         jobs: dict[str, Any] = self.state["jobs"]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from claudeclaw import control
 from claudeclaw.config import load_settings
@@ -203,3 +204,15 @@ async def test_a_jobs_own_model_reaches_claude_for_its_runs_only(
     ]
     chat_argv = json.loads(chat[0].reply)
     assert chat_argv[chat_argv.index("--model") + 1] == "sonnet"
+
+
+async def test_the_originals_inert_keys_are_announced_at_start(
+    make_project: Callable[..., ProjectPaths],
+) -> None:
+    paths = make_project(telegram={"token": "123:abc"}, agentic={"enabled": True})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    with capture_logs() as logs:
+        await sup.startup()
+        await sup.shutdown()
+    inert = [e["detail"] for e in logs if e["event"] == "settings.upstream_key_inert"]
+    assert [d.split(":")[0] for d in inert] == ["telegram.token", "agentic.enabled"]
