@@ -216,3 +216,37 @@ async def test_the_originals_inert_keys_are_announced_at_start(
         await sup.shutdown()
     inert = [e["detail"] for e in logs if e["event"] == "settings.upstream_key_inert"]
     assert [d.split(":")[0] for d in inert] == ["telegram.token", "agentic.enabled"]
+
+
+async def test_a_long_result_is_attached_and_a_bad_notify_channel_is_saved_not_retried(
+    jobs_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    fake = fake_discord
+    channel = fake.general_id
+    sup = await jobs_daemon(
+        jobs={"long": "---\nschedule: @daily\n---\nBIGLINE:30000\n"},
+        discord={"notifyChannelId": channel},
+    )
+    await run_now(sup.paths, {"type": "jobs.run", "name": "long"})
+    message = await fake.wait_for_message(
+        channel, lambda m: "Job `long`" in m.get("content", ""), timeout=20
+    )
+    assert len(message["content"]) <= 2000 and "attached" in message["content"]
+    files = fake.sent_payloads[message["id"]]["_files"]
+    assert [f["name"] for f in files] == ["reply.md"] and files[0]["size"] > 30000
+    # one message (after the "started" notice), not fifteen
+    contents = [m["content"] for m in fake.bot_messages(channel)]
+    assert len(contents) == 2 and contents[0].startswith("▶️ claudeclaw")
+
+    # a channel that does not exist: the notice is saved to disk and dropped from the queue
+    settings = json.loads(sup.paths.settings_file.read_text())
+    settings["discord"]["notifyChannelId"] = "999999999999999999"
+    sup.paths.settings_file.write_text(json.dumps(settings))
+    assert (await sup.reload())[0]
+    await run_now(sup.paths, {"type": "jobs.run", "name": "long"})
+    assert sup.jobs is not None
+    await fake.wait_until(lambda: not sup.jobs.outbox.items, timeout=10)  # type: ignore[union-attr]
+    saved = list(sup.paths.undelivered_dir.glob("notice-*.md"))
+    assert len(saved) == 1
+    text = saved[0].read_text()
+    assert "999999999999999999" in text and "Job `long`" in text

@@ -356,3 +356,32 @@ async def test_manual_run_uses_the_trigger_manual(paths: ProjectPaths) -> None:
     assert runs.calls == [("m", "do it", "manual")]
     beat = await sched.run_now(HEARTBEAT)
     assert beat.text == "HEARTBEAT_OK"
+
+
+async def test_dst_changes_in_the_settings_zone_neither_skip_nor_double(
+    paths: ProjectPaths,
+) -> None:
+    _write_job(paths, "night", "schedule: 30 2 * * *\nrecurring: true")
+    _write_job(paths, "hourly", "schedule: 0 * * * *\nrecurring: true")
+    settings = Settings(timezone="Europe/Berlin")
+    clock, runs = Clock(datetime(2026, 10, 24, 12, tzinfo=UTC)), Runs()
+    sched = await _scheduler(paths, clock, runs, settings)
+    # walk through the autumn change (2026-10-25, 03:00 CEST -> 02:00 CET) minute by minute
+    while clock.now < datetime(2026, 10, 25, 6, tzinfo=UTC):
+        clock.advance(minutes=1)
+        await _tick(sched, clock)
+    assert runs.names().count("night") == 1  # 02:30 came twice; the job ran once
+    hourly = runs.names().count("hourly")
+    assert hourly == 18  # 12:00..05:00 UTC: one run per real hour, the repeated one too
+    # and the spring change (2026-03-29, 02:00 CET -> 03:00 CEST): 02:30 does not exist
+    spring = ProjectPaths(paths.root / "spring")
+    _write_job(spring, "night", "schedule: 30 2 * * *\nrecurring: true")
+    clock.now = datetime(2026, 3, 28, 12, tzinfo=UTC)
+    started: list[datetime] = []
+    sched = await _scheduler(spring, clock, runs, settings)
+    while clock.now < datetime(2026, 3, 29, 6, tzinfo=UTC):
+        clock.advance(minutes=1)
+        if await _tick(sched, clock):
+            started.append(clock.now)
+    # ran once, at 03:00 CEST (01:00 UTC), right after the gap
+    assert started == [datetime(2026, 3, 29, 1, 0, tzinfo=UTC)]
