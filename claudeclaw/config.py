@@ -10,7 +10,9 @@ Errors name the key path, the bad value, what was expected and how to fix it, an
 them are reported at once (one per line) so a user fixes the file in one pass. Secrets
 (``discord.token``, ``api``) are excluded from ``repr`` and never appear in an error
 message, so they never reach a log. Keys the original has but claudeclaw does not use
-(heartbeat, telegram, web...) are accepted silently, so an upstream file loads unchanged.
+(telegram, web...) are accepted, so an upstream file loads unchanged; those set to
+something that would matter there are listed in ``Settings.inert_keys`` (announced at
+start and by ``doctor``).
 
 How to add a key:
   1. add a field with ``key(...)`` to its section's dataclass below (default, JSON name,
