@@ -5,6 +5,7 @@ the loopback fake Discord. Driven through the control socket, as ``claudeclaw jo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,7 +15,7 @@ from structlog.testing import capture_logs
 
 from claudeclaw import control
 from claudeclaw.config import load_settings
-from claudeclaw.model import RunDone, SessionKey
+from claudeclaw.model import RunDone, RunStarted, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
@@ -250,3 +251,30 @@ async def test_a_long_result_is_attached_and_a_bad_notify_channel_is_saved_not_r
     assert len(saved) == 1
     text = saved[0].read_text()
     assert "999999999999999999" in text and "Job `long`" in text
+
+
+async def test_a_job_runs_in_parallel_with_a_chat_in_its_own_worker(
+    jobs_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    sup = await jobs_daemon(jobs={"slow": "---\nschedule: @daily\n---\nSLEEP:1.5 slow job\n"})
+    started: dict[str, asyncio.Event] = {"job:slow": asyncio.Event(), "global": asyncio.Event()}
+    ended: list[str] = []
+    assert sup.pool is not None
+    original = sup.pool.on_event
+
+    def on_event(key: SessionKey, event: Any) -> None:
+        if isinstance(event, RunStarted) and key in started:
+            started[key].set()
+        elif isinstance(event, RunDone) and key in started:
+            ended.append(key)
+        original(key, event)
+
+    sup.pool.on_event = on_event
+    job = asyncio.ensure_future(run_now(sup.paths, {"type": "jobs.run", "name": "slow"}))
+    await asyncio.wait_for(started["job:slow"].wait(), 20)
+    chat = [e async for e in sup.submit(SessionKey("global"), "SLEEP:0.1 hi", origin="cli")]
+    assert isinstance(chat[-1], RunDone)
+    assert ended[0] == "global"  # the chat finished while the job was still running
+    assert (await job)["ok"]
+    workers = {w.key for w in sup.pool.status()}
+    assert {"job:slow", "global"} <= workers

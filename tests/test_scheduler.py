@@ -385,3 +385,24 @@ async def test_dst_changes_in_the_settings_zone_neither_skip_nor_double(
             started.append(clock.now)
     # ran once, at 03:00 CEST (01:00 UTC), right after the gap
     assert started == [datetime(2026, 3, 29, 1, 0, tzinfo=UTC)]
+
+
+async def test_a_one_shot_missed_while_down_with_catch_up_false_is_marked_missed(
+    paths: ProjectPaths,
+) -> None:
+    _write_job(paths, "once", "schedule: 30 8 * * *\ncatchUp: false")
+    clock, runs = Clock(T0), Runs()
+    await _scheduler(paths, clock, runs)  # first seen at 08:00
+    clock.now = T0 + timedelta(hours=5)  # down over 08:30
+    again = await _scheduler(paths, clock, runs)
+    assert await _tick(again, clock) == []
+    row = again.listing(clock())[0]
+    assert row["last_outcome"] == "missed" and row["done"] and row["next_run"] == ""
+    # with catch-up (the default) the same one-shot runs at start
+    _write_job(paths, "once2", "schedule: 30 8 * * *")
+    clock.now = T0
+    await _scheduler(paths, clock, runs)
+    clock.now = T0 + timedelta(hours=5)
+    third = await _scheduler(paths, clock, runs)
+    assert await _tick(third, clock) == ["once2"]
+    assert runs.calls[-1][2] == "catch-up"
