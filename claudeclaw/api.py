@@ -7,7 +7,7 @@ they can be tested against a fake and never reach into the worker pool.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from claudeclaw.model import PendingMessage, ReplyTo, RunEvent, SessionInfo, SessionKey
 
@@ -53,4 +53,9 @@ class Dispatcher(Protocol):
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Every thread session (not the global one), with live state."""
+        ...
+
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job file and the heartbeat: schedule, next/last run (ISO 8601), outcome,
+        error (the rows of ``claudeclaw jobs list --json``)."""
         ...

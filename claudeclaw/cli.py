@@ -1,4 +1,5 @@
-"""The ``claudeclaw`` command: init, run, status, send, ask, sessions, reload, doctor.
+"""The ``claudeclaw`` command: init, run, status, send, ask, sessions, jobs, heartbeat,
+reload, doctor.
 
 Every command takes ``--project DIR`` (default: the current directory). Commands that talk
 to a running daemon go through its control socket; ``sessions`` falls back to the files
@@ -181,6 +182,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"project {daemon['project']}"
     )
     print(f"  {daemon['status']}; rss {daemon['rss_bytes'] / 1e6:.1f} MB")
+    next_job = daemon.get("next_job")
+    if next_job:
+        print(f"  next scheduled: {next_job['name']} at {next_job['at']}")
     if daemon.get("recovered_messages"):
         print(
             f"  {daemon['recovered_messages']} message(s) kept from before a restart wait for "
@@ -342,6 +346,56 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return code if code is not None else _sessions_offline(args)
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    if args.action == "run":
+        return _run_now(paths, {"type": "jobs.run", "name": args.name})
+    reply = asyncio.run(control.request(paths, {"type": "jobs.list"}))
+    rows: list[dict[str, Any]] = reply["jobs"]
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no jobs (add <name>.md files to {paths.jobs_dir})")
+        return EXIT_OK
+    print(f"{'NAME':<24} {'SCHEDULE':<18} {'NEXT RUN':<26} {'LAST RUN':<26} OUTCOME")
+    for row in rows:
+        outcome = row["last_outcome"] or "-"
+        if row["running"]:
+            outcome = "running"
+        print(
+            f"{row['name']:<24} {row['schedule'] or '-':<18} {row['next_run'] or '-':<26} "
+            f"{row['last_run'] or '-':<26} {outcome}"
+        )
+        if row["error"]:
+            print(f"    error: {row['error']}")
+        for warning in row.get("warnings", []):
+            print(f"    warning: {warning}")
+    return EXIT_OK
+
+
+def cmd_heartbeat(args: argparse.Namespace) -> int:
+    return _run_now(_paths(args), {"type": "heartbeat.run"})
+
+
+def _run_now(paths: ProjectPaths, message: dict[str, Any]) -> int:
+    """Run a job (or the heartbeat) now in the daemon; its reply on stdout."""
+
+    async def go() -> int:
+        async for frame in control.stream(paths, message):
+            if frame["type"] != "result":
+                continue
+            if frame["ok"]:
+                print(frame["text"])
+                return EXIT_OK
+            _err(f"run failed ({frame['reason']}): {frame['text']}")
+            return EXIT_FAILURE
+        _err("the daemon closed the connection before the run finished")
+        return EXIT_FAILURE
+
+    return asyncio.run(go())
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     reply = asyncio.run(control.request(_service_paths(args), {"type": "reload"}, reply_within=120))
     print(reply.get("message", "reloaded"))
@@ -423,6 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("show", "rm"):
         a = actions.add_parser(action, parents=[common, as_json], help=f"{action} one session")
         a.add_argument("key", metavar="THREAD_ID", help="a thread id, or 'global'")
+
+    p = add("jobs", cmd_jobs, "list the scheduled jobs, or run one now")
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[common, as_json], help="every job: next and last run")
+    a = actions.add_parser("run", parents=[common], help="run one job now; print its reply")
+    a.add_argument("name", help="the job's name (its file name without .md)")
+    p = sub.add_parser("heartbeat", parents=[common], help="run the heartbeat now; print its reply")
+    p.set_defaults(func=cmd_heartbeat)
+    p.add_argument("action", choices=["run"])
 
     add("reload", cmd_reload, "re-read settings.json in the running daemon (waits until applied)")
     add("doctor", cmd_doctor, "check the installation, each problem with its fix")

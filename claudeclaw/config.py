@@ -10,7 +10,9 @@ Errors name the key path, the bad value, what was expected and how to fix it, an
 them are reported at once (one per line) so a user fixes the file in one pass. Secrets
 (``discord.token``, ``api``) are excluded from ``repr`` and never appear in an error
 message, so they never reach a log. Keys the original has but claudeclaw does not use
-(heartbeat, telegram, web...) are accepted silently, so an upstream file loads unchanged.
+(telegram, web...) are accepted, so an upstream file loads unchanged; those set to
+something that would matter there are listed in ``Settings.inert_keys`` (announced at
+start and by ``doctor``).
 
 How to add a key:
   1. add a field with ``key(...)`` to its section's dataclass below (default, JSON name,
@@ -361,6 +363,92 @@ class OffsetMinutes(Kind):
         return round(value)
 
 
+class OptionalId(Kind):
+    """One Discord id (digits; a JSON integer stays exact), or ``""`` for none."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def expected(self) -> str:
+        return f'a Discord {self.what} id, or "" for none'
+
+    def read(self, chk: _Checker, value: Any, path: str, default: Any) -> Any:
+        if value == "":
+            return ""
+        ident = chk.discord_id(value, path, self.what)
+        return default if ident is None else ident
+
+
+_HHMM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+
+
+@dataclass(frozen=True, slots=True)
+class QuietWindow:
+    """``heartbeat.excludeWindows[]``: no heartbeat from ``start`` to ``end`` (minutes after
+    midnight; ``end < start`` crosses midnight, ``end == start`` is the whole day)."""
+
+    start_minute: int
+    end_minute: int
+    days: tuple[int, ...] = ()  # 0 = Sunday .. 6 = Saturday (the original's); (): every day
+
+
+class QuietWindows(Kind):
+    """``[{"start": "HH:MM", "end": "HH:MM", "days": [0..6]}]`` → QuietWindow tuple."""
+
+    def expected(self) -> str:
+        return 'an array of {"start": "HH:MM", "end": "HH:MM", "days": [0-6, optional]}'
+
+    def read(self, chk: _Checker, value: Any, path: str, default: Any) -> Any:
+        if not isinstance(value, list):
+            chk.error(
+                path, value, "an array of windows", 'e.g. [{"start": "22:00", "end": "07:00"}]'
+            )
+            return default
+        windows: list[QuietWindow] = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            if not isinstance(item, Mapping):
+                chk.error(where, item, 'an object {"start": "HH:MM", "end": "HH:MM"}', "fix it")
+                continue
+            minutes: list[int] = []
+            for end in ("start", "end"):
+                raw = item.get(end)
+                match = _HHMM.fullmatch(raw.strip()) if isinstance(raw, str) else None
+                if match is None:
+                    chk.error(f"{where}.{end}", raw, 'a time "HH:MM" (00:00-23:59)', 'e.g. "22:30"')
+                else:
+                    minutes.append(int(match.group(1)) * 60 + int(match.group(2)))
+            days = item.get("days")
+            day_list: list[int] = []
+            if days is not None:
+                if not isinstance(days, list) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 6 for x in days
+                ):
+                    chk.error(
+                        f"{where}.days",
+                        days,
+                        "an array of weekday numbers 0-6 (0 = Sunday)",
+                        "e.g. [1, 2, 3, 4, 5] for Monday to Friday",
+                    )
+                else:
+                    day_list = sorted(set(days))
+            if len(minutes) == 2:
+                windows.append(QuietWindow(minutes[0], minutes[1], tuple(day_list)))
+        return tuple(windows)
+
+    def to_json(self, value: Any) -> Any:
+        return [
+            {
+                "start": f"{w.start_minute // 60:02d}:{w.start_minute % 60:02d}",
+                "end": f"{w.end_minute // 60:02d}:{w.end_minute % 60:02d}",
+                **({"days": list(w.days)} if w.days else {}),
+            }
+            for w in value
+        ]
+
+
 # ---- declaring keys --------------------------------------------------------------------
 
 _SAME: Any = object()  # Key.starter: the starter file writes the default
@@ -496,7 +584,15 @@ TIMEOUTS = Table(
         ),
         (Key("telegram", _TIMEOUT_MINUTES, "Kept for compatibility; unused.", upstream=True), 5),
         (Key("heartbeat", _TIMEOUT_MINUTES, "Kept for compatibility; unused.", upstream=True), 15),
-        (Key("job", _TIMEOUT_MINUTES, "Kept for compatibility.", upstream=True), 30),
+        (
+            Key(
+                "job",
+                _TIMEOUT_MINUTES,
+                "Kept for compatibility; a job's own limit is its `timeout:` frontmatter.",
+                upstream=True,
+            ),
+            30,
+        ),
     )
 )
 
@@ -633,6 +729,14 @@ class DiscordSettings:
         Number(0, 24 * 366, unit=" hours"),
         "Downloaded attachments older than this are pruned.",
     )
+    notify_channel_id: str = key(
+        "",
+        "notifyChannelId",
+        OptionalId("channel or thread"),
+        "Where the messages the bot starts go: heartbeat and job results, usage-limit and "
+        'start/stop notices. `""` = a DM to every user in `allowedUserIds` (the original\'s '
+        "way; no start/stop notices then).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,12 +833,40 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatSettings:
+    IGNORED: ClassVar[tuple[str, ...]] = ("forwardToTelegram",)  # HEARTBEAT_OK is never posted
+
+    enabled: bool = key(False, "enabled", Flag(), "Run the heartbeat.", upstream=True)
+    interval_minutes: float = key(
+        15.0,
+        "interval",
+        Number(1, 1440, low_inclusive=True, unit=" (minutes)"),
+        "Minutes between beats; the first comes one interval after the start.",
+        upstream=True,
+    )
+    prompt: str = key(
+        "",
+        "prompt",
+        Text(),
+        'Added to the template as "User custom heartbeat prompt:". Inline text, or a path '
+        "ending in `.md`, `.txt` or `.prompt` (relative to the project), read at every beat.",
+        upstream=True,
+    )
+    exclude_windows: tuple[QuietWindow, ...] = key(
+        (),
+        "excludeWindows",
+        QuietWindows(),
+        "Quiet windows in `timezone`; a beat that falls in one is skipped (see below).",
+        upstream=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     # The original's keys that claudeclaw does not use: accepted without a word.
     IGNORED: ClassVar[tuple[str, ...]] = (
         "fallback",
         "agentic",
-        "heartbeat",
         "telegram",
         "slack",
         "web",
@@ -744,7 +876,6 @@ class Settings:
         "session",
         "plugins",
         "apiToken",
-        "jobsDir",
         "$schema",
     )
 
@@ -771,8 +902,9 @@ class Settings:
         "UTC",
         "timezone",
         Text(),
-        'For the clock prefix of prompts: an IANA name (`"Europe/Berlin"`) or `UTC±H[:MM]`. '
-        "An unknown name is a warning (UTC is used).",
+        "For the clock prefix of prompts, job schedules and quiet windows: an IANA name "
+        '(`"Europe/Berlin"`, DST-aware) or `UTC±H[:MM]`. An unknown name is a warning (UTC is '
+        "used).",
         upstream=True,
     )
     timezone_offset_minutes: int = key(
@@ -800,8 +932,24 @@ class Settings:
     limits: LimitSettings = key_from(
         LimitSettings, "limits", Section(LimitSettings), "Processes and their limits."
     )
+    heartbeat: HeartbeatSettings = key_from(
+        HeartbeatSettings,
+        "heartbeat",
+        Section(HeartbeatSettings),
+        "A periodic prompt in the global session.",
+        upstream=True,
+    )
+    jobs_dir: str = key(
+        "",
+        "jobsDir",
+        Text(),
+        'Where the job files are; `""` = `.claude/claudeclaw/jobs`. A relative path is under '
+        'the project. See the README, "Heartbeat and jobs".',
+        upstream=True,
+    )
     source: Path | None = None  # the file these came from; None: no file (defaults)
     warnings: tuple[str, ...] = ()  # unknown keys and oddities; not fatal, show them
+    inert_keys: tuple[str, ...] = ()  # the original's keys that are set but do nothing here
 
 
 SETTINGS = Section(Settings)  # the whole document
@@ -941,7 +1089,47 @@ def _from_alias(chk: _Checker, k: Key, path: str, default: Any) -> Any:
 # ---- what one key's rule cannot say: derived values and cross-key checks ---------------
 
 
+# The original's keys that do nothing here, each with the test "is it set to something
+# that would change behaviour there" and what a migrating user should know.
+_INERT: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("telegram.token", bool, "the Telegram bot is not part of claudeclaw (Discord only)"),
+    ("slack.botToken", bool, "the Slack bot is not part of claudeclaw (Discord only)"),
+    ("web.enabled", bool, "there is no web dashboard; use `claudeclaw status` and `jobs list`"),
+    ("apiToken", bool, "there is no HTTP API; use `claudeclaw send` (control socket)"),
+    ("fallback.model", bool, "no fallback model on a usage limit; runs wait for the reset"),
+    ("agentic.enabled", bool, "no per-prompt model router; `model` is used for every run"),
+    ("stt.baseUrl", bool, "voice messages are not transcribed"),
+    ("stt.delegateTool", bool, "voice messages are not transcribed"),
+    ("plugins", bool, "daemon plugins are not supported"),
+    ("session.autoRotate", bool, "the global session is not rotated or summarised"),
+    (
+        "watchdog.maxConsecutiveTimeouts",
+        lambda v: v is not None,
+        "use runner.idleTimeoutSeconds / runner.hardTimeoutSeconds",
+    ),
+    ("watchdog.maxRuntimeSeconds", lambda v: v is not None, "use runner.hardTimeoutSeconds"),
+    (
+        "sessionTimeoutMs",
+        lambda v: v not in (None, 1800000),
+        "not used; runs are limited by runner.idleTimeoutSeconds",
+    ),
+    ("heartbeat.forwardToTelegram", lambda v: v is True, "a HEARTBEAT_OK reply is never posted"),
+    ("discord.autoThreadChannels", bool, "messages there are answered, but open no thread"),
+)
+
+
+def _inert_keys(chk: _Checker) -> tuple[str, ...]:
+    """One line per original-only key that is set but not implemented here."""
+    found: list[str] = []
+    for dotted, is_set, note in _INERT:
+        value = chk.lookup(dotted)
+        if value is not None and is_set(value):
+            found.append(f"{dotted}: set, but not implemented in claudeclaw; {note}")
+    return tuple(found)
+
+
 def _finish_settings(chk: _Checker, values: dict[str, Any], raw: Mapping[str, Any]) -> None:
+    values["inert_keys"] = _inert_keys(chk)
     offset = values["timezone_offset_minutes"]
     if raw.get("timezoneOffsetMinutes") is None:
         offset = _offset_from_timezone(chk, values["timezone"])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from claudeclaw import __version__, ipc
 from claudeclaw.model import GLOBAL_KEY, event_to_dict, info_to_dict, session_key
+from claudeclaw.scheduler import HEARTBEAT
 
 if TYPE_CHECKING:
     from claudeclaw.supervisor import Supervisor
@@ -38,6 +39,9 @@ class ControlRequests:
             "sessions.show": self._sessions_show,
             "sessions.rm": self._sessions_rm,
             "reload": self._reload,
+            "jobs.list": self._jobs_list,
+            "jobs.run": self._jobs_run,
+            "heartbeat.run": self._heartbeat_run,
         }
 
     def add(self, kind: str, handler: Handler) -> None:
@@ -83,6 +87,25 @@ class ControlRequests:
         applied, message = await self.sup.reload()
         await channel.send({"type": "result" if applied else "error", "message": message})
 
+    async def _jobs_list(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        await channel.send({"type": "result", "jobs": await self.sup.list_jobs()})
+
+    async def _jobs_run(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        await self._run_now(str(request.get("name", "")), channel)
+
+    async def _heartbeat_run(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        await self._run_now(HEARTBEAT, channel)
+
+    async def _run_now(self, name: str, channel: ipc.Channel) -> None:
+        jobs = self.sup.jobs
+        if jobs is None:
+            await channel.send({"type": "error", "message": "the scheduler is not running"})
+            return
+        outcome = await jobs.run_now(name)
+        await channel.send(
+            {"type": "result", "ok": outcome.ok, "text": outcome.text, "reason": outcome.reason}
+        )
+
     async def status_report(self) -> dict[str, Any]:
         """The daemon, its limits and every worker, sampled now (``claudeclaw status``)."""
         sup = self.sup
@@ -121,6 +144,16 @@ class ControlRequests:
                 "recovered_messages": len(sup.ledger.recovered),
                 "spawned_total": pool.spawn_count,
                 "crashes_total": pool.crash_count,
+                "next_job": self._next_job(),
             },
             "workers": rows,
         }
+
+    def _next_job(self) -> dict[str, str] | None:
+        """The next job (or heartbeat) to run: ``{"name", "at"}`` (ISO 8601), or None."""
+        jobs = self.sup.jobs
+        due = jobs.next_due() if jobs is not None else None
+        if jobs is None or due is None:
+            return None
+        name, when = due
+        return {"name": name, "at": when.astimezone(jobs.scheduler.tz).isoformat()}

@@ -21,8 +21,10 @@ from typing import Literal
 
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from claudeclaw.jobfiles import load_jobs
 from claudeclaw.jsonstore import backup_path
 from claudeclaw.paths import PRIVATE_DIR_MODE, ProjectPaths
+from claudeclaw.scheduler import jobs_directory
 from claudeclaw.service import (
     API_KEY_CREDENTIAL,
     DISCORD_TOKEN_CREDENTIAL,
@@ -515,6 +517,36 @@ def _check_root(settings: Settings | None, env: Mapping[str, str], view: _View) 
     )
 
 
+def _check_upstream_keys(settings: Settings) -> Check | None:
+    """The original's keys that are set but do nothing here (a migrating user's list)."""
+    if not settings.inert_keys:
+        return None
+    return Check(
+        "original's keys",
+        "warn",
+        "\n".join(settings.inert_keys),
+        f"remove these keys from {settings.source or 'settings.json'} (they are ignored)",
+    )
+
+
+def _check_jobs(paths: ProjectPaths, settings: Settings) -> Check:
+    """Every job file parses (blocking file I/O: run it in a thread)."""
+    directory = jobs_directory(paths, settings)
+    jobs, errors = load_jobs(directory)
+    problems = [f"{e.path.name}: {e.message}" for e in errors]
+    problems += [f"{job.path.name}: {w}" for job in jobs for w in job.warnings]
+    if problems:
+        return Check(
+            "jobs",
+            "warn",
+            f"{len(jobs)} usable, {len(errors)} skipped in {directory}:\n" + "\n".join(problems),
+            "fix the files named above; the daemon re-reads them by itself",
+        )
+    if not jobs:
+        return Check("jobs", "ok", f"no job files in {directory}")
+    return Check("jobs", "ok", f"{len(jobs)} job file{'s' if len(jobs) != 1 else ''} valid")
+
+
 async def run_checks(
     paths: ProjectPaths,
     environ: Mapping[str, str] | None = None,
@@ -552,6 +584,10 @@ async def run_checks(
 
         checks.extend(await asyncio.to_thread(_guarded, "discord token", view, token))
         checks.append(_check_allowlist(settings))
+        checks.append(await asyncio.to_thread(_check_jobs, paths, settings))
+        inert = _check_upstream_keys(settings)
+        if inert is not None:
+            checks.append(inert)
     checks.append(_check_root(settings, env, view))
     return checks
 

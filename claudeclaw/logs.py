@@ -112,6 +112,8 @@ def _add_thread_id(
     key = event_dict.get("session_key")
     if isinstance(key, str) and key.isdigit():
         event_dict.setdefault("thread_id", key)
+    elif isinstance(key, str) and key.startswith("job:"):
+        event_dict.setdefault("job_name", key[4:])  # JOB_NAME=<name> in the journal
     return event_dict
 
 

@@ -14,7 +14,8 @@ from typing import Any, Literal, NewType
 from claudeclaw.errors import InvalidKeyError
 
 SessionKey = NewType("SessionKey", str)
-"""``"global"`` for DMs and ordinary channels, else a Discord thread (or channel) id."""
+"""``"global"`` for DMs and ordinary channels, a Discord thread (or channel) id, or
+``job:<name>`` for a scheduled job."""
 
 SessionId = NewType("SessionId", str)
 """A Claude Code session id (a UUID chosen by the CLI)."""
@@ -22,19 +23,36 @@ SessionId = NewType("SessionId", str)
 GLOBAL_KEY = SessionKey("global")
 
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
+JOB_KEY_PREFIX = "job:"
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A job's name (its file name without ``.md``): no '/', no leading '.', at most 64."""
 
 
 def session_key(value: str | int) -> SessionKey:
-    """Validate ``value`` as a session key: ``global`` or a Discord id (digits only).
+    """Validate ``value`` as a session key: ``global``, a Discord id (digits only) or
+    ``job:<name>`` with a :data:`JOB_NAME`.
 
     Keys reach file names and log fields, so anything else is refused here, once.
     """
     text = str(value)
     if text == GLOBAL_KEY or _SNOWFLAKE.fullmatch(text):
         return SessionKey(text)
+    if text.startswith(JOB_KEY_PREFIX) and JOB_NAME.fullmatch(text[len(JOB_KEY_PREFIX) :]):
+        return SessionKey(text)
     raise InvalidKeyError(
-        f"invalid session key {text!r}: expected 'global' or a Discord id made of digits"
+        f"invalid session key {text!r}: expected 'global', a Discord id made of digits, "
+        "or job:<name> (letters, digits, '.', '_', '-')"
     )
+
+
+def job_key(name: str) -> SessionKey:
+    """The session key of job ``name`` (validated: raises InvalidKeyError)."""
+    return session_key(JOB_KEY_PREFIX + name)
+
+
+def job_name_of(key: str) -> str:
+    """The job name in a ``job:<name>`` key, else ""."""
+    return key[len(JOB_KEY_PREFIX) :] if key.startswith(JOB_KEY_PREFIX) else ""
 
 
 @dataclass(frozen=True, slots=True)

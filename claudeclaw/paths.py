@@ -77,6 +77,26 @@ class ProjectPaths:
         return self.state_dir / "pending.json"
 
     @property
+    def jobs_dir(self) -> Path:
+        """Job files (``<name>.md``), as in the original; ``jobsDir`` may point elsewhere."""
+        return self.state_dir / "jobs"
+
+    @property
+    def schedule_file(self) -> Path:
+        """The scheduler's memory: last runs, outcomes, finished one-shot jobs."""
+        return self.state_dir / "schedule.json"
+
+    @property
+    def heartbeat_prompt_override(self) -> Path:
+        """Replaces the built-in heartbeat template when present (the original's path)."""
+        return self.state_dir / "prompts" / "HEARTBEAT.md"
+
+    @property
+    def outbox_notices_file(self) -> Path:
+        """Messages the bot started (job results, notices) that Discord did not take yet."""
+        return self.state_dir / "notices.json"
+
+    @property
     def daemon_file(self) -> Path:
         """Written by a running daemon: pid, start time, control socket path."""
         return self.state_dir / "daemon.json"

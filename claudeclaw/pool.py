@@ -90,6 +90,7 @@ class Ticket:
     claude: ProcessIdentity | None = None  # its running claude (set when it started)
     finished: bool = False
     limit_retries: int = 0  # its worker put it back to wait for Claude's usage limit
+    overrides: dict[str, Any] = field(default_factory=dict)  # a job's model / timeout_s
 
     def push(self, event: RunEvent) -> None:
         if self.finished:
@@ -299,9 +300,16 @@ class WorkerPool:
     def new_msg_id(self) -> str:
         return f"m{next(self._msg_ids)}-{uuid.uuid4().hex[:8]}"
 
-    def enqueue(self, key: SessionKey, prompt: str, origin: str) -> Ticket:
-        """Queue ``prompt`` for ``key`` on its worker (spawning one if needed)."""
-        ticket = Ticket(self.new_msg_id(), key, prompt, origin)
+    def enqueue(
+        self,
+        key: SessionKey,
+        prompt: str,
+        origin: str,
+        overrides: dict[str, Any] | None = None,
+    ) -> Ticket:
+        """Queue ``prompt`` for ``key`` on its worker (spawning one if needed).
+        ``overrides`` (``model``, ``timeout_s``) apply to this run only (a job's own)."""
+        ticket = Ticket(self.new_msg_id(), key, prompt, origin, overrides=dict(overrides or {}))
         if self.closing:
             ticket.push(RunFailed(ticket.msg_id, "shutdown", "claudeclaw is stopping; try later."))
             return ticket
@@ -346,6 +354,7 @@ class WorkerPool:
                 "msg_id": ticket.msg_id,
                 "prompt": ticket.prompt,
                 "origin": ticket.origin,
+                **ticket.overrides,
             }
         )
 

@@ -40,6 +40,7 @@ from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
 from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected, StateError
+from claudeclaw.jobservice import JobService, next_due_text
 from claudeclaw.ledger import PendingLedger
 from claudeclaw.logs import get_logger, register_secret
 from claudeclaw.model import (
@@ -118,6 +119,7 @@ class Supervisor:
         self._fatal: DiscordLoginRejected | None = None
         self.pool: WorkerPool | None = None
         self.control: ControlServer | None = None
+        self.jobs: JobService | None = None  # scheduled jobs, heartbeat, bot-started posts
         self.stats = StatsCache()
         self._lock_file: IO[str] | None = None
         self._writes: asyncio.Queue[tuple[str, SessionKey, str]] = asyncio.Queue()
@@ -158,6 +160,8 @@ class Supervisor:
         self._take_instance_lock()
         self._log_settings_warnings(self.settings)
         self._warn_if_root()
+        for inert in self.settings.inert_keys:
+            log.warning("settings.upstream_key_inert", detail=inert)
         runtime = ensure_runtime_dir(self.paths)
         tag = project_tag(str(self.paths.root))
         ended = await asyncio.to_thread(sweep_orphans, tag)
@@ -214,6 +218,8 @@ class Supervisor:
                 hint="no Discord token: serving the local control socket only; set "
                 "discord.token, DISCORD_TOKEN or the discord-token credential to connect",
             )
+        self.jobs = JobService(self, self.paths, self.settings, sink=self._notice_sink)
+        await self.jobs.start()
         await asyncio.to_thread(self._write_daemon_info, runtime)
         self.notifier.ready(self.status_line())
         self._tasks.start(self._watchdog_loop(), "watchdog")
@@ -253,6 +259,10 @@ class Supervisor:
         self.notifier.stopping()
         if self.keeper is not None:
             await self.keeper.stop()  # no new connection while we stop
+        if self.jobs is not None:  # no new job starts while the runs wind down
+            with contextlib.suppress(Exception):
+                await self.jobs.stop_notice()
+            await self.jobs.close()
         grace = self.settings.limits.shutdown_grace_seconds
         if self.pool is not None:
             await self.pool.shutdown(grace)
@@ -322,9 +332,11 @@ class Supervisor:
         from claudeclaw.frontend.keeper import DiscordKeeper
 
         def make() -> DiscordFrontend:
-            return DiscordFrontend(
+            frontend = DiscordFrontend(
                 self.settings, self, self.paths, client_options=self.frontend_options
             )
+            frontend.on_connected = self._on_frontend_connected
+            return frontend
 
         async def on_ready(frontend: Any) -> None:
             self.frontend = frontend
@@ -351,6 +363,14 @@ class Supervisor:
             self.keeper = None
             raise
 
+    def _notice_sink(self) -> Any:
+        """Where the jobs' notices go: the Discord frontend's poster, while there is one."""
+        return self.frontend.notices if self.frontend is not None else None
+
+    def _on_frontend_connected(self) -> None:
+        if self.jobs is not None:
+            self.jobs.outbox.kick()  # post what waited while Discord was away
+
     # ---- sessions -----------------------------------------------------------------------
 
     def _session_lookup(self, key: SessionKey) -> str | None:
@@ -369,6 +389,12 @@ class Supervisor:
             self.last_error.pop(key, None)
         elif isinstance(event, RunFailed):
             self.last_error[key] = f"{event.reason}: {event.message}"[:300]
+            if event.reason == "rate_limited" and self.jobs is not None:
+                # the pool pauses right after this callback: tell the notice channel then
+                jobs = self.jobs
+                asyncio.get_running_loop().call_soon(
+                    lambda: jobs.note_usage_limit(self.rate_limit_holds())
+                )
         self._mark_status_dirty()
 
     async def _registry_writer(self) -> None:
@@ -425,13 +451,15 @@ class Supervisor:
         *,
         origin: str = "discord",
         reply_to: ReplyTo | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> AsyncIterator[RunEvent]:
-        """Queue ``prompt`` for ``key``; yield its events until done or failed."""
+        """Queue ``prompt`` for ``key``; yield its events until done or failed.
+        ``overrides`` (``model``, ``timeout_s``): this run only (a job's frontmatter)."""
         key = session_key(key)
         if self.pool is None or self.closing:
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
             return
-        ticket = self.pool.enqueue(key, prompt, origin)
+        ticket = self.pool.enqueue(key, prompt, origin, overrides)
         if reply_to is not None and not ticket.finished:
             self.ledger.accept(
                 PendingMessage(
@@ -481,6 +509,9 @@ class Supervisor:
         records = await asyncio.to_thread(self.registry.list)
         return [self._info(r.key, r) for r in records]
 
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        return await self.jobs.fresh_listing() if self.jobs is not None else []
+
     def _info(self, key: SessionKey, record: SessionRecord | None) -> SessionInfo:
         assert self.pool is not None
         handle = self.pool.find(key)
@@ -520,6 +551,8 @@ class Supervisor:
             self.settings = settings
             assert self.pool is not None
             self.pool.apply_settings(settings)
+            if self.jobs is not None:
+                await self.jobs.apply_settings(settings)  # and re-read the job files
             if self.frontend is not None and not token_changed:
                 self.frontend.apply_settings(settings)
             elif token_changed:
@@ -557,9 +590,10 @@ class Supervisor:
         until = self.rate_limit_holds()
         if until is not None:
             limit = f"; usage limit until {until:%H:%M} UTC"
+        due = next_due_text(self.jobs)
         return (
             f"{counts['workers']} sessions active, {counts['running']} running, "
-            f"{counts['queued']} queued; {discord}{limit}"
+            f"{counts['queued']} queued; {discord}{limit}" + (f"; {due}" if due else "")
         )
 
     def _mark_status_dirty(self) -> None:

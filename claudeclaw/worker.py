@@ -84,6 +84,8 @@ class _Queued:
     msg_id: str
     prompt: str
     origin: str
+    model: str = ""  # a job's own model ("": the settings')
+    timeout_s: float = 0.0  # a job's own hard timeout (0: the settings')
     limit_retries: int = 0  # put back to wait for Claude's usage limit to reset
 
 
@@ -214,7 +216,13 @@ class Worker:
         self.settings = settings_from_wire(message["settings"])
 
     def handle_run(self, message: ipc.Message) -> None:
-        item = _Queued(str(message["msg_id"]), str(message["prompt"]), str(message.get("origin")))
+        item = _Queued(
+            str(message["msg_id"]),
+            str(message["prompt"]),
+            str(message.get("origin")),
+            model=str(message.get("model") or ""),
+            timeout_s=float(message.get("timeout_s") or 0.0),
+        )
         if self.stopping:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
             return
@@ -315,6 +323,20 @@ class Worker:
             self.waiting_grant = None
         return True
 
+    def _settings_for(self, item: _Queued) -> Settings:
+        """The settings, with a job's own model and hard timeout when it names them."""
+        settings = self.settings
+        if item.model:
+            settings = replace(settings, model=item.model)
+        if item.timeout_s > 0:
+            runner = replace(
+                settings.runner,
+                hard_timeout_seconds=item.timeout_s,
+                idle_timeout_seconds=min(settings.runner.idle_timeout_seconds, item.timeout_s),
+            )
+            settings = replace(settings, runner=runner)
+        return settings
+
     async def _run(self, batch: list[_Queued]) -> RunDone | RunFailed:
         """One ``claude`` run answering ``batch``: the only place the worker runs Claude.
 
@@ -331,7 +353,7 @@ class Worker:
         bind(msg_id=head.msg_id)
         task = asyncio.get_running_loop().create_task(
             run_claude(
-                self.settings,
+                self._settings_for(head),
                 prompt,
                 session_id=self.session_id,
                 msg_id=head.msg_id,
@@ -496,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     key = session_key(args.key)
     configure_logging(level=args.log_level, mode=args.log_mode, process="worker")
     bind(session_key=key, worker_pid=os.getpid())
-    if key != "global":
-        bind(thread_id=key)
+    if key.isdigit():
+        bind(thread_id=key)  # (job:<name> keys get job_name from the log processor)
     paths = ProjectPaths.for_project(args.project)
     return asyncio.run(serve(paths, key, args.socket))
 

@@ -36,6 +36,7 @@ Directives, anywhere in the prompt (upper case words):
 ``STDERR:<n>``         write n bytes to stderr first (pipe-drain tests)
 ``BIGLINE:<n>``        the reply is n ``x`` characters (long-line tests)
 ``ECHO_ARGV``          the reply is ``json.dumps(sys.argv[1:])``
+``REPLY:<word>``       the reply is exactly <word> (e.g. ``REPLY:HEARTBEAT_OK``)
 ``ECHO_ENV``           the reply is ``json.dumps(dict(os.environ))``
 
 Env ``FAKE_CLAUDE_PIDFILE_DIR``: write ``<pid>.pid`` there at start (orphan checks).
@@ -459,6 +460,8 @@ def main():
         reply = json.dumps(dict(os.environ))
     elif re.search(r"\bBIGLINE:(\d+)", prompt):
         reply = "x" * int(re.search(r"\bBIGLINE:(\d+)", prompt).group(1))
+    elif re.search(r"\bREPLY:(\S+)", prompt):
+        reply = re.search(r"\bREPLY:(\S+)", prompt).group(1)
     else:
         reply = f"FAKE-REPLY turn={len(history)} last={prompt}"
     out.assistant([{"type": "text", "text": reply}], model)

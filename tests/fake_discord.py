@@ -737,6 +737,8 @@ class FakeDiscord:
         sf = r"(\d+)"
         return [
             ("GET", r"/users/@me", self._get_me),
+            ("POST", r"/users/@me/channels", self._create_dm),
+            ("GET", rf"/users/{sf}", self._get_user),
             ("GET", r"/gateway(?:/bot)?", self._get_gateway),
             ("GET", r"/oauth2/applications/@me", self._get_application),
             ("PUT", rf"/applications/{sf}/commands", self._put_commands),
@@ -772,6 +774,19 @@ class FakeDiscord:
 
     async def _get_me(self, _body: Any) -> web.Response:
         return _json({**self.bot, "verified": True, "mfa_enabled": False})
+
+    def _known_users(self) -> dict[str, dict[str, Any]]:
+        return {u["id"]: u for u in (self.owner, self.alice, self.bob, self.bot)}
+
+    async def _get_user(self, _body: Any, user_id: str) -> web.Response:
+        user = self._known_users().get(user_id)
+        return _json(user) if user is not None else _error(404, "Unknown User", 10013)
+
+    async def _create_dm(self, body: Any) -> web.Response:
+        user = self._known_users().get(str((body or {}).get("recipient_id")))
+        if user is None:
+            return _error(400, "Invalid Recipient", 50033)
+        return _json(self.channels[self.dm_channel(user)])
 
     async def _get_gateway(self, _body: Any) -> web.Response:
         return _json(

@@ -95,6 +95,7 @@ class FakeDispatcher:
     _cancel: dict[SessionKey, asyncio.Event] = field(default_factory=dict)
     _concurrent: dict[SessionKey, int] = field(default_factory=lambda: defaultdict(int))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # what list_jobs answers
 
     def _touch(self) -> None:
         self.changed.set()
@@ -227,6 +228,9 @@ class FakeDispatcher:
 
     async def list_sessions(self) -> list[SessionInfo]:
         return [await self.session_info(k) for k in self.records if k != GLOBAL_KEY]
+
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        return list(self.jobs)
 
 
 def discord_settings(fake: FakeDiscord, **overrides: Any) -> DiscordSettings:

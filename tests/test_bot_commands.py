@@ -19,7 +19,7 @@ async def run_command(fake, channel_id, name, **kw):
 
 async def test_unauthorized_user_gets_an_ephemeral_refusal(fake_discord, dispatcher, frontend):
     fake = fake_discord
-    for name in ("status", "reset", "stop", "compact", "context", "start", "handoff"):
+    for name in ("status", "reset", "stop", "compact", "context", "start", "handoff", "jobs"):
         callback, _ = await run_command(fake, fake.general_id, name, user=fake.bob)
         assert callback["data"]["content"] == "Unauthorized."
         assert callback["data"]["flags"] & EPHEMERAL
@@ -163,3 +163,35 @@ async def test_handoff_gives_the_resume_command_privately(fake_discord, dispatch
     assert f"claude --resume {sid}" in text and str(frontend.project_root) in text
     callback, _ = await run_command(fake, fake.general_id, "handoff")
     assert "No session here yet" in callback["data"]["content"]
+
+
+async def test_jobs_lists_next_and_last_runs_and_file_errors(fake_discord, dispatcher, frontend):
+    fake = fake_discord
+    dispatcher.jobs = [
+        {
+            "name": "daily-report",
+            "schedule": "0 9 * * 1-5",
+            "running": False,
+            "next_run": "2026-03-03T09:00:00+01:00",
+            "last_run": "2026-03-02T09:00:04+01:00",
+            "last_outcome": "ok",
+            "error": "",
+        },
+        {
+            "name": "broken",
+            "schedule": "",
+            "running": False,
+            "next_run": "",
+            "last_run": "",
+            "last_outcome": "invalid",
+            "error": "broken.md: schedule: invalid cron expression 'every day'",
+        },
+    ]
+    callback, _ = await run_command(fake, fake.general_id, "jobs")
+    text = callback["data"]["content"]
+    assert "`daily-report` `0 9 * * 1-5` · next <t:1772524800:f>" in text
+    assert "last <t:1772438404:f> (ok)" in text
+    assert "⚠️ `broken`: broken.md: schedule: invalid cron expression 'every day'" in text
+    dispatcher.jobs = []
+    callback, _ = await run_command(fake, fake.general_id, "jobs")
+    assert "No scheduled jobs" in callback["data"]["content"]

@@ -161,3 +161,57 @@ def test_message_from_stdin_or_with_dashes(make_project: Callable[..., Any], tex
     else:
         done = cli("ask", "--project", str(paths.root), "-q", "--", *text.split())
         assert done.stdout.strip().endswith(f"last={text}")
+
+
+async def test_jobs_list_run_and_heartbeat_run_through_the_daemon(
+    daemon_process: Callable[..., Any], make_project: Callable[..., Any]
+) -> None:
+    """`jobs list [--json]` shows each job (and a bad file's error), `jobs run NAME` and
+    `heartbeat run` print the reply; `status` names the next job; a job edited while the
+    daemon runs is picked up at `reload`."""
+    paths = make_project(heartbeat={"enabled": True, "interval": 60})
+    root = str(paths.root)
+    paths.jobs_dir.mkdir(parents=True)
+    (paths.jobs_dir / "report.md").write_text(
+        "---\nschedule: 0 9 * * mon-fri\nrecurring: true\n---\nwrite the report\n"
+    )
+    (paths.jobs_dir / "broken.md").write_text("---\nschedule: 0 9 * *\n---\nhi\n")
+    proc = daemon_process(paths)
+    await proc.wait_ready()
+
+    listed = json.loads((await acli("jobs", "list", "--project", root, "--json")).stdout)
+    rows = {r["name"]: r for r in listed}
+    assert set(rows) == {"report", "broken", "heartbeat"}
+    assert rows["report"]["schedule"] == "0 9 * * mon-fri"
+    assert "T09:00:00+00:00" in rows["report"]["next_run"]
+    assert rows["report"]["last_run"] == "" and rows["report"]["last_outcome"] == ""
+    assert "five fields" in rows["broken"]["error"]
+    human = await acli("jobs", "list", "--project", root)
+    assert "report" in human.stdout and "error: broken.md" in human.stdout
+
+    ran = await acli("jobs", "run", "report", "--project", root)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("FAKE-REPLY turn=1 last=[")
+    assert ran.stdout.strip().endswith("write the report")
+    missing = await acli("jobs", "run", "nope", "--project", root)
+    assert missing.returncode == EXIT_FAILURE and "no job named 'nope'" in missing.stderr
+    beat = await acli("heartbeat", "run", "--project", root)
+    assert beat.returncode == 0 and "FAKE-REPLY turn=1" in beat.stdout
+
+    rows = {
+        r["name"]: r
+        for r in json.loads((await acli("jobs", "list", "--project", root, "--json")).stdout)
+    }
+    assert rows["report"]["last_outcome"] == "ok" and rows["report"]["last_run"]
+    status = await acli("status", "--project", root)
+    assert "next scheduled: heartbeat at" in status.stdout
+
+    (paths.jobs_dir / "broken.md").write_text("---\nschedule: 0 9 * * *\n---\nhi\n")
+    assert (await acli("reload", "--project", root)).returncode == 0
+    rows = {
+        r["name"]: r
+        for r in json.loads((await acli("jobs", "list", "--project", root, "--json")).stdout)
+    }
+    assert rows["broken"]["error"] == "" and rows["broken"]["next_run"]
+    proc.signal(15)
+    assert await proc.wait_exit() == 0

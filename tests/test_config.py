@@ -467,3 +467,74 @@ def test_starter_settings_refuses_overwrite(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"model": "mine"}
     write_starter_settings(paths, force=True)
     assert json.loads(path.read_text())["model"] == ""
+
+
+# ---- heartbeat, jobs, notify channel, the original's inert keys ------------------------
+
+
+def test_heartbeat_jobs_dir_and_notify_channel(tmp_path: Path) -> None:
+    s = load(
+        tmp_path,
+        {
+            "heartbeat": {
+                "enabled": True,
+                "interval": 30,
+                "prompt": "prompts/hb.md",
+                "excludeWindows": [
+                    {"start": "22:00", "end": "07:30", "days": [5, 6, 5]},
+                    {"start": "12:00", "end": "12:00"},
+                ],
+                "forwardToTelegram": False,
+            },
+            "jobsDir": "my-jobs",
+            "discord": {"notifyChannelId": 123456789012345678},
+        },
+    )
+    hb = s.heartbeat
+    assert (hb.enabled, hb.interval_minutes, hb.prompt) == (True, 30, "prompts/hb.md")
+    assert [(w.start_minute, w.end_minute, w.days) for w in hb.exclude_windows] == [
+        (22 * 60, 7 * 60 + 30, (5, 6)),
+        (12 * 60, 12 * 60, ()),
+    ]
+    assert s.jobs_dir == "my-jobs"
+    assert s.discord.notify_channel_id == "123456789012345678"
+    assert s.warnings == () and s.inert_keys == ()
+
+
+def test_heartbeat_errors_name_the_key(tmp_path: Path) -> None:
+    text = error_of(
+        tmp_path,
+        {
+            "heartbeat": {
+                "interval": 0,
+                "excludeWindows": [{"start": "25:00", "end": "07:00", "days": [7]}],
+            },
+            "discord": {"notifyChannelId": "general"},
+        },
+    )
+    assert "heartbeat.interval: got 0" in text
+    assert 'heartbeat.excludeWindows[0].start: got "25:00"' in text
+    assert "heartbeat.excludeWindows[0].days: got [7]" in text
+    assert 'discord.notifyChannelId: got "general"' in text
+
+
+def test_inert_upstream_keys_listed_only_when_set(tmp_path: Path) -> None:
+    s = load(
+        tmp_path,
+        {
+            "telegram": {"token": "123:abc"},
+            "web": {"enabled": True},
+            "agentic": {"enabled": False},
+            "session": {"autoRotate": True},
+            "watchdog": {"maxConsecutiveTimeouts": None, "maxRuntimeSeconds": 600},
+            "sessionTimeoutMs": 1800000,
+        },
+    )
+    assert [k.split(":")[0] for k in s.inert_keys] == [
+        "telegram.token",
+        "web.enabled",
+        "session.autoRotate",
+        "watchdog.maxRuntimeSeconds",
+    ]
+    assert all("not implemented in claudeclaw" in k for k in s.inert_keys)
+    assert "123:abc" not in " ".join(s.inert_keys)

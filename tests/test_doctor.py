@@ -349,3 +349,40 @@ async def test_permission_denied_gives_the_sudo_hint_and_never_crashes(
     assert state.status == "fail" and "permission denied" in state.detail
     assert state.fix == f"run me as `sudo -u nobody claudeclaw doctor --project {paths.root}`"
     assert "something odd" in by_name(checks)["claude login"].detail
+
+
+async def test_job_file_errors_and_the_originals_inert_keys_are_reported(tmp_path: Path) -> None:
+    paths = project(tmp_path)
+    doc = json.loads(paths.settings_file.read_text())
+    doc["telegram"] = {"token": "123:abc", "allowedUserIds": []}
+    doc["fallback"] = {"model": "glm", "api": ""}
+    doc["web"] = {"enabled": False, "port": 4632}  # off: not reported
+    doc["heartbeat"]["forwardToTelegram"] = True
+    paths.settings_file.write_text(json.dumps(doc))
+    paths.jobs_dir.mkdir(parents=True)
+    (paths.jobs_dir / "good.md").write_text("---\nschedule: 0 9 * * *\n---\nhi\n")
+    (paths.jobs_dir / "bad.md").write_text("---\nschedule: 0 25 * * *\n---\nhi\n")
+    checks = await run_checks(paths, {"PATH": "", "DISCORD_TOKEN": TOKEN})
+    named = by_name(checks)
+    jobs = named["jobs"]
+    assert jobs.status == "warn"
+    assert "1 usable, 1 skipped" in jobs.detail
+    assert "bad.md: schedule: invalid cron expression '0 25 * * *'" in jobs.detail
+    inert = named["original's keys"]
+    assert inert.status == "warn"
+    lines = inert.detail.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "telegram.token",
+        "fallback.model",
+        "heartbeat.forwardToTelegram",
+    ]
+    assert "123:abc" not in format_checks(checks)
+
+
+async def test_jobs_ok_when_every_file_parses(tmp_path: Path) -> None:
+    paths = project(tmp_path)
+    paths.jobs_dir.mkdir(parents=True)
+    (paths.jobs_dir / "good.md").write_text("---\nschedule: 0 9 * * *\n---\nhi\n")
+    checks = await run_checks(paths, {"PATH": "", "DISCORD_TOKEN": TOKEN})
+    assert by_name(checks)["jobs"] == Check("jobs", "ok", "1 job file valid")
+    assert "original's keys" not in by_name(checks)

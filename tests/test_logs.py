@@ -351,3 +351,11 @@ def test_thread_sessions_get_a_thread_id_field(journal: FakeJournal) -> None:
     first, second = journal.entries()
     assert field(first, "THREAD_ID") == "123456789012345678"
     assert "THREAD_ID" not in second
+
+
+def test_job_session_keys_become_job_name(journal: FakeJournal) -> None:
+    configure_logging(mode="journal", process="supervisor", journal_socket=journal.path)
+    get_logger().info("message.submitted", session_key="job:daily-report")
+    entry = one(journal.entries())
+    assert field(entry, "JOB_NAME") == "daily-report"
+    assert "THREAD_ID" not in entry

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from claudeclaw.errors import InvalidKeyError, StateError
-from claudeclaw.model import GLOBAL_KEY, SessionKey
+from claudeclaw.model import GLOBAL_KEY, SessionKey, job_key, session_key
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 
@@ -299,3 +299,21 @@ def test_two_processes_lose_nothing(paths: ProjectPaths) -> None:
         assert doc["threads"][k]["sessionId"] == f"uuid-{k}"
         assert doc["threads"][k]["turnCount"] == 1
     assert len(SessionRegistry(paths).list()) == 100
+
+
+@pytest.mark.parametrize(
+    "bad", ["job:", "job:../x", "job:a/b", "job:.hidden", "job:-x", "job:a b", "job:" + "a" * 65]
+)
+def test_job_keys_are_validated(bad: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        session_key(bad)
+
+
+def test_job_keys_are_stored_like_thread_keys(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    key = job_key("daily-report")
+    assert key == "job:daily-report"
+    reg.record(key, "job-uuid")
+    assert read(paths.thread_sessions_file)["threads"]["job:daily-report"]["sessionId"] == (
+        "job-uuid"
+    )
+    assert [r.key for r in reg.list()] == ["job:daily-report"]

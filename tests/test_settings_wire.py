@@ -26,7 +26,15 @@ def test_every_setting_survives_the_frame_but_the_token() -> None:
                 "listenChannels": ["456"],
                 "channelNames": {"456": "general"},
                 "progressAfterSeconds": 7,
+                "notifyChannelId": "789",
             },
+            "heartbeat": {
+                "enabled": True,
+                "interval": 30,
+                "excludeWindows": [{"start": "22:00", "end": "07:00", "days": [5]}],
+            },
+            "jobsDir": "jobs",
+            "telegram": {"token": "123:abc"},
             "runner": {"claudePath": "/bin/claude", "coalesceQueuedMessages": True},
             "limits": {"maxConcurrentRuns": 3, "workerIdleSeconds": 12},
         },
@@ -44,6 +52,8 @@ def test_every_setting_survives_the_frame_but_the_token() -> None:
     assert back.discord.progress_after_seconds == 7.0
     assert back.api == "sk-test-api" and back.source == Path("/p/settings.json")
     assert back.limits.max_concurrent_runs == 3 and back.runner.coalesce_queued_messages
+    assert back.heartbeat.exclude_windows[0].days == (5,) and back.jobs_dir == "jobs"
+    assert back.discord.notify_channel_id == "789" and back.inert_keys == settings.inert_keys
 
 
 def test_defaults_round_trip() -> None:

@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from discord import app_commands
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
 from claudeclaw.errors import ConfigError, DiscordLoginRejected
+from claudeclaw.frontend.announce import NoticePoster
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
     Download,
@@ -202,6 +203,8 @@ class DiscordFrontend:
         self.delivery = ReplyDelivery(settings, paths)
         self.follower = RunFollower(self._client, settings, self.delivery)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
+        self.notices = NoticePoster(self._client, settings, paths)  # job results, notices
+        self.on_connected: Callable[[], None] | None = None  # the daemon: post what waited
         self.prune_interval_seconds = 3600.0
         for command in build_commands(self):
             self._client.tree.add_command(command)
@@ -317,6 +320,7 @@ class DiscordFrontend:
         self.delivery.settings = settings
         self.follower.settings = settings
         self.threads.settings = settings
+        self.notices.settings = settings
         if settings.discord.token != old.discord.token:
             log.warning("discord.token_changed", hint="restart claudeclaw to use the new token")
         if settings.discord.token:
@@ -367,6 +371,8 @@ class DiscordFrontend:
         if self._synced:
             self.ready.set()
         self._tasks.start(self.threads.rejoin(), "rejoin")
+        if self.on_connected is not None:
+            self.on_connected()
 
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

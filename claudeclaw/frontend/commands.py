@@ -1,4 +1,5 @@
-"""Slash commands: /status, /reset, /stop, /compact, /context (and /start, as the original).
+"""Slash commands: /status, /reset, /stop, /compact, /context (and /start, as the original),
+/handoff, /jobs.
 
 Each command works on the session key of the channel it is used in (the thread; else the
 global session, or the channel with ``sessionScope: "channel"``), checks the allowlist
@@ -9,6 +10,7 @@ the :class:`~claudeclaw.api.Dispatcher` protocol.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shlex
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,10 +103,41 @@ def status_text(
     for thread in listed[:MAX_LISTED_THREADS]:
         sid = thread.record.session_id[:8] if thread.record else "-"
         turns = thread.record.turn_count if thread.record else 0
-        lines.append(f"  <#{thread.key}> → `{sid}` · {turns} turns · {_live_state(thread)}")
+        where = f"<#{thread.key}>" if thread.key.isdigit() else f"`{thread.key}`"
+        lines.append(f"  {where} → `{sid}` · {turns} turns · {_live_state(thread)}")
     if len(threads) > MAX_LISTED_THREADS:
         lines.append(f"  … and {len(threads) - MAX_LISTED_THREADS} more")
     return "\n".join(lines)
+
+
+def _when(iso: str) -> str:
+    """An ISO time as a Discord timestamp (each reader sees it in their own zone)."""
+    try:
+        moment = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso or "-"
+    return f"<t:{int(moment.timestamp())}:f>"
+
+
+def jobs_text(rows: list[dict[str, Any]]) -> str:
+    """``/jobs``: one line per job, errors shown; at most 2000 characters."""
+    if not rows:
+        return "🗓️ No scheduled jobs. Add `<name>.md` files to `.claude/claudeclaw/jobs/`."
+    lines = ["🗓️ **Jobs**"]
+    for row in rows:
+        state = "running" if row["running"] else (row["last_outcome"] or "never ran")
+        if row["last_outcome"] == "invalid":
+            lines.append(f"⚠️ `{row['name']}`: {row['error'][:300]}")
+            continue
+        schedule = f"`{row['schedule']}`" if row["schedule"] else "no schedule"
+        line = f"• `{row['name']}` {schedule} · next {_when(row['next_run'])}"
+        if row["last_run"]:
+            line += f" · last {_when(row['last_run'])} ({state})"
+        if row["error"]:
+            line += f"\n  ↳ {row['error'][:200]}"
+        lines.append(line)
+    text = "\n".join(lines)
+    return text if len(text) <= 2000 else text[:1990] + "\n…"
 
 
 async def compact_outcome(dispatcher: Dispatcher, key: SessionKey, session_id: str) -> str:
@@ -254,6 +287,13 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
             handoff_text(info, host.project_root), ephemeral=True
         )
 
+    @app_commands.command(name="jobs", description="Scheduled jobs: next and last run")
+    async def jobs_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        rows = await host.dispatcher.list_jobs()
+        await interaction.response.send_message(scrub_outbound(jobs_text(rows)))
+
     commands: list[app_commands.Command[Any, ..., None]] = [
         start_cmd,
         status_cmd,
@@ -262,5 +302,6 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         compact_cmd,
         context_cmd,
         handoff_cmd,
+        jobs_cmd,
     ]
     return commands
