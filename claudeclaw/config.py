@@ -33,6 +33,7 @@ from claudeclaw.redaction import register_secret
 SecurityLevel = Literal["locked", "strict", "moderate", "unrestricted"]
 SessionScope = Literal["thread", "channel"]
 WorkerStartMethod = Literal["forkserver", "exec"]
+WorkspaceMode = Literal["shared", "worktree"]
 
 
 def default_max_concurrent_runs() -> int:
@@ -88,6 +89,11 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadSettings:
+    workspace: WorkspaceMode = "shared"  # "worktree": each thread session its own git worktree
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     model: str = ""
     api: str = field(default="", repr=False)
@@ -98,6 +104,7 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    threads: ThreadSettings = field(default_factory=ThreadSettings)
     source: Path | None = None  # the file these came from; None: no file (defaults)
     warnings: tuple[str, ...] = ()  # unknown keys and oddities; not fatal, show them
 
@@ -124,6 +131,7 @@ _TOP_OURS = frozenset(
         "discord",
         "runner",
         "limits",
+        "threads",
     }
 )
 # The original's keys that claudeclaw does not use: accepted without a word.
@@ -188,6 +196,7 @@ _LIMIT_KEYS = frozenset(
         "workerNice",
     }
 )
+_THREAD_KEYS = frozenset({"workspace"})
 
 _DIGITS = re.compile(r"[0-9]+")
 _UTC_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
@@ -778,6 +787,19 @@ def _limits(chk: _Checker, data: Mapping[str, Any]) -> LimitSettings:
     return limits
 
 
+def _threads(chk: _Checker, data: Mapping[str, Any]) -> ThreadSettings:
+    section = chk.section(data, "threads")
+    chk.unknown_keys(section, "threads", _THREAD_KEYS, frozenset())
+    mode = chk.choice(
+        section,
+        "workspace",
+        "threads.workspace",
+        ThreadSettings().workspace,
+        ("shared", "worktree"),
+    )
+    return ThreadSettings(workspace=cast(WorkspaceMode, mode))
+
+
 # ---- public API ------------------------------------------------------------------------
 
 
@@ -810,6 +832,7 @@ def parse_settings(
     discord = _discord(chk, data, env)
     runner = _runner(chk, data, data.get("timeouts"))
     limits = _limits(chk, data)
+    threads = _threads(chk, data)
 
     register_secret(discord.token)
     register_secret(api)
@@ -835,6 +858,7 @@ def parse_settings(
         discord=discord,
         runner=runner,
         limits=limits,
+        threads=threads,
         source=source,
         warnings=tuple(_scrub(w, secrets) for w in chk.warnings),
     )
@@ -945,6 +969,7 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "workerStartMethod": lim.worker_start_method,
             "workerNice": lim.worker_nice,
         },
+        "threads": {"workspace": s.threads.workspace},
     }
 
 

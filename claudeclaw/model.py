@@ -38,6 +38,50 @@ def session_key(value: str | int) -> SessionKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Workspace:
+    """A thread's own git worktree (``threads.workspace: "worktree"``), fixed for the life
+    of its session: Claude Code files a session's transcript under its working directory.
+
+    Stored in the session's ``sessions.json`` entry as ``"workspace": {"path", "branch",
+    "base", "baseCommit", "subdir"}``.
+    """
+
+    path: str  # the worktree's root (absolute)
+    branch: str  # e.g. "claudeclaw/1234567890-fix-the-build"
+    base: str  # the branch it was created from ("main"), or the commit if HEAD was detached
+    base_commit: str  # the commit it was created from
+    subdir: str = ""  # the project directory relative to the repository's top level
+
+    @property
+    def cwd(self) -> str:
+        """Where Claude runs: the project's directory inside the worktree."""
+        return f"{self.path}/{self.subdir}" if self.subdir else self.path
+
+    def to_json(self) -> dict[str, str]:
+        data = {
+            "path": self.path,
+            "branch": self.branch,
+            "base": self.base,
+            "baseCommit": self.base_commit,
+        }
+        if self.subdir:
+            data["subdir"] = self.subdir
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Workspace | None:
+        """The stored form back; None for anything malformed (it is then ignored)."""
+        if not isinstance(data, dict):
+            return None
+        fields = [data.get(k) for k in ("path", "branch", "base", "baseCommit")]
+        subdir = data.get("subdir", "")
+        if not all(isinstance(f, str) and f for f in fields) or not isinstance(subdir, str):
+            return None
+        path, branch, base, base_commit = (str(f) for f in fields)
+        return cls(path, branch, base, base_commit, subdir)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """One Claude session as stored in session.json / sessions.json (upstream's format)."""
 
@@ -47,6 +91,7 @@ class SessionRecord:
     last_used_at: str
     turn_count: int = 0
     compact_warned: bool = False
+    workspace: Workspace | None = None  # its git worktree; None: the project directory
 
 
 # ---- run events (worker -> supervisor -> frontend) -------------------------------------
