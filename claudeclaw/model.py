@@ -82,6 +82,30 @@ class Workspace:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkspaceStatus:
+    """What ``/status`` shows for a thread's worktree."""
+
+    path: str
+    branch: str  # what the worktree has checked out now ("" when detached)
+    base: str
+    ahead: int  # commits on the worktree's HEAD that its base does not have
+    behind: int  # commits on its base since
+    changed_files: int  # uncommitted changes, untracked files included
+    exists: bool = True
+    problem: str = ""  # why the numbers could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceDiff:
+    """Everything the thread changed since its base: commits and uncommitted work."""
+
+    stat: str
+    patch: str
+    truncated: bool  # the patch was cut at ``max_bytes``
+    base_commit: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """One Claude session as stored in session.json / sessions.json (upstream's format)."""
 
@@ -244,6 +268,16 @@ class SessionInfo:
     worker_pid: int = 0  # 0: no live worker
     run_elapsed_s: float = 0.0
     last_error: str = ""
+    workspace: WorkspaceStatus | None = None  # its git worktree, when it has one
+
+
+@dataclass(frozen=True, slots=True)
+class ResetOutcome:
+    """What ending a session did: whether there was one, and what became of its worktree
+    (the kept branch, the saved patch), in words fit for the reply."""
+
+    had_session: bool
+    workspace_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

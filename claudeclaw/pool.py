@@ -179,6 +179,7 @@ class WorkerPool:
         socket_path: Path,
         *,
         session_lookup: Callable[[SessionKey], str | None],
+        cwd_lookup: Callable[[SessionKey], str | None] = lambda key: None,
         on_event: Callable[[SessionKey, RunEvent], None],
         child_env: Mapping[str, str],
         log_mode: str = "auto",
@@ -188,6 +189,7 @@ class WorkerPool:
         self.settings = settings
         self.socket_path = socket_path
         self.session_lookup = session_lookup
+        self.cwd_lookup = cwd_lookup  # a thread's own worktree (None: the project directory)
         self.on_event = on_event
         self.child_env = dict(child_env)
         self.log_mode = log_mode
@@ -652,7 +654,13 @@ class WorkerPool:
             worker_pid=handle.pid,
             spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),
         )
-        channel.send_nowait({"type": "configure", "session_id": self.session_lookup(handle.key)})
+        channel.send_nowait(
+            {
+                "type": "configure",
+                "session_id": self.session_lookup(handle.key),
+                "cwd": self.cwd_lookup(handle.key),
+            }
+        )
         if handle.state == "stopping":
             channel.send_nowait({"type": "shutdown", "grace": 0})
             return

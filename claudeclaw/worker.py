@@ -25,6 +25,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from claudeclaw import ipc
@@ -87,6 +88,7 @@ class Worker:
         self.channel = channel
         self.settings = settings
         self.session_id: str | None = None
+        self.cwd = paths.root  # where claude runs (configure may name a thread's worktree)
         self.queue: deque[_Queued] = deque()
         self.current: _Queued | None = None
         self.current_task: asyncio.Task[RunDone | RunFailed] | None = None
@@ -168,6 +170,8 @@ class Worker:
     def handle_configure(self, message: ipc.Message) -> None:
         session_id = message.get("session_id")
         self.session_id = str(session_id) if session_id else None
+        cwd = message.get("cwd")  # the thread's own worktree; none: the project directory
+        self.cwd = Path(str(cwd)) if cwd else self.paths.root
 
     def handle_run(self, message: ipc.Message) -> None:
         item = _Queued(str(message["msg_id"]), str(message["prompt"]), str(message.get("origin")))
@@ -309,7 +313,7 @@ class Worker:
                 item.prompt,
                 session_id=self.session_id,
                 msg_id=item.msg_id,
-                cwd=self.paths.root,
+                cwd=self.cwd,
                 on_event=self._emit,
             )
         )

@@ -29,7 +29,14 @@ from pathlib import Path
 
 from claudeclaw.errors import WorkspaceError
 from claudeclaw.logs import get_logger
-from claudeclaw.model import GLOBAL_KEY, SessionKey, Workspace, session_key
+from claudeclaw.model import (
+    GLOBAL_KEY,
+    SessionKey,
+    Workspace,
+    WorkspaceDiff,
+    WorkspaceStatus,
+    session_key,
+)
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
 
 log = get_logger()
@@ -82,30 +89,6 @@ def _thread_key(key: SessionKey | str) -> SessionKey:
 
 
 # ---- results ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkspaceStatus:
-    """What ``/status`` shows for a thread's worktree."""
-
-    path: str
-    branch: str  # what the worktree has checked out now ("" when detached)
-    base: str
-    ahead: int  # commits on the worktree's HEAD that its base does not have
-    behind: int  # commits on its base since
-    changed_files: int  # uncommitted changes, untracked files included
-    exists: bool = True
-    problem: str = ""  # why the numbers could not be read
-
-
-@dataclass(frozen=True, slots=True)
-class WorkspaceDiff:
-    """Everything the thread changed since its base: commits and uncommitted work."""
-
-    stat: str
-    patch: str
-    truncated: bool  # the patch was cut at ``max_bytes``
-    base_commit: str
 
 
 @dataclass(frozen=True, slots=True)
