@@ -21,6 +21,7 @@ from claudeclaw.config import Settings, load_settings
 from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from claudeclaw.jsonstore import backup_path
 from claudeclaw.paths import PRIVATE_DIR_MODE, ProjectPaths
+from claudeclaw.workspace import repo_problem, worktrees_dir
 
 CheckStatus = Literal["ok", "warn", "fail"]
 VERSION_TIMEOUT_SECONDS = 15.0
@@ -264,6 +265,24 @@ def _check_root(settings: Settings | None, env: Mapping[str, str]) -> Check:
     )
 
 
+async def _check_workspace(paths: ProjectPaths, settings: Settings) -> Check | None:
+    """``threads.workspace: "worktree"`` needs a git repository with a commit."""
+    if settings.threads.workspace != "worktree":
+        return None
+    problem = await repo_problem(paths.root)
+    if problem:
+        return Check(
+            "thread workspaces",
+            "fail",
+            problem,
+            f"`git init && git add -A && git commit` in {paths.root}, or set "
+            'threads.workspace to "shared"',
+        )
+    return Check(
+        "thread workspaces", "ok", f"each thread gets a git worktree under {worktrees_dir(paths)}"
+    )
+
+
 async def run_checks(paths: ProjectPaths, environ: Mapping[str, str] | None = None) -> list[Check]:
     """All checks, in the order a user should fix them."""
     env = os.environ if environ is None else environ
@@ -274,6 +293,9 @@ async def run_checks(paths: ProjectPaths, environ: Mapping[str, str] | None = No
     if settings is not None:
         checks.append(_check_token(settings))
         checks.append(_check_allowlist(settings))
+        workspace = await _check_workspace(paths, settings)
+        if workspace is not None:
+            checks.append(workspace)
     checks.append(_check_root(settings, env))
     return checks
 

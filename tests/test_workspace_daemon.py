@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from claudeclaw import control
+from claudeclaw.claude import transcript_path
 from claudeclaw.config import load_settings
 from claudeclaw.errors import ConfigError
 from claudeclaw.model import GLOBAL_KEY, RunDone, RunEvent, SessionKey, is_final
@@ -237,3 +238,40 @@ async def test_the_control_socket_reset_names_the_kept_branch(repo_daemon: Super
     assert reply["removed"] is True
     assert f"Branch `{ws.branch}` has commits not in its base and was kept." in reply["workspace"]
     assert T2 in sup.workspace_of and Path(sup.workspace_of[T2].path).is_dir()
+
+
+@pytest.mark.realcli
+async def test_the_real_cli_runs_in_the_thread_worktree(
+    make_project: ProjectFactory,
+    real_claude_path: Path,
+    real_claude_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The real pinned CLI, started by a real worker for a thread: its ``system/init``
+    line reports the thread's worktree as its cwd, and its transcript is filed there."""
+    for name, value in real_claude_env.items():
+        monkeypatch.setenv(name, value)
+    stream_log = tmp_path / "stream.jsonl"
+    wrapper = tmp_path / "claude-tee"
+    wrapper.write_text(
+        f'#!/bin/bash\nset -o pipefail\n"{real_claude_path}" "$@" | tee -a "{stream_log}"\n'
+    )
+    wrapper.chmod(0o755)
+    paths = make_project(runner={"claudePath": str(wrapper)}, **WORKTREE)
+    make_repo(paths.root)
+    sup = await start(paths)
+    try:
+        done = await ask(sup, T1, "hello from a worktree", label="real cli")
+        ws = sup.workspace_of[T1]
+    finally:
+        await sup.shutdown()
+    assert "FAKE-REPLY" in done.reply
+    inits = [
+        line
+        for line in map(json.loads, stream_log.read_text().splitlines())
+        if line.get("type") == "system" and line.get("subtype") == "init"
+    ]
+    assert [line["cwd"] for line in inits] == [ws.cwd] and ws.cwd != str(paths.root)
+    assert inits[0]["session_id"] == done.session_id
+    assert transcript_path(Path(ws.cwd), done.session_id, real_claude_env).is_file()
