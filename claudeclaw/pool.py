@@ -54,6 +54,7 @@ from claudeclaw.model import (
 )
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.procs import ProcessIdentity
+from claudeclaw.settings_wire import settings_to_wire
 from claudeclaw.spawn import ExecSpawner, ForkServerSpawner, Spawner, WorkerProcess
 from claudeclaw.tasks import TaskSet
 
@@ -63,6 +64,7 @@ PING_INTERVAL_S = 5.0
 PING_TIMEOUT_S = 20.0
 HELLO_TIMEOUT_S = 15.0
 MAX_BOOT_FAILURES = 3
+DUMP_WAIT_S = 1.0  # a hung worker writes its stacks to the log in this time, then dies
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
 MAX_LIMIT_RETRIES = 3  # runs refused by Claude's usage limit wait for its reset this often
 RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset time
@@ -106,6 +108,7 @@ class WorkerHandle:
     last_activity: float = field(default_factory=time.monotonic)
     idle_timer: asyncio.TimerHandle | None = None
     claude: ProcessIdentity | None = None  # the running claude (its process group leader)
+    hung: bool = False  # told to dump its stacks; killed after DUMP_WAIT_S
     retire_when_idle: bool = False  # reset: exit as soon as nothing is in flight
     pong: asyncio.Event = field(default_factory=asyncio.Event)  # set by every pong
     spawned_at: float = field(default_factory=time.monotonic)
@@ -187,6 +190,7 @@ class WorkerPool:
     ) -> None:
         self.paths = paths
         self.settings = settings
+        self.settings_wire = settings_to_wire(settings)  # what workers run on
         self.socket_path = socket_path
         self.session_lookup = session_lookup
         self.cwd_lookup = cwd_lookup  # a thread's own worktree (None: the project directory)
@@ -236,12 +240,13 @@ class WorkerPool:
         return [*self.workers.values(), *self.leaving]
 
     def apply_settings(self, settings: Settings) -> None:
-        """Reload: new limits take effect now; workers re-read their settings."""
+        """Reload: new limits take effect now; every worker gets the new settings."""
         self.settings = settings
+        self.settings_wire = settings_to_wire(settings)
         self.slots.resize(settings.limits.max_concurrent_runs)
         for handle in self.live_handles():
             if handle.channel is not None and handle.state == "ready":
-                handle.channel.send_nowait({"type": "reload"})
+                handle.channel.send_nowait({"type": "reload", "settings": self.settings_wire})
             if not handle.inflight and handle.state == "ready":
                 self._arm_idle_timer(handle)
         self._unblock()
@@ -512,7 +517,7 @@ class WorkerPool:
             await asyncio.wait_for(handle.hello.wait(), HELLO_TIMEOUT_S)
         except TimeoutError:
             if process.returncode is None:
-                self._kill(handle, "no hello within the start timeout")
+                self._kill_hung(handle, "no hello within the start timeout")
 
     def kill_all(self, why: str) -> None:
         """SIGKILL every worker and the claude process group each is running."""
@@ -528,6 +533,29 @@ class WorkerPool:
                 handle.process.send_signal(signal.SIGKILL)
         if handle.claude is not None:
             handle.claude.kill_group()
+
+    def _kill_hung(self, handle: WorkerHandle, why: str) -> None:
+        """A worker that stopped answering: first the signal that makes its faulthandler
+        write every thread's stack to the log (so a freeze leaves a trace), then the kill."""
+        if handle.hung or handle.process is None or handle.process.returncode is not None:
+            return
+        handle.hung = True
+        log.warning(
+            "worker.hung",
+            session_key=handle.key,
+            worker_pid=handle.pid,
+            why=why,
+            hint="its stacks follow in the log (faulthandler), then it is killed",
+        )
+        with contextlib.suppress(ProcessLookupError):
+            handle.process.send_signal(ipc.DUMP_STACKS_SIGNAL)
+        self._tasks.start(self._kill_after_dump(handle, why), "kill-hung")
+
+    async def _kill_after_dump(self, handle: WorkerHandle, why: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handle.exited.wait(), DUMP_WAIT_S)
+        if not handle.exited.is_set():
+            self._kill(handle, why)
 
     async def _watch_exit(self, handle: WorkerHandle) -> None:
         assert handle.process is not None
@@ -658,6 +686,7 @@ class WorkerPool:
             {
                 "type": "configure",
                 "session_id": self.session_lookup(handle.key),
+                "settings": self.settings_wire,
                 "cwd": self.cwd_lookup(handle.key),
             }
         )
@@ -768,7 +797,7 @@ class WorkerPool:
                 if handle.channel is None or handle.process is None:
                     continue
                 if now - handle.last_pong > PING_TIMEOUT_S:
-                    self._kill(handle, f"no answer to pings for {PING_TIMEOUT_S:.0f} s")
+                    self._kill_hung(handle, f"no answer to pings for {PING_TIMEOUT_S:.0f} s")
                     continue
                 handle.channel.send_nowait({"type": "ping", "seq": seq})
 

@@ -1,15 +1,19 @@
 """One session key's worker process: its FIFO queue and its ``claude`` runs, one at a time.
 
-Started by the supervisor as ``python -m claudeclaw.worker`` (a fresh interpreter, never a
-fork of the supervisor's threaded event loop). It connects back over the supervisor's
-worker socket, says ``hello``, and then:
+Forked by the fork server (``forkserver.py``: a clean, single-threaded process that has
+imported this module; never a fork of the supervisor's threaded event loop), or, with
+``limits.workerStartMethod: "exec"``, started as ``python -m claudeclaw.worker``. Either
+way :func:`main` runs; it connects back over the supervisor's worker socket, says
+``hello``, takes the supervisor's settings from the ``configure`` frame (it never reads
+``settings.json``), and then:
 
 * queues ``run`` requests in arrival order and runs them one at a time, asking the
   supervisor for a run slot (``acquire`` → ``grant``) before each, so the global cap on
   concurrent ``claude`` processes holds and threads take turns;
 * streams every run event back (``event`` frames) and remembers the session id the CLI
   reported, so the next message of the key resumes it;
-* answers ``ping`` with its live state, obeys ``cancel``/``reset``/``reload``/``shutdown``;
+* answers ``ping`` with its live state, obeys ``cancel``/``reset``/``shutdown``, and takes
+  new settings from a ``reload`` frame;
 * exits when the supervisor goes away (end of stream), killing its run's process group.
 
 It never imports discord.py (tests pin that) and stays small: its only job is the queue.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import signal
 import sys
@@ -30,8 +35,8 @@ from typing import Any
 
 from claudeclaw import ipc
 from claudeclaw.claude.runner import run_claude
-from claudeclaw.config import Settings, load_settings
-from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, ClaudeclawError, IpcError
+from claudeclaw.config import Settings
+from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, IpcError
 from claudeclaw.logs import bind, configure_logging, get_logger
 from claudeclaw.model import (
     RunDone,
@@ -46,6 +51,7 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
+from claudeclaw.settings_wire import settings_from_wire
 from claudeclaw.tasks import TaskSet
 
 log = get_logger()
@@ -170,6 +176,7 @@ class Worker:
     def handle_configure(self, message: ipc.Message) -> None:
         session_id = message.get("session_id")
         self.session_id = str(session_id) if session_id else None
+        self.settings = settings_from_wire(message["settings"])
         cwd = message.get("cwd")  # the thread's own worktree; none: the project directory
         self.cwd = Path(str(cwd)) if cwd else self.paths.root
 
@@ -211,7 +218,13 @@ class Worker:
         self.session_id = None
 
     def handle_reload(self, message: ipc.Message) -> None:
-        self.tasks.start(self._reload(), "reload")
+        """The supervisor reloaded: run on its new settings from the next run on."""
+        try:
+            self.settings = settings_from_wire(message["settings"])
+        except (IpcError, KeyError) as exc:
+            log.error("worker.reload_failed", error=str(exc))
+            return
+        log.info("worker.reloaded")
 
     def handle_shutdown(self, message: ipc.Message) -> None:
         grace = float(message.get("grace", 0.0))
@@ -347,13 +360,6 @@ class Worker:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    async def _reload(self) -> None:
-        try:
-            self.settings = await asyncio.to_thread(load_settings, self.paths.settings_file)
-            log.info("worker.reloaded")
-        except ClaudeclawError as exc:
-            log.error("worker.reload_failed", error=str(exc))
-
     async def shutdown(self, grace: float) -> None:
         """Take no more work; let the current run finish within ``grace`` s; then exit."""
         if self.stopping:
@@ -402,17 +408,23 @@ async def serve(paths: ProjectPaths, key: SessionKey, socket_path: str) -> int:
     except OSError as exc:
         log.error("worker.connect_failed", socket=socket_path, error=str(exc))
         return EXIT_WORKER_BOOT_FAILED
+    await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
     try:
-        settings = await asyncio.to_thread(load_settings, paths.settings_file)
-    except ClaudeclawError as exc:
-        log.error("worker.settings_invalid", error=str(exc))
+        # the supervisor's settings, never settings.json: one truth for every worker
+        first = await channel.recv()
+        if first is None or first["type"] != "configure":
+            raise IpcError("the first frame must be configure")
+        settings = settings_from_wire(first["settings"])
+    except (IpcError, ConnectionError, KeyError) as exc:
+        log.error("worker.configure_failed", error=str(exc))
+        await channel.close()
         return EXIT_WORKER_BOOT_FAILED
     worker = Worker(paths, key, channel, settings)
+    worker.handle_configure(first)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(
         signal.SIGTERM, lambda: worker.tasks.start(worker.abort("SIGTERM received"), "abort")
     )
-    await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
     worker.run_task = loop.create_task(worker.run_loop())
     tasks = [loop.create_task(worker.read_loop()), worker.run_task]
     await worker.finished.wait()
@@ -433,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor to handle
+    # a hung worker gets this signal before it is killed: its stacks go to the log (stderr),
+    # written by the interpreter even while the event loop is stuck
+    faulthandler.register(ipc.DUMP_STACKS_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
     current = os.nice(0)
     if args.nice > current:
         # under CPU contention the supervisor (Discord heartbeats, progress, control) goes
