@@ -18,6 +18,7 @@ from claudeclaw.model import GLOBAL_KEY, RunDone, RunEvent, SessionKey, is_final
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from claudeclaw.workspace import Workspaces, worktree_path
+from tests.fake_discord import FakeDiscord
 from tests.fixtures_daemon import ProjectFactory, collect
 
 T1 = SessionKey("111111111111111111")
@@ -275,3 +276,64 @@ async def test_the_real_cli_runs_in_the_thread_worktree(
     assert [line["cwd"] for line in inits] == [ws.cwd] and ws.cwd != str(paths.root)
     assert inits[0]["session_id"] == done.session_id
     assert transcript_path(Path(ws.cwd), done.session_id, real_claude_env).is_file()
+
+
+async def test_discord_threads_archive_keeps_delete_removes_diff_posts(
+    make_project: ProjectFactory, fake_discord: FakeDiscord
+) -> None:
+    """Through the real bot: each thread answers from its own worktree (branch named after
+    the thread), /diff posts its changes, archiving keeps the worktree, deleting the thread
+    removes it and saves its uncommitted work as a patch."""
+    fake = fake_discord
+    paths = make_project(
+        discord={
+            "token": fake.token,
+            "allowedUserIds": [fake.alice["id"]],
+            "listenChannels": [fake.listen_id],
+            "progressAfterSeconds": 60,
+        },
+        **WORKTREE,
+    )
+    make_repo(paths.root)
+    sup = Supervisor(
+        paths,
+        load_settings(paths.settings_file),
+        log_mode="json",
+        frontend_options={"guild_ready_timeout": 0.01},
+    )
+    await sup.startup()
+    try:
+        t1, t2 = fake.thread_id, fake.listen_thread_id
+        mention = f"<@{fake.bot['id']}>"
+        await fake.user_says(t1, f"{mention} WRITE:app.py=one ECHO_CWD", mentions=[fake.bot])
+        await fake.user_says(t2, "WRITE:notes.txt=draft ECHO_CWD")
+        wt1, wt2 = worktree_path(paths, SessionKey(t1)), worktree_path(paths, SessionKey(t2))
+        for thread, where in ((t1, wt1), (t2, wt2)):
+            reply = await fake.wait_for_message(
+                thread, lambda m, w=where: str(w) in m.get("content", ""), timeout=30
+            )
+            assert reply["content"].strip() == str(where)
+        assert sup.workspace_of[SessionKey(t1)].branch == f"claudeclaw/{t1}-a-thread"
+        assert sup.workspace_of[SessionKey(t2)].branch == f"claudeclaw/{t2}-listen-thread"
+        assert (paths.root / "app.py").read_text() == "v1\n"
+
+        interaction_id, token = await fake.slash_command(t2, "diff")
+        await fake.wait_for_callback(interaction_id)
+        followups = await fake.wait_until(lambda: fake.followups.get(token), timeout=30)
+        assert "notes.txt" in followups[0]["content"]
+
+        await fake.archive_thread(t1)
+        await fake.delete_thread(t2)
+        await fake.wait_until(lambda: not wt2.exists(), timeout=30, what="t2's worktree gone")
+        patches = list((paths.state_dir / "patches").glob(f"{t2}-*.patch"))
+        assert len(patches) == 1 and "+draft" in patches[0].read_text()
+        assert wt1.is_dir()  # archived: kept
+        await fake.user_says(t1, f"{mention} ECHO_CWD again", mentions=[fake.bot])
+        # the archived thread comes back to the same worktree
+        await fake.wait_until(
+            lambda: [m for m in fake.bot_messages(t1) if m["content"].strip() == str(wt1)][1:],
+            timeout=30,
+            what="the second answer from t1's worktree",
+        )
+    finally:
+        await sup.shutdown()
