@@ -411,19 +411,7 @@ class Supervisor:
         live: dict[SessionKey, Workspace | None] = {
             key: self.workspace_of.get(key) for key, sid in self.sessions.items() if sid
         }
-        try:
-            self.orphan_worktrees = await self.workspaces.orphans(live)
-        except WorkspaceError as exc:
-            log.warning("workspace.orphans_unknown", error=str(exc))
-            self.orphan_worktrees = []
-        for orphan in self.orphan_worktrees:
-            log.warning(
-                "workspace.orphan",
-                path=orphan.path,
-                branch=orphan.branch,
-                why=orphan.why,
-                hint="not deleted: check it, then `git worktree remove` it (and its branch)",
-            )
+        self.orphan_worktrees = await self.workspaces.report_orphans(live)
         return self.orphan_worktrees
 
     def _intake_lock(self, key: SessionKey) -> asyncio.Lock:

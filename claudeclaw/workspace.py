@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from claudeclaw.errors import WorkspaceError
+from claudeclaw.errors import StateError, WorkspaceError
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
@@ -37,7 +37,12 @@ from claudeclaw.model import (
     WorkspaceStatus,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.paths import (
+    PRIVATE_FILE_MODE,
+    ProjectPaths,
+    ensure_private_dir,
+    write_private_text,
+)
 
 log = get_logger()
 
@@ -148,6 +153,7 @@ class _Result:
     out: str
     err: str
     cut: bool = False
+    data: bytes = b""  # stdout as git wrote it (a patch must keep its bytes)
 
 
 def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -204,7 +210,7 @@ async def _git(
             f"git {args[0]} did not finish within {GIT_TIMEOUT_SECONDS:.0f} s"
         ) from None
     return _Result(
-        0 if cut else rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), cut
+        0 if cut else rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), cut, out
     )
 
 
@@ -266,6 +272,23 @@ def _ignored_private_dir(path: Path) -> None:
     ignore = path / ".gitignore"
     if not ignore.exists():
         write_private_text(ignore, "*\n")
+
+
+def _write_patch(directory: Path, stem: str, data: bytes) -> Path:
+    """``<stem>.patch`` (``<stem>-2.patch``... if taken) in ``directory``, mode 0600."""
+    _ignored_private_dir(directory)
+    for n in range(1, 1000):
+        target = directory / (f"{stem}.patch" if n == 1 else f"{stem}-{n}.patch")
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return target
+    raise OSError(f"too many patches named {stem} in {directory}")
 
 
 def _subdirs(base: Path) -> list[str] | None:
@@ -646,16 +669,16 @@ class Workspaces:
             result = await _git(path, "diff", "--cached", "--binary", "HEAD", env=env)
         if result.rc != 0:
             raise WorkspaceError(f"cannot save the uncommitted changes: {result.err.strip()}")
-        if not result.out:
+        if not result.data:
             return ""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"{key}-{slug(ws.branch.removeprefix(BRANCH_PREFIX), 48)}-{stamp}.patch"
-        target = patches_dir(self.paths) / name
+        stem = f"{slug(ws.branch.removeprefix(BRANCH_PREFIX), 64) or key}-{stamp}"
         try:
-            await asyncio.to_thread(_ignored_private_dir, patches_dir(self.paths))
-            await asyncio.to_thread(write_private_text, target, result.out)
-        except OSError as exc:
-            raise WorkspaceError(f"cannot save the uncommitted changes to {target}: {exc}") from exc
+            target = await asyncio.to_thread(
+                _write_patch, patches_dir(self.paths), stem, result.data
+            )
+        except (OSError, StateError) as exc:
+            raise WorkspaceError(f"cannot save the uncommitted changes: {exc}") from exc
         return str(target)
 
     async def _keep_detached(self, ws: Workspace, path: Path) -> str:
@@ -694,6 +717,23 @@ class Workspaces:
         return kept, deleted, problems
 
     # ---- orphans ------------------------------------------------------------------------
+
+    async def report_orphans(self, live: Mapping[SessionKey, Workspace | None]) -> list[Orphan]:
+        """:meth:`orphans`, each logged as a warning (at start: never deleted silently)."""
+        try:
+            found = await self.orphans(live)
+        except WorkspaceError as exc:
+            log.warning("workspace.orphans_unknown", error=str(exc))
+            return []
+        for orphan in found:
+            log.warning(
+                "workspace.orphan",
+                path=orphan.path,
+                branch=orphan.branch,
+                why=orphan.why,
+                hint="not deleted: check it, then `git worktree remove` it (and its branch)",
+            )
+        return found
 
     async def orphans(self, live: Mapping[SessionKey, Workspace | None]) -> list[Orphan]:
         """Worktrees under the state directory that no session owns: ``live`` maps each

@@ -260,3 +260,33 @@ def test_threads_workspace_setting() -> None:
     assert parse_settings({"threads": {"workspace": "worktree"}}).threads.workspace == "worktree"
     with pytest.raises(ConfigError, match=r"threads\.workspace"):
         parse_settings({"threads": {"workspace": "git"}})
+
+
+async def test_a_detached_head_with_commits_keeps_them_on_a_branch(
+    repo: Path, spaces: Workspaces
+) -> None:
+    ws = await spaces.ensure(T1, "detach")
+    wt = Path(ws.path)
+    await agit(wt, "checkout", "-q", "--detach")
+    (wt / "app.py").write_text("detached work\n")
+    await agit(wt, "commit", "-q", "-am", "on a detached HEAD")
+    removal = await spaces.remove(T1, ws)
+    assert removal.removed and removal.kept_branches == (f"{ws.branch}-detached",)
+    assert removal.deleted_branches == (ws.branch,)  # it had nothing of its own
+    assert git(repo, "show", f"{ws.branch}-detached:app.py") == "detached work\n"
+
+
+async def test_a_patch_keeps_bytes_that_are_not_utf8(repo: Path, spaces: Workspaces) -> None:
+    ws = await spaces.ensure(T1, "bytes")
+    latin1 = "café à la crème\n".encode("latin-1")
+    Path(ws.path, "menu.txt").write_bytes(latin1)
+    removal = await spaces.remove(T1, ws)
+    restore = repo.parent / "restore"
+    git(repo, "worktree", "add", "-q", "--detach", str(restore))
+    git(restore, "apply", removal.patch_file)
+    assert (restore / "menu.txt").read_bytes() == latin1
+    # a second removal in the same second does not overwrite the first patch
+    again = await spaces.ensure(T1, "bytes")
+    Path(again.path, "menu.txt").write_bytes(b"other\n")
+    second = await spaces.remove(T1, again)
+    assert second.patch_file != removal.patch_file and Path(removal.patch_file).exists()

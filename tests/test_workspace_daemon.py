@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from claudeclaw import control
 from claudeclaw.claude import transcript_path
@@ -215,9 +216,12 @@ async def test_orphan_worktrees_are_reported_at_start_not_deleted(
     paths = make_project(**WORKTREE)
     make_repo(paths.root)
     orphan = await Workspaces(paths).ensure(T2, "left behind")
-    sup = await start(paths)
+    with capture_logs() as logs:
+        sup = await start(paths)
     try:
         assert [o.path for o in sup.orphan_worktrees] == [orphan.path]
+        warned = [e for e in logs if e["event"] == "workspace.orphan"]
+        assert [(e["path"], e["branch"]) for e in warned] == [(orphan.path, orphan.branch)]
         assert Path(orphan.path).is_dir()
         report = await sup.requests.status_report()
         assert report["daemon"]["orphan_worktrees"] == [orphan.path]
