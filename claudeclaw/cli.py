@@ -156,6 +156,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  {daemon['recovered_messages']} message(s) kept from before a restart wait for "
             "Discord to connect"
         )
+    for orphan in daemon.get("orphan_worktrees", []):
+        print(f"  orphan worktree (no session owns it; not deleted): {orphan}")
     workers = report["workers"]
     if not workers:
         print("  no live workers")

@@ -266,3 +266,23 @@ async def test_handoff_and_messages_use_the_worktree(fake_discord, dispatcher, f
     await fake.user_says(fake.thread_id, f"<@{fake.bot['id']}> hi", mentions=[fake.bot])
     await fake.wait_for_message(fake.thread_id)
     assert dispatcher.labels == ["a thread"]
+
+
+async def test_context_reads_the_transcript_filed_under_the_worktree(
+    fake_discord, dispatcher, frontend, tmp_path, monkeypatch
+):
+    fake = fake_discord
+    config = tmp_path / "claude-config"
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config))
+    sid = "5e551011-aaaa-bbbb-cccc-ddddeeeeffff"
+    worktree = tmp_path / "project" / ".claude" / "claudeclaw" / "worktrees" / "1"
+    record = dispatcher.add_session(fake.thread_id, sid)
+    dispatcher.records[fake.thread_id] = replace(record, workspace=_workspace(str(worktree)))
+    usage = {"input_tokens": 100_000, "output_tokens": 10}
+    entry = {"type": "assistant", "message": {"model": "claude-sonnet-4-5", "usage": usage}}
+    for where, line in ((frontend.project_root, {}), (worktree, entry)):
+        folder = config / "projects" / project_dir_name(where)
+        folder.mkdir(parents=True)
+        (folder / f"{sid}.jsonl").write_text(json.dumps(line) + "\n")
+    callback, _ = await run_command(fake, fake.thread_id, "context")
+    assert "100,000 / 200,000 tokens" in callback["data"]["content"]
