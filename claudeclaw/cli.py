@@ -239,6 +239,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             session_id=record.session_id if record else None,
             msg_id="ask",
             cwd=Path(workspace.cwd) if workspace else paths.root,
+            scope=paths.root,
             on_event=on_event,
         )
         await asyncio.gather(*writes)

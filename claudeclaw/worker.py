@@ -323,6 +323,7 @@ class Worker:
                 session_id=self.session_id,
                 msg_id=head.msg_id,
                 cwd=self.cwd,
+                scope=self.paths.root,  # a thread's worktree lies below it
                 on_event=self._emit,
             )
         )

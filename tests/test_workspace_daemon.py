@@ -19,6 +19,7 @@ from claudeclaw.model import GLOBAL_KEY, RunDone, RunEvent, SessionKey, is_final
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from claudeclaw.workspace import Workspaces, worktree_path
+from tests.fake_anthropic import FakeAnthropic
 from tests.fake_discord import FakeDiscord
 from tests.fixtures_daemon import ProjectFactory, collect
 
@@ -250,11 +251,13 @@ async def test_the_real_cli_runs_in_the_thread_worktree(
     make_project: ProjectFactory,
     real_claude_path: Path,
     real_claude_env: dict[str, str],
+    fake_anthropic: FakeAnthropic,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     """The real pinned CLI, started by a real worker for a thread: its ``system/init``
-    line reports the thread's worktree as its cwd, and its transcript is filed there."""
+    line reports the thread's worktree as its cwd, its transcript is filed there, and the
+    model is told to work in it (scoped to the project, whose inbox it may read)."""
     for name, value in real_claude_env.items():
         monkeypatch.setenv(name, value)
     stream_log = tmp_path / "stream.jsonl"
@@ -280,6 +283,9 @@ async def test_the_real_cli_runs_in_the_thread_worktree(
     assert [line["cwd"] for line in inits] == [ws.cwd] and ws.cwd != str(paths.root)
     assert inits[0]["session_id"] == done.session_id
     assert transcript_path(Path(ws.cwd), done.session_id, real_claude_env).is_file()
+    system = str(fake_anthropic.message_requests()[-1].body.get("system"))
+    assert f"Your working directory {ws.cwd} is a git worktree of its own" in system
+    assert f"you are scoped to the directory {paths.root}." in system
 
 
 async def test_discord_threads_archive_keeps_delete_removes_diff_posts(
