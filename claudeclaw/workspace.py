@@ -383,11 +383,13 @@ class Workspaces:
             subdir = (
                 "" if root == top or not root.is_relative_to(top) else str(root.relative_to(top))
             )
-            path = Path(_norm(recorded.path if recorded else worktree_path(self.paths, key)))
-            if not path.is_relative_to(worktrees_dir(self.paths)):
+            path = worktree_path(self.paths, key)
+            if recorded is not None and _norm(recorded.path) != str(path):
+                # only the key's own place: a thread never works in another one's worktree
                 raise WorkspaceError(
-                    f"the session of {key} records the workspace {path}, which is not under "
-                    f"{worktrees_dir(self.paths)}; remove the session (/reset) to start over"
+                    f"the session of {key} records the workspace {recorded.path}, not {path} "
+                    "(was the project moved?); /reset in the thread starts over (the branch "
+                    f"{recorded.branch} is not touched)"
                 )
             entry = (await self._worktrees()).get(str(path))
             kind = await asyncio.to_thread(_kind, path)
@@ -608,6 +610,8 @@ class Workspaces:
 
     async def _remove(self, key: SessionKey, ws: Workspace) -> Removal:
         path = Path(_norm(ws.path))
+        if path != worktree_path(self.paths, key):  # never another thread's worktree
+            return Removal(False, str(path), problem=f"it is not the worktree of {key}")
         try:
             entry = (await self._worktrees()).get(str(path))
         except WorkspaceError as exc:

@@ -219,8 +219,11 @@ async def test_orphans_are_reported_not_deleted(repo: Path, spaces: Workspaces) 
 
 async def test_two_threads_never_share_a_worktree(spaces: Workspaces) -> None:
     ws1 = await spaces.ensure(T1, "one")
-    with pytest.raises(WorkspaceError, match="not under"):
+    with pytest.raises(WorkspaceError, match="was the project moved"):
         await spaces.ensure(T2, "two", recorded=Workspace("/tmp", "b", "main", "0" * 40))
+    # a registry naming another thread's worktree is refused too
+    with pytest.raises(WorkspaceError, match=f"not {worktree_path(spaces.paths, T2)}"):
+        await spaces.ensure(T2, "two", recorded=ws1)
     # a directory at T2's place that is not a worktree is refused, not reused
     place = worktree_path(spaces.paths, T2)
     place.mkdir()
@@ -228,6 +231,8 @@ async def test_two_threads_never_share_a_worktree(spaces: Workspaces) -> None:
     with pytest.raises(WorkspaceError, match="move it away"):
         await spaces.ensure(T2, "two")
     assert Path(ws1.path) != place
+    refused = await spaces.remove(T2, ws1)
+    assert not refused.removed and Path(ws1.path).is_dir()
 
 
 async def test_a_non_git_project_is_refused_clearly(tmp_path: Path) -> None:
