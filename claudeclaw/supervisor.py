@@ -433,7 +433,10 @@ class Supervisor:
             return
         recorded = self.workspace_of.get(key)
         if recorded is not None:
-            if not await asyncio.to_thread(os.path.isdir, recorded.path):  # deleted by hand
+            # deleted by hand: recreated on its branch; not this key's own: refused (ensure)
+            if not self.workspaces.is_own(key, recorded) or not await asyncio.to_thread(
+                os.path.isdir, recorded.path
+            ):
                 self.workspace_of[key] = await self.workspaces.ensure(key, label, recorded)
             return
         if self.sessions.get(key) is not None or self.settings.threads.workspace != "worktree":

@@ -316,6 +316,10 @@ class Workspaces:
         # they share the repository's administrative files
         self._repo_lock = asyncio.Lock()
 
+    def is_own(self, key: SessionKey, ws: Workspace) -> bool:
+        """True when ``ws`` lies where ``key``'s worktree belongs (pure: no I/O)."""
+        return _norm(ws.path) == str(worktree_path(self.paths, key))
+
     def _lock(self, key: SessionKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 

@@ -347,3 +347,18 @@ async def test_discord_threads_archive_keeps_delete_removes_diff_posts(
         )
     finally:
         await sup.shutdown()
+
+
+async def test_a_registry_pointing_at_another_threads_worktree_is_refused(
+    repo_daemon: Supervisor,
+) -> None:
+    sup = repo_daemon
+    await ask(sup, T1, "hello")
+    await ask(sup, T2, "hello")
+    sup.workspace_of[T2] = sup.workspace_of[T1]  # as an edited sessions.json would load
+    events = [event async for event in sup.submit(T2, "ECHO_CWD", origin="test")]
+    final = events[-1]
+    assert final.kind == "failed" and "was the project moved" in final.message
+    outcome = await sup.reset_session(T2)
+    assert "is not the worktree of" in outcome.workspace_note
+    assert Path(sup.workspace_of[T1].path).is_dir()
