@@ -55,6 +55,7 @@ from claudeclaw.model import (
     SessionRecord,
     Workspace,
     WorkspaceDiff,
+    WorkspaceStatus,
     session_key,
 )
 from claudeclaw.notify import Notifier, child_env
@@ -73,6 +74,7 @@ from claudeclaw.workspace import Orphan, Workspaces, repo_problem
 log = get_logger()
 
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", testhooks.SWITCH)
+STATUS_WITHIN = 2.0  # seconds /status waits for a worktree's git numbers
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 
@@ -547,8 +549,23 @@ class Supervisor:
         info = self._info(key, record)
         workspace = self.workspace_of.get(key)
         if workspace is not None:
-            info = dataclasses.replace(info, workspace=await self.workspaces.status(workspace))
+            info = dataclasses.replace(info, workspace=await self._workspace_status(workspace))
         return info
+
+    async def _workspace_status(self, workspace: Workspace) -> WorkspaceStatus:
+        """Its status, within the time a Discord interaction may wait for its answer."""
+        try:
+            return await asyncio.wait_for(self.workspaces.status(workspace), STATUS_WITHIN)
+        except TimeoutError:
+            return WorkspaceStatus(
+                workspace.path,
+                workspace.branch,
+                workspace.base,
+                0,
+                0,
+                0,
+                problem=f"git took longer than {STATUS_WITHIN:.0f} s to count the changes",
+            )
 
     async def list_sessions(self) -> list[SessionInfo]:
         await self._writes.join()

@@ -192,23 +192,29 @@ async def _git(
         assert proc.stdout is not None
         if not limit:
             return await proc.stdout.read(), False
-        data = await proc.stdout.read(limit + 1)
-        if len(data) <= limit:
-            return data, False
-        proc.kill()  # we have what we can use; the rest would only be thrown away
-        return data[:limit], True
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await proc.stdout.read(1 << 16):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                proc.kill()  # we have what we can use; the rest would only be thrown away
+                return b"".join(chunks)[:limit], True
+        return b"".join(chunks), False
 
     try:
         async with asyncio.timeout(GIT_TIMEOUT_SECONDS):
             (out, cut), err = await asyncio.gather(read_out(), proc.stderr.read())
             rc = await proc.wait()
-    except TimeoutError:
+    except BaseException as exc:  # a timeout, or our caller gave up (cancelled): no stray git
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await proc.wait()
-        raise WorkspaceError(
-            f"git {args[0]} did not finish within {GIT_TIMEOUT_SECONDS:.0f} s"
-        ) from None
+        await asyncio.shield(proc.wait())
+        if isinstance(exc, TimeoutError):
+            raise WorkspaceError(
+                f"git {args[0]} did not finish within {GIT_TIMEOUT_SECONDS:.0f} s"
+            ) from None
+        raise
     return _Result(
         0 if cut else rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), cut, out
     )

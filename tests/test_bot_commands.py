@@ -192,6 +192,13 @@ async def test_status_in_a_thread_shows_its_worktree(fake_discord, dispatcher, f
     text = callback["data"]["content"]
     assert "Workspace: `/srv/p/.claude/claudeclaw/worktrees/1`" in text
     assert "Branch: `claudeclaw/1-fix-it` · 3 ahead, 1 behind `main` · 2 changed files" in text
+    dispatcher.infos[fake.thread_id] = WorkspaceStatus(
+        "/w", "claudeclaw/1-fix-it", "main", 0, 0, 0, problem="git took longer than 2 s"
+    )
+    callback, _ = await run_command(fake, fake.thread_id, "status")
+    text = callback["data"]["content"]
+    assert "Branch: `claudeclaw/1-fix-it` (git took longer than 2 s)" in text
+    assert "ahead" not in text
 
 
 async def test_diff_posts_the_stat_and_the_whole_diff_as_a_redacted_file(

@@ -295,3 +295,14 @@ async def test_a_patch_keeps_bytes_that_are_not_utf8(repo: Path, spaces: Workspa
     Path(again.path, "menu.txt").write_bytes(b"other\n")
     second = await spaces.remove(T1, again)
     assert second.patch_file != removal.patch_file and Path(removal.patch_file).exists()
+
+
+async def test_a_big_diff_is_read_whole_or_cut_exactly(spaces: Workspaces) -> None:
+    ws = await spaces.ensure(T1, "big")
+    Path(ws.path, "big.txt").write_text("".join(f"line {i:07d}\n" for i in range(100_000)))
+    whole = await spaces.diff(ws)
+    assert not whole.truncated and len(whole.patch) > 1_300_000
+    assert whole.patch.rstrip().endswith("+line 0099999")
+    cut = await spaces.diff(ws, max_bytes=500_000)
+    assert cut.truncated and len(cut.patch.encode()) == 500_000
+    assert whole.patch.startswith(cut.patch)

@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from claudeclaw import control
+from claudeclaw import supervisor as supervisor_module
 from claudeclaw.claude import transcript_path
 from claudeclaw.config import load_settings
 from claudeclaw.errors import ConfigError
@@ -362,3 +363,14 @@ async def test_a_registry_pointing_at_another_threads_worktree_is_refused(
     outcome = await sup.reset_session(T2)
     assert "is not the worktree of" in outcome.workspace_note
     assert Path(sup.workspace_of[T1].path).is_dir()
+
+
+async def test_status_gives_up_on_slow_git_in_time_for_discord(
+    repo_daemon: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sup = repo_daemon
+    await ask(sup, T1, "hello")
+    monkeypatch.setattr(supervisor_module, "STATUS_WITHIN", 0.0)
+    info = await sup.session_info(T1)
+    assert info.workspace is not None and "took longer than" in info.workspace.problem
+    assert info.workspace.branch == sup.workspace_of[T1].branch

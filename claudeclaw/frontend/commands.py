@@ -94,15 +94,14 @@ def workspace_lines(info: SessionInfo) -> list[str]:
         return []
     if not ws.exists:
         return [f"Workspace: `{ws.path}` (gone: {ws.problem}); the next message recreates it"]
+    if ws.problem:  # no numbers to show
+        return [f"Workspace: `{ws.path}`", f"Branch: `{ws.branch}` ({ws.problem[:300]})"]
     files = f"{ws.changed_files} changed file{'s' if ws.changed_files != 1 else ''}"
-    lines = [
+    return [
         f"Workspace: `{ws.path}`",
         f"Branch: `{ws.branch or '(detached HEAD)'}` · {ws.ahead} ahead, {ws.behind} behind "
         f"`{ws.base}` · {files}",
     ]
-    if ws.problem:
-        lines.append(f"Workspace problem: {ws.problem[:300]}")
-    return lines
 
 
 def diff_reply(diff: WorkspaceDiff | None, key: SessionKey) -> tuple[str, bytes]:
