@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from claudeclaw.model import PendingMessage, ReplyTo, RunEvent, SessionInfo, SessionKey
+from claudeclaw.model import (
+    PendingMessage,
+    ReplyTo,
+    ResetOutcome,
+    RunEvent,
+    SessionInfo,
+    SessionKey,
+    WorkspaceDiff,
+)
 
 
 class Dispatcher(Protocol):
@@ -20,11 +28,13 @@ class Dispatcher(Protocol):
         *,
         origin: str = "discord",
         reply_to: ReplyTo | None = None,
+        label: str = "",
     ) -> AsyncIterator[RunEvent]:
         """Queue ``prompt`` for ``key``; yields queued, started, progress…, then done or failed.
 
         With ``reply_to`` the message is kept across a restart of the daemon until the
         frontend reports its answer posted (:meth:`delivered`; see :meth:`take_pending`).
+        ``label`` (a thread's name) only names the branch of a new thread worktree.
         """
         ...
 
@@ -45,6 +55,15 @@ class Dispatcher(Protocol):
 
     async def reset(self, key: SessionKey) -> bool:
         """Forget the Claude session of ``key`` and stop its worker; True if there was one."""
+        ...
+
+    async def reset_session(self, key: SessionKey) -> ResetOutcome:
+        """:meth:`reset`, and say what became of the session's worktree (removed; its
+        branch kept when it has commits; uncommitted changes saved as a patch)."""
+        ...
+
+    async def workspace_diff(self, key: SessionKey) -> WorkspaceDiff | None:
+        """Everything ``key``'s worktree changed since its base; None: it has none."""
         ...
 
     async def session_info(self, key: SessionKey) -> SessionInfo:

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from claudeclaw import __version__, control
@@ -190,6 +191,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  {daemon['recovered_messages']} message(s) kept from before a restart wait for "
             "Discord to connect"
         )
+    for orphan in daemon.get("orphan_worktrees", []):
+        print(f"  orphan worktree (no session owns it; not deleted): {orphan}")
     workers = report["workers"]
     if not workers:
         print("  no live workers")
@@ -249,6 +252,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
             _err("a daemon is serving this project: use `claudeclaw send` so runs are serialised")
             return EXIT_FAILURE
         record = await asyncio.to_thread(registry.get, key)
+        workspace = record.workspace if record else None
+        if record is None and key != GLOBAL_KEY and settings.threads.workspace == "worktree":
+            from claudeclaw.workspace import Workspaces
+
+            workspace = await Workspaces(paths).ensure(key)
 
         writes: list[asyncio.Task[Any]] = []
 
@@ -265,13 +273,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
             _prompt(args.text),
             session_id=record.session_id if record else None,
             msg_id="ask",
-            cwd=paths.root,
+            cwd=Path(workspace.cwd) if workspace else paths.root,
+            scope=paths.root,
             on_event=on_event,
         )
         await asyncio.gather(*writes)
         if isinstance(final, RunDone) and final.session_id:
             await asyncio.to_thread(registry.record, key, final.session_id)
             await asyncio.to_thread(registry.touch, key)
+        if workspace is not None and record is None:  # its worktree belongs with it now
+            change = ("workspace", key, json.dumps(workspace.to_json()))
+            await asyncio.to_thread(registry.apply, [change])
         return printer.finish(final)
 
     return asyncio.run(go())
@@ -330,7 +342,9 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 return EXIT_OK
             from claudeclaw.model import SessionRecord
 
-            records = [SessionRecord(**i["record"]) for i in infos if i["record"]]
+            records = [
+                SessionRecord(**{**i["record"], "workspace": None}) for i in infos if i["record"]
+            ]
             _print_records(records, {i["key"]: i for i in infos})
             return EXIT_OK
         key = session_key(args.key)
@@ -340,6 +354,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             return EXIT_OK if reply["session"]["record"] else EXIT_FAILURE
         reply = await control.request(paths, {"type": "sessions.rm", "key": key})
         print(f"removed session of {key}" if reply["removed"] else f"no session for {key}")
+        if reply.get("workspace"):
+            print(reply["workspace"])
         return EXIT_OK
 
     code = asyncio.run(online())

@@ -45,6 +45,7 @@ from claudeclaw.redaction import register_secret
 SecurityLevel = Literal["locked", "strict", "moderate", "unrestricted"]
 SessionScope = Literal["thread", "channel"]
 WorkerStartMethod = Literal["forkserver", "exec"]
+WorkspaceMode = Literal["shared", "worktree"]
 
 T = TypeVar("T")
 
@@ -862,6 +863,25 @@ class HeartbeatSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadSettings:
+    workspace: WorkspaceMode = key(
+        "shared",
+        "workspace",
+        OneOf(get_args(WorkspaceMode)),
+        'Where a thread session\'s `claude` runs. `"shared"`: the project directory, like the '
+        'global session. `"worktree"`: each thread session gets its own git worktree under '
+        "`.claude/claudeclaw/worktrees/<thread id>`, on a new branch "
+        "`claudeclaw/<thread id>-<slug of the thread name>` made from the project's HEAD at "
+        "the thread's first message, so parallel threads that change code never edit one "
+        "checkout. Needs the project inside a git repository with a commit (else `claudeclaw "
+        "run` stops with an error saying so and `claudeclaw doctor` fails that line). The "
+        "global session, DMs and jobs always use the project directory; a session keeps the "
+        "directory it started in, so a change applies to new sessions. See "
+        "[MULTI_SESSION.md](MULTI_SESSION.md#workspaces).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     # The original's keys that claudeclaw does not use: accepted without a word.
     IGNORED: ClassVar[tuple[str, ...]] = (
@@ -946,6 +966,9 @@ class Settings:
         'Where the job files are; `""` = `.claude/claudeclaw/jobs`. A relative path is under '
         'the project. See the README, "Heartbeat and jobs".',
         upstream=True,
+    )
+    threads: ThreadSettings = key_from(
+        ThreadSettings, "threads", Section(ThreadSettings), "Thread sessions."
     )
     source: Path | None = None  # the file these came from; None: no file (defaults)
     warnings: tuple[str, ...] = ()  # unknown keys and oddities; not fatal, show them

@@ -80,8 +80,10 @@ class ControlRequests:
         await channel.send({"type": "result", "session": info_to_dict(info)})
 
     async def _sessions_rm(self, request: ipc.Message, channel: ipc.Channel) -> None:
-        removed = await self.sup.reset(session_key(request["key"]))
-        await channel.send({"type": "result", "removed": removed})
+        outcome = await self.sup.reset_session(session_key(request["key"]))
+        await channel.send(
+            {"type": "result", "removed": outcome.had_session, "workspace": outcome.workspace_note}
+        )
 
     async def _reload(self, request: ipc.Message, channel: ipc.Channel) -> None:
         applied, message = await self.sup.reload()
@@ -145,6 +147,7 @@ class ControlRequests:
                 "spawned_total": pool.spawn_count,
                 "crashes_total": pool.crash_count,
                 "next_job": self._next_job(),
+                "orphan_worktrees": [o.path for o in sup.orphan_worktrees],
             },
             "workers": rows,
         }

@@ -32,6 +32,7 @@ from claudeclaw.service import (
     read_credential,
     token_source_text,
 )
+from claudeclaw.workspace import repo_problem, worktrees_dir
 
 CheckStatus = Literal["ok", "warn", "fail"]
 VERSION_TIMEOUT_SECONDS = 15.0
@@ -547,6 +548,24 @@ def _check_jobs(paths: ProjectPaths, settings: Settings) -> Check:
     return Check("jobs", "ok", f"{len(jobs)} job file{'s' if len(jobs) != 1 else ''} valid")
 
 
+async def _check_workspace(paths: ProjectPaths, settings: Settings) -> Check | None:
+    """``threads.workspace: "worktree"`` needs a git repository with a commit."""
+    if settings.threads.workspace != "worktree":
+        return None
+    problem = await repo_problem(paths.root)
+    if problem:
+        return Check(
+            "thread workspaces",
+            "fail",
+            problem,
+            f"`git init && git add -A && git commit` in {paths.root}, or set "
+            'threads.workspace to "shared"',
+        )
+    return Check(
+        "thread workspaces", "ok", f"each thread gets a git worktree under {worktrees_dir(paths)}"
+    )
+
+
 async def run_checks(
     paths: ProjectPaths,
     environ: Mapping[str, str] | None = None,
@@ -588,6 +607,9 @@ async def run_checks(
         inert = _check_upstream_keys(settings)
         if inert is not None:
             checks.append(inert)
+        workspace = await _check_workspace(paths, settings)
+        if workspace is not None:
+            checks.append(workspace)
     checks.append(_check_root(settings, env, view))
     return checks
 

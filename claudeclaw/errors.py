@@ -23,6 +23,10 @@ class InvalidKeyError(ClaudeclawError, ValueError):
     """A session key (thread id) is not what it must be: digits only, or ``global``."""
 
 
+class WorkspaceError(ClaudeclawError):
+    """A thread's git worktree could not be created, inspected or removed safely."""
+
+
 class IpcError(ClaudeclawError):
     """A frame on a Unix socket was malformed, oversized or of an unknown protocol version."""
 

@@ -56,6 +56,74 @@ def job_name_of(key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Workspace:
+    """A thread's own git worktree (``threads.workspace: "worktree"``), fixed for the life
+    of its session: Claude Code files a session's transcript under its working directory.
+
+    Stored in the session's ``sessions.json`` entry as ``"workspace": {"path", "branch",
+    "base", "baseCommit", "subdir"}``.
+    """
+
+    path: str  # the worktree's root (absolute)
+    branch: str  # e.g. "claudeclaw/1234567890-fix-the-build"
+    base: str  # the branch it was created from ("main"), or the commit if HEAD was detached
+    base_commit: str  # the commit it was created from
+    subdir: str = ""  # the project directory relative to the repository's top level
+
+    @property
+    def cwd(self) -> str:
+        """Where Claude runs: the project's directory inside the worktree."""
+        return f"{self.path}/{self.subdir}" if self.subdir else self.path
+
+    def to_json(self) -> dict[str, str]:
+        data = {
+            "path": self.path,
+            "branch": self.branch,
+            "base": self.base,
+            "baseCommit": self.base_commit,
+        }
+        if self.subdir:
+            data["subdir"] = self.subdir
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Workspace | None:
+        """The stored form back; None for anything malformed (it is then ignored)."""
+        if not isinstance(data, dict):
+            return None
+        fields = [data.get(k) for k in ("path", "branch", "base", "baseCommit")]
+        subdir = data.get("subdir", "")
+        if not all(isinstance(f, str) and f for f in fields) or not isinstance(subdir, str):
+            return None
+        path, branch, base, base_commit = (str(f) for f in fields)
+        return cls(path, branch, base, base_commit, subdir)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceStatus:
+    """What ``/status`` shows for a thread's worktree."""
+
+    path: str
+    branch: str  # what the worktree has checked out now ("" when detached)
+    base: str
+    ahead: int  # commits on the worktree's HEAD that its base does not have
+    behind: int  # commits on its base since
+    changed_files: int  # uncommitted changes, untracked files included
+    exists: bool = True
+    problem: str = ""  # why the numbers could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceDiff:
+    """Everything the thread changed since its base: commits and uncommitted work."""
+
+    stat: str
+    patch: str
+    truncated: bool  # the patch was cut at ``max_bytes``
+    base_commit: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """One Claude session as stored in session.json / sessions.json (upstream's format)."""
 
@@ -65,6 +133,7 @@ class SessionRecord:
     last_used_at: str
     turn_count: int = 0
     compact_warned: bool = False
+    workspace: Workspace | None = None  # its git worktree; None: the project directory
 
 
 # ---- run events (worker -> supervisor -> frontend) -------------------------------------
@@ -217,6 +286,16 @@ class SessionInfo:
     worker_pid: int = 0  # 0: no live worker
     run_elapsed_s: float = 0.0
     last_error: str = ""
+    workspace: WorkspaceStatus | None = None  # its git worktree, when it has one
+
+
+@dataclass(frozen=True, slots=True)
+class ResetOutcome:
+    """What ending a session did: whether there was one, and what became of its worktree
+    (the kept branch, the saved patch), in words fit for the reply."""
+
+    had_session: bool
+    workspace_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

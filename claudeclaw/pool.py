@@ -188,6 +188,7 @@ class WorkerPool:
         socket_path: Path,
         *,
         session_lookup: Callable[[SessionKey], str | None],
+        cwd_lookup: Callable[[SessionKey], str | None] = lambda key: None,
         on_event: Callable[[SessionKey, RunEvent], None],
         child_env: Mapping[str, str],
         log_mode: str = "auto",
@@ -198,6 +199,7 @@ class WorkerPool:
         self.settings_wire = settings_to_wire(settings)  # what workers run on
         self.socket_path = socket_path
         self.session_lookup = session_lookup
+        self.cwd_lookup = cwd_lookup  # a thread's own worktree (None: the project directory)
         self.on_event = on_event
         self.child_env = dict(child_env)
         self.log_mode = log_mode
@@ -712,6 +714,7 @@ class WorkerPool:
                 "type": "configure",
                 "session_id": self.session_lookup(handle.key),
                 "settings": self.settings_wire,
+                "cwd": self.cwd_lookup(handle.key),
             }
         )
         if handle.state == "stopping":

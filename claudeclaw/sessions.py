@@ -6,8 +6,10 @@ unchanged (and could be handed back to it):
 * ``global`` → ``session.json``: ``{"sessionId", "createdAt", "lastUsedAt", "turnCount",
   "compactWarned"}`` plus anything else it holds (``messageCount``...).
 * every other key → ``sessions.json``: ``{"threads": {"<key>": {"sessionId", "threadId",
-  "createdAt", "lastUsedAt", "turnCount", "compactWarned"}}}``. Entries we cannot use
-  (job names such as ``daily-report``) and fields we do not know are preserved.
+  "createdAt", "lastUsedAt", "turnCount", "compactWarned"}}}``, plus ``"workspace"`` for a
+  session that runs in its own git worktree (an added field: the original ignores it).
+  Entries we cannot use (job names such as ``daily-report``) and fields we do not know are
+  preserved.
 
 Unlike the original, the file is read on every call (several processes share it), a read
 never writes, and writes are atomic, flock-serialised and backed up (``jsonstore``).
@@ -16,6 +18,7 @@ never writes, and writes are atomic, flock-serialised and backed up (``jsonstore
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -23,7 +26,14 @@ from typing import Any
 
 from claudeclaw import jsonstore
 from claudeclaw.errors import InvalidKeyError
-from claudeclaw.model import GLOBAL_KEY, SessionId, SessionKey, SessionRecord, session_key
+from claudeclaw.model import (
+    GLOBAL_KEY,
+    SessionId,
+    SessionKey,
+    SessionRecord,
+    Workspace,
+    session_key,
+)
 from claudeclaw.paths import ProjectPaths
 
 _THREADS = "threads"
@@ -62,6 +72,7 @@ def _to_record(key: SessionKey, entry: Any) -> SessionRecord | None:
         last_used_at=last if isinstance(last, str) else created_s,
         turn_count=_int(entry.get("turnCount", 0)),
         compact_warned=entry.get("compactWarned") is True,
+        workspace=Workspace.from_json(entry.get("workspace")) if key != GLOBAL_KEY else None,
     )
 
 
@@ -118,10 +129,26 @@ def _touched(key: SessionKey, entry: Any) -> Any:
     return new
 
 
+def _with_workspace(key: SessionKey, entry: Any, payload: str) -> Any:
+    """``entry`` with its ``workspace`` set to the JSON ``payload`` ("" drops it). Only a
+    session's entry takes one: no placeholder entry is ever written for it."""
+    if key == GLOBAL_KEY or _to_record(key, entry) is None:
+        return entry
+    new = dict(entry)
+    if payload:
+        new["workspace"] = json.loads(payload)
+    else:
+        new.pop("workspace", None)
+    return new
+
+
 def _changed(key: SessionKey, entry: Any, *, op: str, session_id: str) -> Any:
-    """One registry change by name (the daemon's batched writer): None deletes."""
+    """One registry change by name (the daemon's batched writer): None deletes. For
+    ``workspace`` the third field is the workspace as JSON text."""
     if op == "record":
         return _recorded(key, entry, session_id)
+    if op == "workspace":
+        return _with_workspace(key, entry, session_id)
     if op == "touch":
         return _touched(key, entry)
     if op == "remove":
@@ -257,9 +284,10 @@ class SessionRegistry:
         return result[0] if result else None
 
     def apply(self, changes: Sequence[tuple[str, SessionKey, str]]) -> None:
-        """Apply many ``("record", key, id)``, ``("touch", key, "")`` and ``("remove", key,
-        "")`` changes, in order, with one locked write per file: the daemon's batched writer
-        (a busy daemon would otherwise fsync once per run event)."""
+        """Apply many ``("record", key, id)``, ``("touch", key, "")``, ``("workspace", key,
+        json)`` and ``("remove", key, "")`` changes, in order, with one locked write per
+        file: the daemon's batched writer (a busy daemon would otherwise fsync once per run
+        event)."""
         by_file: dict[bool, list[tuple[str, SessionKey, str]]] = {True: [], False: []}
         for op, key, session_id in changes:
             by_file[session_key(key) == GLOBAL_KEY].append((op, session_key(key), session_id))

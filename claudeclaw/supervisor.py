@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -39,7 +40,13 @@ from claudeclaw import __version__
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
-from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected, StateError
+from claudeclaw.errors import (
+    ClaudeclawError,
+    ConfigError,
+    DiscordLoginRejected,
+    StateError,
+    WorkspaceError,
+)
 from claudeclaw.jobservice import JobService, next_due_text
 from claudeclaw.ledger import PendingLedger
 from claudeclaw.logs import get_logger, register_secret
@@ -47,6 +54,7 @@ from claudeclaw.model import (
     GLOBAL_KEY,
     PendingMessage,
     ReplyTo,
+    ResetOutcome,
     RunDone,
     RunEvent,
     RunFailed,
@@ -54,6 +62,9 @@ from claudeclaw.model import (
     SessionInfo,
     SessionKey,
     SessionRecord,
+    Workspace,
+    WorkspaceDiff,
+    WorkspaceStatus,
     session_key,
 )
 from claudeclaw.notify import Notifier, child_env
@@ -68,11 +79,13 @@ from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sw
 from claudeclaw.service import API_KEY_CREDENTIAL, read_credential
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 from claudeclaw.tasks import TaskSet
+from claudeclaw.workspace import Orphan, Workspaces, repo_problem
 
 log = get_logger()
 
 TEST_HOOKS_ENV = "CLAUDECLAW_TEST_HOOKS"  # set by test harnesses only: see testhooks.py
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", TEST_HOOKS_ENV)
+STATUS_WITHIN = 2.0  # seconds /status waits for a worktree's git numbers
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 
@@ -110,6 +123,11 @@ class Supervisor:
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
         self.sessions: dict[SessionKey, str | None] = {}  # what workers resume
+        # where each thread's runs happen, fixed with its session (threads.workspace)
+        self.workspaces = Workspaces(paths)
+        self.workspace_of: dict[SessionKey, Workspace] = {}
+        self.orphan_worktrees: list[Orphan] = []
+        self._intake_locks: dict[SessionKey, asyncio.Lock] = {}
         self.last_error: dict[SessionKey, str] = {}
         self.closing = False
         self.forced = False
@@ -162,6 +180,9 @@ class Supervisor:
         self._warn_if_root()
         for inert in self.settings.inert_keys:
             log.warning("settings.upstream_key_inert", detail=inert)
+        problem = await self._workspace_problem(self.settings)
+        if problem:
+            raise ConfigError(problem)
         runtime = ensure_runtime_dir(self.paths)
         tag = project_tag(str(self.paths.root))
         ended = await asyncio.to_thread(sweep_orphans, tag)
@@ -169,6 +190,9 @@ class Supervisor:
             log.warning("daemon.orphans_ended", pids=ended, count=len(ended))
         for record in await asyncio.to_thread(self.registry.list):
             self.sessions[record.key] = record.session_id
+            if record.workspace is not None:
+                self.workspace_of[record.key] = record.workspace
+        await self.report_orphan_worktrees()
         global_record = await asyncio.to_thread(self.registry.get, GLOBAL_KEY)
         self.sessions[GLOBAL_KEY] = global_record.session_id if global_record else None
         recovered = await asyncio.to_thread(self.ledger.read)
@@ -196,6 +220,7 @@ class Supervisor:
             self.settings,
             runtime / "workers.sock",
             session_lookup=self._session_lookup,
+            cwd_lookup=self._cwd_lookup,
             on_event=self._on_run_event,
             child_env=env,
             log_mode=self.log_mode,
@@ -376,6 +401,13 @@ class Supervisor:
     def _session_lookup(self, key: SessionKey) -> str | None:
         return self.sessions.get(key)
 
+    def _cwd_lookup(self, key: SessionKey) -> str | None:
+        workspace = self.workspace_of.get(key)
+        return workspace.cwd if workspace is not None else None
+
+    def _workspace_change(self, key: SessionKey) -> tuple[str, SessionKey, str]:
+        return ("workspace", key, json.dumps(self.workspace_of[key].to_json()))
+
     def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
         """Record session ids as soon as the CLI reports them (even if the run then fails)."""
         self.ledger.note_event(event)
@@ -383,6 +415,8 @@ class Supervisor:
             if self.sessions.get(key) != event.session_id:
                 self.sessions[key] = event.session_id
                 self._writes.put_nowait(("record", key, event.session_id))
+                if key in self.workspace_of:  # its worktree belongs with the session now
+                    self._writes.put_nowait(self._workspace_change(key))
         if isinstance(event, RunDone):
             if not event.merged_into:  # one turn per run, not per message it answered
                 self._writes.put_nowait(("touch", key, event.session_id))
@@ -407,10 +441,14 @@ class Supervisor:
                 batch.append(self._writes.get_nowait())
             changes = [change for change in batch if change[0] != "ledger"]
             if resync:  # an earlier write failed: write what we know, all of it, first
-                changes = [
-                    ("record", key, sid) if sid else ("remove", key, "")
-                    for key, sid in self.sessions.items()
-                ] + changes
+                changes = (
+                    [
+                        ("record", key, sid) if sid else ("remove", key, "")
+                        for key, sid in self.sessions.items()
+                    ]
+                    + [self._workspace_change(key) for key in self.workspace_of]
+                    + changes
+                )
             snapshot = self.ledger.snapshot() if len(changes) < len(batch) else None
             try:
                 if changes:
@@ -442,6 +480,68 @@ class Supervisor:
         """The reset time while Claude's usage limit holds, else None."""
         return self.pool.limit_holds() if self.pool is not None else None
 
+    # ---- thread workspaces ---------------------------------------------------------------
+
+    async def _workspace_problem(self, settings: Settings) -> str:
+        """Why ``threads.workspace`` cannot work here ("" when it can)."""
+        if settings.threads.workspace != "worktree":
+            return ""
+        return await repo_problem(self.paths.root) or ""
+
+    async def report_orphan_worktrees(self) -> list[Orphan]:
+        """Log the worktrees under the state directory that no session owns (never
+        deleting them: they may hold work)."""
+        live: dict[SessionKey, Workspace | None] = {
+            key: self.workspace_of.get(key) for key, sid in self.sessions.items() if sid
+        }
+        self.orphan_worktrees = await self.workspaces.report_orphans(live)
+        return self.orphan_worktrees
+
+    def _intake_lock(self, key: SessionKey) -> asyncio.Lock:
+        """Per key: messages reach the pool in order even when one waits for its worktree,
+        and a reset (which removes the worktree) never overlaps a new first message."""
+        return self._intake_locks.setdefault(key, asyncio.Lock())
+
+    async def _prepare_workspace(self, key: SessionKey, label: str) -> None:
+        """Before ``key``'s first message is queued: the worktree it runs in, when
+        ``threads.workspace`` is "worktree". A session keeps the directory it started in
+        (Claude files its transcript under it), whatever the setting says later."""
+        if key == GLOBAL_KEY:
+            return
+        recorded = self.workspace_of.get(key)
+        if recorded is not None:
+            # deleted by hand: recreated on its branch; not this key's own: refused (ensure)
+            if not self.workspaces.is_own(key, recorded) or not await asyncio.to_thread(
+                os.path.isdir, recorded.path
+            ):
+                self.workspace_of[key] = await self.workspaces.ensure(key, label, recorded)
+            return
+        if self.sessions.get(key) is not None or self.settings.threads.workspace != "worktree":
+            return
+        self.workspace_of[key] = await self.workspaces.ensure(key, label)
+
+    async def _remove_workspace(self, key: SessionKey, workspace: Workspace, handle: Any) -> str:
+        """Remove ``key``'s worktree once its worker (and its claude) is gone; the words
+        for the reply (kept branch, saved patch)."""
+        if handle is not None:
+            wait = self.settings.runner.kill_grace_seconds + 10.0
+            try:
+                await asyncio.wait_for(handle.exited.wait(), wait)
+            except TimeoutError:
+                log.warning("workspace.kept_busy", session_key=key, path=workspace.path)
+                return (
+                    f"The worktree {workspace.path} was kept: its run did not stop in time "
+                    "(it is reported at the next start)."
+                )
+        removal = await self.workspaces.remove(key, workspace)
+        return removal.summary()
+
+    async def workspace_diff(self, key: SessionKey) -> WorkspaceDiff | None:
+        workspace = self.workspace_of.get(session_key(key))
+        if workspace is None:
+            return None
+        return await self.workspaces.diff(workspace)
+
     # ---- the routing API (Dispatcher) ---------------------------------------------------
 
     async def submit(
@@ -452,6 +552,7 @@ class Supervisor:
         origin: str = "discord",
         reply_to: ReplyTo | None = None,
         overrides: dict[str, Any] | None = None,
+        label: str = "",
     ) -> AsyncIterator[RunEvent]:
         """Queue ``prompt`` for ``key``; yield its events until done or failed.
         ``overrides`` (``model``, ``timeout_s``): this run only (a job's frontmatter)."""
@@ -459,7 +560,18 @@ class Supervisor:
         if self.pool is None or self.closing:
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
             return
-        ticket = self.pool.enqueue(key, prompt, origin, overrides)
+        async with self._intake_lock(key):  # no await inside unless a worktree is made
+            try:
+                await self._prepare_workspace(key, label)
+            except WorkspaceError as exc:
+                problem = str(exc)
+            else:
+                problem = ""
+                ticket = self.pool.enqueue(key, prompt, origin, overrides)
+        if problem:
+            log.error("workspace.unavailable", session_key=key, error=problem)
+            yield RunFailed("", "error", f"This thread's git worktree is not available: {problem}")
+            return
         if reply_to is not None and not ticket.finished:
             self.ledger.accept(
                 PendingMessage(
@@ -488,21 +600,49 @@ class Supervisor:
         return await self.pool.cancel(session_key(key))
 
     async def reset(self, key: SessionKey) -> bool:
+        return (await self.reset_session(key)).had_session
+
+    async def reset_session(self, key: SessionKey) -> ResetOutcome:
         key = session_key(key)
         assert self.pool is not None
-        had = self.sessions.get(key) is not None
-        self.sessions[key] = None
-        await self.pool.reset(key)
-        self._writes.put_nowait(("remove", key, ""))
-        await self._writes.join()
-        log.info("session.reset", session_key=key, had_session=had)
-        return had
+        async with self._intake_lock(key):
+            had = self.sessions.get(key) is not None
+            self.sessions[key] = None
+            handle = self.pool.find(key)
+            await self.pool.reset(key)
+            self._writes.put_nowait(("remove", key, ""))
+            await self._writes.join()
+            workspace = self.workspace_of.pop(key, None)
+            note = ""
+            if workspace is not None:
+                note = await self._remove_workspace(key, workspace, handle)
+        log.info("session.reset", session_key=key, had_session=had, workspace=note)
+        return ResetOutcome(had, note)
 
     async def session_info(self, key: SessionKey) -> SessionInfo:
         key = session_key(key)
         await self._writes.join()
         record = await asyncio.to_thread(self.registry.get, key)
-        return self._info(key, record)
+        info = self._info(key, record)
+        workspace = self.workspace_of.get(key)
+        if workspace is not None:
+            info = dataclasses.replace(info, workspace=await self._workspace_status(workspace))
+        return info
+
+    async def _workspace_status(self, workspace: Workspace) -> WorkspaceStatus:
+        """Its status, within the time a Discord interaction may wait for its answer."""
+        try:
+            return await asyncio.wait_for(self.workspaces.status(workspace), STATUS_WITHIN)
+        except TimeoutError:
+            return WorkspaceStatus(
+                workspace.path,
+                workspace.branch,
+                workspace.base,
+                0,
+                0,
+                0,
+                problem=f"git took longer than {STATUS_WITHIN:.0f} s to count the changes",
+            )
 
     async def list_sessions(self) -> list[SessionInfo]:
         await self._writes.join()
@@ -547,6 +687,11 @@ class Supervisor:
                 self.notifier.ready(self.status_line())
                 return False, str(exc)
             self._log_settings_warnings(settings)
+            problem = await self._workspace_problem(settings)
+            if problem:
+                log.error("daemon.reload_failed", error=problem)
+                self.notifier.ready(self.status_line())
+                return False, problem
             token_changed = settings.discord.token != self.settings.discord.token
             self.settings = settings
             assert self.pool is not None

@@ -33,6 +33,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from claudeclaw import ipc
@@ -132,6 +133,7 @@ class Worker:
         self.channel = channel
         self.settings = settings
         self.session_id: str | None = None
+        self.cwd = paths.root  # where claude runs (configure may name a thread's worktree)
         self.queue: deque[_Queued] = deque()
         self.current: _Queued | None = None
         self.current_task: asyncio.Task[RunDone | RunFailed] | None = None
@@ -214,6 +216,8 @@ class Worker:
         session_id = message.get("session_id")
         self.session_id = str(session_id) if session_id else None
         self.settings = settings_from_wire(message["settings"])
+        cwd = message.get("cwd")  # the thread's own worktree; none: the project directory
+        self.cwd = Path(str(cwd)) if cwd else self.paths.root
 
     def handle_run(self, message: ipc.Message) -> None:
         item = _Queued(
@@ -357,7 +361,8 @@ class Worker:
                 prompt,
                 session_id=self.session_id,
                 msg_id=head.msg_id,
-                cwd=self.paths.root,
+                cwd=self.cwd,
+                scope=self.paths.root,  # a thread's worktree lies below it
                 on_event=self._emit,
             )
         )

@@ -38,6 +38,9 @@ Directives, anywhere in the prompt (upper case words):
 ``ECHO_ARGV``          the reply is ``json.dumps(sys.argv[1:])``
 ``REPLY:<word>``       the reply is exactly <word> (e.g. ``REPLY:HEARTBEAT_OK``)
 ``ECHO_ENV``           the reply is ``json.dumps(dict(os.environ))``
+``ECHO_CWD``           the reply is the working directory
+``WRITE:<name>=<word>`` write ``<word>`` and a newline to the file ``<name>`` in the working
+                       directory (as Claude editing code would), before answering
 
 Env ``FAKE_CLAUDE_PIDFILE_DIR``: write ``<pid>.pid`` there at start (orphan checks).
 Startup must stay fast (stdlib only, lazy imports): benchmarks spawn it many times.
@@ -427,6 +430,9 @@ def main():
 
     history.append(prompt)
     _save_history(session_id, history)
+    for name, word in re.findall(r"\bWRITE:([\w.-]+)=(\S+)", prompt):
+        with open(os.path.join(os.getcwd(), name), "w") as fh:
+            fh.write(word + "\n")
     num_turns = 1
     tool = re.search(r"\bTOOL:(\w+):", prompt)
     if tool:
@@ -458,6 +464,8 @@ def main():
         reply = json.dumps(args)
     elif "ECHO_ENV" in words:
         reply = json.dumps(dict(os.environ))
+    elif "ECHO_CWD" in words:
+        reply = os.getcwd()
     elif re.search(r"\bBIGLINE:(\d+)", prompt):
         reply = "x" * int(re.search(r"\bBIGLINE:(\d+)", prompt).group(1))
     elif re.search(r"\bREPLY:(\S+)", prompt):

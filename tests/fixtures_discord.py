@@ -40,6 +40,7 @@ from claudeclaw.model import (
     GLOBAL_KEY,
     PendingMessage,
     ReplyTo,
+    ResetOutcome,
     RunDone,
     RunEvent,
     RunFailed,
@@ -50,6 +51,8 @@ from claudeclaw.model import (
     SessionInfo,
     SessionKey,
     SessionRecord,
+    WorkspaceDiff,
+    WorkspaceStatus,
 )
 from claudeclaw.paths import ProjectPaths
 from tests.fake_discord import FakeDiscord
@@ -96,6 +99,11 @@ class FakeDispatcher:
     _concurrent: dict[SessionKey, int] = field(default_factory=lambda: defaultdict(int))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     jobs: list[dict[str, Any]] = field(default_factory=list)  # what list_jobs answers
+    labels: list[str] = field(default_factory=list)  # submit(label=...), in order
+    workspace_notes: dict[SessionKey, str] = field(default_factory=dict)  # reset_session()
+    reset_gate: asyncio.Event | None = None  # reset_session() waits for it (a slow reset)
+    diffs: dict[SessionKey, WorkspaceDiff] = field(default_factory=dict)  # workspace_diff()
+    infos: dict[SessionKey, WorkspaceStatus] = field(default_factory=dict)  # session_info()
 
     def _touch(self) -> None:
         self.changed.set()
@@ -132,9 +140,11 @@ class FakeDispatcher:
         *,
         origin: str = "discord",
         reply_to: ReplyTo | None = None,
+        label: str = "",
     ) -> AsyncIterator[RunEvent]:
         msg_id = uuid.uuid4().hex[:12]
         self.submissions.append(Submission(key, prompt, origin, msg_id))
+        self.labels.append(label)
         lock = self._locks.setdefault(key, asyncio.Lock())
         ahead = self._depth[key]
         self._depth[key] += 1
@@ -206,6 +216,14 @@ class FakeDispatcher:
         self._touch()
         return self.records.pop(key, None) is not None
 
+    async def reset_session(self, key: SessionKey) -> ResetOutcome:
+        if self.reset_gate is not None:
+            await self.reset_gate.wait()
+        return ResetOutcome(await self.reset(key), self.workspace_notes.get(key, ""))
+
+    async def workspace_diff(self, key: SessionKey) -> WorkspaceDiff | None:
+        return self.diffs.get(key)
+
     async def session_info(self, key: SessionKey) -> SessionInfo:
         depth = self._depth[key]
         running = key in self.running
@@ -216,6 +234,7 @@ class FakeDispatcher:
             queue_length=max(0, depth - (1 if running else 0)),
             worker_pid=4242 if key in self._locks else 0,
             run_elapsed_s=1.5 if running else 0.0,
+            workspace=self.infos.get(key),
         )
 
     def take_pending(self) -> list[PendingMessage]:

@@ -416,6 +416,7 @@ async def test_ready_summary_and_intents(fake_discord, frontend):
         "context",
         "handoff",
         "jobs",
+        "diff",
     ]
     summary = frontend.summary()
     assert summary["connected"] is True and summary["guilds"] == 1

@@ -123,6 +123,23 @@ def test_system_prompt_scopes_to_cwd_except_unrestricted(claude_settings: Settin
     assert _value(argv, "--append-system-prompt") == moderate
 
 
+def test_a_thread_worktree_is_scoped_to_its_project(claude_settings: SettingsFactory) -> None:
+    """The inbox and outbox lie under the project, not under the worktree: the scope is the
+    project, and Claude is told to work in its own worktree."""
+    root = Path("/srv/project")
+    worktree = root / ".claude" / "claudeclaw" / "worktrees" / "123"
+    text = build_system_prompt(claude_settings("claude"), worktree, root)
+    assert f"you are scoped to the directory {root}." in text
+    assert f"Your working directory {worktree} is a git worktree of its own" in text
+    assert f"main checkout at {root}" in text
+    same = build_system_prompt(claude_settings("claude"), root, root)
+    assert same == build_system_prompt(claude_settings("claude"), root)  # no worktree: as ever
+    open_ = build_system_prompt(claude_settings("claude", level="unrestricted"), worktree, root)
+    assert "CRITICAL" not in open_ and "git worktree of its own" in open_
+    argv = build_argv(claude_settings("claude"), "hi", None, cwd=worktree, scope=root)
+    assert _value(argv, "--append-system-prompt") == text
+
+
 def test_system_prompt_appends_configured_text_but_not_claude_md(
     claude_settings: SettingsFactory, tmp_path: Path
 ) -> None:

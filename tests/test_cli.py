@@ -215,3 +215,25 @@ async def test_jobs_list_run_and_heartbeat_run_through_the_daemon(
     assert rows["broken"]["error"] == "" and rows["broken"]["next_run"]
     proc.signal(15)
     assert await proc.wait_exit() == 0
+
+
+def test_ask_in_worktree_mode_runs_and_stays_in_the_thread_worktree(
+    make_project: Callable[..., Any],
+) -> None:
+    paths = make_project(threads={"workspace": "worktree"})
+    root = str(paths.root)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@e.invalid"]
+    subprocess.run(["git", "-C", root, "init", "-q"], check=True)
+    subprocess.run(
+        ["git", "-C", root, *ident, "commit", "-q", "--allow-empty", "-m", "i"], check=True
+    )
+    first = cli("ask", "--project", root, "--thread", "123456789", "-q", "ECHO_CWD")
+    assert first.returncode == 0, first.stderr
+    worktree = paths.state_dir / "worktrees" / "123456789"
+    assert first.stdout.strip() == str(worktree)
+    shown = json.loads(cli("sessions", "show", "123456789", "--project", root).stdout)
+    assert shown["record"]["workspace"]["path"] == str(worktree)
+    assert shown["record"]["workspace"]["branch"] == "claudeclaw/123456789"
+    again = cli("ask", "--project", root, "--thread", "123456789", "-q", "ECHO_CWD")
+    assert again.stdout.strip() == str(worktree)
+    assert cli("ask", "--project", root, "-q", "ECHO_CWD").stdout.strip() == root  # global

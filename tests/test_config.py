@@ -179,6 +179,8 @@ def test_top_level_must_be_object(tmp_path: Path) -> None:
             "absolute",
         ),
         ({"discord": {"sessionScope": "guild"}}, "discord.sessionScope", '"guild"', '"thread"'),
+        ({"threads": {"workspace": "git"}}, "threads.workspace", '"git"', '"worktree"'),
+        ({"threads": "worktree"}, "threads", '"worktree"', "an object"),
         (
             {"discord": {"removeSessionOnArchive": "yes"}},
             "discord.removeSessionOnArchive",

@@ -120,6 +120,7 @@ def test_parse_reads_every_declared_key() -> None:
         "heartbeat.prompt": "check",
         "heartbeat.excludeWindows": [{"start": "22:00", "end": "07:00", "days": [0, 6]}],
         "jobsDir": "jobs",
+        "threads.workspace": "worktree",
     }
     secrets = {"api": "sk-ant-a-secret-value", "discord.token": "a-bot-token-value"}
     doc: dict[str, Any] = {}

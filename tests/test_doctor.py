@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
 import sys
 from pathlib import Path
 
@@ -386,3 +387,21 @@ async def test_jobs_ok_when_every_file_parses(tmp_path: Path) -> None:
     checks = await run_checks(paths, {"PATH": "", "DISCORD_TOKEN": TOKEN})
     assert by_name(checks)["jobs"] == Check("jobs", "ok", "1 job file valid")
     assert "original's keys" not in by_name(checks)
+
+
+async def test_worktree_workspaces_need_a_git_repository(tmp_path: Path) -> None:
+    paths = project(tmp_path)
+    doc = json.loads(paths.settings_file.read_text())
+    doc["threads"] = {"workspace": "worktree"}
+    paths.settings_file.write_text(json.dumps(doc))
+    fake_claude(tmp_path / "bin")
+    env = {"PATH": str(tmp_path / "bin"), "DISCORD_TOKEN": TOKEN}
+    check = by_name(await run_checks(paths, env))["thread workspaces"]
+    assert check.status == "fail" and "not inside a git repository" in check.detail
+    assert "git init" in check.fix and '"shared"' in check.fix
+    ident = ["-c", "user.name=t", "-c", "user.email=t@e.invalid"]
+    subprocess.run(["git", "-C", str(paths.root), "init", "-q"], check=True)
+    first = ["commit", "-q", "--allow-empty", "-m", "first"]
+    subprocess.run(["git", "-C", str(paths.root), *ident, *first], check=True)
+    check = by_name(await run_checks(paths, env))["thread workspaces"]
+    assert check.status == "ok" and "worktrees" in check.detail

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from claudeclaw.errors import InvalidKeyError, StateError
-from claudeclaw.model import GLOBAL_KEY, SessionKey, job_key, session_key
+from claudeclaw.model import GLOBAL_KEY, SessionKey, Workspace, job_key, session_key
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 
@@ -317,3 +317,43 @@ def test_job_keys_are_stored_like_thread_keys(reg: SessionRegistry, paths: Proje
         "job-uuid"
     )
     assert [r.key for r in reg.list()] == ["job:daily-report"]
+
+
+def test_a_thread_workspace_is_an_added_field_of_its_session(
+    reg: SessionRegistry, paths: ProjectPaths
+) -> None:
+    ws = Workspace("/p/.claude/claudeclaw/worktrees/1", "claudeclaw/1-x", "main", "a" * 40)
+    change = ("workspace", THREAD, json.dumps(ws.to_json()))
+    reg.apply([change])  # no session yet: no placeholder entry is written
+    assert not paths.thread_sessions_file.exists()
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    paths.thread_sessions_file.write_text(
+        json.dumps({"threads": {THREAD: {"sessionId": "s1", "threadId": THREAD, "extra": 7}}})
+    )
+    reg.apply([change, ("workspace", GLOBAL_KEY, json.dumps(ws.to_json()))])
+    entry = read(paths.thread_sessions_file)["threads"][THREAD]
+    assert entry["sessionId"] == "s1" and entry["extra"] == 7  # the original's fields stay
+    assert entry["workspace"] == {
+        "path": ws.path,
+        "branch": ws.branch,
+        "base": "main",
+        "baseCommit": "a" * 40,
+    }
+    rec = reg.get(THREAD)
+    assert rec is not None and rec.workspace == ws
+    assert not paths.global_session_file.exists()
+    # a new session id (context reset) keeps the thread's directory
+    renewed = reg.record(THREAD, "s2")
+    assert renewed.workspace == ws and renewed.turn_count == 0
+    assert [r.workspace for r in reg.list()] == [ws]
+    reg.remove(THREAD)
+    assert THREAD not in read(paths.thread_sessions_file)["threads"]
+
+
+def test_a_malformed_workspace_field_is_ignored(reg: SessionRegistry, paths: ProjectPaths) -> None:
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    paths.thread_sessions_file.write_text(
+        json.dumps({"threads": {THREAD: {"sessionId": "s1", "workspace": {"path": 3}}}})
+    )
+    rec = reg.get(THREAD)
+    assert rec is not None and rec.session_id == "s1" and rec.workspace is None

@@ -36,6 +36,14 @@ _SCOPE_PARAGRAPH = (
     "it, refuse and explain why."
 )
 
+# A thread in its own git worktree (threads.workspace "worktree"): the scope above is the
+# project (the worktree, the inbox and the outbox are all under it), the work goes here.
+_WORKTREE_PARAGRAPH = (
+    "Your working directory {cwd} is a git worktree of its own for this conversation, on its "
+    "own branch: make your changes there, not in the project's main checkout at {root} or in "
+    "other worktrees (other conversations work in those)."
+)
+
 DROPPED_ENV = frozenset(
     {
         # A daemon started from inside Claude Code inherits these; the OAuth token is frozen
@@ -74,11 +82,16 @@ def is_session_id(value: str | None) -> bool:
     return bool(value) and _UUID.fullmatch(value or "") is not None
 
 
-def build_system_prompt(settings: Settings, cwd: Path) -> str:
-    """The ``--append-system-prompt`` text, rebuilt on every call (it does not persist)."""
+def build_system_prompt(settings: Settings, cwd: Path, scope: Path | None = None) -> str:
+    """The ``--append-system-prompt`` text, rebuilt on every call (it does not persist).
+
+    ``scope`` is the directory the security paragraph confines Claude to (default ``cwd``);
+    a thread in its own worktree runs below the project and is scoped to the project."""
     parts = [SCOPE_PREAMBLE]
     if settings.security.level != "unrestricted":
-        parts.append(_SCOPE_PARAGRAPH.format(cwd=cwd))
+        parts.append(_SCOPE_PARAGRAPH.format(cwd=scope or cwd))
+    if scope is not None and scope != cwd:
+        parts.append(_WORKTREE_PARAGRAPH.format(cwd=cwd, root=scope))
     extra = settings.runner.append_system_prompt.strip()
     if extra:
         parts.append(extra)
@@ -100,14 +113,19 @@ def _security_args(settings: Settings) -> list[str]:
 
 
 def build_argv(
-    settings: Settings, prompt: str, session_id: str | None, *, cwd: Path | None = None
+    settings: Settings,
+    prompt: str,
+    session_id: str | None,
+    *,
+    cwd: Path | None = None,
+    scope: Path | None = None,
 ) -> list[str]:
     """The full argv for one run.
 
     A ``session_id`` that is not a UUID never reaches ``--resume`` (it could be a flag or a
     session *title*, which the CLI would happily match): it is logged and dropped, so the
-    run starts a new session. ``cwd`` is the directory named in the scope paragraph
-    (default: the current one).
+    run starts a new session. ``cwd`` is the run's directory (default: the current one),
+    ``scope`` the one named in the scope paragraph (default: ``cwd``).
     """
     if session_id is not None and not is_session_id(session_id):
         get_logger().warning("claude.session_id_invalid", session_id=session_id[:80])
@@ -116,7 +134,7 @@ def build_argv(
     argv += _security_args(settings)
     if session_id:
         argv += ["--resume", session_id]
-    argv += ["--append-system-prompt", build_system_prompt(settings, cwd or Path.cwd())]
+    argv += ["--append-system-prompt", build_system_prompt(settings, cwd or Path.cwd(), scope)]
     model = settings.model.strip()
     if model and model.lower() != _GLM_MODEL:
         argv += ["--model", model]

@@ -358,8 +358,11 @@ async def run_claude(
     cwd: Path,
     on_event: Callable[[RunEvent], None],
     env: Mapping[str, str] | None = None,
+    scope: Path | None = None,
 ) -> RunDone | RunFailed:
     """Run ``claude`` once for ``prompt`` (resuming ``session_id`` if given) in ``cwd``.
+    ``scope``: the directory Claude is told to stay in (default ``cwd``; a thread's
+    worktree is scoped to its project).
 
     Emits ``RunStarted``, ``RunSession`` (as soon as ``system/init`` names the session) and
     ``RunProgress`` through ``on_event`` and returns the final ``RunDone`` or ``RunFailed``.
@@ -391,6 +394,7 @@ async def run_claude(
             run_id=run_id,
             msg_id=msg_id,
             cwd=cwd,
+            scope=scope,
             env=child_env,
             emit=emit,
             hard_deadline=hard_deadline,
@@ -437,12 +441,13 @@ async def _run_attempt(
     run_id: str,
     msg_id: str,
     cwd: Path,
+    scope: Path | None,
     env: dict[str, str],
     emit: Callable[[RunEvent], None],
     hard_deadline: float,
     log: Any,
 ) -> _Attempt | RunFailed:
-    argv = build_argv(settings, prompt, resume, cwd=cwd)
+    argv = build_argv(settings, prompt, resume, cwd=cwd, scope=scope)
     started = time.monotonic()
     proc = await _start_claude(argv, cwd, env, prompt if prompt_via_stdin(prompt) else None)
     if isinstance(proc, str):

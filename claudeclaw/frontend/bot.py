@@ -577,6 +577,7 @@ class DiscordFrontend:
             prompt,
             origin="discord",
             reply_to=ReplyTo(str(message.channel.id), str(message.id)),
+            label=message.channel.name if isinstance(message.channel, discord.Thread) else "",
         )
         # each event says it is in its session's queue: the next message may follow
         final = await self.follower.follow(message, stream, view, fields, turn.done)

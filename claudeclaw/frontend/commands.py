@@ -1,5 +1,5 @@
-"""Slash commands: /status, /reset, /stop, /compact, /context (and /start, as the original),
-/handoff, /jobs.
+"""Slash commands: /status, /reset, /stop, /compact, /context, /handoff, /diff, /jobs (and /start,
+as the original).
 
 Each command works on the session key of the channel it is used in (the thread; else the
 global session, or the channel with ``sessionScope: "channel"``), checks the allowlist
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import shlex
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,17 +21,27 @@ from discord import app_commands
 
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
+from claudeclaw.errors import ClaudeclawError
 from claudeclaw.frontend import context as ctx
 from claudeclaw.frontend.render import failure_text, format_elapsed
 from claudeclaw.frontend.routing import is_authorized, key_for_channel
 from claudeclaw.logs import get_logger
-from claudeclaw.model import GLOBAL_KEY, RunDone, RunFailed, SessionInfo, SessionKey
+from claudeclaw.model import (
+    GLOBAL_KEY,
+    RunDone,
+    RunFailed,
+    SessionInfo,
+    SessionKey,
+    WorkspaceDiff,
+)
 from claudeclaw.redaction import scrub_outbound
 
 log = get_logger(component="discord.commands")
 
 UNAUTHORIZED = "Unauthorized."
 MAX_LISTED_THREADS = 10
+RESPOND_WITHIN = 2.0  # Discord wants an answer to an interaction within 3 s: defer after this
+DIFF_STAT_BUDGET = 1700  # characters of `git diff --stat` shown in the message itself
 
 
 class CommandHost(Protocol):
@@ -77,6 +88,67 @@ def _live_state(info: SessionInfo) -> str:
     return state
 
 
+def workspace_lines(info: SessionInfo) -> list[str]:
+    """The session's own git worktree, for /status (none: nothing to show)."""
+    ws = info.workspace
+    if ws is None:
+        return []
+    if not ws.exists:
+        return [f"Workspace: `{ws.path}` (gone: {ws.problem}); the next message recreates it"]
+    if ws.problem:  # no numbers to show
+        return [f"Workspace: `{ws.path}`", f"Branch: `{ws.branch}` ({ws.problem[:300]})"]
+    files = f"{ws.changed_files} changed file{'s' if ws.changed_files != 1 else ''}"
+    return [
+        f"Workspace: `{ws.path}`",
+        f"Branch: `{ws.branch or '(detached HEAD)'}` · {ws.ahead} ahead, {ws.behind} behind "
+        f"`{ws.base}` · {files}",
+    ]
+
+
+def diff_reply(diff: WorkspaceDiff | None, key: SessionKey) -> tuple[str, bytes]:
+    """/diff's message (the stat, cut to fit) and the whole diff as file content (b"": no
+    file). Both are redacted like every reply: a diff can hold a key Claude wrote."""
+    if diff is None:
+        return (
+            "This session has no git worktree of its own (`threads.workspace` is "
+            '`"shared"`, or the session started before it was set): nothing to diff.',
+            b"",
+        )
+    base = diff.base_commit[:10]
+    stat_lines = scrub_outbound(diff.stat.rstrip()).splitlines()
+    if not stat_lines:
+        return f"No changes since its base (`{base}`).", b""
+    *files, summary = stat_lines
+    shown: list[str] = []
+    used = len(summary)
+    for line in files:
+        if used + len(line) + 1 > DIFF_STAT_BUDGET:
+            shown.append(f" … and {len(files) - len(shown)} more files")
+            break
+        shown.append(line)
+        used += len(line) + 1
+    stat = "\n".join([*shown, summary])
+    cut = " It is cut at 8 MiB." if diff.truncated else ""
+    text = (
+        f"📝 Changes since `{base}` (commits and uncommitted work):\n```\n{stat}\n```"
+        f"The whole diff is attached as `{diff_file_name(key)}`.{cut}"
+    )
+    return text, scrub_outbound(diff.patch).encode("utf-8")
+
+
+def diff_file_name(key: SessionKey) -> str:
+    return f"thread-{key}.diff"
+
+
+def reset_text(scope: str, had: bool, workspace_note: str) -> str:
+    text = (
+        f"{scope} session reset. Next message starts fresh."
+        if had
+        else f"No {scope.lower()} session to reset; the next message starts fresh."
+    )
+    return f"{text}\n{workspace_note}" if workspace_note else text
+
+
 def status_text(
     scope: str, info: SessionInfo, threads: list[SessionInfo], settings: Settings
 ) -> str:
@@ -91,6 +163,7 @@ def status_text(
             f"Created: {record.created_at}",
             f"Last used: {record.last_used_at}",
         ]
+    lines += workspace_lines(info)
     lines.append(f"State: {_live_state(info)}")
     lines.append(f"Worker: pid {info.worker_pid}" if info.worker_pid else "Worker: none")
     lines.append(f"Model: {settings.model or 'default'} · Security: {settings.security.level}")
@@ -177,11 +250,19 @@ async def context_text(
     return ctx.format_context(usage, session_id=session_id, fallback_model=model)
 
 
+def session_dir(info: SessionInfo, project_root: Path) -> Path:
+    """Where the session runs: its own worktree, else the project directory."""
+    if info.record is not None and info.record.workspace is not None:
+        return Path(info.record.workspace.cwd)
+    return project_root
+
+
 def handoff_text(info: SessionInfo, project_root: Path) -> str:
     """How to pick this session up in a terminal (the same cwd, or --resume fails)."""
     if info.record is None:
         return "No session here yet: the next message starts one."
-    command = f"cd {shlex.quote(str(project_root))} && claude --resume {info.record.session_id}"
+    where = shlex.quote(str(session_dir(info, project_root)))
+    command = f"cd {where} && claude --resume {info.record.session_id}"
     busy = " Stop the bot's run first (/stop): two writers fork a session." if info.running else ""
     return (
         "Continue this session in a terminal (as the daemon's user, with its HOME):\n"
@@ -225,15 +306,18 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         if not await allowed(interaction):
             return
         key = interaction_key(interaction, host.settings)
-        had = await host.dispatcher.reset(key)
-        log.info("command.reset", session_key=key, had_session=had)
+        task = asyncio.ensure_future(host.dispatcher.reset_session(key))
+        done, _ = await asyncio.wait({task}, timeout=RESPOND_WITHIN)
+        if not done:  # removing its worktree takes a while: answer when it is done
+            await interaction.response.defer()
+        outcome = await task
+        log.info("command.reset", session_key=key, had_session=outcome.had_session)
         scope = _scope_name(key, interaction)
-        text = (
-            f"{scope} session reset. Next message starts fresh."
-            if had
-            else f"No {scope.lower()} session to reset; the next message starts fresh."
-        )
-        await interaction.response.send_message(text)
+        text = scrub_outbound(reset_text(scope, outcome.had_session, outcome.workspace_note))
+        if done:
+            await interaction.response.send_message(text)
+        else:
+            await interaction.followup.send(text)
 
     @app_commands.command(name="stop", description="Stop the run in progress here")
     async def stop_cmd(interaction: discord.Interaction) -> None:
@@ -272,7 +356,8 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
             return
         key = interaction_key(interaction, host.settings)
         info = await host.dispatcher.session_info(key)
-        text = await context_text(info, project_root=host.project_root, model=host.settings.model)
+        where = session_dir(info, host.project_root)
+        text = await context_text(info, project_root=where, model=host.settings.model)
         await interaction.response.send_message(text)
 
     @app_commands.command(
@@ -294,6 +379,26 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         rows = await host.dispatcher.list_jobs()
         await interaction.response.send_message(scrub_outbound(jobs_text(rows)))
 
+    @app_commands.command(
+        name="diff", description="What this thread changed in its worktree (the diff as a file)"
+    )
+    async def diff_cmd(interaction: discord.Interaction) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        await interaction.response.defer()  # git may take a moment on a big repository
+        try:
+            text, payload = diff_reply(await host.dispatcher.workspace_diff(key), key)
+        except ClaudeclawError as exc:
+            log.warning("command.diff_failed", session_key=key, error=str(exc))
+            text, payload = f"❌ Could not read this thread's diff: {exc}", b""
+        text = scrub_outbound(text)
+        if payload:
+            attachment = discord.File(io.BytesIO(payload), filename=diff_file_name(key))
+            await interaction.followup.send(text, file=attachment)
+        else:
+            await interaction.followup.send(text)
+
     commands: list[app_commands.Command[Any, ..., None]] = [
         start_cmd,
         status_cmd,
@@ -303,5 +408,6 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         context_cmd,
         handoff_cmd,
         jobs_cmd,
+        diff_cmd,
     ]
     return commands
