@@ -181,7 +181,7 @@ def _check_state_dir(paths: ProjectPaths) -> list[Check]:
             )
         )
     mode = stat.S_IMODE(info.st_mode)
-    if mode != PRIVATE_DIR_MODE:
+    if mode not in (PRIVATE_DIR_MODE, 0o710):  # 0710: two-user mode, agent passes through
         checks.append(
             Check(
                 "state directory",
@@ -191,7 +191,7 @@ def _check_state_dir(paths: ProjectPaths) -> list[Check]:
             )
         )
     elif not checks:
-        checks.append(Check("state directory", "ok", f"{state} (mode 0700)"))
+        checks.append(Check("state directory", "ok", f"{state} (mode {mode:04o})"))
 
     files = [paths.settings_file, paths.global_session_file, paths.thread_sessions_file]
     files += [backup_path(f) for f in files]

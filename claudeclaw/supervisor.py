@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import claudeclaw
 from claudeclaw import __version__, ipc, jsonstore
+from claudeclaw.agent import agent_account, share_state_dirs
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
@@ -64,6 +65,7 @@ from claudeclaw.paths import (
 )
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
+from claudeclaw.secretenv import erase_initial_environ
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 
 log = get_logger()
@@ -133,6 +135,12 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         ensure_private_dir(self.paths.state_dir)
         self._take_instance_lock()
+        # the token stays in os.environ; /proc/<our pid>/environ no longer shows it
+        erase_initial_environ(["DISCORD_TOKEN"])
+        account = agent_account()
+        if account is not None:  # two-user mode: open what the agent needs (agent.py)
+            await asyncio.to_thread(share_state_dirs, self.paths)
+            log.info("daemon.agent_user", user=account.name, uid=account.uid)
         self._log_settings_warnings(self.settings)
         runtime = ensure_runtime_dir(self.paths)
         tag = project_tag(str(self.paths.root))

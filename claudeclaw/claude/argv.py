@@ -25,6 +25,7 @@ __all__ = [
     "build_system_prompt",
     "is_session_id",
     "prompt_via_stdin",
+    "protected_path_rules",
 ]
 
 SCOPE_PREAMBLE = "You are running inside ClaudeClaw."
@@ -59,6 +60,7 @@ DROPPED_ENV = frozenset(
         "PYTHONNOUSERSITE",
         # Our process tags and test hooks are not the tools' business.
         "CLAUDECLAW_TEST_HOOKS",
+        "CLAUDECLAW_AGENT_USER",
     }
 )
 
@@ -85,13 +87,44 @@ def build_system_prompt(settings: Settings, cwd: Path) -> str:
     return "\n\n".join(parts)
 
 
-def _security_args(settings: Settings) -> list[str]:
+def protected_path_rules(cwd: Path) -> list[str]:
+    """CLI deny rules for the daemon's files and the CLI's own auto-run configuration.
+
+    The daemon's state (``.claude/claudeclaw/``: settings with the allowlist, sessions,
+    pending messages) may be neither written nor read; the outbox and inbox next to it stay
+    usable. The CLI settings files (hooks run commands) and ``.mcp.json`` (servers are
+    commands) may not be written: that would be Bash by another name. ``Edit(...)`` rules
+    cover every file-writing tool (Write, Edit, NotebookEdit); ``//`` starts an absolute
+    path. A second line of defence only: a Bash tool is not bound by them (README).
+    """
+    root = cwd.resolve()
+    state = f"/{root}/.claude/claudeclaw"
+    rules = [f"Edit({state}/{name})" for name in _STATE_FILE_PATTERNS]
+    rules += [f"Read({state}/{name})" for name in _STATE_FILE_PATTERNS]
+    rules += [
+        f"Edit(/{root}/.claude/settings.json)",
+        f"Edit(/{root}/.claude/settings.local.json)",
+        f"Edit(/{root}/.mcp.json)",
+        "Edit(~/.claude/settings.json)",
+        "Edit(~/.claude/settings.local.json)",
+    ]
+    return rules
+
+
+# settings.json, session(s).json, pending.json, daemon.json and their .bak/.corrupt-* copies,
+# the lock files, and replies saved for later delivery.
+_STATE_FILE_PATTERNS = ("*.json*", "*.bak", "*.lock", "undelivered/**")
+
+
+def _security_args(settings: Settings, cwd: Path) -> list[str]:
     security = settings.security
     args = ["--dangerously-skip-permissions"]  # headless: nobody can answer a prompt
     if security.level == "locked":
         args += ["--tools", "Read,Grep,Glob"]
     elif security.level == "strict":
         args += ["--disallowedTools", "Bash,WebSearch,WebFetch"]
+    if security.level != "unrestricted":
+        args += ["--disallowedTools", " ".join(protected_path_rules(cwd))]
     if security.allowed_tools:
         args += ["--allowedTools", " ".join(security.allowed_tools)]
     if security.disallowed_tools:
@@ -113,7 +146,7 @@ def build_argv(
         get_logger().warning("claude.session_id_invalid", session_id=session_id[:80])
         session_id = None
     argv = [settings.runner.claude_path, "-p", "--output-format", "stream-json", "--verbose"]
-    argv += _security_args(settings)
+    argv += _security_args(settings, cwd or Path.cwd())
     if session_id:
         argv += ["--resume", session_id]
     argv += ["--append-system-prompt", build_system_prompt(settings, cwd or Path.cwd())]

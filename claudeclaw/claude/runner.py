@@ -25,6 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from claudeclaw.agent import (
+    AGENT_UMASK,
+    agent_account,
+    agent_argv,
+    agent_env,
+    share_transcript,
+)
+from claudeclaw.claude import transcript_path
 from claudeclaw.claude.argv import build_argv, build_env, is_session_id, prompt_via_stdin
 from claudeclaw.claude.stream import (
     Garbage,
@@ -35,6 +43,7 @@ from claudeclaw.claude.stream import (
     verdict,
 )
 from claudeclaw.config import Settings
+from claudeclaw.errors import StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
 
@@ -298,6 +307,10 @@ async def _spawn(
     if not cwd.is_dir():  # noqa: ASYNC240 - one stat, cheaper than a thread hop
         return f"the working directory {cwd} does not exist"
     try:
+        # two-user mode: run as the agent account, without our capabilities (agent.py)
+        account = agent_account()
+        if account is not None:
+            argv, env = agent_argv(argv, account), agent_env(env, account, cwd)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
@@ -306,6 +319,7 @@ async def _spawn(
             cwd=cwd,
             env=env,
             start_new_session=True,
+            umask=AGENT_UMASK if account is not None else -1,
         )
     except FileNotFoundError:
         return (
@@ -314,6 +328,8 @@ async def _spawn(
         )
     except PermissionError:
         return f"claude at {claude} cannot be executed (permission denied): check runner.claudePath"
+    except StateError as err:
+        return str(err)
     except OSError as err:
         return f"claude at {claude} could not be started: {err.strerror or err}"
     if stdin_text is not None and proc.stdin is not None:
@@ -408,6 +424,10 @@ async def run_claude(
             final = outcome
         if context_reset and isinstance(final, RunDone):
             final = dataclasses.replace(final, context_reset=True)
+        account = agent_account()
+        if account is not None and is_session_id(final.session_id):
+            transcript = transcript_path(cwd, final.session_id, agent_env({}, account, cwd))
+            await share_transcript(transcript, account)
         return final
 
 

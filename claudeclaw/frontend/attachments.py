@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from claudeclaw.agent import agent_account, share_inbox_file
 from claudeclaw.logs import get_logger
 from claudeclaw.paths import PRIVATE_FILE_MODE, ensure_private_dir
 
@@ -77,6 +78,8 @@ def _store(dest_dir: Path, inbox_root: Path, name: str, data: bytes) -> Path:
     ensure_private_dir(dest_dir)
     path = dest_dir / name
     _write_private(path, data)
+    if agent_account() is not None:  # two-user mode: claude runs as the agent and reads it
+        share_inbox_file(path, inbox_root)
     return path
 
 

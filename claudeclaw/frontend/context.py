@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from claudeclaw.agent import agent_account
+
 # (substring of the model id, context window in tokens); the first match wins.
 CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
     ("opus-5", 1_000_000),
@@ -36,7 +38,12 @@ def context_window(model: str) -> int:
 
 
 def claude_config_dir(env: dict[str, str] | None = None) -> Path:
+    """The CLI's state directory: the agent's ``~/.claude`` in two-user mode (agent.py;
+    group-readable for us), else ``$CLAUDE_CONFIG_DIR`` or our own ``~/.claude``."""
     environ = os.environ if env is None else env
+    account = agent_account(environ)
+    if account is not None:
+        return account.home / ".claude"
     given = environ.get("CLAUDE_CONFIG_DIR", "")
     return Path(given).expanduser() if given else Path.home() / ".claude"
 
