@@ -25,6 +25,21 @@ _SHAPES = (
 )
 
 
+# Environment variables that look like credentials: they reach neither workers nor claude,
+# except the model provider's that claude itself needs (below).
+_SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL"
+)
+_CLAUDE_NEEDS = ("ANTHROPIC_", "CLAUDE_CODE_", "AWS_", "CLOUD_ML_", "VERTEX_", "GOOGLE_")
+
+
+def is_secret_env(name: str) -> bool:
+    """True for a variable named like a credential that ``claude`` does not need (its model
+    provider's variables stay: Anthropic, Bedrock's AWS_*, Vertex's GOOGLE_*/CLOUD_ML_*)."""
+    upper = name.upper()
+    return bool(_SECRET_NAME.search(upper)) and not upper.startswith(_CLAUDE_NEEDS)
+
+
 def register_secret(value: str) -> None:
     """Never emit ``value``. Short strings are ignored (they would redact ordinary words)."""
     if value and len(value) >= 8:

@@ -65,6 +65,7 @@ from claudeclaw.paths import (
 )
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
+from claudeclaw.redaction import is_secret_env
 from claudeclaw.secretenv import erase_initial_environ
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 
@@ -156,7 +157,7 @@ class Supervisor:
             log.info("daemon.pending_recovered", count=len(self.recovered))
 
         env = child_env(dict(os.environ))
-        for name in SECRET_ENV:
+        for name in [*SECRET_ENV, *filter(is_secret_env, env)]:
             env.pop(name, None)
         token = self.settings.discord.token
         if token:

@@ -127,6 +127,26 @@ def test_protected_path_rules_name_the_state_dir_absolutely() -> None:
     assert not [r for r in rules if "outbox" in r or "inbox" in r or r.endswith("claudeclaw/**)")]
 
 
+def test_credentials_claude_does_not_need_are_dropped(claude_settings: SettingsFactory) -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "GITHUB_TOKEN": "ghp_x",
+        "OPENAI_API_KEY": "sk-x",
+        "DB_PASSWORD": "pw",
+        "MY_SERVICE_SECRET": "s",
+        "ANTHROPIC_API_KEY": "sk-ant-k",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "KEYBOARD_LAYOUT": "us",
+    }
+    env = build_env(base, claude_settings("claude"))
+    assert env == {
+        "PATH": "/usr/bin",
+        "ANTHROPIC_API_KEY": "sk-ant-k",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "KEYBOARD_LAYOUT": "us",
+    }
+
+
 def test_model_is_passed_unless_empty_or_glm(claude_settings: SettingsFactory) -> None:
     argv = build_argv(claude_settings("claude", model="claude-sonnet-4-5"), "hi", None, cwd=CWD)
     assert _value(argv, "--model") == "claude-sonnet-4-5"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
+from claudeclaw.redaction import is_secret_env
 
 __all__ = [
     "DROPPED_ENV",
@@ -169,12 +170,16 @@ def prompt_via_stdin(prompt: str) -> bool:
 
 
 def build_env(base: Mapping[str, str], settings: Settings) -> dict[str, str]:
-    """The child's environment: ``base`` minus secrets and daemon-only variables."""
+    """The child's environment: ``base`` minus secrets and daemon-only variables.
+
+    Variables named like a credential (``GITHUB_TOKEN``, ``OPENAI_API_KEY``, …) are dropped
+    too: claude gets its model provider's credentials and nothing else (README).
+    """
     token = settings.discord.token
     env = {
         name: value
         for name, value in base.items()
-        if name not in DROPPED_ENV and not (token and value == token)
+        if name not in DROPPED_ENV and not is_secret_env(name) and not (token and value == token)
     }
     if settings.api:
         env["ANTHROPIC_AUTH_TOKEN"] = settings.api
