@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -309,8 +310,11 @@ async def _spawn(
     try:
         # two-user mode: run as the agent account, without our capabilities (agent.py)
         account = agent_account()
-        if account is not None:
-            argv, env = agent_argv(argv, account), agent_env(env, account, cwd)
+        if account is not None:  # setpriv would start; a missing claude must still say so
+            found = shutil.which(claude, path=env.get("PATH", os.defpath))
+            if found is None:
+                raise FileNotFoundError(claude)
+            argv, env = agent_argv([found, *argv[1:]], account), agent_env(env, account, cwd)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
