@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from claudeclaw.agent import AGENT_USER_ENV, agent_account
 from claudeclaw.config import Settings, load_settings
-from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError, StateError
 from claudeclaw.jsonstore import backup_path
 from claudeclaw.paths import PRIVATE_DIR_MODE, ProjectPaths
 
@@ -264,6 +265,56 @@ def _check_root(settings: Settings | None, env: Mapping[str, str]) -> Check:
     )
 
 
+def _check_isolation(settings: Settings | None, env: Mapping[str, str]) -> Check:
+    """Who runs claude, and so what its tools can reach (README "Safe by default")."""
+    try:
+        account = agent_account(env)
+    except StateError as exc:
+        return Check("isolation", "fail", str(exc), f"unset {AGENT_USER_ENV}, or create the user")
+    if account is not None:
+        return Check(
+            "isolation",
+            "ok",
+            f"two users: claude runs as {account.name} (uid {account.uid}), without "
+            "capabilities: its tools cannot write .claude/claudeclaw/, read the daemon's "
+            "credentials or environment, or signal it",
+        )
+    level = settings.security.level if settings else "moderate"
+    two_users = (
+        "run the packaged service (two users, docs/OPERATIONS.md), or set security.level "
+        'to "strict" (no Bash)'
+    )
+    reach = (
+        "the daemon's settings (allowlist, security level: used from the next reload or "
+        "restart), its sessions, a Discord token in settings.json, DISCORD_TOKEN's file or "
+        "the systemd credential, and it can signal the daemon"
+    )
+    if level == "unrestricted":
+        return Check(
+            "isolation",
+            "warn",
+            f"one user (uid {os.getuid()}) and security level 'unrestricted': claude and its "
+            f"tools can do all this user can, including changing {reach}",
+            two_users,
+        )
+    if level == "moderate":
+        return Check(
+            "isolation",
+            "warn",
+            f"one user (uid {os.getuid()}): claude's Bash tool runs as you and can reach "
+            f"{reach}. The CLI's deny rules keep only its file tools (Write, Edit, Read) out "
+            "of .claude/claudeclaw/ and the CLI's settings",
+            two_users,
+        )
+    return Check(
+        "isolation",
+        "ok",
+        f"one user (uid {os.getuid()}), security level {level!r}: no Bash; the CLI's deny "
+        "rules keep Claude's file tools out of .claude/claudeclaw/ and the CLI's settings "
+        "(enforced by the CLI, not the OS)",
+    )
+
+
 async def run_checks(paths: ProjectPaths, environ: Mapping[str, str] | None = None) -> list[Check]:
     """All checks, in the order a user should fix them."""
     env = os.environ if environ is None else environ
@@ -275,6 +326,7 @@ async def run_checks(paths: ProjectPaths, environ: Mapping[str, str] | None = No
         checks.append(_check_token(settings))
         checks.append(_check_allowlist(settings))
     checks.append(_check_root(settings, env))
+    checks.append(_check_isolation(settings, env))
     return checks
 
 

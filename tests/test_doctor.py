@@ -45,6 +45,9 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 async def test_all_good(tmp_path: Path) -> None:
     paths = project(tmp_path)
+    doc = json.loads(paths.settings_file.read_text())
+    doc["security"]["level"] = "strict"  # one user: only strict/locked have no Bash
+    paths.settings_file.write_text(json.dumps(doc))
     bin_dir = tmp_path / "bin"
     fake_claude(bin_dir)
     env = {"PATH": str(bin_dir), "DISCORD_TOKEN": TOKEN}
@@ -201,3 +204,31 @@ def test_format_and_exit_code() -> None:
     ]
     assert exit_code(checks) == 1
     assert exit_code(checks[:2]) == 0
+
+
+@pytest.mark.parametrize(
+    ("level", "agent", "status", "words"),
+    [
+        ("moderate", "", "warn", ["Bash tool runs as you", "allowlist", "signal the daemon"]),
+        ("unrestricted", "", "warn", ["can do all this user can", "allowlist"]),
+        ("locked", "", "ok", ["no Bash", "deny rules", "not the OS"]),
+        ("moderate", "nobody", "ok", ["two users", "runs as nobody", "cannot write"]),
+        ("strict", "no-such-user-xyz", "fail", ["no such user"]),
+    ],
+)
+async def test_isolation_says_what_claude_can_reach(
+    tmp_path: Path, level: str, agent: str, status: str, words: list[str]
+) -> None:
+    if agent == "nobody" and os.getuid() == 65534:
+        pytest.skip("running as nobody")
+    paths = project(tmp_path)
+    doc = json.loads(paths.settings_file.read_text())
+    doc["security"]["level"] = level
+    paths.settings_file.write_text(json.dumps(doc))
+    env = {"PATH": "/nonexistent", "CLAUDECLAW_AGENT_USER": agent}
+    check = by_name(await run_checks(paths, env))["isolation"]
+    assert check.status == status, check
+    for word in words:
+        assert word in check.detail, (word, check.detail)
+    if status != "ok":
+        assert check.fix
