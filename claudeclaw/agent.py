@@ -28,6 +28,7 @@ from claudeclaw.errors import StateError
 from claudeclaw.paths import ProjectPaths
 
 AGENT_USER_ENV = "CLAUDECLAW_AGENT_USER"
+AGENT_HOME_ENV = "CLAUDECLAW_AGENT_HOME"  # default: the account's home (claudeclaw@NAME: own)
 AGENT_UMASK = 0o027
 SETPRIV = "/usr/bin/setpriv"
 
@@ -75,7 +76,8 @@ def agent_account(environ: Mapping[str, str] | None = None) -> AgentAccount | No
         ) from None
     if entry.pw_uid == os.getuid():
         return None
-    return AgentAccount(name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
+    home = env.get(AGENT_HOME_ENV, "").strip() or entry.pw_dir
+    return AgentAccount(name, entry.pw_uid, entry.pw_gid, Path(home))
 
 
 def agent_argv(argv: list[str], account: AgentAccount) -> list[str]:

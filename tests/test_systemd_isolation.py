@@ -276,6 +276,43 @@ def test_ordinary_work_still_works(iso: Iso) -> None:
     assert path.startswith(f"{AGENT_HOME}/.claude/projects/") and int(turns) >= 3, usage
 
 
+def test_an_instance_of_the_template_runs_claude_as_the_agent_too(iso: Iso) -> None:
+    """claudeclaw@NAME: the shared agent user, with a HOME of the instance's own."""
+    ct = iso.ct
+    project = f"{PROJECT}/demo"
+    claude = json.loads(iso.settings_bytes())["runner"]["claudePath"]
+    ct.sh(
+        f"set -e; install -d -o claudeclaw -g claudeclaw -m 0700 {project}; "
+        f"cd {project} && runuser -u claudeclaw -- claudeclaw init --project {project} >/dev/null; "
+        "install -d -m 0750 -g claudeclaw /etc/claudeclaw/demo; "
+        "install -m 0600 /dev/null /etc/claudeclaw/demo/discord-token; "
+        f"mkdir -p /etc/systemd/system/claudeclaw@demo.service.d; "
+        f"cp {DROPIN} /etc/systemd/system/claudeclaw@demo.service.d/; "
+        "sed -i '/LoadCredential/d' /etc/systemd/system/claudeclaw@demo.service.d/*.conf; "
+        "systemctl daemon-reload"
+    )
+    ct.run(
+        "runuser", "-u", "claudeclaw", "--", "python3", "-c",
+        "import json, sys; p = sys.argv[1]; d = json.load(open(p)); "
+        "d['runner']['claudePath'] = sys.argv[2]; open(p, 'w').write(json.dumps(d))",
+        f"{project}/.claude/claudeclaw/settings.json", claude,
+    )  # fmt: skip
+    started = ct.run("systemctl", "start", "claudeclaw@demo", timeout=120, check=False)
+    journal = ct.run("journalctl", "-u", "claudeclaw@demo", "-o", "cat", "--no-pager").stdout
+    assert started.returncode == 0, journal[-2000:]
+    try:
+        prompt = 'TOOL:Bash:{"command": "id -un; echo HOME=$HOME; pwd"}'
+        out = ct.run(
+            "runuser", "-u", "claudeclaw", "--", "claudeclaw", "send", "--project", project,
+            "-q", "-", input=prompt, check=False, timeout=120,
+        ).stdout  # fmt: skip
+        assert f"{AGENT}\nHOME={AGENT_HOME}/demo\n{project}" in out, out
+        assert _stat(ct, f"{AGENT_HOME}/demo") == f"{AGENT}:claudeclaw 750"
+        assert _stat(ct, project) == "claudeclaw:claudeclaw 1770"
+    finally:
+        ct.run("systemctl", "stop", "claudeclaw@demo", timeout=120, check=False)
+
+
 def test_an_upgrade_from_one_user_keeps_the_session_and_the_work(iso: Iso) -> None:
     """The layout before two users (HOME = the project, everything the daemon's), then the
     package installed over it: the session resumes, and the agent owns the old work."""

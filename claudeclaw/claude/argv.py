@@ -62,6 +62,7 @@ DROPPED_ENV = frozenset(
         # Our process tags and test hooks are not the tools' business.
         "CLAUDECLAW_TEST_HOOKS",
         "CLAUDECLAW_AGENT_USER",
+        "CLAUDECLAW_AGENT_HOME",
     }
 )
 
