@@ -8,6 +8,7 @@ Checks never block the event loop (``claude --version`` runs as an asyncio subpr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import shutil
@@ -265,8 +266,25 @@ def _check_root(settings: Settings | None, env: Mapping[str, str]) -> Check:
     )
 
 
-def _check_isolation(settings: Settings | None, env: Mapping[str, str]) -> Check:
-    """Who runs claude, and so what its tools can reach (README "Safe by default")."""
+def _running_agent_user(paths: ProjectPaths) -> str:
+    """The agent user of the daemon running this project (daemon.json), or "" (blocking)."""
+    try:
+        info = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    user = info.get("agent_user") if isinstance(info, dict) else None
+    return user if isinstance(user, str) else ""
+
+
+def _check_isolation(
+    settings: Settings | None, env: Mapping[str, str], running_agent: str = ""
+) -> Check:
+    """Who runs claude, and so what its tools can reach (README "Safe by default").
+
+    doctor run by hand lacks the unit's environment: the running daemon's choice (from
+    daemon.json) counts then."""
+    if not env.get(AGENT_USER_ENV) and running_agent:
+        env = {**env, AGENT_USER_ENV: running_agent}
     try:
         account = agent_account(env)
     except StateError as exc:
@@ -326,7 +344,8 @@ async def run_checks(paths: ProjectPaths, environ: Mapping[str, str] | None = No
         checks.append(_check_token(settings))
         checks.append(_check_allowlist(settings))
     checks.append(_check_root(settings, env))
-    checks.append(_check_isolation(settings, env))
+    running_agent = await asyncio.to_thread(_running_agent_user, paths)
+    checks.append(_check_isolation(settings, env, running_agent))
     return checks
 
 

@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import claudeclaw
 from claudeclaw import __version__, ipc, jsonstore
-from claudeclaw.agent import agent_account, share_state_dirs
+from claudeclaw.agent import AGENT_USER_ENV, agent_account, share_state_dirs
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
@@ -297,6 +297,7 @@ class Supervisor:
             "version": __version__,
             "started_at": self.started_at,
             "control_socket": str(runtime / "control.sock"),
+            "agent_user": os.environ.get(AGENT_USER_ENV, ""),  # doctor reports it
         }
         write_private_text(self.paths.daemon_file, json.dumps(info, indent=2) + "\n")
 

@@ -232,3 +232,12 @@ async def test_isolation_says_what_claude_can_reach(
         assert word in check.detail, (word, check.detail)
     if status != "ok":
         assert check.fix
+
+
+async def test_isolation_of_the_running_daemon_counts_when_run_by_hand(tmp_path: Path) -> None:
+    """`claudeclaw doctor` by hand has no CLAUDECLAW_AGENT_USER; the daemon.json has it."""
+    paths = project(tmp_path)
+    paths.daemon_file.write_text(json.dumps({"pid": 1, "agent_user": "nobody"}))
+    check = by_name(await run_checks(paths, {"PATH": "/nonexistent"}))["isolation"]
+    if os.getuid() != 65534:
+        assert check.status == "ok" and "runs as nobody" in check.detail, check
