@@ -182,3 +182,43 @@ async def test_deny_rules_keep_claudes_file_tools_out_of_the_state(
         assert "No such tool available" in made
     else:
         assert "is_error=False" in made and outbox.read_text() == "<svg/>", made
+
+
+# ---- reading what the agent made: links out of its directories are not followed ---------
+
+
+def test_a_transcript_linked_out_of_the_claude_dir_is_not_read(tmp_path: Path) -> None:
+    from claudeclaw.frontend.context import find_transcript, project_dir_name
+
+    config = tmp_path / "agent-home" / ".claude"
+    cwd = tmp_path / "proj"
+    sid = "0b0e2f4c-1111-4222-8333-444455556666"
+    folder = config / "projects" / project_dir_name(cwd)
+    folder.mkdir(parents=True)
+    secret = tmp_path / "daemon-state" / f"{sid}.jsonl"
+    secret.parent.mkdir()
+    secret.write_text('{"type":"assistant","message":{"model":"SECRET"}}\n')
+    (folder / f"{sid}.jsonl").symlink_to(secret)
+    assert find_transcript(sid, cwd, config) is None
+    (config / "projects" / "elsewhere").symlink_to(secret.parent)
+    assert find_transcript(sid, cwd, config) is None
+    (folder / f"{sid}.jsonl").unlink()
+    (folder / f"{sid}.jsonl").write_text("{}\n")
+    assert find_transcript(sid, cwd, config) == folder / f"{sid}.jsonl"
+
+
+def test_an_outbox_file_swapped_for_a_link_or_a_fifo_is_not_read(tmp_path: Path) -> None:
+    from claudeclaw.frontend.attachments import read_regular_file
+
+    target = tmp_path / "settings.json"
+    target.write_text('{"allowedUserIds": ["1"]}')
+    link = tmp_path / "chart.png"
+    link.symlink_to(target)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    plain = tmp_path / "ok.png"
+    plain.write_bytes(b"\x89PNG")
+    assert read_regular_file(link) is None
+    assert read_regular_file(fifo) is None  # and it did not block
+    assert read_regular_file(tmp_path / "gone.png") is None
+    assert read_regular_file(plain) == b"\x89PNG"

@@ -188,6 +188,22 @@ def prune_inbox(inbox_root: Path, max_age_hours: float, *, now: float | None = N
     return removed
 
 
+def read_regular_file(path: Path) -> bytes | None:
+    """``path``'s bytes if it is still a regular file, not a symlink (blocking).
+
+    Files in the outbox belong to Claude's tools (two users: another account): one checked
+    by :func:`uploadable_images` may have been swapped for a symlink or a FIFO since.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return fh.read()
+
+
 def uploadable_images(
     candidates: list[str],
     roots: list[Path],

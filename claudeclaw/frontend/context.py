@@ -61,13 +61,16 @@ def find_transcript(session_id: str, cwd: Path, config_dir: Path) -> Path | None
     """The expected path if it exists, else any ``projects/*/<id>.jsonl`` (blocking I/O)."""
     if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", session_id):
         return None
+    # The directory belongs to claude (two users: another account): a link out of it
+    # could make us read one of our own files as a transcript.
+    inside = config_dir.resolve()
     expected = transcript_path(session_id, cwd, config_dir)
-    if expected.is_file():
+    if expected.is_file() and expected.resolve().is_relative_to(inside):
         return expected
     projects = config_dir / "projects"
     if projects.is_dir():
         for candidate in sorted(projects.glob(f"*/{session_id}.jsonl")):
-            if candidate.is_file():
+            if candidate.is_file() and candidate.resolve().is_relative_to(inside):
                 return candidate
     return None
 

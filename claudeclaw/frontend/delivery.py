@@ -17,7 +17,7 @@ import aiohttp
 import discord
 
 from claudeclaw.config import Settings
-from claudeclaw.frontend.attachments import uploadable_images
+from claudeclaw.frontend.attachments import read_regular_file, uploadable_images
 from claudeclaw.frontend.render import image_path_candidates
 from claudeclaw.logs import get_logger
 from claudeclaw.model import SessionKey
@@ -40,7 +40,10 @@ def _read_screened(paths: list[Path]) -> tuple[list[tuple[str, bytes]], list[str
     kept: list[tuple[str, bytes]] = []
     refused: list[str] = []
     for path in paths:
-        data, why = screen_upload(path.name, path.read_bytes())
+        raw = read_regular_file(path)
+        if raw is None:  # gone, or swapped for a link since it was checked
+            continue
+        data, why = screen_upload(path.name, raw)
         if data is None:
             refused.append(why)
         else:
