@@ -222,3 +222,22 @@ def test_an_outbox_file_swapped_for_a_link_or_a_fifo_is_not_read(tmp_path: Path)
     assert read_regular_file(fifo) is None  # and it did not block
     assert read_regular_file(tmp_path / "gone.png") is None
     assert read_regular_file(plain) == b"\x89PNG"
+
+
+def test_in_two_user_mode_a_group_that_answers_counts_as_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agent's processes are invisible in the daemon's /proc (ProtectProc=invisible):
+    the runner must not take an answering group for an empty one, or it would never
+    SIGKILL what ignored SIGTERM."""
+    from claudeclaw.claude import runner
+
+    monkeypatch.setattr(runner, "agent_account", lambda: ACCOUNT)
+    monkeypatch.setattr(os, "listdir", lambda path: [])  # what the daemon sees of /proc
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert runner._group_has_live_members(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not runner._group_has_live_members(proc.pid)

@@ -110,6 +110,10 @@ def _group_has_live_members(pgid: int) -> bool:
     """
     if not _signal_group(pgid, 0):
         return False
+    if agent_account() is not None:
+        # the agent's processes are invisible to us in /proc (ProtectProc=invisible): a
+        # group that still answers is taken as alive (zombies only cost the grace period)
+        return True
     try:
         entries = os.listdir("/proc")
     except OSError:  # pragma: no cover - no procfs: trust killpg
