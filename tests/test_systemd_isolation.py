@@ -192,6 +192,18 @@ def test_claude_cannot_change_its_rules_read_secrets_or_kill_the_daemon(
     before = iso.settings_bytes()
     pid = iso.main_pid()
     has_bash = level in ("moderate", "unrestricted")
+    bash = {  # marker printed when the step fails
+        "no-credential": f"cat {CREDENTIAL} /etc/claudeclaw/canary",
+        "no-environ": f"cat /proc/{pid}/environ",
+        "no-settings-write": f"printf '%s' '{EVIL}' > {SETTINGS}",
+        "no-swap": f"mv {PROJECT}/.claude {PROJECT}/.claude.old",
+        "no-kill": f"kill -9 {pid}",
+        "no-group-kill": f"kill -TERM -{pid}",
+        "no-control-socket": 'python3 -c "import socket; '
+        "socket.socket(socket.AF_UNIX).connect('/run/claudeclaw/control.sock')\"",
+        "no-environ-anywhere": "for p in /proc/[0-9]*; do cat $p/environ; done | "
+        f"grep -q {CANARY_ENV}",
+    }
     attacks: list[tuple[str, dict[str, Any]]] = [
         ("Write", {"file_path": SETTINGS, "content": EVIL}),
         ("Read", {"file_path": SETTINGS}),
@@ -200,12 +212,8 @@ def test_claude_cannot_change_its_rules_read_secrets_or_kill_the_daemon(
         (
             "Bash",
             {
-                "command": (
-                    f"cat {CREDENTIAL} /etc/claudeclaw/canary /proc/{pid}/environ; "
-                    f"for p in /proc/[0-9]*; do cat $p/environ; done; "
-                    f"printf '%s' '{EVIL}' > {SETTINGS}; "
-                    f"mv {PROJECT}/.claude {PROJECT}/.claude.old; "
-                    f"kill -9 {pid}; kill -TERM -{pid}; echo done"
+                "command": " ".join(
+                    f"{step} 2>/dev/null || echo {mark};" for mark, step in bash.items()
                 )
             },
         ),
@@ -214,8 +222,8 @@ def test_claude_cannot_change_its_rules_read_secrets_or_kill_the_daemon(
         out = iso.tool(name, tool_input)
         assert CANARY not in out, (level, name, out)
         if name == "Bash" and has_bash:
-            assert "done" in out and "Permission denied" in out, out
-            assert "Operation not permitted" in out, out  # mv and kill
+            missing = [mark for mark in bash if mark not in out]
+            assert not missing, (level, missing, out)
         elif name == "Bash":
             assert "No such tool available: Bash" in out, out
         else:
