@@ -333,6 +333,7 @@ def test_an_upgrade_from_one_user_keeps_the_session_and_the_work(iso: Iso) -> No
         f"set -e; mkdir -p {old_projects}; "
         f"cp {AGENT_HOME}/.claude/projects/{slug}/{session_id}.jsonl {old_projects}/; "
         f"echo '{{}}' > {PROJECT}/.claude/.credentials.json; echo old > {PROJECT}/old-work.txt; "
+        f"echo old > {PROJECT}/demo/work.txt; "  # claudeclaw@demo's project (test above)
         f"chown -R claudeclaw:claudeclaw {PROJECT}; chmod -R go-rwx {PROJECT}; "
         f"userdel {AGENT}; rm -rf {AGENT_HOME}"
     )
@@ -341,6 +342,13 @@ def test_an_upgrade_from_one_user_keeps_the_session_and_the_work(iso: Iso) -> No
     ct.run("systemctl", "start", UNIT, timeout=120)
     assert _stat(ct, f"{PROJECT}/old-work.txt").startswith(f"{AGENT}:claudeclaw")
     assert _stat(ct, f"{AGENT_HOME}/.claude/.credentials.json") == f"{AGENT}:claudeclaw 600"
+    # the instance's project: its work is the agent's, its state still the daemon's
+    assert _stat(ct, f"{PROJECT}/demo/work.txt").startswith(f"{AGENT}:claudeclaw")
+    assert _stat(ct, f"{PROJECT}/demo").startswith("claudeclaw:claudeclaw")
+    demo_state = f"{PROJECT}/demo/.claude/claudeclaw"
+    assert _stat(ct, f"{demo_state}/settings.json") == "claudeclaw:claudeclaw 600"
+    assert _stat(ct, f"{AGENT_HOME}/demo/.claude") == f"{AGENT}:claudeclaw 750"
+    assert ct.run("find", PROJECT, "-path", "*/.claude/claudeclaw*", "-user", AGENT).stdout == ""
     out = iso.send("hello after the upgrade")
     match = re.search(r"FAKE-REPLY user_msgs=(\d+)", out)
     assert match and int(match.group(1)) > 1, out  # the history was sent again: resumed
