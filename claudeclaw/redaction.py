@@ -55,15 +55,24 @@ def scrub(text: str) -> str:
 
 
 def scrub_outbound(text: str) -> str:
-    """``text`` safe to post to a chat: registered secrets and key-shaped strings removed."""
+    """``text`` safe to post to a chat: registered secrets and key-shaped strings removed,
+    plain or base64 (a reply must not carry the token past us encoded)."""
     text = scrub(text)
     for shape in _SHAPES:
         text = shape.sub(REDACTED, text)
-    return text
+    if _BASE64_RUN_TEXT.search(text) is None:
+        return text
+    for secret in _registered:
+        for form in _base64_forms(secret.encode()):
+            text = text.replace(form.decode(), REDACTED)
+    return _BASE64_RUN_TEXT.sub(
+        lambda m: REDACTED if _decodes_to_shape(m.group().encode()) else m.group(), text
+    )
 
 
 # A run of base64 (standard or URL-safe alphabet) long enough to hold a key or a token.
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{32,}={0,2}")
+_BASE64_RUN_TEXT = re.compile(_BASE64_RUN.pattern.decode())
 # Without the word boundaries: in a file (or decoded base64) a token may be glued to text.
 _SHAPES_BYTES = tuple(re.compile(shape.pattern.replace(r"\b", "").encode()) for shape in _SHAPES)
 
@@ -93,17 +102,23 @@ def secret_in(data: bytes) -> str | None:
             return "the bot token or an API key of this daemon"
     if _shaped(data):
         return "a key-shaped secret"
-    for run in _BASE64_RUN.finditer(data):
-        chunk = run.group().replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
-        for shift in range(4):  # the run may start mid-group
-            piece = chunk[shift:]
-            piece = piece[: len(piece) - len(piece) % 4]
-            try:
-                if _shaped(base64.b64decode(piece, validate=True)):
-                    return "a key-shaped secret (base64)"
-            except (binascii.Error, ValueError):
-                continue
+    if any(_decodes_to_shape(run.group()) for run in _BASE64_RUN.finditer(data)):
+        return "a key-shaped secret (base64)"
     return None
+
+
+def _decodes_to_shape(run: bytes) -> bool:
+    """Does this base64 run (either alphabet, any start offset) decode to a key shape?"""
+    chunk = run.replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
+    for shift in range(4):  # the run may start mid-group
+        piece = chunk[shift:]
+        piece = piece[: len(piece) - len(piece) % 4]
+        try:
+            if _shaped(base64.b64decode(piece, validate=True)):
+                return True
+        except (binascii.Error, ValueError):
+            continue
+    return False
 
 
 def screen_upload(name: str, data: bytes) -> tuple[bytes | None, str]:

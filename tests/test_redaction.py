@@ -63,3 +63,19 @@ def test_text_is_scrubbed_like_a_reply(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(redaction, "secret_in", lambda data: None)
     data, why = screen_upload("a.txt", f"key {KEY} end".encode())
     assert why == "" and data == f"key {REDACTED} end".encode()
+
+
+def test_replies_lose_secrets_in_base64_too() -> None:
+    """The issue's attack: the token read by a tool came back base64-encoded in the answer."""
+    from claudeclaw.redaction import scrub_outbound
+
+    for prefix in (b"", b"x", b"xy"):
+        encoded = base64.b64encode(prefix + OPAQUE.encode() + b"\n").decode()
+        out = scrub_outbound(f"Here you go: {encoded} (base64)")
+        assert REDACTED in out and encoded not in out
+        left = out.split()[3].replace(REDACTED, "")
+        assert len(left) <= 8, out  # at most the few characters next to the secret
+    shaped = base64.urlsafe_b64encode(f"token={TOKEN}".encode()).decode()
+    assert scrub_outbound(f"a {shaped} b") == f"a {REDACTED} b"
+    fine = "see src/claudeclaw/a_rather_long_module_name_without_any_secret_in_it.py"
+    assert scrub_outbound(fine) == fine
