@@ -62,12 +62,15 @@ def scrub_outbound(text: str) -> str:
         text = shape.sub(REDACTED, text)
     if _BASE64_RUN_TEXT.search(text) is None:
         return text
-    for secret in _registered:
-        for form in _base64_forms(secret.encode()):
-            text = text.replace(form.decode(), REDACTED)
-    return _BASE64_RUN_TEXT.sub(
-        lambda m: REDACTED if _decodes_to_shape(m.group().encode()) else m.group(), text
-    )
+    forms = [form for secret in _registered for form in _base64_forms(secret.encode())]
+
+    def redact_run(match: re.Match[str]) -> str:
+        run = match.group().encode()
+        if any(form in run for form in forms) or _decodes_to_shape(run):
+            return REDACTED  # the whole run: not even the bytes next to the secret
+        return match.group()
+
+    return _BASE64_RUN_TEXT.sub(redact_run, text)
 
 
 # A run of base64 (standard or URL-safe alphabet) long enough to hold a key or a token.

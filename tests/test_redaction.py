@@ -72,9 +72,7 @@ def test_replies_lose_secrets_in_base64_too() -> None:
     for prefix in (b"", b"x", b"xy"):
         encoded = base64.b64encode(prefix + OPAQUE.encode() + b"\n").decode()
         out = scrub_outbound(f"Here you go: {encoded} (base64)")
-        assert REDACTED in out and encoded not in out
-        left = out.split()[3].replace(REDACTED, "")
-        assert len(left) <= 8, out  # at most the few characters next to the secret
+        assert out == f"Here you go: {REDACTED} (base64)", out
     shaped = base64.urlsafe_b64encode(f"token={TOKEN}".encode()).decode()
     assert scrub_outbound(f"a {shaped} b") == f"a {REDACTED} b"
     fine = "see src/claudeclaw/a_rather_long_module_name_without_any_secret_in_it.py"
