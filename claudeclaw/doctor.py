@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from claudeclaw.agent import AGENT_USER_ENV, agent_account
 from claudeclaw.config import Settings, load_settings
-from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError, StateError
 from claudeclaw.jobfiles import load_jobs
 from claudeclaw.jsonstore import backup_path
 from claudeclaw.paths import PRIVATE_DIR_MODE, ProjectPaths
@@ -251,7 +252,7 @@ def _check_state_dir(paths: ProjectPaths, view: _View) -> list[Check]:
             )
         )
     mode = stat.S_IMODE(info.st_mode)
-    if mode != PRIVATE_DIR_MODE:
+    if mode not in (PRIVATE_DIR_MODE, 0o710):  # 0710: two-user mode, agent passes through
         checks.append(
             Check(
                 "state directory",
@@ -261,7 +262,9 @@ def _check_state_dir(paths: ProjectPaths, view: _View) -> list[Check]:
             )
         )
     elif not checks:
-        checks.append(Check("state directory", "ok", f"{state} (mode 0700, owner {view.owner})"))
+        checks.append(
+            Check("state directory", "ok", f"{state} (mode {mode:04o}, owner {view.owner})")
+        )
 
     files = [paths.settings_file, paths.global_session_file, paths.thread_sessions_file]
     files += [backup_path(f) for f in files]
@@ -566,6 +569,73 @@ async def _check_workspace(paths: ProjectPaths, settings: Settings) -> Check | N
     )
 
 
+def _running_agent_user(paths: ProjectPaths) -> str:
+    """The agent user of the daemon running this project (daemon.json), or "" (blocking)."""
+    try:
+        info = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    user = info.get("agent_user") if isinstance(info, dict) else None
+    return user if isinstance(user, str) else ""
+
+
+def _check_isolation(
+    settings: Settings | None, env: Mapping[str, str], running_agent: str = ""
+) -> Check:
+    """Who runs claude, and so what its tools can reach (README "Safe by default").
+
+    doctor run by hand lacks the unit's environment: the running daemon's choice (from
+    daemon.json) counts then."""
+    if not env.get(AGENT_USER_ENV) and running_agent:
+        env = {**env, AGENT_USER_ENV: running_agent}
+    try:
+        account = agent_account(env)
+    except StateError as exc:
+        return Check("isolation", "fail", str(exc), f"unset {AGENT_USER_ENV}, or create the user")
+    if account is not None:
+        return Check(
+            "isolation",
+            "ok",
+            f"two users: claude runs as {account.name} (uid {account.uid}), without "
+            "capabilities: its tools cannot write .claude/claudeclaw/, read the daemon's "
+            "credentials or environment, or signal it",
+        )
+    level = settings.security.level if settings else "moderate"
+    two_users = (
+        "run the packaged service (two users, docs/OPERATIONS.md), or set security.level "
+        'to "strict" (no Bash)'
+    )
+    reach = (
+        "the daemon's settings (allowlist, security level: used from the next reload or "
+        "restart), its sessions, a Discord token in settings.json, DISCORD_TOKEN's file or "
+        "the systemd credential, and it can signal the daemon"
+    )
+    if level == "unrestricted":
+        return Check(
+            "isolation",
+            "warn",
+            f"one user (uid {os.getuid()}) and security level 'unrestricted': claude and its "
+            f"tools can do all this user can, including changing {reach}",
+            two_users,
+        )
+    if level == "moderate":
+        return Check(
+            "isolation",
+            "warn",
+            f"one user (uid {os.getuid()}): claude's Bash tool runs as you and can reach "
+            f"{reach}. The CLI's deny rules keep only its file tools (Write, Edit, Read) out "
+            "of .claude/claudeclaw/ and the CLI's settings",
+            two_users,
+        )
+    return Check(
+        "isolation",
+        "ok",
+        f"one user (uid {os.getuid()}), security level {level!r}: no Bash; the CLI's deny "
+        "rules keep Claude's file tools out of .claude/claudeclaw/ and the CLI's settings "
+        "(enforced by the CLI, not the OS)",
+    )
+
+
 async def run_checks(
     paths: ProjectPaths,
     environ: Mapping[str, str] | None = None,
@@ -611,6 +681,8 @@ async def run_checks(
         if workspace is not None:
             checks.append(workspace)
     checks.append(_check_root(settings, env, view))
+    running_agent = await asyncio.to_thread(_running_agent_user, paths)
+    checks.append(_check_isolation(settings, env, running_agent))
     return checks
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from claudeclaw.errors import StateError
 
 PRIVATE_DIR_MODE = 0o700
+# Also private: the group may pass through but not list (two-user mode, agent.py).
+_PASS_THROUGH_DIR_MODE = 0o710
 PRIVATE_FILE_MODE = 0o600
 
 
@@ -135,7 +137,8 @@ def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) with mode 0700 and make sure it is ours and private.
 
     An existing directory owned by someone else, or a symlink, is refused: sockets and
-    state inside it would be readable or replaceable by another user.
+    state inside it would be readable or replaceable by another user. Mode 0710 is kept
+    as it is (two-user mode: the agent passes through to the outbox, lists nothing).
     """
     try:
         path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
@@ -149,7 +152,7 @@ def ensure_private_dir(path: Path) -> Path:
             f"{path} belongs to uid {info.st_uid}, not to us (uid {os.getuid()}); "
             "run claudeclaw as the directory's owner or fix the ownership"
         )
-    if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+    if stat.S_IMODE(info.st_mode) not in (PRIVATE_DIR_MODE, _PASS_THROUGH_DIR_MODE):
         os.chmod(path, PRIVATE_DIR_MODE)
     return path
 

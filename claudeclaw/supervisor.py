@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import claudeclaw
 from claudeclaw import __version__
+from claudeclaw.agent import AGENT_USER_ENV, agent_account, share_state_dirs
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
@@ -76,6 +77,8 @@ from claudeclaw.paths import (
 )
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
+from claudeclaw.redaction import is_secret_env
+from claudeclaw.secretenv import erase_initial_environ
 from claudeclaw.service import API_KEY_CREDENTIAL, read_credential
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 from claudeclaw.tasks import TaskSet
@@ -176,6 +179,12 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         ensure_private_dir(self.paths.state_dir)
         self._take_instance_lock()
+        # the token stays in os.environ; /proc/<our pid>/environ no longer shows it
+        erase_initial_environ(["DISCORD_TOKEN"])
+        account = agent_account()
+        if account is not None:  # two-user mode: open what the agent needs (agent.py)
+            await asyncio.to_thread(share_state_dirs, self.paths)
+            log.info("daemon.agent_user", user=account.name, uid=account.uid)
         self._log_settings_warnings(self.settings)
         self._warn_if_root()
         for inert in self.settings.inert_keys:
@@ -200,7 +209,7 @@ class Supervisor:
             log.info("daemon.pending_recovered", count=len(recovered))
 
         env = child_env(dict(os.environ))
-        for name in SECRET_ENV:
+        for name in [*SECRET_ENV, *filter(is_secret_env, env)]:
             env.pop(name, None)
         token = self.settings.discord.token
         if token:
@@ -347,6 +356,7 @@ class Supervisor:
             "version": __version__,
             "started_at": self.started_at,
             "control_socket": str(runtime / "control.sock"),
+            "agent_user": os.environ.get(AGENT_USER_ENV, ""),  # doctor reports it
         }
         write_private_text(self.paths.daemon_file, json.dumps(info, indent=2) + "\n")
 

@@ -54,8 +54,8 @@ claudeclaw is installed. To connect it to Discord (docs/DISCORD.md):
   1. put the bot token in /etc/claudeclaw/discord-token (mode 0600)
   2. put your Discord user id in discord.allowedUserIds of
      /var/lib/claudeclaw/.claude/claudeclaw/settings.json
-  3. log the claude CLI in for the service user once (type /login in it, then /exit):
-       cd /var/lib/claudeclaw && sudo -u claudeclaw env HOME=/var/lib/claudeclaw claude
+  3. log the claude CLI in once for the user it runs as (claudeclaw-agent; type /login in it, then /exit):
+       cd /var/lib/claudeclaw-agent && sudo -u claudeclaw-agent env HOME=/var/lib/claudeclaw-agent claude
      or put an Anthropic Console API key in /etc/claudeclaw/anthropic-api-key (mode 0600)
   4. sudo systemctl restart claudeclaw, then check everything with:
        sudo -u claudeclaw claudeclaw doctor

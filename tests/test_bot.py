@@ -637,6 +637,37 @@ async def test_images_claude_made_in_the_outbox_are_uploaded(
     assert uploaded[0]["size"] == len(b"\x89PNG fresh")
 
 
+async def test_an_outbox_file_holding_a_secret_is_not_uploaded_and_the_user_is_told(
+    fake_discord, dispatcher, frontend
+):
+    """A "picture" Claude made out of an API key (plain, or base64 inside real image bytes)
+    stays on disk; the clean image next to it goes out, and the user reads why."""
+    import base64
+
+    fake = fake_discord
+    key = "sk-ant-api03-" + "Zq9" * 12
+    outbox = frontend.project_root / ".claude" / "claudeclaw" / "outbox" / "discord"
+    outbox.mkdir(parents=True)
+    plain = outbox / "plain.png"
+    plain.write_bytes(b"\x89PNG\r\n" + key.encode())
+    encoded = outbox / "encoded.png"
+    encoded.write_bytes(b"\x89PNG\r\n\x00\x01" + base64.b64encode(b"key=" + key.encode()))
+    clean = outbox / "clean.png"
+    clean.write_bytes(b"\x89PNG\r\n\x00 a chart")
+    reply = f"Done: {plain} {encoded} {clean}"
+    dispatcher.script = lambda key, prompt: [done(reply)]
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "draw my key")
+    await final_reactions(fake, msg["id"], "✅")
+    sent = fake.bot_messages(dm)
+    notes = [m["content"] for m in sent if "was not uploaded" in m["content"]]
+    assert len(notes) == 2, [m["content"] for m in sent]
+    assert any("`plain.png`" in n for n in notes) and any("`encoded.png`" in n for n in notes)
+    assert all(key not in m["content"] for m in sent)
+    files = [f for m in sent for f in fake.sent_payloads[m["id"]].get("_files", [])]
+    assert [f["name"] for f in files] == ["clean.png"]
+
+
 async def test_a_message_answered_together_with_another_gets_no_reply_of_its_own(
     fake_discord, dispatcher, frontend
 ):

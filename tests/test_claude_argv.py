@@ -15,11 +15,13 @@ from claudeclaw.claude.argv import (
     build_env,
     build_system_prompt,
     is_session_id,
+    protected_path_rules,
 )
 from tests.fixtures_claude import CLI_SAMPLES, SettingsFactory
 
 SID = "0c970f1f-40cd-4fa7-88ab-10c87fd5787f"
 CWD = Path("/srv/project/agents/t-123")
+PROTECT = ["--disallowedTools", " ".join(protected_path_rules(CWD))]
 
 
 def _value(argv: list[str], flag: str) -> str:
@@ -68,12 +70,17 @@ def test_is_session_id() -> None:
 @pytest.mark.parametrize(
     ("level", "expected"),
     [
-        ("locked", ["--dangerously-skip-permissions", "--tools", "Read,Grep,Glob"]),
+        ("locked", ["--dangerously-skip-permissions", "--tools", "Read,Grep,Glob", *PROTECT]),
         (
             "strict",
-            ["--dangerously-skip-permissions", "--disallowedTools", "Bash,WebSearch,WebFetch"],
+            [
+                "--dangerously-skip-permissions",
+                "--disallowedTools",
+                "Bash,WebSearch,WebFetch",
+                *PROTECT,
+            ],
         ),
-        ("moderate", ["--dangerously-skip-permissions"]),
+        ("moderate", ["--dangerously-skip-permissions", *PROTECT]),
         ("unrestricted", ["--dangerously-skip-permissions"]),
     ],
 )
@@ -98,11 +105,46 @@ def test_tool_lists_are_joined_by_space_after_the_level_flags(
         "--dangerously-skip-permissions",
         "--disallowedTools",
         "Bash,WebSearch,WebFetch",
+        *PROTECT,
         "--allowedTools",
         "Read Bash(git *)",
         "--disallowedTools",
         "Write Edit",
     ]
+
+
+def test_protected_path_rules_name_the_state_dir_absolutely() -> None:
+    """Absolute (``//``) rules: the state files may be neither written nor read, the CLI's
+    auto-run settings not written; the outbox and inbox are not covered."""
+    rules = protected_path_rules(CWD)
+    state = "//srv/project/agents/t-123/.claude/claudeclaw"
+    for tool in ("Edit", "Read"):
+        assert f"{tool}({state}/*.json*)" in rules
+        assert f"{tool}({state}/undelivered/**)" in rules
+    assert f"Edit({state}/*.lock)" in rules
+    assert "Edit(//srv/project/agents/t-123/.claude/settings.json)" in rules
+    assert "Edit(//srv/project/agents/t-123/.mcp.json)" in rules
+    assert not [r for r in rules if "outbox" in r or "inbox" in r or r.endswith("claudeclaw/**)")]
+
+
+def test_credentials_claude_does_not_need_are_dropped(claude_settings: SettingsFactory) -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "GITHUB_TOKEN": "ghp_x",
+        "OPENAI_API_KEY": "sk-x",
+        "DB_PASSWORD": "pw",
+        "MY_SERVICE_SECRET": "s",
+        "ANTHROPIC_API_KEY": "sk-ant-k",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "KEYBOARD_LAYOUT": "us",
+    }
+    env = build_env(base, claude_settings("claude"))
+    assert env == {
+        "PATH": "/usr/bin",
+        "ANTHROPIC_API_KEY": "sk-ant-k",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "KEYBOARD_LAYOUT": "us",
+    }
 
 
 def test_model_is_passed_unless_empty_or_glm(claude_settings: SettingsFactory) -> None:

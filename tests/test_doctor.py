@@ -57,6 +57,9 @@ def logged_in(tmp_path: Path, name: str = "home") -> Path:
 
 async def test_all_good(tmp_path: Path) -> None:
     paths = project(tmp_path)
+    doc = json.loads(paths.settings_file.read_text())
+    doc["security"]["level"] = "strict"  # one user: only strict/locked have no Bash
+    paths.settings_file.write_text(json.dumps(doc))
     bin_dir = tmp_path / "bin"
     fake_claude(bin_dir)
     env = {"PATH": str(bin_dir), "DISCORD_TOKEN": TOKEN, "HOME": str(logged_in(tmp_path))}
@@ -405,3 +408,40 @@ async def test_worktree_workspaces_need_a_git_repository(tmp_path: Path) -> None
     subprocess.run(["git", "-C", str(paths.root), *ident, *first], check=True)
     check = by_name(await run_checks(paths, env))["thread workspaces"]
     assert check.status == "ok" and "worktrees" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("level", "agent", "status", "words"),
+    [
+        ("moderate", "", "warn", ["Bash tool runs as you", "allowlist", "signal the daemon"]),
+        ("unrestricted", "", "warn", ["can do all this user can", "allowlist"]),
+        ("locked", "", "ok", ["no Bash", "deny rules", "not the OS"]),
+        ("moderate", "nobody", "ok", ["two users", "runs as nobody", "cannot write"]),
+        ("strict", "no-such-user-xyz", "fail", ["no such user"]),
+    ],
+)
+async def test_isolation_says_what_claude_can_reach(
+    tmp_path: Path, level: str, agent: str, status: str, words: list[str]
+) -> None:
+    if agent == "nobody" and os.getuid() == 65534:
+        pytest.skip("running as nobody")
+    paths = project(tmp_path)
+    doc = json.loads(paths.settings_file.read_text())
+    doc["security"]["level"] = level
+    paths.settings_file.write_text(json.dumps(doc))
+    env = {"PATH": "/nonexistent", "CLAUDECLAW_AGENT_USER": agent}
+    check = by_name(await run_checks(paths, env))["isolation"]
+    assert check.status == status, check
+    for word in words:
+        assert word in check.detail, (word, check.detail)
+    if status != "ok":
+        assert check.fix
+
+
+async def test_isolation_of_the_running_daemon_counts_when_run_by_hand(tmp_path: Path) -> None:
+    """`claudeclaw doctor` by hand has no CLAUDECLAW_AGENT_USER; the daemon.json has it."""
+    paths = project(tmp_path)
+    paths.daemon_file.write_text(json.dumps({"pid": 1, "agent_user": "nobody"}))
+    check = by_name(await run_checks(paths, {"PATH": "/nonexistent"}))["isolation"]
+    if os.getuid() != 65534:
+        assert check.status == "ok" and "runs as nobody" in check.detail, check

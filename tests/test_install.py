@@ -120,6 +120,8 @@ def test_install_script_installs_and_starts_the_service(tmp_path: Path) -> None:
         doctor = run("runuser", "-u", "claudeclaw", "--", "env", "HOME=/var/lib/claudeclaw",
                      "claudeclaw", "doctor", "--project", "/var/lib/claudeclaw")  # fmt: skip
         assert "2.1.330" in doctor.stdout, doctor.stdout + doctor.stderr
+        # by hand, without the unit's environment: the running daemon's two users count
+        assert "two users: claude runs as claudeclaw-agent" in doctor.stdout, doctor.stdout
         # again: an upgrade in place keeps the settings and restarts the service
         again = run("/opt/claudeclaw-src/packaging/install.sh", timeout=300)
         assert again.returncode == 0, again.stderr[-2000:]

@@ -113,8 +113,14 @@ def test_system_unit_contract() -> None:
         "ExecStart": "/usr/bin/claudeclaw run --project /var/lib/claudeclaw",
         "ExecReload": "/usr/bin/claudeclaw reload --project /var/lib/claudeclaw",
         "ProtectSystem": "strict",
-        "ReadWritePaths": "/var/lib/claudeclaw",
+        "ReadWritePaths": "/var/lib/claudeclaw /var/lib/claudeclaw-agent",
         "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        # two users: claude runs as claudeclaw-agent; the daemon may only switch to it and
+        # stop its runs (agent.py); NoNewPrivileges stays on
+        "CapabilityBoundingSet": "CAP_SETUID CAP_SETGID CAP_KILL",
+        "AmbientCapabilities": "CAP_SETUID CAP_SETGID CAP_KILL",
+        "NoNewPrivileges": "yes",
+        "ProtectProc": "invisible",
     }
     for key, value in expected.items():
         assert s.get(key) == [value], (key, s.get(key))
@@ -123,7 +129,11 @@ def test_system_unit_contract() -> None:
         "anthropic-api-key:/etc/claudeclaw/anthropic-api-key",
     ]
     assert not any("ANTHROPIC" in e for e in s["Environment"])  # systemctl show prints those
-    assert {"HOME=/var/lib/claudeclaw", "PYTHONUNBUFFERED=1"} <= set(s["Environment"])
+    assert {
+        "HOME=/var/lib/claudeclaw",
+        "PYTHONUNBUFFERED=1",
+        "CLAUDECLAW_AGENT_USER=claudeclaw-agent",
+    } <= set(s["Environment"])
     assert "MemoryDenyWriteExecute" not in s  # the claude CLI JIT-compiles
     unit_section = (UNITS / "claudeclaw.service").read_text().split("[Service]")[0]
     assert "StartLimitIntervalSec=" in unit_section and "StartLimitBurst=" in unit_section

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
+from claudeclaw.redaction import is_secret_env
 
 __all__ = [
     "DROPPED_ENV",
@@ -25,6 +26,7 @@ __all__ = [
     "build_system_prompt",
     "is_session_id",
     "prompt_via_stdin",
+    "protected_path_rules",
 ]
 
 SCOPE_PREAMBLE = "You are running inside ClaudeClaw."
@@ -67,6 +69,8 @@ DROPPED_ENV = frozenset(
         "PYTHONNOUSERSITE",
         # Our process tags and test hooks are not the tools' business.
         "CLAUDECLAW_TEST_HOOKS",
+        "CLAUDECLAW_AGENT_USER",
+        "CLAUDECLAW_AGENT_HOME",
     }
 )
 
@@ -98,13 +102,44 @@ def build_system_prompt(settings: Settings, cwd: Path, scope: Path | None = None
     return "\n\n".join(parts)
 
 
-def _security_args(settings: Settings) -> list[str]:
+def protected_path_rules(cwd: Path) -> list[str]:
+    """CLI deny rules for the daemon's files and the CLI's own auto-run configuration.
+
+    The daemon's state (``.claude/claudeclaw/``: settings with the allowlist, sessions,
+    pending messages) may be neither written nor read; the outbox and inbox next to it stay
+    usable. The CLI settings files (hooks run commands) and ``.mcp.json`` (servers are
+    commands) may not be written: that would be Bash by another name. ``Edit(...)`` rules
+    cover every file-writing tool (Write, Edit, NotebookEdit); ``//`` starts an absolute
+    path. A second line of defence only: a Bash tool is not bound by them (README).
+    """
+    root = cwd.resolve()
+    state = f"/{root}/.claude/claudeclaw"
+    rules = [f"Edit({state}/{name})" for name in _STATE_FILE_PATTERNS]
+    rules += [f"Read({state}/{name})" for name in _STATE_FILE_PATTERNS]
+    rules += [
+        f"Edit(/{root}/.claude/settings.json)",
+        f"Edit(/{root}/.claude/settings.local.json)",
+        f"Edit(/{root}/.mcp.json)",
+        "Edit(~/.claude/settings.json)",
+        "Edit(~/.claude/settings.local.json)",
+    ]
+    return rules
+
+
+# settings.json, session(s).json, pending.json, daemon.json and their .bak/.corrupt-* copies,
+# the lock files, and replies saved for later delivery.
+_STATE_FILE_PATTERNS = ("*.json*", "*.bak", "*.lock", "undelivered/**")
+
+
+def _security_args(settings: Settings, cwd: Path) -> list[str]:
     security = settings.security
     args = ["--dangerously-skip-permissions"]  # headless: nobody can answer a prompt
     if security.level == "locked":
         args += ["--tools", "Read,Grep,Glob"]
     elif security.level == "strict":
         args += ["--disallowedTools", "Bash,WebSearch,WebFetch"]
+    if security.level != "unrestricted":
+        args += ["--disallowedTools", " ".join(protected_path_rules(cwd))]
     if security.allowed_tools:
         args += ["--allowedTools", " ".join(security.allowed_tools)]
     if security.disallowed_tools:
@@ -131,7 +166,7 @@ def build_argv(
         get_logger().warning("claude.session_id_invalid", session_id=session_id[:80])
         session_id = None
     argv = [settings.runner.claude_path, "-p", "--output-format", "stream-json", "--verbose"]
-    argv += _security_args(settings)
+    argv += _security_args(settings, cwd or Path.cwd())
     if session_id:
         argv += ["--resume", session_id]
     argv += ["--append-system-prompt", build_system_prompt(settings, cwd or Path.cwd(), scope)]
@@ -154,12 +189,16 @@ def prompt_via_stdin(prompt: str) -> bool:
 
 
 def build_env(base: Mapping[str, str], settings: Settings) -> dict[str, str]:
-    """The child's environment: ``base`` minus secrets and daemon-only variables."""
+    """The child's environment: ``base`` minus secrets and daemon-only variables.
+
+    Variables named like a credential (``GITHUB_TOKEN``, ``OPENAI_API_KEY``, …) are dropped
+    too: claude gets its model provider's credentials and nothing else (README).
+    """
     token = settings.discord.token
     env = {
         name: value
         for name, value in base.items()
-        if name not in DROPPED_ENV and not (token and value == token)
+        if name not in DROPPED_ENV and not is_secret_env(name) and not (token and value == token)
     }
     if settings.api:
         env["ANTHROPIC_AUTH_TOKEN"] = settings.api

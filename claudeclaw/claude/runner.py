@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -25,6 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from claudeclaw.agent import (
+    AGENT_UMASK,
+    agent_account,
+    agent_argv,
+    agent_env,
+    share_transcript,
+)
+from claudeclaw.claude import transcript_path
 from claudeclaw.claude.argv import build_argv, build_env, is_session_id, prompt_via_stdin
 from claudeclaw.claude.stream import (
     Garbage,
@@ -35,6 +44,7 @@ from claudeclaw.claude.stream import (
     verdict,
 )
 from claudeclaw.config import Settings
+from claudeclaw.errors import StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
 from claudeclaw.tasks import TaskSet
@@ -101,6 +111,10 @@ def _group_has_live_members(pgid: int) -> bool:
     """
     if not _signal_group(pgid, 0):
         return False
+    if agent_account() is not None:
+        # the agent's processes are invisible to us in /proc (ProtectProc=invisible): a
+        # group that still answers is taken as alive (zombies only cost the grace period)
+        return True
     try:
         entries = os.listdir("/proc")
     except OSError:  # pragma: no cover - no procfs: trust killpg
@@ -299,6 +313,13 @@ async def _start_claude(
     if not cwd.is_dir():  # noqa: ASYNC240 - one stat, cheaper than a thread hop
         return f"the working directory {cwd} does not exist"
     try:
+        # two-user mode: run as the agent account, without our capabilities (agent.py)
+        account = agent_account()
+        if account is not None:  # setpriv would start; a missing claude must still say so
+            found = shutil.which(claude, path=env.get("PATH", os.defpath))
+            if found is None:
+                raise FileNotFoundError(claude)
+            argv, env = agent_argv([found, *argv[1:]], account), agent_env(env, account, cwd)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
@@ -307,6 +328,7 @@ async def _start_claude(
             cwd=cwd,
             env=env,
             start_new_session=True,
+            umask=AGENT_UMASK if account is not None else -1,
         )
     except FileNotFoundError:
         return (
@@ -315,6 +337,8 @@ async def _start_claude(
         )
     except PermissionError:
         return f"claude at {claude} cannot be executed (permission denied): check runner.claudePath"
+    except StateError as err:
+        return str(err)
     except OSError as err:
         return f"claude at {claude} could not be started: {err.strerror or err}"
     if stdin_text is not None and proc.stdin is not None:
@@ -412,6 +436,10 @@ async def run_claude(
             final = outcome
         if context_reset and isinstance(final, RunDone):
             final = dataclasses.replace(final, context_reset=True)
+        account = agent_account()
+        if account is not None and is_session_id(final.session_id):
+            transcript = transcript_path(cwd, final.session_id, agent_env({}, account, cwd))
+            await share_transcript(transcript, account)
         return final
 
 

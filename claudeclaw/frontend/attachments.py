@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from claudeclaw.agent import agent_account, share_inbox_file
 from claudeclaw.logs import get_logger
 from claudeclaw.paths import PRIVATE_FILE_MODE, ensure_private_dir
 
@@ -77,6 +78,8 @@ def _store(dest_dir: Path, inbox_root: Path, name: str, data: bytes) -> Path:
     ensure_private_dir(dest_dir)
     path = dest_dir / name
     _write_private(path, data)
+    if agent_account() is not None:  # two-user mode: claude runs as the agent and reads it
+        share_inbox_file(path, inbox_root)
     return path
 
 
@@ -183,6 +186,22 @@ def prune_inbox(inbox_root: Path, max_age_hours: float, *, now: float | None = N
         except OSError:
             pass
     return removed
+
+
+def read_regular_file(path: Path) -> bytes | None:
+    """``path``'s bytes if it is still a regular file, not a symlink (blocking).
+
+    Files in the outbox belong to Claude's tools (two users: another account): one checked
+    by :func:`uploadable_images` may have been swapped for a symlink or a FIFO since.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return fh.read()
 
 
 def uploadable_images(

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from claudeclaw.agent import agent_account
+
 # (substring of the model id, context window in tokens); the first match wins.
 CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
     ("opus-5", 1_000_000),
@@ -36,7 +38,12 @@ def context_window(model: str) -> int:
 
 
 def claude_config_dir(env: dict[str, str] | None = None) -> Path:
+    """The CLI's state directory: the agent's ``~/.claude`` in two-user mode (agent.py;
+    group-readable for us), else ``$CLAUDE_CONFIG_DIR`` or our own ``~/.claude``."""
     environ = os.environ if env is None else env
+    account = agent_account(environ)
+    if account is not None:
+        return account.home / ".claude"
     given = environ.get("CLAUDE_CONFIG_DIR", "")
     return Path(given).expanduser() if given else Path.home() / ".claude"
 
@@ -54,13 +61,16 @@ def find_transcript(session_id: str, cwd: Path, config_dir: Path) -> Path | None
     """The expected path if it exists, else any ``projects/*/<id>.jsonl`` (blocking I/O)."""
     if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", session_id):
         return None
+    # The directory belongs to claude (two users: another account): a link out of it
+    # could make us read one of our own files as a transcript.
+    inside = config_dir.resolve()
     expected = transcript_path(session_id, cwd, config_dir)
-    if expected.is_file():
+    if expected.is_file() and expected.resolve().is_relative_to(inside):
         return expected
     projects = config_dir / "projects"
     if projects.is_dir():
         for candidate in sorted(projects.glob(f"*/{session_id}.jsonl")):
-            if candidate.is_file():
+            if candidate.is_file() and candidate.resolve().is_relative_to(inside):
                 return candidate
     return None
 

@@ -17,11 +17,12 @@ import aiohttp
 import discord
 
 from claudeclaw.config import Settings
-from claudeclaw.frontend.attachments import uploadable_images
+from claudeclaw.frontend.attachments import read_regular_file, uploadable_images
 from claudeclaw.frontend.render import image_path_candidates
 from claudeclaw.logs import get_logger
 from claudeclaw.model import SessionKey
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.redaction import screen_upload
 
 log = get_logger(component="discord")
 
@@ -32,6 +33,22 @@ REPLY_MENTIONS = discord.AllowedMentions(
     everyone=False, users=False, roles=False, replied_user=True
 )
 NO_MENTIONS = discord.AllowedMentions.none()
+
+
+def _read_screened(paths: list[Path]) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The files' names and bytes, minus those holding a secret (and why each was left out)."""
+    kept: list[tuple[str, bytes]] = []
+    refused: list[str] = []
+    for path in paths:
+        raw = read_regular_file(path)
+        if raw is None:  # gone, or swapped for a link since it was checked
+            continue
+        data, why = screen_upload(path.name, raw)
+        if data is None:
+            refused.append(why)
+        else:
+            kept.append((path.name, data))
+    return kept, refused
 
 
 class ReplyDelivery:
@@ -70,7 +87,12 @@ class ReplyDelivery:
     ) -> None:
         """Post the images Claude made, after the text (one message, up to 10 files)."""
         try:
-            blobs = await asyncio.to_thread(lambda: [(p.name, p.read_bytes()) for p in images])
+            blobs, refused = await asyncio.to_thread(_read_screened, images)
+            for note in refused:  # it holds a secret (redaction.screen_upload)
+                log.warning("discord.upload_refused", session_key=key, reason=note)
+                await self.send_quietly(message.channel, note)
+            if not blobs:
+                return
             await message.channel.send(
                 files=[discord.File(io.BytesIO(data), filename=name) for name, data in blobs],
                 allowed_mentions=NO_MENTIONS,
