@@ -33,11 +33,34 @@ from claudeclaw.redaction import register_secret
 SecurityLevel = Literal["locked", "strict", "moderate", "unrestricted"]
 SessionScope = Literal["thread", "channel"]
 WorkerStartMethod = Literal["forkserver", "exec"]
+BusyPolicy = Literal["queue", "steer", "coalesce"]
+
+# Measured with the pinned CLI 2.1.330 on the 2-core CI machines (bench/bench.py warm):
+# the resident memory of one `claude` while it runs a turn, and of a warm one between turns.
+RUNNING_CLAUDE_RSS_BYTES = 400 * 1024 * 1024
+IDLE_CLAUDE_RSS_BYTES = 300 * 1024 * 1024
+
+
+def _memory_bytes(kind: Literal["available", "total"]) -> int:
+    try:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        return int(memory.available if kind == "available" else memory.total)
+    except Exception:  # no /proc: assume a small machine
+        return 2 * 1024**3
 
 
 def default_max_concurrent_runs() -> int:
-    """One ``claude`` per core (each is ~200 MB and CPU-hungry at start), between 2 and 8."""
-    return max(2, min(8, os.cpu_count() or 2))
+    """A ``claude`` turn mostly waits on the model, so memory bounds it, not cores: half of
+    the memory available now, divided by a running ``claude``'s RSS, from 4 to 64."""
+    return max(4, min(64, _memory_bytes("available") // 2 // RUNNING_CLAUDE_RSS_BYTES))
+
+
+def default_max_warm_sessions() -> int:
+    """A quarter of the machine's memory, divided by an idle warm ``claude``'s RSS, from 1
+    to 64 (its sessions beyond that run cold, the least recently used closed first)."""
+    return max(1, min(64, _memory_bytes("total") // 4 // IDLE_CLAUDE_RSS_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +98,8 @@ class RunnerSettings:
     kill_grace_seconds: float = 5.0  # SIGTERM -> this long -> SIGKILL (whole process group)
     append_system_prompt: str = ""  # added after claudeclaw's own system prompt text
     coalesce_queued_messages: bool = False  # answer what piled up while busy in one run
+    warm_sessions: bool = True  # keep a thread's claude alive between its messages
+    busy_policy: BusyPolicy = "queue"  # a message that arrives while a turn runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +110,8 @@ class LimitSettings:
     shutdown_grace_seconds: float = 30.0
     worker_start_method: WorkerStartMethod = "forkserver"
     worker_nice: int = 10  # workers and their claude run this much below the supervisor
+    warm_idle_seconds: float = 600.0  # a warm claude unused this long is closed
+    max_warm_sessions: int = field(default_factory=default_max_warm_sessions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +203,8 @@ _RUNNER_KEYS = frozenset(
         "killGraceSeconds",
         "appendSystemPrompt",
         "coalesceQueuedMessages",
+        "warmSessions",
+        "busyPolicy",
     }
 )
 _LIMIT_KEYS = frozenset(
@@ -186,6 +215,8 @@ _LIMIT_KEYS = frozenset(
         "shutdownGraceSeconds",
         "workerStartMethod",
         "workerNice",
+        "warmIdleSeconds",
+        "maxWarmSessions",
     }
 )
 
@@ -705,7 +736,20 @@ def _runner(chk: _Checker, data: Mapping[str, Any], timeouts_raw: Any) -> Runner
             "runner.coalesceQueuedMessages",
             r.coalesce_queued_messages,
         ),
+        warm_sessions=chk.boolean(run, "warmSessions", "runner.warmSessions", r.warm_sessions),
+        busy_policy=cast(
+            BusyPolicy,
+            chk.choice(
+                run,
+                "busyPolicy",
+                "runner.busyPolicy",
+                # coalesceQueuedMessages: true is the old spelling of busyPolicy "coalesce"
+                "coalesce" if run.get("coalesceQueuedMessages") is True else r.busy_policy,
+                ("queue", "steer", "coalesce"),
+            ),
+        ),
     )
+    settings = replace(settings, coalesce_queued_messages=settings.busy_policy == "coalesce")
     if settings.idle_timeout_seconds > settings.hard_timeout_seconds:
         origin = (
             "runner.hardTimeoutSeconds"
@@ -768,6 +812,18 @@ def _limits(chk: _Checker, data: Mapping[str, Any]) -> LimitSettings:
         ),
         worker_nice=chk.integer(
             lim, "workerNice", "limits.workerNice", d.worker_nice, low=0, high=19
+        ),
+        warm_idle_seconds=chk.number(
+            lim,
+            "warmIdleSeconds",
+            "limits.warmIdleSeconds",
+            d.warm_idle_seconds,
+            low=0,
+            high=7 * _DAY,
+            unit=" seconds",
+        ),
+        max_warm_sessions=chk.integer(
+            lim, "maxWarmSessions", "limits.maxWarmSessions", d.max_warm_sessions, low=0, high=1024
         ),
     )
     if limits.max_workers < limits.max_concurrent_runs:
@@ -893,8 +949,9 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
     """Every key claudeclaw reads, at its default value (what ``claudeclaw init`` writes).
 
-    Two defaults depend on the machine or on another key and are written as ``null``
-    ("use the default"): ``timezoneOffsetMinutes`` and ``limits.maxConcurrentRuns``.
+    Three defaults depend on the machine or on another key and are written as ``null``
+    ("use the default"): ``timezoneOffsetMinutes``, ``limits.maxConcurrentRuns`` and
+    ``limits.maxWarmSessions``.
     """
     s = defaults or Settings(timeouts=MappingProxyType(dict(DEFAULT_TIMEOUTS_MINUTES)))
 
@@ -936,14 +993,18 @@ def starter_document(defaults: Settings | None = None) -> dict[str, Any]:
             "killGraceSeconds": n(r.kill_grace_seconds),
             "appendSystemPrompt": r.append_system_prompt,
             "coalesceQueuedMessages": r.coalesce_queued_messages,
+            "warmSessions": r.warm_sessions,
+            "busyPolicy": r.busy_policy,
         },
         "limits": {
-            "maxConcurrentRuns": None,  # null: one per CPU core, 2..8, on this machine
+            "maxConcurrentRuns": None,  # null: derived from this machine's memory, 4..64
             "maxWorkers": lim.max_workers,
             "workerIdleSeconds": n(lim.worker_idle_seconds),
             "shutdownGraceSeconds": n(lim.shutdown_grace_seconds),
             "workerStartMethod": lim.worker_start_method,
             "workerNice": lim.worker_nice,
+            "warmIdleSeconds": n(lim.warm_idle_seconds),
+            "maxWarmSessions": None,  # null: derived from this machine's memory, 1..64
         },
     }
 

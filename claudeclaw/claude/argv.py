@@ -22,6 +22,7 @@ __all__ = [
     "SCOPE_PREAMBLE",
     "build_argv",
     "build_env",
+    "build_live_argv",
     "build_system_prompt",
     "is_session_id",
     "prompt_via_stdin",
@@ -85,9 +86,15 @@ def build_system_prompt(settings: Settings, cwd: Path) -> str:
     return "\n\n".join(parts)
 
 
-def _security_args(settings: Settings) -> list[str]:
+def _security_args(settings: Settings, *, permission_prompts: bool = False) -> list[str]:
     security = settings.security
-    args = ["--dangerously-skip-permissions"]  # headless: nobody can answer a prompt
+    # Headless, nobody can answer a prompt: skip them. A duplex run with a host that answers
+    # (``can_use_tool``) gets the CLI's prompts on its control channel instead.
+    args = (
+        ["--permission-prompt-tool", "stdio"]
+        if permission_prompts
+        else ["--dangerously-skip-permissions"]
+    )
     if security.level == "locked":
         args += ["--tools", "Read,Grep,Glob"]
     elif security.level == "strict":
@@ -109,19 +116,49 @@ def build_argv(
     run starts a new session. ``cwd`` is the directory named in the scope paragraph
     (default: the current one).
     """
+    argv = _common_argv(settings, session_id, cwd=cwd, duplex=False)
+    if not prompt_via_stdin(prompt):
+        argv += ["--", prompt]
+    return argv
+
+
+def build_live_argv(
+    settings: Settings,
+    session_id: str | None,
+    *,
+    cwd: Path | None = None,
+    permission_prompts: bool = False,
+) -> list[str]:
+    """The argv of a warm duplex ``claude``: user turns and control requests arrive as
+    stream-json lines on stdin (no prompt in argv). ``--replay-user-messages`` echoes each
+    user line when a turn takes it in: that is how a steered message is known to have
+    reached the running turn (see docs/CLAUDE_RUNNER.md)."""
+    return _common_argv(
+        settings, session_id, cwd=cwd, duplex=True, permission_prompts=permission_prompts
+    )
+
+
+def _common_argv(
+    settings: Settings,
+    session_id: str | None,
+    *,
+    cwd: Path | None,
+    duplex: bool,
+    permission_prompts: bool = False,
+) -> list[str]:
     if session_id is not None and not is_session_id(session_id):
         get_logger().warning("claude.session_id_invalid", session_id=session_id[:80])
         session_id = None
     argv = [settings.runner.claude_path, "-p", "--output-format", "stream-json", "--verbose"]
-    argv += _security_args(settings)
+    if duplex:
+        argv += ["--input-format", "stream-json", "--replay-user-messages"]
+    argv += _security_args(settings, permission_prompts=permission_prompts)
     if session_id:
         argv += ["--resume", session_id]
     argv += ["--append-system-prompt", build_system_prompt(settings, cwd or Path.cwd())]
     model = settings.model.strip()
     if model and model.lower() != _GLM_MODEL:
         argv += ["--model", model]
-    if not prompt_via_stdin(prompt):
-        argv += ["--", prompt]
     return argv
 
 
