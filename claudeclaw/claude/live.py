@@ -130,7 +130,7 @@ class _Turn:
     unechoed: deque[str] = field(default_factory=deque)  # user lines not yet taken in
     replies: list[str] = field(default_factory=list)  # results before a steered follow-up
     last_output: float = field(default_factory=time.monotonic)
-    acked: bool = False
+    acked: asyncio.Event = field(default_factory=asyncio.Event)  # the turn's first line
     interrupted: bool = False  # by the caller (stop)
     timed_out: TimeoutKind = ""
 
@@ -297,7 +297,7 @@ class LiveClaude:
         turn = self._turn
         if turn is not None:
             turn.last_output = time.monotonic()
-            turn.acked = True
+            turn.acked.set()
         head = line[:48]
         if b'"control_' in head or b'"user"' in head:
             try:
@@ -477,12 +477,12 @@ class LiveClaude:
         idle = self.settings.runner.idle_timeout_seconds
         while not turn.done.done():
             now = time.monotonic()
-            limit = idle if turn.acked else min(idle, ACK_SECONDS)
+            limit = idle if turn.acked.is_set() else min(idle, ACK_SECONDS)
             if self._answering:
                 limit = max(limit, now - turn.last_output + 1.0)  # a prompt waits on a human
             deadline = min(turn.last_output + limit, hard_deadline)
             if now >= deadline:
-                if not turn.acked and now < hard_deadline and limit < idle:
+                if not turn.acked.is_set() and now < hard_deadline and limit < idle:
                     self.log.warning("claude.live_hung", pid=self.pid, waited_s=limit)
                     self.broken = "hung"
                     await self.kill()
@@ -559,8 +559,11 @@ class LiveClaude:
     async def _interrupt_turn(self, turn: _Turn) -> None:
         deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
         try:
+            # The CLI never answers an interrupt that arrives before it started the turn
+            # (checked with 2.1.330): wait for the turn's first line (system/init) first.
+            await asyncio.wait_for(turn.acked.wait(), INTERRUPT_GRACE_SECONDS)
             response = await asyncio.wait_for(
-                self.control({"subtype": "interrupt"}), INTERRUPT_GRACE_SECONDS
+                self.control({"subtype": "interrupt"}), max(0.0, deadline - time.monotonic())
             )
             if response.get("still_queued"):
                 self.broken = "queued input after interrupt"
