@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,10 @@ from claudeclaw.errors import IpcError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+# Sent by the supervisor to a worker that stopped answering, just before it is killed: the
+# worker's faulthandler writes every thread's stack to its log (stderr).
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
+
 _HEADER = struct.Struct(">I")
 
 Message = dict[str, Any]

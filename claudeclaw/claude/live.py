@@ -48,7 +48,7 @@ from claudeclaw.claude.runner import (
     TimeoutKind,
     _CappedText,
     _run_to_completion,
-    _spawn,
+    _start_claude,
     _timeout_message,
     _wait_exit,
     terminate_group,
@@ -191,7 +191,7 @@ class LiveClaude:
         argv = build_live_argv(
             settings, resume, cwd=cwd, permission_prompts=can_use_tool is not None
         )
-        proc = await _spawn(argv, cwd, dict(env), duplex=True)
+        proc = await _start_claude(argv, cwd, dict(env), duplex=True)
         if isinstance(proc, str):
             return proc
         live = cls(proc, settings, session_id=resume or "", can_use_tool=can_use_tool, log=log)
