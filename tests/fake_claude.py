@@ -509,6 +509,7 @@ class Duplex:
         else:
             self.session_id = str(uuid.uuid4())
             self.history = []
+        self.resumed = resume is not None
         self.out = Out("stream-json", self.session_id)
         self.lock = threading.Lock()  # one writer at a time on stdout
         self.cond = threading.Condition()
@@ -676,7 +677,21 @@ class Duplex:
                 "fake": True,
             }
         )
-        if "HANG" in words:
+        if "IGNORE_TERM" in words:
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for word in ("GRANDCHILD", "BACKGROUND"):
+            if word in words:
+                import subprocess
+
+                child = subprocess.Popen(["sleep", "1000"])  # same process group
+                path = os.path.join(_state_dir(), word.lower() + ".pid")
+                os.makedirs(_state_dir(), exist_ok=True)
+                with open(path + ".tmp", "w") as fh:
+                    fh.write(str(child.pid))
+                os.replace(path + ".tmp", path)
+        if "HANG" in words or "GRANDCHILD" in words:
             _hang()
         if "CRASH" in words:
             sys.stderr.write("fake claude: simulated crash (CRASH directive)\n")
@@ -728,14 +743,44 @@ class Duplex:
             )
         for text in steers:
             self.echo(text)
-        error = re.search(r"\bERROR:api(\d+)", prompt)
-        if error:
-            status = int(error.group(1))
+        error = re.search(r"\bERROR:(\w+)", prompt)
+        kind = error.group(1) if error else ""
+        if kind.startswith("api") and kind[3:].isdigit():
+            status = int(kind[3:])
             return self.result(
                 is_error=True,
                 result=_api_error(status),
                 terminal_reason="api_error",
                 api_error_status=status,
+            )
+        if kind == "max_turns":
+            return self.result(
+                subtype="error_max_turns",
+                is_error=True,
+                result=_ABSENT,
+                num_turns=2,
+                errors=["Reached maximum number of turns (1)"],
+            )
+        if kind == "ratelimit_once":  # the limit hits once; after it "resets" turns succeed
+            marker = os.path.join(_state_dir(), "ratelimit.hit")
+            if not os.path.exists(marker):
+                os.makedirs(_state_dir(), exist_ok=True)
+                open(marker, "w").close()
+                kind = "ratelimit"
+        if kind == "ratelimit":
+            return self.result(
+                is_error=True,
+                result="You've hit your limit · resets 3pm (UTC)",
+                terminal_reason="api_error",
+            )
+        if kind == "thinking" and self.resumed:
+            return self.result(
+                is_error=True,
+                result=(
+                    "API Error: 400 messages.1.content.0: Invalid `signature` in `thinking` block"
+                ),
+                terminal_reason="api_error",
+                api_error_status=400,
             )
         permit = re.search(r"\bPERMIT:(\w+):", prompt)
         control = re.search(r"\bCONTROL:(\w+)", prompt)
@@ -767,6 +812,8 @@ class Duplex:
             reply = json.dumps(self.args)
         elif "ECHO_ENV" in words:
             reply = json.dumps(dict(os.environ))
+        elif re.search(r"\bBIGLINE:(\d+)", prompt):
+            reply = "x" * int(re.search(r"\bBIGLINE:(\d+)", prompt).group(1))
         else:
             reply = f"FAKE-REPLY turn={len(self.history) + 1} last={prompt}"
             if steers:
