@@ -42,7 +42,8 @@ Duplex mode (``--input-format stream-json``, what a warm session uses): no promp
 stdin carries JSON lines. ``control_request`` ``initialize`` and ``interrupt`` are answered
 (any other subtype: an error response, like the real CLI); ``user`` lines are turns, each
 answered with ``system/init`` … ``result`` (``total_cost_usd`` cumulative, as the real CLI).
-``--replay-user-messages`` echoes a user line when a turn takes it in. A user line that
+``--replay-user-messages`` echoes a user line when a turn takes it in (not a slash
+command, as the real CLI; nor a line containing ``NOECHO``). A user line that
 arrives while a turn runs is taken into that turn (echoed, and named in its reply as
 ``steered=<a|b>``) only during the ``SLEEP`` of a turn that has a ``TOOL:`` directive (the
 model sees it at its next step); otherwise it waits, and, like the real CLI, starts as its
@@ -587,7 +588,8 @@ class Duplex:
             )
 
     def echo(self, text):
-        if self.replay:
+        # like the real CLI, a slash command is not echoed; NOECHO: a test's missing echo
+        if self.replay and not text.startswith("/") and "NOECHO" not in text:
             self.line(
                 {
                     "type": "user",

@@ -371,3 +371,32 @@ async def test_an_unknown_control_request_gets_an_error_answer(
     final, _ = await send(runner, settings, "CONTROL:mystery_thing", None)
     assert isinstance(final, RunDone), final
     assert final.reply == "CONTROL-ANSWER error Unsupported control request subtype: mystery_thing"
+
+
+async def test_a_slash_command_turn_ends_at_its_result(
+    runner: ClaudeSessionRunner, claude_settings: SettingsFactory, fake_claude_path: Path
+) -> None:
+    """The CLI does not echo a slash command: its turn still ends at its result (not at a
+    timeout waiting for a follow-up that never comes)."""
+    settings = claude_settings(fake_claude_path, idle_timeout_seconds=20)
+    final, _ = await asyncio.wait_for(send(runner, settings, "/compact", None), 5)
+    assert isinstance(final, RunDone) and final.reply == "FAKE-REPLY turn=1 last=/compact"
+
+
+async def test_a_steer_whose_echo_is_missed_ends_with_the_turn(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A steer the turn took in without echoing it looks queued: the CLI is poked, starts
+    no new turn, and after FOLLOWUP_SECONDS the turn ends with its own reply."""
+    monkeypatch.setattr(live_module, "FOLLOWUP_SECONDS", 0.3)
+    run = Run()
+    task = asyncio.create_task(
+        send(runner, settings, 'TOOL:Bash:{"command": "x"} SLEEP:2', None, run)
+    )
+    await asyncio.wait_for(run.progress.wait(), SAFETY)
+    assert await runner.steer("NOECHO hidden")
+    final, _ = await task
+    assert isinstance(final, RunDone), final
+    assert final.reply.endswith("steered=NOECHO hidden") and "\n\n" not in final.reply
+    nxt, _ = await send(runner, settings, "next", final.session_id)
+    assert isinstance(nxt, RunDone) and nxt.reply == "FAKE-REPLY turn=3 last=next"

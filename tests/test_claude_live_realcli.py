@@ -173,3 +173,18 @@ async def test_a_permission_prompt_reaches_the_approver_and_its_denial_the_model
         assert asked == ["Write"] and not path.exists()
     finally:
         await runner.close()
+
+
+async def test_a_slash_command_turn_ends_at_its_result(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    """The CLI does not echo a slash command (--replay-user-messages): its warm turn still
+    ends at its result, and the process takes the next turn."""
+    first, run1 = await send(runner, settings, "one", None)
+    assert isinstance(first, RunDone), first
+    compact, run2 = await asyncio.wait_for(send(runner, settings, "/compact", first.session_id), 30)
+    assert isinstance(compact, RunDone), compact
+    assert compact.session_id == first.session_id  # (a compaction's reply is empty)
+    after, run3 = await send(runner, settings, "after", first.session_id)
+    assert isinstance(after, RunDone) and after.reply.endswith("last=after")
+    assert run1.pids == run2.pids == run3.pids

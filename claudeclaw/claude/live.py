@@ -79,6 +79,7 @@ __all__ = [
 INTERRUPT_GRACE_SECONDS = 5.0  # interrupt sent; no result by then: kill the group
 START_TIMEOUT_SECONDS = 60.0  # spawn to the ``initialize`` answer
 ACK_SECONDS = 30.0  # a turn's first stdout line; none by then: the process is hung
+FOLLOWUP_SECONDS = 10.0  # poked for a queued steer; no new turn by then: it was not queued
 CLOSE_SECONDS = 5.0  # stdin closed; the CLI must exit by then, or its group is ended
 
 NO_APPROVER_MESSAGE = (
@@ -124,11 +125,17 @@ class _Dead(Exception):
 @dataclass(slots=True)
 class _Turn:
     msg_id: str
+    prompt: str
     emit: Callable[[RunEvent], None]
     done: asyncio.Future[None]
     state: StreamState = field(default_factory=StreamState)
-    unechoed: deque[str] = field(default_factory=deque)  # user lines not yet taken in
+    # Steers written but not yet echoed (taken in). The prompt is not tracked: the CLI does
+    # not echo a slash command (``/compact``), and only steers can be left queued.
+    unechoed: deque[str] = field(default_factory=deque)
+    prompt_echoed: bool = False
     replies: list[str] = field(default_factory=list)  # results before a steered follow-up
+    before_followup: StreamState | None = None  # the state at the result that was poked
+    followup_since: float = 0.0  # when poked; 0: not waiting for a follow-up turn
     last_output: float = field(default_factory=time.monotonic)
     acked: asyncio.Event = field(default_factory=asyncio.Event)  # the turn's first line
     interrupted: bool = False  # by the caller (stop)
@@ -322,6 +329,8 @@ class LiveClaude:
         message = parse_line(line)
         if message is None:
             return
+        if turn is not None:
+            turn.followup_since = 0.0  # the CLI started the follow-up turn
         if isinstance(message, Garbage):
             self.log.warning("claude.garbage_line", length=message.length)
         if turn is None:
@@ -337,21 +346,27 @@ class LiveClaude:
         """A user line the turn took in (ours, echoed), or a tool result (not ours)."""
         message = data.get("message")
         content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in content
-        ):
+        if isinstance(content, list):
+            if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+                return
+            content = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        if not isinstance(content, str):
             return
-        if turn.unechoed:
-            turn.unechoed.popleft()
+        if not turn.prompt_echoed and content == turn.prompt:
+            turn.prompt_echoed = True
+        elif content in turn.unechoed:
+            turn.unechoed.remove(content)
 
     def _on_result(self, turn: _Turn, result: ResultMessage) -> None:
         if turn.unechoed and not turn.interrupted and not turn.timed_out and not result.is_error:
             # A steer came too late for this turn: the CLI holds it as the next turn, which
             # starts on the next stdin line. Answer it as part of this one.
             turn.replies.append(result.result or "")
+            turn.before_followup = turn.state
             turn.state = dataclasses.replace(
                 StreamState(), session_id=turn.state.session_id, session_announced=True
             )
+            turn.followup_since = time.monotonic()
             self.log.info("claude.live_steer_followup", pid=self.pid, queued=len(turn.unechoed))
             self._poke()
             return
@@ -436,7 +451,7 @@ class LiveClaude:
         if self._turn is not None:
             raise RuntimeError("a turn is already running")
         loop = asyncio.get_running_loop()
-        turn = _Turn(msg_id=msg_id, emit=emit, done=loop.create_future())
+        turn = _Turn(msg_id=msg_id, prompt=prompt, emit=emit, done=loop.create_future())
         self._turn = turn
         started = time.monotonic()
         hard_deadline = started + self.settings.runner.hard_timeout_seconds
@@ -449,7 +464,6 @@ class LiveClaude:
             )
         )
         try:
-            turn.unechoed.append(prompt)
             try:
                 await self._write_user(prompt)
             except _Dead as err:
@@ -481,6 +495,16 @@ class LiveClaude:
             if self._answering:
                 limit = max(limit, now - turn.last_output + 1.0)  # a prompt waits on a human
             deadline = min(turn.last_output + limit, hard_deadline)
+            if turn.followup_since:
+                if now >= turn.followup_since + FOLLOWUP_SECONDS:
+                    # The steer was not queued after all (its echo was missed): the turn
+                    # ended at the result that was poked.
+                    self.log.warning("claude.live_no_followup", pid=self.pid)
+                    assert turn.before_followup is not None
+                    turn.state, turn.unechoed = turn.before_followup, deque()
+                    turn.replies.pop()
+                    return
+                deadline = min(deadline, turn.followup_since + FOLLOWUP_SECONDS)
             if now >= deadline:
                 if not turn.acked.is_set() and now < hard_deadline and limit < idle:
                     self.log.warning("claude.live_hung", pid=self.pid, waited_s=limit)
