@@ -108,11 +108,13 @@ class Env:
 async def thread_overheads(
     env: Env, settings: Settings, messages: int, latency: float
 ) -> tuple[list[float], list[float]]:
-    """Overhead (ms) of messages 2..N of one thread: [first message excluded]."""
+    """Overheads (ms) of messages 2..N of one thread: beyond the API's time, and beyond the
+    CLI's own reported turn time (``duration_ms``: what is left is pipes and our code)."""
     work, child_env = env.make()
     runner = ClaudeSessionRunner(work, env=child_env)
     session: str | None = None
     out: list[float] = []
+    outside_cli: list[float] = []
     try:
         for i in range(messages):
             before = len(env.api.message_requests())
@@ -130,9 +132,10 @@ async def thread_overheads(
             requests = len(env.api.message_requests()) - before
             if i > 0:
                 out.append((wall - latency * requests) * 1000)
+                outside_cli.append(wall * 1000 - final.duration_ms)
     finally:
         await runner.close()
-    return out, []
+    return out, outside_cli
 
 
 async def idle_and_running(env: Env, settings: Settings, idle_s: float) -> dict[str, float]:
@@ -211,13 +214,16 @@ async def main_async(args: argparse.Namespace) -> None:
         results: dict[str, Any] = {}
         warm_ms: list[float] = []
         cold_ms: list[float] = []
+        warm_outside: list[float] = []
         for _ in range(args.rounds):  # interleaved, so both see the same machine load
-            w, _ = await thread_overheads(env, warm, args.messages, args.latency)
+            w, wo = await thread_overheads(env, warm, args.messages, args.latency)
             c, _ = await thread_overheads(env, cold, args.messages, args.latency)
             warm_ms += w
             cold_ms += c
+            warm_outside += wo
         results["warm_p50_ms"] = statistics.median(warm_ms)
         results["cold_p50_ms"] = statistics.median(cold_ms)
+        results["warm_outside_cli_p50_ms"] = statistics.median(warm_outside)
         results.update(await idle_and_running(env, warm, args.idle))
         cap = default_max_concurrent_runs()
         results["default_max_concurrent_runs"] = cap
@@ -226,6 +232,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"CLI {claude}, API latency {args.latency} s, {len(warm_ms)} samples each")
     print(f"{'figure':45} value")
     print(f"{'overhead per message, warm p50':45} {results['warm_p50_ms']:.0f} ms")
+    outside = results["warm_outside_cli_p50_ms"]
+    print(f"{'  of which outside the CLI turn (pipes, ours)':45} {outside:.0f} ms")
     print(f"{'overhead per message, cold p50':45} {results['cold_p50_ms']:.0f} ms")
     ratio = results["cold_p50_ms"] / max(1.0, results["warm_p50_ms"])
     print(f"{'cold / warm':45} {ratio:.1f}x")
