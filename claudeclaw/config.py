@@ -22,6 +22,7 @@ How to add a key:
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -60,7 +61,10 @@ RUNNING_CLAUDE_RSS_BYTES = 300 * 1024 * 1024
 IDLE_CLAUDE_RSS_BYTES = 250 * 1024 * 1024
 
 
+@functools.cache
 def _memory_bytes(kind: Literal["available", "total"]) -> int:
+    """The machine's memory, read once per process: a default must not change between two
+    reads of the same file (reload would see a change that is none)."""
     try:
         import psutil
 
