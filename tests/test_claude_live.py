@@ -442,3 +442,31 @@ async def test_a_warm_process_with_a_child_is_not_frozen(
     assert not await runner._freeze()
     assert psutil.Process(run.pids[0]).status() != psutil.STATUS_STOPPED
     assert not runner.status().frozen
+
+
+async def test_a_silent_warm_process_is_replaced_by_a_cold_run(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm claude that does not start the turn at all (not even system/init) within
+    ACK_SECONDS is hung: killed, and the message runs once, cold, in the same session."""
+    monkeypatch.setattr(live_module, "ACK_SECONDS", 0.3)
+    first, run1 = await send(runner, settings, "one", None)
+    assert isinstance(first, RunDone)
+    final, run = await send(runner, settings, "SILENT two", first.session_id)
+    assert isinstance(final, RunDone), final
+    assert final.reply == "FAKE-REPLY turn=2 last=SILENT two"
+    assert run.pids[0] == run1.pids[0] and len(run.pids) == 2 and not _alive(run1.pids[0])
+
+
+async def test_a_gone_session_starts_afresh(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    """A warm start on a session the CLI no longer has fails; the cold run it falls back
+    to starts a new session and says so (context_reset)."""
+    gone = "00000000-0000-4000-8000-000000000000"
+    final, _ = await send(runner, settings, "hello", gone)
+    assert isinstance(final, RunDone), final
+    assert final.context_reset and final.session_id != gone
+    nxt, _ = await send(runner, settings, "again", final.session_id)
+    assert isinstance(nxt, RunDone) and nxt.reply == "FAKE-REPLY turn=2 last=again"
+    assert runner.status().mode == "warm"
