@@ -470,3 +470,29 @@ async def test_a_gone_session_starts_afresh(
     nxt, _ = await send(runner, settings, "again", final.session_id)
     assert isinstance(nxt, RunDone) and nxt.reply == "FAKE-REPLY turn=2 last=again"
     assert runner.status().mode == "warm"
+
+
+async def test_a_failed_warm_start_runs_cold_for_a_while(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI that cannot start in duplex mode: the message runs cold, and so do the next
+    ones for WARM_RETRY_SECONDS (no failed warm start before each)."""
+    from claudeclaw.claude import session_runner
+
+    starts: list[int] = []
+    real_start = live_module.LiveClaude.start
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        starts.append(1)
+        return "the warm claude did not start: no duplex here"
+
+    monkeypatch.setattr(live_module.LiveClaude, "start", broken)
+    first, _ = await send(runner, settings, "one", None)
+    second, _ = await send(runner, settings, "two", first.session_id)
+    assert isinstance(second, RunDone) and second.reply == "FAKE-REPLY turn=2 last=two"
+    assert starts == [1] and runner.status().mode == ""
+    monkeypatch.setattr(live_module.LiveClaude, "start", real_start)
+    monkeypatch.setattr(session_runner, "WARM_RETRY_SECONDS", 0.0)
+    runner._cold_until = 0.0
+    third, _ = await send(runner, settings, "three", first.session_id)
+    assert isinstance(third, RunDone) and runner.status().mode == "warm"

@@ -40,6 +40,7 @@ from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
 __all__ = ["FREEZE_AFTER_SECONDS", "ClaudeSessionRunner", "RunnerStatus"]
 
 FREEZE_AFTER_SECONDS = 2.0  # an idle warm claude is SIGSTOPped this long after its turn
+WARM_RETRY_SECONDS = 300.0  # a warm start failed: run cold this long before trying again
 
 Mode = Literal["", "warm", "cold"]
 
@@ -101,6 +102,7 @@ class ClaudeSessionRunner:
         self._in_run = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._freeze_timer: asyncio.TimerHandle | None = None
+        self._cold_until = 0.0  # after a failed warm start (monotonic)
         self._closing: set[asyncio.Task[bool]] = set()
 
     # ---- running ------------------------------------------------------------------------
@@ -139,7 +141,8 @@ class ClaudeSessionRunner:
                 log.error("claude.on_event_failed", event_kind=event.kind, error=repr(err))
 
         try:
-            if settings.runner.warm_sessions and settings.limits.max_warm_sessions > 0:
+            warm_ok = settings.runner.warm_sessions and settings.limits.max_warm_sessions > 0
+            if warm_ok and time.monotonic() >= self._cold_until:
                 final = await self._run_warm(settings, prompt, session_id, msg_id, emit, log)
                 if final is not None:
                     return final
@@ -185,6 +188,8 @@ class ClaudeSessionRunner:
             )
             if isinstance(started, str):
                 log.warning("claude.live_start_failed", error=started[:500])
+                if "No conversation found" not in started:  # not just this session: a while
+                    self._cold_until = time.monotonic() + WARM_RETRY_SECONDS
                 return None
             live, self._live, self._live_key = started, started, key
         if self._stop_requested:
