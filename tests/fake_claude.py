@@ -605,13 +605,17 @@ class Duplex:
             )
 
     def ask(self, request):
-        """Send the host a control request; its response (None if interrupted)."""
+        """Send the host a control request; its response (None if interrupted: then the
+        request is withdrawn with a ``control_cancel_request``)."""
         request_id = "req_" + uuid.uuid4().hex[:12]
         self.line({"type": "control_request", "request_id": request_id, "request": request})
         with self.cond:
             while request_id not in self.answers and not self.interrupted:
                 self.cond.wait(0.05)
-            return self.answers.pop(request_id, None)
+            answer = self.answers.pop(request_id, None)
+        if answer is None:
+            self.line({"type": "control_cancel_request", "request_id": request_id})
+        return answer
 
     def pause(self, seconds):
         """Sleep, honouring an interrupt; True when interrupted."""
@@ -698,6 +702,10 @@ class Duplex:
                 os.replace(path + ".tmp", path)
         if "HANG" in words or "GRANDCHILD" in words:
             _hang()
+        if "GARBAGE" in words:
+            with self.lock:
+                self.out.raw("this is not json")
+                self.out.raw('{"type": "mystery_event", "new_field": {"x": 1}}')
         if "CRASH" in words:
             sys.stderr.write("fake claude: simulated crash (CRASH directive)\n")
             sys.stderr.flush()

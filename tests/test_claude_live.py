@@ -496,3 +496,58 @@ async def test_a_failed_warm_start_runs_cold_for_a_while(
     runner._cold_until = 0.0
     third, _ = await send(runner, settings, "three", first.session_id)
     assert isinstance(third, RunDone) and runner.status().mode == "warm"
+
+
+async def test_a_missing_claude_fails_the_message_with_the_fix(
+    runner: ClaudeSessionRunner, claude_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = claude_settings(tmp_path / "no-such-claude")
+    final, _ = await send(runner, settings, "hello", None)
+    assert isinstance(final, RunFailed) and final.reason == "spawn", final
+    assert "runner.claudePath" in final.message
+    assert runner.status().mode == "" and not await runner.interrupt()
+
+
+async def test_garbage_lines_are_skipped_in_a_warm_turn(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    final, _ = await send(runner, settings, "GARBAGE x", None)
+    assert isinstance(final, RunDone) and final.reply == "FAKE-REPLY turn=1 last=GARBAGE x"
+
+
+async def test_a_turn_hard_timeout_interrupts_it(
+    runner: ClaudeSessionRunner, claude_settings: SettingsFactory, fake_claude_path: Path
+) -> None:
+    settings = claude_settings(fake_claude_path, idle_timeout_seconds=0.2, hard_timeout_seconds=0.3)
+    final, run = await send(runner, settings, 'TOOL:Bash:{"command": "x"} SLEEP:30', None)
+    assert isinstance(final, RunFailed) and final.reason == "timeout", final
+    assert runner.status().mode == "warm" and runner.status().claude_pid == run.pids[0]
+
+
+async def test_an_interrupt_withdraws_a_pending_permission_question(
+    workdir: Path, fake_claude_env: dict[str, str], settings: Settings
+) -> None:
+    """/stop while the approver waits on a human: the turn stops, the CLI withdraws its
+    question (control_cancel_request) and the approver's wait is cancelled."""
+    asked = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def approve(tool: str, tool_input: dict[str, Any], suggestions: list[Any]) -> Any:
+        asked.set()
+        try:
+            await asyncio.Event().wait()  # nobody answers
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Deny("unreachable")
+
+    runner = ClaudeSessionRunner(workdir, env=fake_claude_env, can_use_tool=approve)
+    try:
+        task = asyncio.create_task(send(runner, settings, "PERMIT:Write:{}", None))
+        await asyncio.wait_for(asked.wait(), SAFETY)
+        assert await runner.interrupt()
+        final, _ = await task
+        assert isinstance(final, RunFailed) and final.reason == "cancelled", final
+        await asyncio.wait_for(cancelled.wait(), SAFETY)
+    finally:
+        await runner.close()
