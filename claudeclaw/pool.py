@@ -119,6 +119,7 @@ class WorkerHandle:
     spawned_at: float = field(default_factory=time.monotonic)
     ready_at: float = 0.0
     warm_pid: int = 0  # its warm claude (``warm`` frames); 0: none
+    warm: ProcessIdentity | None = None  # the same, to end it if the worker dies
     warm_used: float = 0.0  # when it last reported it: the least recently used closes first
 
     @property
@@ -544,6 +545,8 @@ class WorkerPool:
         for ticket in self.held_by(handle):
             if ticket.claude is not None:
                 ticket.claude.kill_group()
+        if handle.warm is not None:
+            handle.warm.kill_group()
 
     def _kill_hung(self, handle: WorkerHandle, why: str) -> None:
         """A worker that stopped answering: first the signal that makes its faulthandler
@@ -587,6 +590,12 @@ class WorkerPool:
             if ticket.claude is not None and ticket.claude.kill_group():
                 log.warning("claude.group_killed", session_key=handle.key, pgid=ticket.claude.pid)
             ticket.claude = None
+        # its warm claude: gone with a clean exit; a dead worker's may be frozen (SIGSTOP),
+        # and would not see its stdin close
+        if handle.warm is not None and handle.warm.kill_group():
+            log.warning("claude.warm_killed", session_key=handle.key, pgid=handle.warm.pid)
+        handle.warm = None
+        handle.warm_pid = 0
         handle.exited.set()
         if handle.channel is not None:
             self._tasks.start(handle.channel.close(), "close-channel")
@@ -730,6 +739,7 @@ class WorkerPool:
                 )
         elif kind == "warm":
             handle.warm_pid = int(message.get("claude_pid", 0))
+            handle.warm = ProcessIdentity.of(handle.warm_pid) if handle.warm_pid else None
             handle.warm_used = time.monotonic()
             if handle.warm_pid:
                 self._enforce_warm_cap(handle)

@@ -203,3 +203,31 @@ async def test_a_sigkilled_warm_claude_answers_its_message_once(daemon: Supervis
     third = await collect(daemon, key, "three")
     assert final(third).reply == "FAKE-REPLY turn=3 last=three"  # type: ignore[union-attr]
     assert (await claude_status(daemon, key))[0] == "warm"
+
+
+async def test_a_dead_workers_warm_claude_is_ended(daemon: Supervisor) -> None:
+    """A worker is SIGKILLed between messages: its warm claude (possibly frozen, so it would
+    not notice its stdin close) is ended by the pool."""
+    import os
+    import signal
+
+    import psutil
+
+    key = SessionKey("570000000000000001")
+    events = await collect(daemon, key, "one")
+    claude_pid = started(events)[0].pid
+    assert daemon.pool is not None
+    handle = daemon.pool.find(key)
+    assert handle is not None
+    await wait_for(lambda: handle.warm_pid == claude_pid, "the pool knows the warm claude")
+    os.kill(handle.pid, signal.SIGSTOP)  # it cannot close its claude
+    os.kill(claude_pid, signal.SIGSTOP)  # frozen, as between turns
+    os.kill(handle.pid, signal.SIGKILL)
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(claude_pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    await wait_for(gone, "the warm claude ended")
