@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import discord
 
 from claudeclaw.config import Settings
 from claudeclaw.frontend.attachments import uploadable_images
-from claudeclaw.frontend.render import image_path_candidates
+from claudeclaw.frontend.render import (
+    DISCORD_LIMIT,
+    image_path_candidates,
+    truncate_utf16,
+    utf16_len,
+)
 from claudeclaw.logs import get_logger
 from claudeclaw.model import SessionKey
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
@@ -34,6 +42,22 @@ REPLY_MENTIONS = discord.AllowedMentions(
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
+def chunk_nonce(message_id: int, index: int, text: str) -> str:
+    """The nonce of one reply chunk: the same for every attempt to send it (discord.py
+    sends it with ``enforce_nonce``, so Discord answers a repeat with the message it
+    already created), different for another text (a note, then the answer)."""
+    digest = hashlib.sha256(f"{message_id}:{index}:{text}".encode()).hexdigest()
+    return digest[:25]  # Discord takes nonces of up to 25 characters
+
+
+def _retryable(exc: Exception) -> bool:
+    """Can a later attempt succeed? Server errors and network trouble: yes. A 4xx (bad
+    request, missing permission, unknown channel) fails the same way every time."""
+    if isinstance(exc, discord.HTTPException):
+        return exc.status >= 500
+    return True  # aiohttp.ClientError, OSError (timeouts, resets)
+
+
 class ReplyDelivery:
     """Sends replies for the bot; ``settings`` is swapped on reload."""
 
@@ -42,6 +66,7 @@ class ReplyDelivery:
         self.paths = paths
         # Delays between attempts to deliver a reply chunk (then it is saved to disk).
         self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
+        self._forbidden_logged: set[int] = set()  # channels whose 403 was logged
 
     async def send_quietly(self, channel: discord.abc.Messageable, text: str) -> None:
         try:
@@ -84,60 +109,126 @@ class ReplyDelivery:
 
     async def deliver_as_file(
         self, message: discord.Message, key: SessionKey, reply: str, chunks: list[str]
-    ) -> None:
+    ) -> bool:
         """A reply longer than MAX_REPLY_MESSAGES messages: its start, and all of it as a
-        file (a wall of dozens of messages helps nobody). Falls back to the messages."""
+        file (a wall of dozens of messages helps nobody). Falls back to the messages when
+        the file itself is refused (a 4xx: no Attach Files permission, too large)."""
         note = (
             f"\n\n-# The whole answer ({len(reply):,} characters) is attached as "
             f"`{REPLY_FILE_NAME}`."
         )
-        head = chunks[0] if len(chunks[0]) + len(note) <= 2000 else chunks[0][: 2000 - len(note)]
-        try:
-            await message.channel.send(
-                head + note,
-                file=discord.File(io.BytesIO(reply.encode("utf-8")), filename=REPLY_FILE_NAME),
-                reference=message.to_reference(fail_if_not_exists=False),
-                mention_author=True,
-                allowed_mentions=REPLY_MENTIONS,
-            )
-        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            log.warning("discord.reply_file_failed", session_key=key, error=type(exc).__name__)
-            await self.deliver(message, key, chunks)
+        head = truncate_utf16(chunks[0], DISCORD_LIMIT - utf16_len(note))
+        data = reply.encode("utf-8")
+        error = await self._send_retrying(
+            message.channel,
+            key,
+            lambda: {
+                "content": head + note,
+                "file": discord.File(io.BytesIO(data), filename=REPLY_FILE_NAME),
+                "reference": message.to_reference(fail_if_not_exists=False),
+                "mention_author": True,
+                "allowed_mentions": REPLY_MENTIONS,
+            },
+            nonce=chunk_nonce(message.id, -1, reply),
+            chunk=0,
+        )
+        if error is None:
+            return True
+        log.warning("discord.reply_file_failed", session_key=key, error=type(error).__name__)
+        if _retryable(error):  # Discord is down: the messages would fail the same way
+            await self._save_undelivered(message, key, chunks, 0)
+            return False
+        return await self.deliver(message, key, chunks)
 
     async def deliver(self, message: discord.Message, key: SessionKey, chunks: list[str]) -> bool:
-        """Send ``chunks`` (the first as a reply); retry, then save what could not be sent."""
+        """Send ``chunks`` (the first as a reply); retry what can succeed, then save what
+        could not be sent. Each chunk keeps one nonce across every attempt, so a chunk
+        Discord created behind an error is not posted twice."""
         channel = message.channel
         reference = message.to_reference(fail_if_not_exists=False)
         for index, chunk in enumerate(chunks):
-            attempt = 0
-            while True:
-                try:
-                    if index == 0:
-                        await channel.send(
-                            chunk,
-                            reference=reference,
-                            mention_author=True,
-                            allowed_mentions=REPLY_MENTIONS,
-                        )
-                    else:
-                        await channel.send(chunk, allowed_mentions=NO_MENTIONS)
-                    break
-                except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-                    status = getattr(exc, "status", None)
-                    if attempt >= len(self.retry_delays):
-                        await self._save_undelivered(message, key, chunks, index)
-                        return False
-                    log.warning(
-                        "discord.reply_retry",
-                        session_key=key,
-                        chunk=index,
-                        attempt=attempt + 1,
-                        status=status,
-                        error=type(exc).__name__,
-                    )
-                    await asyncio.sleep(self.retry_delays[attempt])
-                    attempt += 1
+
+            def payload(index: int = index, chunk: str = chunk) -> dict[str, Any]:
+                if index == 0:
+                    return {
+                        "content": chunk,
+                        "reference": reference,
+                        "mention_author": True,
+                        "allowed_mentions": REPLY_MENTIONS,
+                    }
+                return {"content": chunk, "allowed_mentions": NO_MENTIONS}
+
+            error = await self._send_retrying(
+                channel, key, payload, nonce=chunk_nonce(message.id, index, chunk), chunk=index
+            )
+            if error is not None:
+                await self._save_undelivered(message, key, chunks, index)
+                return False
         return True
+
+    async def _send_retrying(
+        self,
+        channel: discord.abc.Messageable,
+        key: SessionKey,
+        payload: Callable[[], dict[str, Any]],
+        *,
+        nonce: str,
+        chunk: int,
+    ) -> Exception | None:
+        """Send one message; on an error that a later attempt can fix (Discord 5xx after
+        discord.py's own retries, a network error) retry with backoff. None: sent."""
+        attempt = 0
+        while True:
+            try:
+                await channel.send(nonce=nonce, **payload())
+                return None
+            except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                if not _retryable(exc):
+                    self._log_refused(channel, key, exc)
+                    return exc
+                if attempt >= len(self.retry_delays):
+                    return exc
+                log.warning(
+                    "discord.reply_retry",
+                    session_key=key,
+                    chunk=chunk,
+                    attempt=attempt + 1,
+                    status=getattr(exc, "status", None),
+                    error=type(exc).__name__,
+                )
+                await asyncio.sleep(self.retry_delays[attempt])
+                attempt += 1
+
+    def _log_refused(self, channel: Any, key: SessionKey, exc: Exception) -> None:
+        """A refusal no retry can fix; a missing permission is named once per channel."""
+        status = getattr(exc, "status", None)
+        if isinstance(exc, discord.Forbidden):
+            channel_id = getattr(channel, "id", 0)
+            if channel_id in self._forbidden_logged:
+                return
+            self._forbidden_logged.add(channel_id)
+            in_thread = isinstance(channel, discord.Thread)
+            log.error(
+                "discord.reply_forbidden",
+                session_key=key,
+                channel_id=channel_id,
+                status=status,
+                code=getattr(exc, "code", None),
+                fix=(
+                    "grant the bot View Channel, "
+                    + ("Send Messages in Threads" if in_thread else "Send Messages")
+                    + ", Read Message History and Attach Files in this channel "
+                    "(Server Settings → Roles, or the channel's Permissions)"
+                ),
+            )
+            return
+        log.warning(
+            "discord.reply_refused",
+            session_key=key,
+            status=status,
+            code=getattr(exc, "code", None),
+            error=type(exc).__name__,
+        )
 
     async def _save_undelivered(
         self, message: discord.Message, key: SessionKey, chunks: list[str], first_missing: int
