@@ -139,6 +139,7 @@ class Supervisor:
         ended = await asyncio.to_thread(sweep_orphans, tag)
         if ended:
             log.warning("daemon.orphans_ended", pids=ended, count=len(ended))
+        await asyncio.to_thread(self.registry.validate)  # names (and skips) unusable entries
         for record in await asyncio.to_thread(self.registry.list):
             self.sessions[record.key] = record.session_id
         global_record = await asyncio.to_thread(self.registry.get, GLOBAL_KEY)
