@@ -536,6 +536,28 @@ async def test_a_worker_that_stops_answering_is_replaced(
         await sup.shutdown()
 
 
+async def test_an_api_429_does_not_pause_other_threads(make_project) -> None:  # type: ignore[no-untyped-def]
+    """Thread A's run gets a plain API 429 (no usage-limit text, no reset time); with a
+    hard timeout too short for the runner's backoff it fails at once. Result: A is told
+    the API was busy (not "usage limit"), the pool is not paused, and thread B answers."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(runner={"hardTimeoutSeconds": 10})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        a, b = SessionKey("981000000000000001"), SessionKey("981000000000000002")
+        failed = final(await collect(sup, a, "ERROR:api429"))
+        assert isinstance(failed, RunFailed) and failed.reason == "error"
+        assert "usage limit" not in failed.message and "rate limited" in failed.message
+        assert sup.rate_limited_until is None
+        b_events = await asyncio.wait_for(collect(sup, b, "hello"), 20)
+        assert isinstance(final(b_events), RunDone)
+        assert not [e for e in b_events if isinstance(e, RunQueued) and e.resets_at]
+    finally:
+        await sup.shutdown()
+
+
 async def test_a_usage_limit_holds_the_work_and_runs_it_at_the_reset(daemon: Supervisor) -> None:
     """1. Thread A's run is refused by Claude's usage limit ("resets 3pm (UTC)").
     2. Thread B sends a message meanwhile.
