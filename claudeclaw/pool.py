@@ -1,10 +1,11 @@
 """The supervisor's workers: one process per active session key, and the limits on them.
 
-The pool spawns a worker (``python -m claudeclaw.worker``, a fresh interpreter) the first
-time a key gets a message, hands it messages over the worker socket, and routes the
-worker's run events back to whoever submitted them. It owns:
+The pool starts a worker (forked by the fork server, or ``python -m claudeclaw.worker`` by
+exec with ``limits.workerStartMethod: "exec"``) the first time a key gets a message, hands
+it messages over the worker socket, and routes the worker's run events back to whoever
+enqueued them (each message's :class:`Ticket`). It owns:
 
-* **the ledger**: every submitted message stays in its worker's ``pending`` list until its
+* **the in-flight messages**: every message stays in its worker's ``inflight`` map until its
   final event, so a worker that dies (even SIGKILL) loses nothing: the message it was running
   is retried once on a new worker, the ones queued behind it are re-sent in order;
 * **the run-slot scheduler**: ``limits.maxConcurrentRuns`` caps ``claude`` processes
@@ -54,6 +55,7 @@ from claudeclaw.model import (
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.procs import ProcessIdentity
 from claudeclaw.spawn import ExecSpawner, ForkServerSpawner, Spawner, WorkerProcess
+from claudeclaw.tasks import TaskSet
 
 log = get_logger()
 
@@ -67,7 +69,7 @@ RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset t
 
 
 @dataclass(eq=False)
-class Submission:
+class Ticket:
     """One message on its way through a worker; its events arrive on ``events``."""
 
     msg_id: str
@@ -80,7 +82,7 @@ class Submission:
     finished: bool = False
     limit_retries: int = 0  # requeued after hitting Claude's usage limit
 
-    def deliver(self, event: RunEvent) -> None:
+    def push(self, event: RunEvent) -> None:
         if self.finished:
             return
         if is_final(event):
@@ -93,7 +95,7 @@ class WorkerHandle:
     """The supervisor's view of one worker process."""
 
     key: SessionKey
-    pending: OrderedDict[str, Submission] = field(default_factory=OrderedDict)
+    inflight: OrderedDict[str, Ticket] = field(default_factory=OrderedDict)
     state: str = "starting"  # starting → ready → stopping; "blocked": waits for maxWorkers
     process: WorkerProcess | None = None
     channel: ipc.Channel | None = None
@@ -104,7 +106,7 @@ class WorkerHandle:
     last_activity: float = field(default_factory=time.monotonic)
     idle_timer: asyncio.TimerHandle | None = None
     claude: ProcessIdentity | None = None  # the running claude (its process group leader)
-    retire_when_idle: bool = False  # reset: exit as soon as nothing is pending
+    retire_when_idle: bool = False  # reset: exit as soon as nothing is in flight
     pong: asyncio.Event = field(default_factory=asyncio.Event)  # set by every pong
     spawned_at: float = field(default_factory=time.monotonic)
     ready_at: float = 0.0
@@ -194,14 +196,14 @@ class WorkerPool:
         self.leaving: set[WorkerHandle] = set()  # retired or dying, not yet exited
         self.blocked: deque[WorkerHandle] = deque()  # waiting for room under maxWorkers
         self.by_pid: dict[int, WorkerHandle] = {}
-        # a forked worker can say hello before _spawn() has resumed to register its pid
+        # a forked worker can say hello before _start_worker() has resumed to register its pid
         self._pid_waiters: dict[int, asyncio.Future[WorkerHandle]] = {}
         self.boot_failures: dict[SessionKey, int] = {}
         self.slots = SlotScheduler(settings.limits.max_concurrent_runs, self._send_grant)
         self.closing = False
         self.last_health_check = time.monotonic()
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("pool")
         self._msg_ids = itertools.count(1)
         self.spawn_count = 0
         self.crash_count = 0
@@ -226,13 +228,7 @@ class WorkerPool:
         except OSError as exc:
             log.error("forkserver.start_failed", error=str(exc), hint="starting workers by exec")
             self.spawner = ExecSpawner(self.paths.root)
-        self._spawn_task(self._health_loop())
-
-    def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        self._tasks.start(self._health_loop(), "health")
 
     def live_handles(self) -> list[WorkerHandle]:
         return [*self.workers.values(), *self.leaving]
@@ -244,7 +240,7 @@ class WorkerPool:
         for handle in self.live_handles():
             if handle.channel is not None and handle.state == "ready":
                 handle.channel.send_nowait({"type": "reload"})
-            if not handle.pending and handle.state == "ready":
+            if not handle.inflight and handle.state == "ready":
                 self._arm_idle_timer(handle)
         self._unblock()
 
@@ -266,10 +262,10 @@ class WorkerPool:
         waits = [h.exited.wait() for h in handles if h.process is not None]
         kill_grace = self.settings.runner.kill_grace_seconds
         if waits:
-            _done, pending = await asyncio.wait(
+            _done, late = await asyncio.wait(
                 [asyncio.ensure_future(w) for w in waits], timeout=grace + kill_grace + 5
             )
-            for fut in pending:
+            for fut in late:
                 fut.cancel()
         for handle in self.live_handles():
             if handle.process is not None and handle.process.returncode is None:
@@ -281,9 +277,7 @@ class WorkerPool:
             self._server.close()
             await self._server.wait_closed()
         await self.spawner.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
@@ -292,37 +286,42 @@ class WorkerPool:
     def new_msg_id(self) -> str:
         return f"m{next(self._msg_ids)}-{uuid.uuid4().hex[:8]}"
 
-    def submit(self, key: SessionKey, prompt: str, origin: str) -> Submission:
+    def enqueue(self, key: SessionKey, prompt: str, origin: str) -> Ticket:
         """Queue ``prompt`` for ``key`` on its worker (spawning one if needed)."""
-        sub = Submission(self.new_msg_id(), key, prompt, origin)
+        ticket = Ticket(self.new_msg_id(), key, prompt, origin)
         if self.closing:
-            sub.deliver(RunFailed(sub.msg_id, "shutdown", "claudeclaw is stopping; try later."))
-            return sub
-        self._enqueue(sub)
-        return sub
+            ticket.push(RunFailed(ticket.msg_id, "shutdown", "claudeclaw is stopping; try later."))
+            return ticket
+        self._place(ticket)
+        return ticket
 
-    def _enqueue(self, sub: Submission, *, front: bool = False) -> None:
-        handle = self.workers.get(sub.key)
+    def _place(self, ticket: Ticket, *, front: bool = False) -> None:
+        handle = self.workers.get(ticket.key)
         if handle is None:
-            handle = self._new_worker(sub.key)
-        handle.pending[sub.msg_id] = sub
+            handle = self._new_worker(ticket.key)
+        handle.inflight[ticket.msg_id] = ticket
         if front:
-            handle.pending.move_to_end(sub.msg_id, last=False)
+            handle.inflight.move_to_end(ticket.msg_id, last=False)
         handle.last_activity = time.monotonic()
         if handle.idle_timer is not None:
             handle.idle_timer.cancel()
             handle.idle_timer = None
         if handle.state == "ready":
-            self._send_run(handle, sub)
+            self._send_run(handle, ticket)
         elif handle.state == "blocked":
-            sub.deliver(RunQueued(sub.msg_id, len(handle.pending) - 1, waiting_for_slot=True))
+            ticket.push(RunQueued(ticket.msg_id, len(handle.inflight) - 1, waiting_for_slot=True))
 
-    def _send_run(self, handle: WorkerHandle, sub: Submission) -> None:
+    def _send_run(self, handle: WorkerHandle, ticket: Ticket) -> None:
         assert handle.channel is not None
-        sub.attempts += 1
-        sub.started = False
+        ticket.attempts += 1
+        ticket.started = False
         handle.channel.send_nowait(
-            {"type": "run", "msg_id": sub.msg_id, "prompt": sub.prompt, "origin": sub.origin}
+            {
+                "type": "run",
+                "msg_id": ticket.msg_id,
+                "prompt": ticket.prompt,
+                "origin": ticket.origin,
+            }
         )
 
     def find(self, key: SessionKey) -> WorkerHandle | None:
@@ -331,14 +330,14 @@ class WorkerPool:
     async def cancel(self, key: SessionKey) -> bool:
         """Ask the key's worker to kill its current run; True if something was running."""
         handle = self.workers.get(key)
-        if handle is None or not handle.pending:
+        if handle is None or not handle.inflight:
             return False
         if handle.channel is not None:
             await handle.channel.send({"type": "cancel"})
             return True
-        first = next(iter(handle.pending.values()))
-        handle.pending.pop(first.msg_id)
-        first.deliver(RunFailed(first.msg_id, "cancelled", "Stopped before it started."))
+        first = next(iter(handle.inflight.values()))
+        handle.inflight.pop(first.msg_id)
+        first.push(RunFailed(first.msg_id, "cancelled", "Stopped before it started."))
         return True
 
     async def reset(self, key: SessionKey) -> None:
@@ -349,7 +348,7 @@ class WorkerPool:
         handle.retire_when_idle = True
         if handle.channel is not None:
             await handle.channel.send({"type": "reset"})
-            if not handle.pending and handle.state == "ready":
+            if not handle.inflight and handle.state == "ready":
                 self._retire(handle)
         else:
             self._fail_all(handle, "cancelled", "The session was reset; send it again.")
@@ -395,28 +394,28 @@ class WorkerPool:
         self.resets_at = ""
         self.slots.resume()
 
-    def _retry_after_limit(self, handle: WorkerHandle, sub: Submission) -> bool:
+    def _retry_after_limit(self, handle: WorkerHandle, ticket: Ticket) -> bool:
         """A run refused by the usage limit goes back to the head of its queue, to run when
         the limit resets, instead of failing (a few times at most)."""
-        if not self.slots.paused or sub.limit_retries >= MAX_LIMIT_RETRIES:
+        if not self.slots.paused or ticket.limit_retries >= MAX_LIMIT_RETRIES:
             return False
         if handle.channel is None or handle.state != "ready":
             return False
-        sub.limit_retries += 1
-        sub.started = False
-        self.slots.release(sub.msg_id)
+        ticket.limit_retries += 1
+        ticket.started = False
+        self.slots.release(ticket.msg_id)
         handle.claude = None
         handle.channel.send_nowait(
             {
                 "type": "run",
-                "msg_id": sub.msg_id,
-                "prompt": sub.prompt,
-                "origin": sub.origin,
+                "msg_id": ticket.msg_id,
+                "prompt": ticket.prompt,
+                "origin": ticket.origin,
                 "front": True,
             }
         )
-        sub.deliver(RunQueued(sub.msg_id, 0, waiting_for_slot=True, resets_at=self.resets_at))
-        log.info("message.waits_for_limit_reset", session_key=handle.key, msg_id=sub.msg_id)
+        ticket.push(RunQueued(ticket.msg_id, 0, waiting_for_slot=True, resets_at=self.resets_at))
+        log.info("message.waits_for_limit_reset", session_key=handle.key, msg_id=ticket.msg_id)
         return True
 
     # ---- spawning -----------------------------------------------------------------------
@@ -432,14 +431,14 @@ class WorkerPool:
                 "worker.blocked", session_key=key, max_workers=self.settings.limits.max_workers
             )
             return handle
-        self._spawn_task(self._spawn(handle))
+        self._tasks.start(self._start_worker(handle), "start-worker")
         return handle
 
     def _evict_idlest(self, exclude: WorkerHandle) -> bool:
         idle = [
             h
             for h in self.workers.values()
-            if h is not exclude and h.state == "ready" and not h.pending
+            if h is not exclude and h.state == "ready" and not h.inflight
         ]
         if not idle:
             return False
@@ -460,9 +459,9 @@ class WorkerPool:
             if self.workers.get(handle.key) is not handle:
                 continue
             handle.state = "starting"
-            self._spawn_task(self._spawn(handle))
+            self._tasks.start(self._start_worker(handle), "start-worker")
 
-    async def _spawn(self, handle: WorkerHandle) -> None:
+    async def _start_worker(self, handle: WorkerHandle) -> None:
         args = [
             "--project",
             str(self.paths.root),
@@ -506,7 +505,7 @@ class WorkerPool:
             worker_pid=process.pid,
             method=self.spawner.method,
         )
-        self._spawn_task(self._watch_exit(handle))
+        self._tasks.start(self._watch_exit(handle), "watch-exit")
         try:
             await asyncio.wait_for(handle.hello.wait(), HELLO_TIMEOUT_S)
         except TimeoutError:
@@ -546,8 +545,8 @@ class WorkerPool:
         handle.claude = None
         handle.exited.set()
         if handle.channel is not None:
-            self._spawn_task(handle.channel.close())
-        if not handle.pending:
+            self._tasks.start(handle.channel.close(), "close-channel")
+        if not handle.inflight:
             log.info("worker.exited", session_key=handle.key, worker_pid=handle.pid, rc=rc)
             self._unblock()
             return
@@ -558,7 +557,7 @@ class WorkerPool:
             session_key=handle.key,
             worker_pid=handle.pid,
             rc=rc,
-            pending=len(handle.pending),
+            inflight=len(handle.inflight),
         )
         if not handle.hello.is_set():
             self.boot_failures[handle.key] = self.boot_failures.get(handle.key, 0) + 1
@@ -570,27 +569,27 @@ class WorkerPool:
                 handle, "spawn", "The worker for this session cannot start; see the daemon log."
             )
             return
-        resend: list[Submission] = []
-        for sub in handle.pending.values():
-            if sub.started and sub.attempts >= MAX_ATTEMPTS:
-                sub.deliver(
+        resend: list[Ticket] = []
+        for ticket in handle.inflight.values():
+            if ticket.started and ticket.attempts >= MAX_ATTEMPTS:
+                ticket.push(
                     RunFailed(
-                        sub.msg_id,
+                        ticket.msg_id,
                         "crashed",
                         "The worker running this message crashed twice; it was not retried.",
                     )
                 )
             else:
-                resend.append(sub)
-        handle.pending.clear()
-        for sub in reversed(resend):  # keep their order, ahead of anything newer
-            self._enqueue(sub, front=True)
+                resend.append(ticket)
+        handle.inflight.clear()
+        for ticket in reversed(resend):  # keep their order, ahead of anything newer
+            self._place(ticket, front=True)
         self._unblock()
 
     def _fail_all(self, handle: WorkerHandle, reason: Any, message: str) -> None:
-        for sub in handle.pending.values():
-            sub.deliver(RunFailed(sub.msg_id, reason, message))
-        handle.pending.clear()
+        for ticket in handle.inflight.values():
+            ticket.push(RunFailed(ticket.msg_id, reason, message))
+        handle.inflight.clear()
 
     # ---- the worker connections ---------------------------------------------------------
 
@@ -657,9 +656,9 @@ class WorkerPool:
         if handle.state == "stopping":
             channel.send_nowait({"type": "shutdown", "grace": 0})
             return
-        for sub in handle.pending.values():
-            self._send_run(handle, sub)
-        if not handle.pending:
+        for ticket in handle.inflight.values():
+            self._send_run(handle, ticket)
+        if not handle.inflight:
             self._arm_idle_timer(handle)
 
     def _on_frame(self, handle: WorkerHandle, message: ipc.Message) -> None:
@@ -669,9 +668,9 @@ class WorkerPool:
         elif kind == "acquire":
             msg_id = str(message["msg_id"])
             place = self.slots.acquire(handle, msg_id)
-            sub = handle.pending.get(msg_id)
-            if place and sub is not None and not sub.limit_retries:
-                sub.deliver(
+            ticket = handle.inflight.get(msg_id)
+            if place and ticket is not None and not ticket.limit_retries:
+                ticket.push(
                     RunQueued(msg_id, place - 1, waiting_for_slot=True, resets_at=self.resets_at)
                 )
         elif kind == "release":
@@ -691,32 +690,32 @@ class WorkerPool:
 
     def _on_event(self, handle: WorkerHandle, event: RunEvent) -> None:
         handle.last_activity = time.monotonic()
-        sub = handle.pending.get(event.msg_id)
+        ticket = handle.inflight.get(event.msg_id)
         if isinstance(event, RunStarted):
             handle.claude = ProcessIdentity.of(event.pid)
-            if sub is not None:
-                sub.started = True
+            if ticket is not None:
+                ticket.started = True
         try:
             self.on_event(handle.key, event)
-        except Exception:  # the recorder must never break event delivery
+        except Exception:  # the recorder must never break the event stream
             log.exception("pool.on_event_failed", session_key=handle.key)
-        if sub is None:
+        if ticket is None:
             return
-        if isinstance(event, RunQueued) and (sub.attempts > 1 or sub.limit_retries):
+        if isinstance(event, RunQueued) and (ticket.attempts > 1 or ticket.limit_retries):
             return  # a retry (after a crash or the usage limit): the user saw it queued
         if isinstance(event, RunFailed) and event.reason == "rate_limited":
             self.note_rate_limit(event.retry_at)
-            if self._retry_after_limit(handle, sub):
+            if self._retry_after_limit(handle, ticket):
                 return
         elif isinstance(event, RunDone) and self.limit_until is not None:
             log.info("pool.rate_limit_lifted", session_key=handle.key)  # a run got through
             self.resume_runs()
-        sub.deliver(event)
+        ticket.push(event)
         if is_final(event):
-            handle.pending.pop(event.msg_id, None)
+            handle.inflight.pop(event.msg_id, None)
             handle.claude = None
             self.slots.release(event.msg_id)
-            if not handle.pending:
+            if not handle.inflight:
                 self._arm_idle_timer(handle)
                 self._unblock()
 
@@ -734,7 +733,7 @@ class WorkerPool:
 
     def _retire_if_idle(self, handle: WorkerHandle) -> None:
         handle.idle_timer = None
-        if not handle.pending and handle.state == "ready":
+        if not handle.inflight and handle.state == "ready":
             log.info("worker.idle_exit", session_key=handle.key, worker_pid=handle.pid)
             self._retire(handle)
 
@@ -793,7 +792,7 @@ class WorkerPool:
                     if handle.state != "ready"
                     else str(stats.get("state", "idle")),
                     queue_length=max(
-                        0, len(handle.pending) - (1 if stats.get("running_msg_id") else 0)
+                        0, len(handle.inflight) - (1 if stats.get("running_msg_id") else 0)
                     ),
                     running_msg_id=str(stats.get("running_msg_id", "")),
                     run_elapsed_s=float(stats.get("run_elapsed_s", 0.0)),
@@ -806,7 +805,7 @@ class WorkerPool:
     def counts(self) -> dict[str, int]:
         """Numbers for the systemd STATUS line."""
         running = len(self.slots.active)
-        queued = sum(len(h.pending) for h in self.live_handles()) - running
+        queued = sum(len(h.inflight) for h in self.live_handles()) - running
         return {
             "workers": len([h for h in self.live_handles() if h.process is not None]),
             "running": running,

@@ -13,14 +13,15 @@ Its life is three phases (``startup``, ``serve``, ``shutdown``):
   kill what remains (whole process groups), close Discord after the last replies.
 
 It is the :class:`~claudeclaw.api.Dispatcher` every frontend talks to, and the only
-process that writes the session files while it runs. It never touches ``claude`` itself.
+process that writes the session files and ``pending.json`` (kept by ``ledger.py``) while
+it runs; ``control_requests.py`` answers its control socket. It never touches ``claude``
+itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
@@ -28,15 +29,16 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from datetime import datetime
 from typing import IO, Any
 
 import claudeclaw
-from claudeclaw import __version__, ipc, jsonstore
+from claudeclaw import __version__, testhooks
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
+from claudeclaw.control_requests import ControlRequests
 from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
+from claudeclaw.ledger import PendingLedger
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
@@ -46,12 +48,9 @@ from claudeclaw.model import (
     RunEvent,
     RunFailed,
     RunSession,
-    RunStarted,
     SessionInfo,
     SessionKey,
     SessionRecord,
-    event_to_dict,
-    info_to_dict,
     is_final,
     session_key,
 )
@@ -65,10 +64,11 @@ from claudeclaw.paths import (
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
+from claudeclaw.tasks import TaskSet
 
 log = get_logger()
 
-SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", "CLAUDECLAW_TEST_HOOKS")
+SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", testhooks.SWITCH)
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 
@@ -105,14 +105,16 @@ class Supervisor:
         self.stats = StatsCache()
         self._lock_file: IO[str] | None = None
         self._writes: asyncio.Queue[tuple[str, SessionKey, str]] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("daemon")
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
-        self.test_hooks = os.environ.get("CLAUDECLAW_TEST_HOOKS") == "1"
-        # messages from a frontend, kept until answered (pending.json): those of an earlier
-        # run of the daemon wait in `recovered` until a frontend takes them
-        self.recovered: list[PendingMessage] = []
-        self.pending: dict[str, PendingMessage] = {}
+        # messages from a frontend, kept until answered (pending.json)
+        self.ledger = PendingLedger(
+            paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
+        )
+        self.requests = ControlRequests(self)
+        if testhooks.enabled():
+            testhooks.install(self.requests)
 
     # ---- the three phases ---------------------------------------------------------------
 
@@ -144,9 +146,9 @@ class Supervisor:
             self.sessions[record.key] = record.session_id
         global_record = await asyncio.to_thread(self.registry.get, GLOBAL_KEY)
         self.sessions[GLOBAL_KEY] = global_record.session_id if global_record else None
-        self.recovered = await asyncio.to_thread(self._read_ledger)
-        if self.recovered:
-            log.info("daemon.pending_recovered", count=len(self.recovered))
+        recovered = await asyncio.to_thread(self.ledger.read)
+        if recovered:
+            log.info("daemon.pending_recovered", count=len(recovered))
 
         env = child_env(dict(os.environ))
         for name in SECRET_ENV:
@@ -171,13 +173,13 @@ class Supervisor:
             log_level=self.log_level,
         )
         await self.pool.start()
-        self.control = ControlServer(runtime / "control.sock", self.handle_control)
+        self.control = ControlServer(runtime / "control.sock", self.requests.handle)
         await self.control.start()
-        self._spawn(self._registry_writer())
+        self._tasks.start(self._registry_writer(), "registry-writer")
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.start(self.reload(), "reload"))
 
         if self.settings.discord.token:
             await self._start_frontend()
@@ -189,7 +191,7 @@ class Supervisor:
             )
         await asyncio.to_thread(self._write_daemon_info, runtime)
         self.notifier.ready(self.status_line())
-        self._spawn(self._watchdog_loop())
+        self._tasks.start(self._watchdog_loop(), "watchdog")
         log.info(
             "daemon.ready",
             project=str(self.paths.root),
@@ -219,8 +221,8 @@ class Supervisor:
                 frontend = self.frontend
                 if frontend is not None:
                     waiters.add(asyncio.ensure_future(frontend.wait_closed()))
-                done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                for fut in pending - {stop}:
+                done, rest = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for fut in rest - {stop}:
                     fut.cancel()
                 for fut in done - {stop}:
                     if self.frontend is not frontend:
@@ -250,9 +252,7 @@ class Supervisor:
         if self.control is not None:
             await self.control.close()
         await self._writes.join()  # let queued registry changes land before we go
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_signal_handler(sig)
@@ -307,12 +307,6 @@ class Supervisor:
         self.frontend = frontend
         await frontend.resume(self.take_pending())
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     # ---- sessions -----------------------------------------------------------------------
 
     def _session_lookup(self, key: SessionKey) -> str | None:
@@ -320,15 +314,7 @@ class Supervisor:
 
     def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
         """Record session ids as soon as the CLI reports them (even if the run then fails)."""
-        item = self.pending.get(event.msg_id)
-        if isinstance(event, RunFailed) and event.reason == "rate_limited" and item is not None:
-            # refused by the API before anything ran: after a restart it may run again
-            self.pending[event.msg_id] = dataclasses.replace(item, started=False)
-            self._writes.put_nowait(("ledger", key, ""))
-        if isinstance(event, RunStarted) and item is not None and not item.started:
-            # a restart must not run it again: its tools may already have acted
-            self.pending[event.msg_id] = dataclasses.replace(item, started=True)
-            self._writes.put_nowait(("ledger", key, ""))
+        self.ledger.note_event(event)
         if isinstance(event, RunSession | RunDone) and event.session_id:
             if self.sessions.get(key) != event.session_id:
                 self.sessions[key] = event.session_id
@@ -355,15 +341,13 @@ class Supervisor:
                     ("record", key, sid) if sid else ("remove", key, "")
                     for key, sid in self.sessions.items()
                 ] + changes
-            ledger = None
-            if len(changes) < len(batch):
-                ledger = [p.to_json() for p in [*self.recovered, *self.pending.values()]]
+            snapshot = self.ledger.snapshot() if len(changes) < len(batch) else None
             try:
                 if changes:
                     await asyncio.to_thread(self.registry.apply, changes)
                 resync = False
-                if ledger is not None:
-                    await asyncio.to_thread(jsonstore.write_json, self.paths.pending_file, ledger)
+                if snapshot is not None:
+                    await asyncio.to_thread(self.ledger.write, snapshot)
             except Exception as exc:  # a full disk must not stop replies (they wait on us)
                 log.error("sessions.write_failed", changes=len(batch), error=str(exc))
                 resync = True
@@ -371,31 +355,9 @@ class Supervisor:
                 for _ in batch:
                     self._writes.task_done()
 
-    def _read_ledger(self) -> list[PendingMessage]:
-        """pending.json of an earlier run (blocking); a bad entry is logged and skipped."""
-        try:
-            data = jsonstore.read_json(self.paths.pending_file)
-        except ClaudeclawError as exc:
-            log.error(
-                "daemon.pending_unreadable", file=str(self.paths.pending_file), error=str(exc)
-            )
-            return []
-        if not isinstance(data, list):
-            return []
-        found = []
-        for entry in data:
-            try:
-                found.append(PendingMessage.from_json(entry))
-            except (KeyError, TypeError, ValueError, ClaudeclawError) as exc:
-                log.error("daemon.pending_entry_skipped", error=str(exc))
-        return found
-
     def take_pending(self) -> list[PendingMessage]:
         """Messages the previous run accepted but did not answer (each handed out once)."""
-        taken, self.recovered = self.recovered, []
-        if taken:
-            self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
-        return taken
+        return self.ledger.take_recovered()
 
     @property
     def rate_limited_until(self) -> datetime | None:
@@ -421,45 +383,29 @@ class Supervisor:
         if self.pool is None or self.closing:
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
             return
-        sub = self.pool.submit(key, prompt, origin)
-        if reply_to is not None and not sub.finished:
-            self.pending[sub.msg_id] = PendingMessage(
-                sub.msg_id, key, prompt, origin, reply_to, accepted_at=utc_now_iso()
+        ticket = self.pool.enqueue(key, prompt, origin)
+        if reply_to is not None and not ticket.finished:
+            self.ledger.accept(
+                PendingMessage(
+                    ticket.msg_id, key, prompt, origin, reply_to, accepted_at=utc_now_iso()
+                )
             )
-            self._writes.put_nowait(("ledger", key, ""))
         log.info(
             "message.submitted",
             session_key=key,
-            msg_id=sub.msg_id,
+            msg_id=ticket.msg_id,
             origin=origin,
             prompt_chars=len(prompt),
         )
         self._mark_status_dirty()
         while True:
-            event = await sub.events.get()
+            event = await ticket.events.get()
             if is_final(event):
-                event = self._settle_pending(event)
+                event = self.ledger.settle(event)
                 await self._writes.join()  # the reply is seen only once its session is on disk
                 yield event
                 return
             yield event
-
-    def _settle_pending(self, event: RunEvent) -> RunEvent:
-        """Drop an answered message from the ledger; keep one a stop prevented from
-        starting (it runs after the restart) and say so in its final event."""
-        item = self.pending.get(event.msg_id)
-        if item is None:
-            return event
-        if isinstance(event, RunFailed) and event.reason == "shutdown" and not item.started:
-            log.info("message.kept_for_restart", session_key=item.key, msg_id=item.msg_id)
-            return RunFailed(
-                event.msg_id,
-                "kept",
-                "claudeclaw is restarting; this message is kept and runs when it is back.",
-            )
-        del self.pending[event.msg_id]
-        self._writes.put_nowait(("ledger", item.key, ""))
-        return event
 
     async def cancel(self, key: SessionKey) -> bool:
         assert self.pool is not None
@@ -496,7 +442,7 @@ class Supervisor:
         elapsed = 0.0
         if handle is not None:
             running = bool(handle.claude) or bool(handle.stats.get("running_msg_id"))
-            queue = max(0, len(handle.pending) - (1 if running else 0))
+            queue = max(0, len(handle.inflight) - (1 if running else 0))
             pid = handle.pid
             elapsed = float(handle.stats.get("run_elapsed_s", 0.0))
         return SessionInfo(
@@ -588,83 +534,6 @@ class Supervisor:
                 continue
             self.notifier.watchdog()
             self.notifier.status(self.status_line())
-
-    # ---- the control socket -------------------------------------------------------------
-
-    async def handle_control(self, request: ipc.Message, channel: ipc.Channel) -> None:
-        kind = request["type"]
-        if kind == "ping":
-            await channel.send({"type": "result", "pid": os.getpid()})
-        elif kind == "status":
-            await channel.send({"type": "result", **(await self.status_report())})
-        elif kind == "send":
-            key = session_key(request.get("key") or GLOBAL_KEY)
-            async for event in self.submit(key, str(request["prompt"]), origin="cli"):
-                await channel.send({"type": "event", "event": event_to_dict(event)})
-        elif kind == "cancel":
-            cancelled = await self.cancel(session_key(request.get("key") or GLOBAL_KEY))
-            await channel.send({"type": "result", "cancelled": cancelled})
-        elif kind == "sessions.list":
-            infos = await self.list_sessions()
-            await channel.send({"type": "result", "sessions": [info_to_dict(i) for i in infos]})
-        elif kind == "sessions.show":
-            info = await self.session_info(session_key(request["key"]))
-            await channel.send({"type": "result", "session": info_to_dict(info)})
-        elif kind == "sessions.rm":
-            removed = await self.reset(session_key(request["key"]))
-            await channel.send({"type": "result", "removed": removed})
-        elif kind == "reload":
-            applied, message = await self.reload()
-            if applied:
-                await channel.send({"type": "result", "message": message})
-            else:
-                await channel.send({"type": "error", "message": message})
-        elif kind == "debug.hang" and self.test_hooks:
-            seconds = float(request.get("seconds", 3600))
-            await channel.send({"type": "result", "message": f"blocking the loop {seconds}s"})
-            log.warning("daemon.debug_hang", seconds=seconds)
-            time.sleep(seconds)  # noqa: ASYNC251 - deliberately blocks the loop for the watchdog test
-        else:
-            await channel.send({"type": "error", "message": f"unknown request {kind!r}"})
-
-    async def status_report(self) -> dict[str, Any]:
-        assert self.pool is not None
-        await self.pool.refresh_stats()
-        workers = self.pool.status()
-        pids = {w.pid for w in workers if w.pid}
-        samples = await asyncio.to_thread(lambda: {pid: self.stats.sample(pid) for pid in pids})
-        self.stats.forget_missing(pids)
-        own_rss, own_cpu = await asyncio.to_thread(self.stats.sample, os.getpid())
-        rows = []
-        for worker in workers:
-            worker.rss_bytes, worker.cpu_percent = samples.get(worker.pid, (0, 0.0))
-            row = asdict(worker)
-            row.pop("extra", None)
-            rows.append(row)
-        counts = self.pool.counts()
-        return {
-            "daemon": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "project": str(self.paths.root),
-                "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
-                "rss_bytes": own_rss,
-                "cpu_percent": own_cpu,
-                "discord": self.frontend.summary() if self.frontend is not None else None,
-                "limits": {
-                    "max_concurrent_runs": self.settings.limits.max_concurrent_runs,
-                    "max_workers": self.settings.limits.max_workers,
-                    "worker_idle_seconds": self.settings.limits.worker_idle_seconds,
-                },
-                "status": self.status_line(),
-                **counts,
-                "pending_messages": len(self.pending),
-                "recovered_messages": len(self.recovered),
-                "spawned_total": self.pool.spawn_count,
-                "crashes_total": self.pool.crash_count,
-            },
-            "workers": rows,
-        }
 
 
 def run_daemon(

@@ -45,6 +45,7 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
+from claudeclaw.tasks import TaskSet
 
 log = get_logger()
 
@@ -98,6 +99,7 @@ class Worker:
         self.cancel_reason = ""
         self.riders: list[_Queued] = []  # merged into the current run (coalescing)
         self.run_task: asyncio.Task[None] | None = None  # run_loop(), set by serve()
+        self.tasks = TaskSet("worker")
 
     # ---- outbound -----------------------------------------------------------------------
 
@@ -205,11 +207,11 @@ class Worker:
         self.session_id = None
 
     def handle_reload(self, message: ipc.Message) -> None:
-        asyncio.get_running_loop().create_task(self._reload())
+        self.tasks.start(self._reload(), "reload")
 
     def handle_shutdown(self, message: ipc.Message) -> None:
         grace = float(message.get("grace", 0.0))
-        asyncio.get_running_loop().create_task(self.shutdown(grace))
+        self.tasks.start(self.shutdown(grace), "shutdown")
 
     # ---- the run loop -------------------------------------------------------------------
 
@@ -404,7 +406,7 @@ async def serve(paths: ProjectPaths, key: SessionKey, socket_path: str) -> int:
     worker = Worker(paths, key, channel, settings)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(
-        signal.SIGTERM, lambda: loop.create_task(worker.abort("SIGTERM received"))
+        signal.SIGTERM, lambda: worker.tasks.start(worker.abort("SIGTERM received"), "abort")
     )
     await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
     worker.run_task = loop.create_task(worker.run_loop())

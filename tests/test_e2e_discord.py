@@ -248,7 +248,7 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
         what="A running",
     )
     b = await fake.user_says(thread, "B after the restart")
-    await fake.wait_until(lambda: len(first.pending) == 2, what="B accepted")
+    await fake.wait_until(lambda: len(first.ledger.accepted) == 2, what="B accepted")
     await first.shutdown()
 
     kept = await fake.wait_for_message(thread, reply_to(fake, thread, "is kept"))
@@ -281,7 +281,9 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
         assert answer["message_reference"]["message_id"] == b["id"]
         note = await fake.wait_for_message(fake.general_id, reply_to(fake, "", "did not finish"))
         assert note["message_reference"]["message_id"] == crashed["id"]
-        await fake.wait_until(lambda: second.pending == {} and second.recovered == [])
+        await fake.wait_until(
+            lambda: second.ledger.accepted == {} and second.ledger.recovered == []
+        )
         await second._writes.join()
         assert json.loads(paths.pending_file.read_text()) == []
     finally:

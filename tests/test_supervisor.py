@@ -255,7 +255,7 @@ async def test_sigkill_of_a_worker_loses_no_message(daemon: Supervisor) -> None:
     assert daemon.pool is not None
     handle = daemon.pool.find(key)
     assert handle is not None
-    await wait_for(lambda: len(handle.pending) == 3, "three pending")
+    await wait_for(lambda: len(handle.inflight) == 3, "three pending")
     os.kill(handle.pid, signal.SIGKILL)
     r1, r2, r3 = await asyncio.gather(t1, t2, t3)
     assert [type(final(r)) for r in (r1, r2, r3)] == [RunDone, RunDone, RunDone]
@@ -304,7 +304,7 @@ async def test_status_reports_what_is_really_running(daemon: Supervisor) -> None
     await wait_for(lambda: bool(begun), "run started")
     queued = asyncio.create_task(collect(daemon, key, "next"))
     assert daemon.pool is not None
-    await wait_for(lambda: len(daemon.pool.find(key).pending) == 2, "one queued")  # type: ignore[union-attr]
+    await wait_for(lambda: len(daemon.pool.find(key).inflight) == 2, "one queued")  # type: ignore[union-attr]
     report = await control.request(daemon.paths, {"type": "status"})
     rows = {w["key"]: w for w in report["workers"]}
     row = rows[key]
@@ -716,7 +716,7 @@ async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None
         t2 = asyncio.create_task(collect(sup, key, "two"))
         t3 = asyncio.create_task(collect(sup, key, "three"))
         assert sup.pool is not None
-        await wait_for(lambda: len(sup.pool.find(key).pending) == 3, "2 and 3 queued")  # type: ignore[union-attr]
+        await wait_for(lambda: len(sup.pool.find(key).inflight) == 3, "2 and 3 queued")  # type: ignore[union-attr]
         r1, r2, r3 = await asyncio.gather(t1, t2, t3)
         d1, d2, d3 = final(r1), final(r2), final(r3)
         assert isinstance(d1, RunDone) and isinstance(d2, RunDone) and isinstance(d3, RunDone)

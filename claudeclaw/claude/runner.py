@@ -292,7 +292,7 @@ class _Attempt:
                 self.log.warning("claude.read_failed", error=repr(task.exception()))
 
 
-async def _spawn(
+async def _start_claude(
     argv: list[str], cwd: Path, env: dict[str, str], stdin_text: str | None = None
 ) -> asyncio.subprocess.Process | str:
     """Start ``claude``; a user-facing message instead when it cannot be started.
@@ -468,7 +468,7 @@ async def _run_attempt(
 ) -> _Attempt | RunFailed:
     argv = build_argv(settings, prompt, resume, cwd=cwd)
     started = time.monotonic()
-    proc = await _spawn(argv, cwd, env, prompt if prompt_via_stdin(prompt) else None)
+    proc = await _start_claude(argv, cwd, env, prompt if prompt_via_stdin(prompt) else None)
     if isinstance(proc, str):
         log.error("claude.spawn_failed", claude_path=argv[0], error=proc)
         return RunFailed(msg_id=msg_id, reason="spawn", message=proc, session_id=resume or "")

@@ -3,20 +3,15 @@
 One :class:`DiscordFrontend` per daemon. For every message it asks
 :func:`~claudeclaw.frontend.routing.route_message` whether to answer and under which
 session key, builds the prompt (downloading attachments), submits it through the
-:class:`~claudeclaw.api.Dispatcher` and follows the run's events on Discord:
+:class:`~claudeclaw.api.Dispatcher` in its channel's arrival order, has
+:mod:`~claudeclaw.frontend.follow` show the run, and posts the answer:
 
-* reactions on the user's message: 👀 accepted, ⚙️ running, ✅ done, ❌ failed (each
-  replaces the previous one); the typing indicator while running; "Queued: N ahead of you"
-  once when it has to wait; after ``progressAfterSeconds`` one status message with the
-  current tool and elapsed time, edited at most every ``progressEditIntervalSeconds`` and
-  deleted at the end;
 * the reply, split by :mod:`~claudeclaw.frontend.render`, first chunk as a native reply;
   nothing in it can ping anyone (``AllowedMentions.none()``, except the replied-to author);
-  a reply Discord will not take is retried, then saved under ``undelivered/``.
+  a reply Discord will not take is retried, then saved under ``undelivered/``
+  (:mod:`~claudeclaw.frontend.delivery`).
 
-Threads: deleting one resets its session; archiving keeps it (unless
-``removeSessionOnArchive``); after every (re)connect the bot rejoins threads that have
-sessions so their messages keep arriving; threads created under listen channels are joined.
+Thread events (delete, archive, create, rejoin) go to :mod:`~claudeclaw.frontend.threads`.
 """
 
 from __future__ import annotations
@@ -25,9 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
-import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +39,10 @@ from claudeclaw.frontend.attachments import (
 )
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
+from claudeclaw.frontend.follow import ACCEPTED, DONE, FAILED, KEPT, RunFollower, RunView
 from claudeclaw.frontend.prompt import PromptParts, build_prompt
 from claudeclaw.frontend.render import (
     failure_text,
-    progress_text,
-    queued_text,
     render_reply,
     with_context_note,
     without_paths,
@@ -62,29 +54,21 @@ from claudeclaw.frontend.routing import (
     route_message,
     strip_mentions,
 )
+from claudeclaw.frontend.threads import ThreadKeeper
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     PendingMessage,
     ReplyTo,
     RunDone,
     RunEvent,
-    RunFailed,
-    RunProgress,
-    RunQueued,
-    RunStarted,
     SessionKey,
-    session_key,
 )
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.redaction import register_secret, scrub_outbound
+from claudeclaw.tasks import TaskSet
 
 log = get_logger(component="discord")
 
-ACCEPTED = "👀"
-RUNNING = "⚙️"
-DONE = "✅"
-FAILED = "❌"
-KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 UNAUTHORIZED = "Unauthorized."
 INTERRUPTED = (
     "⚠️ claudeclaw restarted while Claude was working on this, so it did not finish "
@@ -148,33 +132,19 @@ class _Client(discord.Client):
 
     async def on_message(self, message: discord.Message) -> None:
         turn = self.frontend._intake_turn(message.channel.id)  # in arrival order
-        self.frontend._spawn(self.frontend._on_message(message, turn), "message")
+        self.frontend._tasks.start(self.frontend._on_message(message, turn), "message")
 
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
-        await self.frontend._on_thread_deleted(payload.thread_id)
+        await self.frontend.threads.on_deleted(payload.thread_id)
 
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
-        await self.frontend._on_thread_updated(payload)
+        await self.frontend.threads.on_updated(payload)
 
     async def on_thread_create(self, thread: discord.Thread) -> None:
-        await self.frontend._on_thread_created(thread)
+        await self.frontend.threads.on_created(thread)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("discord.event_failed", event=event_method)
-
-
-@dataclass(slots=True)
-class _RunView:
-    """What the user sees of one run while it works."""
-
-    started: float = 0.0
-    accepted_at: float = field(default_factory=time.time)  # wall clock: file mtimes compare
-    tool: str = ""
-    summary: str = ""
-    writing: bool = False
-    reaction: str | None = None
-    status_message: discord.Message | None = None
-    status_text: str = ""
 
 
 class _IntakeTurn:
@@ -217,12 +187,13 @@ class DiscordFrontend:
         self._connected = False
         self._synced = False
         self._connect_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("discord")
         # per channel: the "queued" signal of the latest message (FIFO from Discord on)
         self._intake: dict[int, asyncio.Future[None]] = {}
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
-        self._rejoin_lock = asyncio.Lock()
         self.delivery = ReplyDelivery(settings, paths)
+        self.follower = RunFollower(self._client, settings, self.delivery)
+        self.threads = ThreadKeeper(self._client, dispatcher, settings)
         self.prune_interval_seconds = 3600.0
         for command in build_commands(self):
             self._client.tree.add_command(command)
@@ -263,7 +234,7 @@ class DiscordFrontend:
             raise DiscordLoginRejected(LOGIN_REJECTED) from None
         log.info("discord.logged_in", user_id=self._bot_id())
         self._connect_task = asyncio.create_task(self._connect(), name="discord-connect")
-        self._spawn(self._prune_loop(), "prune")
+        self._tasks.start(self._prune_loop(), "prune")
 
     async def _connect(self) -> None:
         try:
@@ -305,7 +276,7 @@ class DiscordFrontend:
         The daemon calls this after the worker pool has ended every run (each handler then
         holds a final event to post), so a stop does not swallow replies.
         """
-        handlers = [t for t in self._tasks if t.get_name() == "discord-message"]
+        handlers = self._tasks.named("message")
         if handlers:
             await asyncio.wait(handlers, timeout=within)
 
@@ -315,8 +286,7 @@ class DiscordFrontend:
         for task in tasks:
             task.cancel()
         await self._client.close()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self._connect_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._connect_task
@@ -328,6 +298,8 @@ class DiscordFrontend:
         old = self._settings
         self._settings = settings
         self.delivery.settings = settings
+        self.follower.settings = settings
+        self.threads.settings = settings
         if settings.discord.token != old.discord.token:
             log.warning("discord.token_changed", hint="restart claudeclaw to use the new token")
         if settings.discord.token:
@@ -377,7 +349,7 @@ class DiscordFrontend:
             await self._sync_commands()
         if self._synced:
             self.ready.set()
-        self._spawn(self._rejoin_threads(), "rejoin")
+        self._tasks.start(self.threads.rejoin(), "rejoin")
 
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -400,22 +372,6 @@ class DiscordFrontend:
         user = self._client.user
         return str(user.id) if user is not None else ""
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=f"discord-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error(
-                "discord.task_failed",
-                task=task.get_name(),
-                error=type(exc).__name__,
-                exc_info=exc,
-            )
-
     async def _prune_loop(self) -> None:
         while True:
             discord_settings = self._settings.discord
@@ -429,67 +385,6 @@ class DiscordFrontend:
                 if removed:
                     log.info("discord.inbox_pruned", removed=removed)
             await asyncio.sleep(self.prune_interval_seconds)
-
-    # ---- threads -----------------------------------------------------------------------
-
-    async def _on_thread_deleted(self, thread_id: int) -> None:
-        key = session_key(thread_id)
-        had = await self._dispatcher.reset(key)
-        log.info("discord.thread_deleted", session_key=key, session_reset=had)
-
-    async def _on_thread_updated(self, payload: discord.RawThreadUpdateEvent) -> None:
-        metadata = payload.data.get("thread_metadata") or {}
-        key = session_key(payload.thread_id)
-        if metadata.get("archived"):
-            if self._settings.discord.remove_session_on_archive:
-                had = await self._dispatcher.reset(key)
-                log.info("discord.thread_archived", session_key=key, session_reset=had)
-            else:
-                log.info("discord.thread_archived", session_key=key, session_kept=True)
-            return
-        # An unarchived thread we had dropped from the cache is only cached after this
-        # raw event was created, so look it up again.
-        thread = payload.thread or self._client.get_channel(payload.thread_id)
-        if isinstance(thread, discord.Thread) and thread.me is None and not thread.archived:
-            info = await self._dispatcher.session_info(key)
-            if info.record is not None:
-                await self._join(thread, "unarchived")
-
-    async def _on_thread_created(self, thread: discord.Thread) -> None:
-        discord_settings = self._settings.discord
-        listened = str(thread.parent_id) in discord_settings.listen_channels or (
-            str(thread.guild.id) in discord_settings.listen_guilds
-        )
-        if listened and thread.me is None:
-            await self._join(thread, "created")
-
-    async def _join(self, thread: discord.Thread, why: str) -> None:
-        try:
-            await thread.join()
-        except discord.HTTPException as exc:
-            log.warning(
-                "discord.thread_join_failed", thread_id=thread.id, why=why, status=exc.status
-            )
-        else:
-            log.info("discord.thread_joined", thread_id=thread.id, why=why)
-
-    async def _rejoin_threads(self) -> None:
-        """Join every thread that has a session, so its messages keep reaching us."""
-        async with self._rejoin_lock:
-            sessions = await self._dispatcher.list_sessions()
-            for info in sessions:
-                if not info.key.isdigit():
-                    continue
-                try:
-                    channel = await self._client.fetch_channel(int(info.key))
-                except discord.NotFound:
-                    log.info("discord.rejoin_channel_gone", key=info.key)
-                    continue
-                except discord.HTTPException as exc:
-                    log.warning("discord.rejoin_fetch_failed", key=info.key, status=exc.status)
-                    continue
-                if isinstance(channel, discord.Thread) and not channel.archived:
-                    await self._join(channel, "rejoin")
 
     # ---- messages ----------------------------------------------------------------------
 
@@ -598,7 +493,7 @@ class DiscordFrontend:
     ) -> None:
         assert route.key is not None
         key = route.key
-        view = _RunView()
+        view = RunView()
         fields = {"session_key": key, "message_id": message.id, "channel_id": message.channel.id}
         log.info(
             "discord.message_accepted",
@@ -607,7 +502,7 @@ class DiscordFrontend:
             attachments=len(message.attachments),
             **fields,
         )
-        await self._react(message, view, ACCEPTED)
+        await self.follower.react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
 
@@ -616,7 +511,7 @@ class DiscordFrontend:
         message: discord.Message,
         key: SessionKey,
         prompt: str,
-        view: _RunView,
+        view: RunView,
         turn: _IntakeTurn,
     ) -> None:
         """Queue ``prompt`` in its turn, follow the run, and answer ``message``."""
@@ -626,10 +521,17 @@ class DiscordFrontend:
             await turn.wait_for_predecessor()
         finally:
             self.intake_waiting -= 1
-        final = await self._follow_run(message, key, prompt, view, fields, turn)
+        stream: AsyncIterator[RunEvent] = self._dispatcher.submit(
+            key,
+            prompt,
+            origin="discord",
+            reply_to=ReplyTo(str(message.channel.id), str(message.id)),
+        )
+        # each event says it is in its session's queue: the next message may follow
+        final = await self.follower.follow(message, stream, view, fields, turn.done)
         if isinstance(final, RunDone) and final.merged_into:
             log.info("discord.run_merged", into=final.merged_into, **fields)
-            await self._react(message, view, DONE)  # the reply to the first one answers it
+            await self.follower.react(message, view, DONE)  # the reply to the first one answers it
             return
         if isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
@@ -649,11 +551,11 @@ class DiscordFrontend:
             if rendered.reactions:
                 with contextlib.suppress(discord.HTTPException):
                     await message.add_reaction(rendered.reactions[0])
-            await self._react(message, view, DONE)
+            await self.follower.react(message, view, DONE)
         else:
             log.info("discord.run_failed", reason=final.reason, **fields)
             await self.delivery.deliver(message, key, [scrub_outbound(failure_text(final))])
-            await self._react(message, view, KEPT if final.reason == "kept" else FAILED)
+            await self.follower.react(message, view, KEPT if final.reason == "kept" else FAILED)
 
     async def resume(self, items: list[PendingMessage]) -> None:
         """Answer the messages an earlier run of the daemon accepted but did not answer.
@@ -664,7 +566,7 @@ class DiscordFrontend:
         """
         for item in items:
             turn = self._intake_turn(int(item.reply_to.channel_id))
-            self._spawn(self._resume_one(item, turn), "message")
+            self._tasks.start(self._resume_one(item, turn), "message")
 
     async def _resume_one(self, item: PendingMessage, turn: _IntakeTurn) -> None:
         fields = {"session_key": item.key, "message_id": item.reply_to.message_id}
@@ -677,135 +579,22 @@ class DiscordFrontend:
             log.warning("discord.pending_lost", error=type(exc).__name__, **fields)
             turn.done()
             return
-        view = _RunView(reaction=KEPT)
+        view = RunView(reaction=KEPT)
         if item.started:
             log.info("discord.pending_interrupted", **fields)
             turn.done()
             await self.delivery.deliver(message, item.key, [INTERRUPTED])
-            await self._react(message, view, FAILED)
+            await self.follower.react(message, view, FAILED)
             return
         log.info("discord.pending_resumed", **fields)
-        await self._react(message, view, ACCEPTED)
+        await self.follower.react(message, view, ACCEPTED)
         try:
             await self._run_prompt(message, item.key, item.prompt, view, turn)
         finally:
             turn.done()
 
-    async def _follow_run(
-        self,
-        message: discord.Message,
-        key: SessionKey,
-        prompt: str,
-        view: _RunView,
-        fields: dict[str, Any],
-        turn: _IntakeTurn,
-    ) -> RunDone | RunFailed:
-        stop = asyncio.Event()
-        helpers: list[asyncio.Task[None]] = []
-        said_queued = False
-        final: RunDone | RunFailed | None = None
-        stream: AsyncIterator[RunEvent] = self._dispatcher.submit(
-            key,
-            prompt,
-            origin="discord",
-            reply_to=ReplyTo(str(message.channel.id), str(message.id)),
-        )
-        try:
-            async for event in stream:
-                turn.done()  # it is in its session's queue: the next message may follow
-                if isinstance(event, RunQueued):
-                    text = queued_text(event.position, event.waiting_for_slot, event.resets_at)
-                    if text and not said_queued:
-                        said_queued = True
-                        await self.delivery.send_quietly(message.channel, text)
-                elif isinstance(event, RunStarted):
-                    if not helpers:
-                        view.started = time.monotonic()
-                        await self._react(message, view, RUNNING)
-                        helpers.append(asyncio.create_task(self._typing(message.channel, stop)))
-                        helpers.append(
-                            asyncio.create_task(self._progress(message.channel, view, stop))
-                        )
-                elif isinstance(event, RunProgress):
-                    if event.tool:
-                        view.tool, view.summary, view.writing = event.tool, event.summary, False
-                    elif event.text:
-                        view.tool, view.summary, view.writing = "", "", True
-                elif isinstance(event, RunDone | RunFailed):
-                    final = event
-                    break
-        except Exception as exc:
-            log.error("discord.run_stream_failed", error=type(exc).__name__, exc_info=exc, **fields)
-            final = RunFailed(msg_id="", reason="error", message="claudeclaw lost track of it.")
-        finally:
-            stop.set()
-            if helpers:
-                await asyncio.gather(*helpers, return_exceptions=True)
-            closer = getattr(stream, "aclose", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
-        if final is None:
-            final = RunFailed(msg_id="", reason="error", message="The run ended without a result.")
-        return final
-
-    async def _typing(self, channel: discord.abc.Messageable, stop: asyncio.Event) -> None:
-        try:
-            async with channel.typing():
-                await stop.wait()
-        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            log.debug("discord.typing_failed", error=type(exc).__name__)
-
-    async def _progress(
-        self, channel: discord.abc.Messageable, view: _RunView, stop: asyncio.Event
-    ) -> None:
-        """One status message for long runs, edited in place, deleted at the end."""
-        if await _wait(stop, self._settings.discord.progress_after_seconds):
-            return
-        try:
-            while True:
-                text = progress_text(
-                    tool=view.tool,
-                    summary=view.summary,
-                    writing=view.writing,
-                    elapsed_s=time.monotonic() - view.started,
-                )
-                try:
-                    if view.status_message is None:
-                        view.status_message = await channel.send(text, allowed_mentions=NO_MENTIONS)
-                    elif text != view.status_text:
-                        await view.status_message.edit(content=text, allowed_mentions=NO_MENTIONS)
-                    view.status_text = text
-                except discord.HTTPException as exc:
-                    log.debug("discord.progress_failed", status=exc.status)
-                if await _wait(stop, self._settings.discord.progress_edit_interval_seconds):
-                    return
-        finally:
-            if view.status_message is not None:
-                with contextlib.suppress(discord.HTTPException):
-                    await view.status_message.delete()
-
-    async def _react(self, message: discord.Message, view: _RunView, emoji: str) -> None:
-        """Show ``emoji`` on the user's message, replacing the previous status reaction."""
-        previous, view.reaction = view.reaction, emoji
-        try:
-            await message.add_reaction(emoji)
-            if previous is not None and previous != emoji and self._client.user is not None:
-                await message.remove_reaction(previous, self._client.user)
-        except discord.HTTPException as exc:
-            log.debug("discord.reaction_failed", status=exc.status, message_id=message.id)
-
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``event``; True if it is set."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
-    except TimeoutError:
-        return event.is_set()
-    return True
 
 
 __all__ = ["DiscordFrontend", "bot_intents"]

@@ -1,0 +1,126 @@
+"""What the daemon answers on its control socket (``claudeclaw status/send/sessions/…``).
+
+One request per connection (see ``control.py`` for the socket itself): each request type
+maps to a call into the supervisor's routing API or its status, answered with ``result``,
+``error`` or a stream of ``event`` frames. Test-only requests are added with
+:meth:`ControlRequests.add` (see ``testhooks.py``); production has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from claudeclaw import __version__, ipc
+from claudeclaw.model import GLOBAL_KEY, event_to_dict, info_to_dict, session_key
+
+if TYPE_CHECKING:
+    from claudeclaw.supervisor import Supervisor
+
+Handler = Callable[[ipc.Message, ipc.Channel], Awaitable[None]]
+
+
+class ControlRequests:
+    """Answers control requests for ``supervisor``."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        self._handlers: dict[str, Handler] = {
+            "ping": self._ping,
+            "status": self._status,
+            "send": self._send,
+            "cancel": self._cancel,
+            "sessions.list": self._sessions_list,
+            "sessions.show": self._sessions_show,
+            "sessions.rm": self._sessions_rm,
+            "reload": self._reload,
+        }
+
+    def add(self, kind: str, handler: Handler) -> None:
+        """Answer requests of type ``kind`` with ``handler`` (test hooks)."""
+        self._handlers[kind] = handler
+
+    async def handle(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        kind = request["type"]
+        handler = self._handlers.get(kind)
+        if handler is None:
+            await channel.send({"type": "error", "message": f"unknown request {kind!r}"})
+            return
+        await handler(request, channel)
+
+    async def _ping(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        await channel.send({"type": "result", "pid": os.getpid()})
+
+    async def _status(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        await channel.send({"type": "result", **(await self.status_report())})
+
+    async def _send(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        key = session_key(request.get("key") or GLOBAL_KEY)
+        async for event in self.sup.submit(key, str(request["prompt"]), origin="cli"):
+            await channel.send({"type": "event", "event": event_to_dict(event)})
+
+    async def _cancel(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        cancelled = await self.sup.cancel(session_key(request.get("key") or GLOBAL_KEY))
+        await channel.send({"type": "result", "cancelled": cancelled})
+
+    async def _sessions_list(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        infos = await self.sup.list_sessions()
+        await channel.send({"type": "result", "sessions": [info_to_dict(i) for i in infos]})
+
+    async def _sessions_show(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        info = await self.sup.session_info(session_key(request["key"]))
+        await channel.send({"type": "result", "session": info_to_dict(info)})
+
+    async def _sessions_rm(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        removed = await self.sup.reset(session_key(request["key"]))
+        await channel.send({"type": "result", "removed": removed})
+
+    async def _reload(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        applied, message = await self.sup.reload()
+        await channel.send({"type": "result" if applied else "error", "message": message})
+
+    async def status_report(self) -> dict[str, Any]:
+        """The daemon, its limits and every worker, sampled now (``claudeclaw status``)."""
+        sup = self.sup
+        pool = sup.pool
+        assert pool is not None
+        await pool.refresh_stats()
+        workers = pool.status()
+        pids = {w.pid for w in workers if w.pid}
+        samples = await asyncio.to_thread(lambda: {pid: sup.stats.sample(pid) for pid in pids})
+        sup.stats.forget_missing(pids)
+        own_rss, own_cpu = await asyncio.to_thread(sup.stats.sample, os.getpid())
+        rows = []
+        for worker in workers:
+            worker.rss_bytes, worker.cpu_percent = samples.get(worker.pid, (0, 0.0))
+            row = asdict(worker)
+            row.pop("extra", None)
+            rows.append(row)
+        limits = sup.settings.limits
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "project": str(sup.paths.root),
+                "uptime_s": round(time.monotonic() - sup.started_monotonic, 1),
+                "rss_bytes": own_rss,
+                "cpu_percent": own_cpu,
+                "discord": sup.frontend.summary() if sup.frontend is not None else None,
+                "limits": {
+                    "max_concurrent_runs": limits.max_concurrent_runs,
+                    "max_workers": limits.max_workers,
+                    "worker_idle_seconds": limits.worker_idle_seconds,
+                },
+                "status": sup.status_line(),
+                **pool.counts(),
+                "pending_messages": len(sup.ledger.accepted),
+                "recovered_messages": len(sup.ledger.recovered),
+                "spawned_total": pool.spawn_count,
+                "crashes_total": pool.crash_count,
+            },
+            "workers": rows,
+        }
