@@ -76,6 +76,11 @@ def _fit_in_a_frame(event: RunEvent) -> RunEvent:
     return event
 
 
+def is_command(prompt: str) -> bool:
+    """A slash command for the CLI (``/compact``), as the slash commands submit them."""
+    return prompt.lstrip().startswith("/")
+
+
 class Worker:
     """The queue and run loop of one key; talks to the supervisor through ``channel``."""
 
@@ -262,10 +267,24 @@ class Worker:
                 continue
             self.waiting_grant = None
             self.queue.remove(head)  # exactly the granted one (a retry may stand before it)
-            if self.settings.runner.coalesce_queued_messages and self.queue:
-                await self._run_together([head, *self.queue])
+            batch = self._coalescible(head) if self.settings.runner.coalesce_queued_messages else []
+            if batch:
+                await self._run_together([head, *batch])
             else:
                 await self._run_one(head)
+
+    def _coalescible(self, head: _Queued) -> list[_Queued]:
+        """The queued messages that may ride along with ``head``: those right behind it,
+        up to the first command. A command (``/compact``…) is never merged: joined with
+        other text it would not run as a command, yet report that it did."""
+        if is_command(head.prompt):
+            return []
+        batch: list[_Queued] = []
+        for item in self.queue:
+            if is_command(item.prompt):
+                break
+            batch.append(item)
+        return batch
 
     async def _run_together(self, batch: list[_Queued]) -> None:
         """Answer everything that piled up while the last run was busy in one run.

@@ -730,6 +730,38 @@ async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None
         await sup.shutdown()
 
 
+async def test_coalescing_never_merges_a_command(make_project) -> None:  # type: ignore[no-untyped-def]
+    """With coalescing on, "two", "/compact" and "three" pile up behind a busy run.
+    Result: "/compact" runs alone (its own reply, nothing merged into it or it into
+    another), so "compact complete" means what it says; "two" and "three" each run
+    separately (a command stands between them)."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(runner={"coalesceQueuedMessages": True})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        key = SessionKey("940000000000000001")
+        one: list[RunEvent] = []
+        t1 = asyncio.create_task(collect(sup, key, "one SLEEP:0.5", one.append))
+        await wait_for(lambda: bool(started(one)), "1 running")
+        t2 = asyncio.create_task(collect(sup, key, "two"))
+        await wait_for(lambda: len(sup.pool.find(key).inflight) == 2, "2 queued")  # type: ignore[union-attr]
+        tc = asyncio.create_task(collect(sup, key, "/compact"))
+        await wait_for(lambda: len(sup.pool.find(key).inflight) == 3, "compact queued")  # type: ignore[union-attr]
+        t3 = asyncio.create_task(collect(sup, key, "three"))
+        await wait_for(lambda: len(sup.pool.find(key).inflight) == 4, "3 queued")  # type: ignore[union-attr]
+        results = await asyncio.gather(t1, t2, tc, t3)
+        d2, dc, d3 = (final(r) for r in results[1:])
+        assert isinstance(d2, RunDone) and isinstance(dc, RunDone) and isinstance(d3, RunDone)
+        assert not d2.merged_into and not dc.merged_into and not d3.merged_into
+        assert d2.reply.endswith("last=two")
+        assert dc.reply.endswith("last=/compact")
+        assert d3.reply.endswith("last=three")
+    finally:
+        await sup.shutdown()
+
+
 async def test_a_failing_state_write_does_not_stop_replies(
     daemon: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
