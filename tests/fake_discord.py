@@ -14,6 +14,11 @@ Point discord.py at it with ``discord.http.Route.BASE = fake.api_base`` and
   multipart; content over 2000 UTF-16 units -> 400 code 50035), edits, deletes, reactions,
   typing, thread members, interaction callbacks, webhook follow-ups and @original edits,
   attachment downloads. ``fail_posts[channel_id] = status`` makes message POSTs fail.
+* faults: ``fail_after_create[channel_id] = n``: the next n message POSTs to it are
+  processed (a message is created, or found by its nonce), then answered 500 anyway;
+  ``reaction_gate`` (an Event) holds every reaction call until it is set (slow
+  reactions); ``reaction_status`` makes them fail. Message nonces with ``enforce_nonce``
+  are honoured as Discord does: a repeat returns the message already created.
 * helpers: :meth:`user_says`, :meth:`create_thread`, :meth:`archive_thread`,
   :meth:`delete_thread`, :meth:`slash_command`, and awaitables such as
   :meth:`wait_for_message` (no sleeping and hoping).
@@ -124,6 +129,11 @@ class FakeDiscord:
         self.unhandled: list[Recorded] = []
         self.gateway_log: list[dict[str, Any]] = []
         self.fail_posts: dict[str, int] = {}
+        self.fail_after_create: dict[str, int] = {}
+        self.reaction_gate: asyncio.Event | None = None
+        self.reaction_status: int | None = None
+        self.nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
+        self.file_texts: list[str] = []  # the text of every uploaded file (utf-8, replace)
         self.blobs: dict[str, tuple[bytes, str]] = {}
         self.download_gate: asyncio.Event | None = None  # set: attachment downloads wait
         self.gateway_close_code: int | None = None  # e.g. 4004 or 4014 at IDENTIFY
@@ -689,6 +699,7 @@ class FakeDiscord:
                 else:
                     data = await part.read()
                     body["_files"].append({"name": part.filename, "size": len(data)})
+                    self.file_texts.append(bytes(data).decode("utf-8", errors="replace"))
             return body
         raw = await request.read()
         if not raw:
@@ -882,6 +893,11 @@ class FakeDiscord:
             if meta["locked"]:
                 return _error(403, "Thread is locked", 160005)
             meta["archived"] = False
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            existing = self.nonces.get((channel_id, str(nonce)))
+            if existing is not None:
+                return self._after_create(channel_id, existing)
         referenced = None
         reference = body.get("message_reference")
         if reference:
@@ -895,10 +911,26 @@ class FakeDiscord:
             message_type=19 if referenced is not None else 0,
             referenced=referenced,
         )
+        if nonce is not None:
+            message["nonce"] = nonce
+            if body.get("enforce_nonce"):
+                self.nonces[(channel_id, str(nonce))] = message
         self.messages[channel_id].append(message)
         self.sent_payloads[message["id"]] = body
         await self.dispatch("MESSAGE_CREATE", message)
+        return self._after_create(channel_id, message)
+
+    def _after_create(self, channel_id: str, message: dict[str, Any]) -> web.Response:
+        left = self.fail_after_create.get(channel_id, 0)
+        if left > 0:
+            self.fail_after_create[channel_id] = left - 1
+            return _error(500, "Internal Server Error", 0)
         return _json(message)
+
+    async def redeliver(self, message: dict[str, Any]) -> None:
+        """The gateway delivers a MESSAGE_CREATE once more (a replay)."""
+        await self.dispatch("MESSAGE_CREATE", message)
+        self._touch()
 
     async def _patch_message(self, body: Any, channel_id: str, message_id: str) -> web.Response:
         message = self._find_message(channel_id, message_id)
@@ -924,6 +956,10 @@ class FakeDiscord:
     async def _put_reaction(
         self, _body: Any, channel_id: str, message_id: str, emoji: str
     ) -> web.Response:
+        if self.reaction_gate is not None:
+            await self.reaction_gate.wait()
+        if self.reaction_status is not None:
+            return _error(self.reaction_status, "Reaction failed", 0)
         if self._find_message(channel_id, message_id) is None:
             return _error(404, "Unknown Message", 10008)
         if emoji not in self.reactions[message_id]:

@@ -94,6 +94,7 @@ class FakeDispatcher:
     _cancel: dict[SessionKey, asyncio.Event] = field(default_factory=dict)
     _concurrent: dict[SessionKey, int] = field(default_factory=lambda: defaultdict(int))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    last_errors: dict[SessionKey, str] = field(default_factory=dict)  # for session_info
 
     def _touch(self) -> None:
         self.changed.set()
@@ -214,6 +215,7 @@ class FakeDispatcher:
             queue_length=max(0, depth - (1 if running else 0)),
             worker_pid=4242 if key in self._locks else 0,
             run_elapsed_s=1.5 if running else 0.0,
+            last_error=self.last_errors.get(key, ""),
         )
 
     def take_pending(self) -> list[PendingMessage]:
@@ -279,6 +281,7 @@ async def make_frontend(
             settings, dispatcher, paths, client_options={"guild_ready_timeout": 0.01}
         )
         frontend.delivery.retry_delays = (0.01, 0.02)
+        frontend.follower.queue_notice_after = 0.0  # tests of the notice set their own
         made.append(frontend)
         await frontend.start()
         if wait_ready:

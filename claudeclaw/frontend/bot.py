@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from claudeclaw.frontend.attachments import (
     collect_attachments,
     prune_inbox,
 )
+from claudeclaw.frontend import outbound
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.follow import ACCEPTED, DONE, FAILED, KEPT, RunFollower, RunView
@@ -70,6 +72,7 @@ from claudeclaw.tasks import TaskSet
 log = get_logger(component="discord")
 
 UNAUTHORIZED = "Unauthorized."
+SEEN_MESSAGES = 5000  # message ids remembered to drop a replayed MESSAGE_CREATE
 INTERRUPTED = (
     "⚠️ claudeclaw restarted while Claude was working on this, so it did not finish "
     "(it is not run again: its tools may already have acted). Send it again if you still "
@@ -115,6 +118,7 @@ class _Client(discord.Client):
         options.setdefault("chunk_guilds_at_startup", False)
         options.setdefault("member_cache_flags", discord.MemberCacheFlags.none())
         super().__init__(**options)
+        outbound.install(self.http)  # every text sent through REST passes the one scrub
         self.frontend = frontend
         self.tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(self)
 
@@ -131,6 +135,9 @@ class _Client(discord.Client):
         self.frontend._connected = False
 
     async def on_message(self, message: discord.Message) -> None:
+        if not self.frontend._first_sight(message.id):
+            log.info("discord.message_duplicate", message_id=message.id)  # a gateway replay
+            return
         turn = self.frontend._intake_turn(message.channel.id)  # in arrival order
         self.frontend._tasks.start(self.frontend._on_message(message, turn), "message")
 
@@ -191,6 +198,8 @@ class DiscordFrontend:
         # per channel: the "queued" signal of the latest message (FIFO from Discord on)
         self._intake: dict[int, asyncio.Future[None]] = {}
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
+        # ids of recent messages already taken in: a replayed MESSAGE_CREATE is dropped
+        self._seen: OrderedDict[int, None] = OrderedDict()
         self.delivery = ReplyDelivery(settings, paths)
         self.follower = RunFollower(self._client, settings, self.delivery)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
@@ -279,6 +288,9 @@ class DiscordFrontend:
         handlers = self._tasks.named("message")
         if handlers:
             await asyncio.wait(handlers, timeout=within)
+        reactions = list(self.follower.tasks)  # the last ✅/❌, best effort
+        if reactions:
+            await asyncio.wait(reactions, timeout=min(within, 2.0))
 
     async def close(self) -> None:
         """Disconnect and stop every task this frontend started."""
@@ -287,6 +299,7 @@ class DiscordFrontend:
             task.cancel()
         await self._client.close()
         await self._tasks.cancel_all()
+        await self.follower.tasks.cancel_all()
         if self._connect_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._connect_task
@@ -414,6 +427,16 @@ class DiscordFrontend:
             mentioned_user_ids=tuple(str(user.id) for user in message.mentions),
             replied_to_author_id=replied_to,
         )
+
+    def _first_sight(self, message_id: int) -> bool:
+        """True the first time a message id is seen (the last SEEN_MESSAGES are kept):
+        the gateway can deliver one MESSAGE_CREATE twice, and a message runs once."""
+        if message_id in self._seen:
+            return False
+        self._seen[message_id] = None
+        while len(self._seen) > SEEN_MESSAGES:
+            self._seen.popitem(last=False)
+        return True
 
     def _intake_turn(self, channel_id: int) -> _IntakeTurn:
         """This message's place in its channel's intake line (see :class:`_IntakeTurn`)."""
@@ -549,8 +572,7 @@ class DiscordFrontend:
             if images:
                 await self.delivery.upload_images(message, key, images)
             if rendered.reactions:
-                with contextlib.suppress(discord.HTTPException):
-                    await message.add_reaction(rendered.reactions[0])
+                self.follower.add_reaction(message, view, rendered.reactions[0])
             await self.follower.react(message, view, DONE)
         else:
             log.info("discord.run_failed", reason=final.reason, **fields)
@@ -565,6 +587,8 @@ class DiscordFrontend:
         acted): its author is told it was interrupted.
         """
         for item in items:
+            with contextlib.suppress(ValueError):
+                self._first_sight(int(item.reply_to.message_id))
             turn = self._intake_turn(int(item.reply_to.channel_id))
             self._tasks.start(self._resume_one(item, turn), "message")
 
