@@ -32,13 +32,13 @@ from discord import app_commands
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
 from claudeclaw.errors import ConfigError, DiscordLoginRejected
+from claudeclaw.frontend import outbound
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
     Download,
     collect_attachments,
     prune_inbox,
 )
-from claudeclaw.frontend import outbound
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.follow import ACCEPTED, DONE, FAILED, KEPT, RunFollower, RunView
