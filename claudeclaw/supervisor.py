@@ -108,6 +108,7 @@ class Supervisor:
         self._tasks = TaskSet("daemon")
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
+        self._frontend_swapped = asyncio.Event()  # serve() watches the new frontend
         # messages from a frontend, kept until answered (pending.json)
         self.ledger = PendingLedger(
             paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
@@ -217,14 +218,18 @@ class Supervisor:
         stop = asyncio.ensure_future(self.stop_requested.wait())
         try:
             while not self.stop_requested.is_set():
-                waiters: set[asyncio.Future[Any]] = {stop}
+                self._frontend_swapped.clear()
+                swapped = asyncio.ensure_future(self._frontend_swapped.wait())
+                waiters: set[asyncio.Future[Any]] = {stop, swapped}
                 frontend = self.frontend
+                closed: asyncio.Future[Any] | None = None
                 if frontend is not None:
-                    waiters.add(asyncio.ensure_future(frontend.wait_closed()))
+                    closed = asyncio.ensure_future(frontend.wait_closed())
+                    waiters.add(closed)
                 done, rest = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for fut in rest - {stop}:
                     fut.cancel()
-                for fut in done - {stop}:
+                for fut in done & {closed}:
                     if self.frontend is not frontend:
                         continue  # replaced by a reload: keep serving with the new one
                     error = fut.exception()
@@ -475,12 +480,14 @@ class Supervisor:
             if self.frontend is not None and not token_changed:
                 self.frontend.apply_settings(settings)
             elif token_changed:
-                if self.frontend is not None:
-                    await self.frontend.close()
-                    self.frontend = None
+                old, self.frontend = self.frontend, None
+                self._frontend_swapped.set()  # before it closes: its end is not a failure
+                if old is not None:
+                    await old.close()
                 if settings.discord.token:
                     try:
                         await self._start_frontend()
+                        self._frontend_swapped.set()
                     except ClaudeclawError as exc:
                         log.error("daemon.reload_frontend_failed", error=str(exc))
                         self.notifier.ready(self.status_line())

@@ -288,3 +288,37 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
         assert json.loads(paths.pending_file.read_text()) == []
     finally:
         await second.shutdown()
+
+
+async def test_reload_with_a_new_token_reconnects_with_it(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """1. The daemon serves with token A. 2. The bot's token is reset (A is now rejected)
+    and settings.json gets token B; `claudeclaw reload`.
+    Result: the daemon keeps serving (it used to exit: "the Discord client stopped"),
+    reconnects with B and answers."""
+    sup = await discord_daemon()
+    serving = asyncio.create_task(sup.serve())
+    fake = fake_discord
+    fake.token = "new-fake-bot-token-9876543210"
+    document = json.loads(sup.paths.settings_file.read_text())
+    document["discord"]["token"] = fake.token
+    sup.paths.settings_file.write_text(json.dumps(document))
+    identified = fake.identify_count
+    old = sup.frontend
+    cancel_all = old.follower.tasks.cancel_all
+
+    async def slow_close_tail() -> None:  # the gateway is closed; the rest takes a while
+        await asyncio.sleep(0.2)
+        await cancel_all()
+
+    old.follower.tasks.cancel_all = slow_close_tail
+    applied, message = await sup.reload()
+    assert applied, message
+    assert fake.identify_count == identified + 1
+    dm = fake.dm_channel(fake.alice)
+    await fake.user_says(dm, "after the new token")
+    await fake.wait_for_message(dm, reply_to(fake, dm, "after the new token"), timeout=30)
+    assert not serving.done()
+    sup.stop_requested.set()
+    await asyncio.wait_for(serving, 10)
