@@ -37,6 +37,7 @@ import itertools
 import json
 import re
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,11 +50,23 @@ T = TypeVar("T")
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 ALL_PERMISSIONS = str((1 << 50) - 1)
-_ids = itertools.count(1_300_000_000_000_000_000)
+DISCORD_EPOCH_MS = 1_420_070_400_000
+_last_id = 0
 
 
-def snowflake() -> str:
-    return str(next(_ids))
+def snowflake(at: float | None = None) -> str:
+    """A fresh id made as Discord makes them: milliseconds since 2015 in the high bits
+    (history ``after``/``before`` by time works), always increasing. ``at``: an id of that
+    earlier time (a message sent then)."""
+    global _last_id
+    ms = int((time.time() if at is None else at) * 1000) - DISCORD_EPOCH_MS
+    if at is not None:
+        return str((ms << 22) + next(_low))
+    _last_id = max(_last_id + 1, ms << 22)
+    return str(_last_id)
+
+
+_low = itertools.count(1)
 
 
 def now_iso() -> str:
@@ -843,7 +856,23 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def _get_messages(self, _body: Any, channel_id: str) -> web.Response:
-        return _json(list(reversed(self.messages[channel_id]))[:50])
+        """History as Discord serves it: newest first; ``after``: the oldest ones after it;
+        ``before``: the newest ones before it; at most ``limit`` (default 50)."""
+        query = self.requests[-1].query  # recorded just before this handler ran
+        limit = min(int(query.get("limit", 50)), 100)
+        found = sorted(self.messages[channel_id], key=lambda m: int(m["id"]))
+        if "after" in query:
+            found = [m for m in found if int(m["id"]) > int(query["after"])][:limit]
+        else:
+            if "before" in query:
+                found = [m for m in found if int(m["id"]) < int(query["before"])]
+            found = found[-limit:]
+        return _json([self._with_reactions(m) for m in reversed(found)])
+
+    def _with_reactions(self, message: dict[str, Any]) -> dict[str, Any]:
+        emojis = self.reactions.get(message["id"], [])
+        reactions = [{"emoji": {"id": None, "name": e}, "count": 1, "me": True} for e in emojis]
+        return {**message, "reactions": reactions} if reactions else message
 
     def _find_message(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
         for message in self.messages.get(channel_id, []):
@@ -855,7 +884,7 @@ class FakeDiscord:
         message = self._find_message(channel_id, message_id)
         if message is None:
             return _error(404, "Unknown Message", 10008)
-        return _json(message)
+        return _json(self._with_reactions(message))
 
     @staticmethod
     def _too_long(content: str) -> web.Response:

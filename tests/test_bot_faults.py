@@ -150,3 +150,42 @@ async def test_no_secret_leaves_on_any_outbound_path(fake_discord, dispatcher, m
     assert any("[redacted]" in t for t in fake.file_texts)
     assert not [e for edits in fake.edits.values() for e in edits if KEY in e]
     assert sum("[redacted]" in b for b in bodies) >= 3
+
+
+async def test_messages_sent_while_the_bot_was_away_are_answered_in_order(
+    fake_discord, dispatcher, make_frontend
+):
+    """While the bot is not connected: two mentions in a thread with a session (between
+    them chatter not for the bot), one in the listen channel, one mention already
+    answered by the bot, and one from two hours ago. After connecting: the three missed
+    ones are answered, the thread's two in order; the others are not run."""
+    import time
+
+    from tests.fake_discord import snowflake
+
+    fake = fake_discord
+    dispatcher.add_session(fake.thread_id)
+    at_bot = f"<@{fake.bot['id']}>"
+    thread = fake.thread_id
+    answered = await fake.user_says(thread, f"{at_bot} answered before", mentions=[fake.bot])
+    reply = fake._message_payload(thread, fake.bot, "done", message_type=19, referenced=answered)
+    fake.messages[thread].append(reply)
+    stale = fake._message_payload(thread, fake.alice, f"{at_bot} too old", mentions=[fake.bot])
+    stale["id"] = snowflake(at=time.time() - 7200)
+    fake.messages[thread].append(stale)
+    await fake.user_says(thread, f"{at_bot} missed one", mentions=[fake.bot])
+    await fake.user_says(thread, "chatter, not for the bot")
+    await fake.user_says(thread, f"{at_bot} missed two", mentions=[fake.bot])
+    await fake.user_says(fake.listen_id, "missed in the listen channel")
+
+    frontend = await make_frontend()
+    await frontend.resume([])  # the daemon hands over its ledger (empty), then catch-up
+    await fake.wait_for_message(thread, lambda m: m["content"] == "echo: missed two")
+    await fake.wait_for_message(
+        fake.listen_id, lambda m: m["content"] == "echo: missed in the listen channel"
+    )
+    texts = [message_text(s.prompt) for s in dispatcher.submissions]
+    assert sorted(texts) == ["missed in the listen channel", "missed one", "missed two"]
+    assert texts.index("missed one") < texts.index("missed two")
+    replies = [m["content"] for m in fake.bot_messages(thread)]
+    assert replies.index("echo: missed one") < replies.index("echo: missed two")

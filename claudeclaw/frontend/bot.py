@@ -39,6 +39,7 @@ from claudeclaw.frontend.attachments import (
     collect_attachments,
     prune_inbox,
 )
+from claudeclaw.frontend.catchup import missed_messages
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.follow import ACCEPTED, DONE, FAILED, KEPT, RunFollower, RunView
@@ -200,6 +201,8 @@ class DiscordFrontend:
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
         # ids of recent messages already taken in: a replayed MESSAGE_CREATE is dropped
         self._seen: OrderedDict[int, None] = OrderedDict()
+        self._ledger_handed = False  # resume() ran: catch-up may start
+        self._catch_up_due = False  # a fresh gateway session: catch up once the ledger is in
         self.delivery = ReplyDelivery(settings, paths)
         self.follower = RunFollower(self._client, settings, self.delivery)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
@@ -363,6 +366,28 @@ class DiscordFrontend:
         if self._synced:
             self.ready.set()
         self._tasks.start(self.threads.rejoin(), "rejoin")
+        if how == "ready":  # a RESUME replays what was missed; a fresh session does not
+            self._catch_up_due = True
+            self._maybe_catch_up()
+
+    def _maybe_catch_up(self) -> None:
+        if self._catch_up_due and self._ledger_handed:
+            self._catch_up_due = False
+            self._tasks.start(self._catch_up(), "catch-up")
+
+    async def _catch_up(self) -> None:
+        """Answer, in order, the messages sent to the bot while it was not connected
+        (bounded: see ``catchup.py``), after the messages the pending ledger hands over."""
+        channels = await self.threads.recent_channels()
+        channels += [int(c) for c in self._settings.discord.listen_channels if c.isdigit()]
+        missed = await missed_messages(self._client, channels)
+        taken = 0
+        for message in missed:
+            if self._first_sight(message.id):
+                taken += 1
+                turn = self._intake_turn(message.channel.id)
+                self._tasks.start(self._on_message(message, turn), "message")
+        log.info("discord.caught_up", messages=taken, channels=len(channels))
 
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -588,9 +613,11 @@ class DiscordFrontend:
         """
         for item in items:
             with contextlib.suppress(ValueError):
-                self._first_sight(int(item.reply_to.message_id))
+                self._first_sight(int(item.reply_to.message_id))  # not caught up again
             turn = self._intake_turn(int(item.reply_to.channel_id))
             self._tasks.start(self._resume_one(item, turn), "message")
+        self._ledger_handed = True
+        self._maybe_catch_up()
 
     async def _resume_one(self, item: PendingMessage, turn: _IntakeTurn) -> None:
         fields = {"session_key": item.key, "message_id": item.reply_to.message_id}

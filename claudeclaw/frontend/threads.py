@@ -89,6 +89,18 @@ class ThreadKeeper:
         else:
             log.info("discord.thread_joined", thread_id=thread.id, why=why)
 
+    async def recent_channels(self) -> list[int]:
+        """The channel ids of sessions used in the last REJOIN_WITHIN_DAYS (catch-up)."""
+        now = dt.datetime.now(dt.UTC)
+        found: list[int] = []
+        for info in await self.dispatcher.list_sessions():
+            if not info.key.isdigit() or info.record is None:
+                continue
+            age = _age_days(info.record.last_used_at, now)
+            if age is None or age <= REJOIN_WITHIN_DAYS:
+                found.append(int(info.key))
+        return found
+
     async def rejoin(self) -> None:
         """Join the threads with recently used sessions, so their messages keep reaching
         us; forget sessions unused for PRUNE_AFTER_DAYS or whose thread is gone."""
