@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import IO, Any
 
 import claudeclaw
-from claudeclaw import __version__, testhooks
+from claudeclaw import __version__, ipc, testhooks
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
@@ -71,6 +71,15 @@ log = get_logger()
 SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", testhooks.SWITCH)
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
+
+
+def too_large_text(size: int) -> str:
+    """Why a prompt is refused, and what to do instead."""
+    return (
+        f"This message is too large for claudeclaw ({size / 2**20:.1f} MB as sent to a "
+        f"session; the limit is {ipc.MAX_PROMPT_BYTES / 2**20:.1f} MB, and non-ASCII text "
+        "counts up to 6 bytes a character). Send the text as a file attachment, or split it."
+    )
 
 
 class Supervisor:
@@ -387,6 +396,11 @@ class Supervisor:
         key = session_key(key)
         if self.pool is None or self.closing:
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
+            return
+        size = ipc.json_size(prompt)
+        if size > ipc.MAX_PROMPT_BYTES:  # it could never reach a worker: refuse it here
+            log.warning("message.too_large", session_key=key, origin=origin, bytes=size)
+            yield RunFailed("", "error", too_large_text(size))
             return
         ticket = self.pool.enqueue(key, prompt, origin)
         if reply_to is not None and not ticket.finished:

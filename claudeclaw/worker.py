@@ -44,7 +44,7 @@ from claudeclaw.model import (
     event_to_dict,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths
+from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
 from claudeclaw.tasks import TaskSet
 
 log = get_logger()
@@ -60,20 +60,30 @@ class _Queued:
 # Text an event may carry over IPC (frames are capped at ipc.MAX_FRAME_BYTES; JSON can
 # grow a character to 6 bytes). A longer reply is cut with a note; it would be thousands of
 # Discord messages anyway.
-MAX_REPLY_CHARS = 500_000
+MAX_INLINE_REPLY_BYTES = 1024 * 1024  # a larger reply travels as a file (``reply_file``)
+REPLY_HEAD_CHARS = 4_000  # the start kept in the frame of a reply sent as a file
 MAX_PROGRESS_CHARS = 4_000
 
 
 def _fit_in_a_frame(event: RunEvent) -> RunEvent:
-    if isinstance(event, RunDone) and len(event.reply) > MAX_REPLY_CHARS:
-        cut = len(event.reply) - MAX_REPLY_CHARS
+    if isinstance(event, RunDone) and ipc.json_size(event.reply) > MAX_INLINE_REPLY_BYTES:
+        # only when it could not be written to a file: cut it to what a frame holds
+        keep = len(event.reply)
+        while keep and ipc.json_size(event.reply[:keep]) > MAX_INLINE_REPLY_BYTES:
+            keep = keep * 3 // 4
+        cut = len(event.reply) - keep
         note = f"\n\n[claudeclaw: the reply was {cut:,} characters longer; cut here]"
-        return replace(event, reply=event.reply[:MAX_REPLY_CHARS] + note)
+        return replace(event, reply=event.reply[:keep] + note)
     if isinstance(event, RunProgress) and len(event.text) > MAX_PROGRESS_CHARS:
         return replace(event, text=event.text[:MAX_PROGRESS_CHARS])
     if isinstance(event, RunFailed) and len(event.message) > MAX_PROGRESS_CHARS:
         return replace(event, message=event.message[:MAX_PROGRESS_CHARS] + "…")
     return event
+
+
+def _write_reply(path: Any, text: str) -> None:
+    ensure_private_dir(path.parent)
+    write_private_text(path, text)
 
 
 def is_command(prompt: str) -> bool:
@@ -357,8 +367,23 @@ class Worker:
         self.current_task = None
         self.current = None
         self.claude_pid = 0
+        final = await self._spill(final)
         self._emit(final)
         return final
+
+    async def _spill(self, final: RunDone | RunFailed) -> RunDone | RunFailed:
+        """A reply too large for one frame goes to ``replies/<msg_id>.md`` (0600); the
+        frame carries its start and the path, and the bot posts the whole as a file."""
+        if not isinstance(final, RunDone) or (ipc.json_size(final.reply) <= MAX_INLINE_REPLY_BYTES):
+            return final
+        path = self.paths.replies_dir / f"{final.msg_id}.md"
+        try:
+            await asyncio.to_thread(_write_reply, path, final.reply)
+        except (OSError, ClaudeclawError) as exc:
+            log.error("worker.reply_spill_failed", error=str(exc), chars=len(final.reply))
+            return final  # cut to fit by _emit
+        log.info("worker.reply_spilled", chars=len(final.reply), path=str(path))
+        return replace(final, reply=final.reply[:REPLY_HEAD_CHARS], reply_file=str(path))
 
     # ---- lifecycle ----------------------------------------------------------------------
 

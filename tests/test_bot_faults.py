@@ -189,3 +189,45 @@ async def test_messages_sent_while_the_bot_was_away_are_answered_in_order(
     assert texts.index("missed one") < texts.index("missed two")
     replies = [m["content"] for m in fake.bot_messages(thread)]
     assert replies.index("echo: missed one") < replies.index("echo: missed two")
+
+
+async def test_huge_attachments_reach_claude_as_a_file_not_a_poison_prompt(
+    fake_discord, dispatcher, frontend
+):
+    """Ten text attachments of 51,200 emoji each (6 MB once JSON-escaped: more than an
+    IPC frame). Result: the prompt stays small and points at a file holding all of it."""
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    big = ("😀" * 51_200).encode()
+    files = [
+        {"filename": f"e{n}.txt", "content_type": "text/plain", "data": big} for n in range(10)
+    ]
+    await fake.user_says(dm, "read these", attachments=files)
+    await fake.wait_for_message(dm)
+    prompt = dispatcher.submissions[0].prompt
+    assert len(json.dumps(prompt)) < 4096
+    saved = [p for p in (frontend._paths.inbox_dir / "global").glob("*-message.txt")]
+    assert len(saved) == 1 and str(saved[0]) in prompt
+    text = saved[0].read_text()
+    assert text.startswith("Message: read these") and text.count("😀") == 10 * 51_200
+
+
+async def test_a_reply_sent_as_a_file_by_the_worker_is_uploaded_whole(
+    fake_discord, dispatcher, frontend
+):
+    fake = fake_discord
+    replies = frontend._paths.replies_dir
+    replies.mkdir(parents=True)
+    whole = "y" * 3_000_000 + f" {KEY}"
+    (replies / "m1.md").write_text(whole)
+    dispatcher.script = lambda key, prompt: [
+        RunDone(msg_id="", reply="y" * 4000, session_id="s", reply_file=str(replies / "m1.md"))
+    ]
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "write a lot")
+    await final_reactions(fake, msg["id"], "✅")
+    posted = [m for m in fake.bot_messages(dm) if "reply.md" in m["content"]]
+    assert len(posted) == 1
+    assert fake.file_texts[-1].startswith("y" * 1000)
+    assert len(fake.file_texts[-1]) == 3_000_000 + 1 + len("[redacted]")
+    assert not (replies / "m1.md").exists()  # delivered: removed

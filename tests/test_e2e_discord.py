@@ -322,3 +322,17 @@ async def test_reload_with_a_new_token_reconnects_with_it(
     assert not serving.done()
     sup.stop_requested.set()
     await asyncio.wait_for(serving, 10)
+
+
+async def test_a_reply_larger_than_a_frame_reaches_discord_whole(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """Claude answers 3 MB. Result: one reply with its start and reply.md holding all of
+    it (it used to hang the message and leak its run slot)."""
+    await discord_daemon()
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    await fake.user_says(dm, "BIGLINE:3000000")
+    reply = await fake.wait_for_message(dm, lambda m: "reply.md" in m["content"], timeout=30)
+    files = fake.sent_payloads[reply["id"]]["_files"]
+    assert [f["size"] for f in files] == [3_000_000]

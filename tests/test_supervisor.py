@@ -762,6 +762,35 @@ async def test_coalescing_never_merges_a_command(make_project) -> None:  # type:
         await sup.shutdown()
 
 
+async def test_a_prompt_over_the_frame_limit_is_refused_where_it_enters(
+    daemon: Supervisor,
+) -> None:
+    """A 4 MiB prompt (JSON-escaped emoji count 12 bytes each) can never reach a worker.
+    Result: one clear refusal at once; no worker is started (it used to crash-loop), the
+    session's next message is answered."""
+    key = SessionKey("982000000000000001")
+    events = await collect(daemon, key, "😀" * 400_000)
+    failed = final(events)
+    assert isinstance(failed, RunFailed) and failed.reason == "error"
+    assert "too large" in failed.message and "file attachment" in failed.message
+    assert daemon.pool is not None and daemon.pool.find(key) is None
+    assert isinstance(final(await collect(daemon, key, "small")), RunDone)
+
+
+async def test_a_reply_over_the_frame_limit_arrives_whole_as_a_file(daemon: Supervisor) -> None:
+    """Claude answers 5 MB (more than a frame holds). Result: the run ends (it used to
+    hang, holding its slot), the frame carries the start and the path of a 0600 file that
+    holds all of it; the next message runs."""
+    key = SessionKey("982000000000000002")
+    done = final(await collect(daemon, key, "BIGLINE:5000000"))
+    assert isinstance(done, RunDone) and done.reply_file
+    path = daemon.paths.replies_dir / f"{done.msg_id}.md"
+    assert done.reply_file == str(path) and done.reply == "x" * 4000
+    assert path.read_text() == "x" * 5_000_000
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert isinstance(final(await collect(daemon, key, "next")), RunDone)
+
+
 async def test_a_failing_state_write_does_not_stop_replies(
     daemon: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 from collections import OrderedDict
@@ -29,9 +30,10 @@ import aiohttp
 import discord
 from discord import app_commands
 
+from claudeclaw import ipc
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
-from claudeclaw.errors import ConfigError, DiscordLoginRejected
+from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected
 from claudeclaw.frontend import outbound
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
@@ -66,7 +68,7 @@ from claudeclaw.model import (
     RunEvent,
     SessionKey,
 )
-from claudeclaw.paths import ProjectPaths
+from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
 from claudeclaw.redaction import register_secret, scrub_outbound
 from claudeclaw.tasks import TaskSet
 
@@ -74,6 +76,15 @@ log = get_logger(component="discord")
 
 UNAUTHORIZED = "Unauthorized."
 SEEN_MESSAGES = 5000  # message ids remembered to drop a replayed MESSAGE_CREATE
+MAX_INLINE_PROMPT_BYTES = 1024 * 1024  # a larger prompt is saved to a file Claude reads
+
+
+def _save_private(path: Path, text: str) -> None:
+    ensure_private_dir(path.parent.parent)
+    ensure_private_dir(path.parent)
+    write_private_text(path, text)
+
+
 INTERRUPTED = (
     "⚠️ claudeclaw restarted while Claude was working on this, so it did not finish "
     "(it is not run again: its tools may already have acted). Send it again if you still "
@@ -522,19 +533,35 @@ class DiscordFrontend:
             max_bytes=discord_settings.max_attachment_bytes,
             max_inline_chars=discord_settings.max_inline_text_chars,
         )
-        return build_prompt(
-            PromptParts(
-                now=dt.datetime.now(dt.UTC),
-                offset_minutes=self._settings.timezone_offset_minutes,
-                is_dm=facts.is_dm,
-                channel_id=facts.channel_id,
-                username=message.author.name,
-                text=strip_mentions(message.content, self._bot_id()),
-                channel_names=discord_settings.channel_names,
-                thread_parent_id=facts.thread_parent_id,
-                attachment_lines=lines,
-            )
+        parts = PromptParts(
+            now=dt.datetime.now(dt.UTC),
+            offset_minutes=self._settings.timezone_offset_minutes,
+            is_dm=facts.is_dm,
+            channel_id=facts.channel_id,
+            username=message.author.name,
+            text=strip_mentions(message.content, self._bot_id()),
+            channel_names=discord_settings.channel_names,
+            thread_parent_id=facts.thread_parent_id,
+            attachment_lines=lines,
         )
+        prompt = build_prompt(parts)
+        if ipc.json_size(prompt) <= MAX_INLINE_PROMPT_BYTES:
+            return prompt
+        # Too large to pass to a session (a long text, many big attachments): Claude reads
+        # it from a file instead of the message never reaching it.
+        body = "\n".join([f"Message: {parts.text}" if parts.text else "", *lines]).strip()
+        path = self._paths.inbox_dir / str(key) / f"{message.id}-message.txt"
+        try:
+            await asyncio.to_thread(_save_private, path, body)
+        except (OSError, ClaudeclawError) as exc:  # the daemon refuses it clearly then
+            log.error("discord.prompt_save_failed", error=str(exc), message_id=message.id)
+            return prompt
+        log.info("discord.prompt_saved_to_file", chars=len(body), message_id=message.id)
+        note = (
+            f"(This message and its attachments are {len(body):,} characters, too large to "
+            f"include here. The whole of it is saved at {path}: read that file.)"
+        )
+        return build_prompt(dataclasses.replace(parts, text=note, attachment_lines=()))
 
     async def _answer(
         self, message: discord.Message, facts: MessageFacts, route: Route, turn: _IntakeTurn
@@ -581,7 +608,17 @@ class DiscordFrontend:
             log.info("discord.run_merged", into=final.merged_into, **fields)
             await self.follower.react(message, view, DONE)  # the reply to the first one answers it
             return
-        if isinstance(final, RunDone):
+        if isinstance(final, RunDone) and final.reply_file:  # too large for a frame
+            whole = await self.delivery.read_spilled_reply(final.reply_file)
+            reply = scrub_outbound(whole if whole is not None else final.reply)
+            rendered = render_reply(with_context_note(final.reply, final.context_reset))
+            log.info("discord.run_done", as_file=True, length=len(reply), **fields)
+            delivered = await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
+            if delivered and whole is not None:  # a file of ours (checked when read)
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(Path(final.reply_file).unlink)
+            await self.follower.react(message, view, DONE)
+        elif isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
             images = await self.delivery.images_to_upload(reply, view.accepted_at)
             if images:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
 import hashlib
 import io
 from collections.abc import Callable
@@ -35,6 +36,7 @@ log = get_logger(component="discord")
 
 MAX_REPLY_MESSAGES = 8  # a longer answer is sent as its start plus a file
 REPLY_FILE_NAME = "reply.md"
+MAX_PLAIN_FILE_BYTES = 8 * 1024 * 1024  # a larger reply.md is sent gzipped
 
 REPLY_MENTIONS = discord.AllowedMentions(
     everyone=False, users=False, roles=False, replied_user=True
@@ -67,6 +69,23 @@ class ReplyDelivery:
         # Delays between attempts to deliver a reply chunk (then it is saved to disk).
         self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
         self._forbidden_logged: set[int] = set()  # channels whose 403 was logged
+
+    async def read_spilled_reply(self, path: str) -> str | None:
+        """The whole reply a worker wrote to ``replies/`` (too large for a frame); None if
+        it is not there (or not inside ``replies/``)."""
+        root = self.paths.replies_dir
+
+        def take() -> str | None:
+            file = Path(path)
+            if file.parent.resolve() != root.resolve() or not file.is_file():
+                return None
+            return file.read_text(encoding="utf-8", errors="replace")
+
+        try:
+            return await asyncio.to_thread(take)
+        except OSError as exc:
+            log.warning("discord.spilled_reply_unreadable", error=type(exc).__name__)
+            return None
 
     async def send_quietly(self, channel: discord.abc.Messageable, text: str) -> None:
         try:
@@ -119,12 +138,17 @@ class ReplyDelivery:
         )
         head = truncate_utf16(chunks[0], DISCORD_LIMIT - utf16_len(note))
         data = reply.encode("utf-8")
+        name = REPLY_FILE_NAME
+        if len(data) > MAX_PLAIN_FILE_BYTES:  # Discord takes 10 MB; text packs well
+            data, name = gzip.compress(data), REPLY_FILE_NAME + ".gz"
+            note = note.replace(f"`{REPLY_FILE_NAME}`", f"`{name}` (gzip)")
+            head = truncate_utf16(chunks[0], DISCORD_LIMIT - utf16_len(note))
         error = await self._send_retrying(
             message.channel,
             key,
             lambda: {
                 "content": head + note,
-                "file": discord.File(io.BytesIO(data), filename=REPLY_FILE_NAME),
+                "file": discord.File(io.BytesIO(data), filename=name),
                 "reference": message.to_reference(fail_if_not_exists=False),
                 "mention_author": True,
                 "allowed_mentions": REPLY_MENTIONS,
@@ -136,7 +160,7 @@ class ReplyDelivery:
             return True
         log.warning("discord.reply_file_failed", session_key=key, error=type(error).__name__)
         if _retryable(error):  # Discord is down: the messages would fail the same way
-            await self._save_undelivered(message, key, chunks, 0)
+            await self._save_undelivered(message, key, [reply], 0)
             return False
         return await self.deliver(message, key, chunks)
 
