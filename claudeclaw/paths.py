@@ -72,6 +72,11 @@ class ProjectPaths:
         return self.state_dir / "undelivered"
 
     @property
+    def discord_channels_file(self) -> Path:
+        """Channels (DMs too) where the bot answered lately: where to catch up after a stop."""
+        return self.state_dir / "discord-channels.json"
+
+    @property
     def replies_dir(self) -> Path:
         """Answers too large for one IPC frame: the worker writes them here for the bot."""
         return self.state_dir / "replies"

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -41,7 +42,7 @@ from claudeclaw.frontend.attachments import (
     collect_attachments,
     prune_inbox,
 )
-from claudeclaw.frontend.catchup import missed_messages
+from claudeclaw.frontend.catchup import ChannelMemory, missed_messages
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.follow import ACCEPTED, DONE, FAILED, KEPT, RunFollower, RunView
@@ -214,6 +215,7 @@ class DiscordFrontend:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._ledger_handed = False  # resume() ran: catch-up may start
         self._catch_up_due = False  # a fresh gateway session: catch up once the ledger is in
+        self._channels = ChannelMemory(paths.discord_channels_file)
         self.delivery = ReplyDelivery(settings, paths)
         self.follower = RunFollower(self._client, settings, self.delivery)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
@@ -391,6 +393,7 @@ class DiscordFrontend:
         (bounded: see ``catchup.py``), after the messages the pending ledger hands over."""
         channels = await self.threads.recent_channels()
         channels += [int(c) for c in self._settings.discord.listen_channels if c.isdigit()]
+        channels += await asyncio.to_thread(self._channels.recent, time.time())
         missed = await missed_messages(self._client, channels)
         taken = 0
         for message in missed:
@@ -578,6 +581,10 @@ class DiscordFrontend:
             **fields,
         )
         await self.follower.react(message, view, ACCEPTED)
+        try:
+            await asyncio.to_thread(self._channels.note, message.channel.id, time.time())
+        except (OSError, ClaudeclawError) as exc:  # catch-up here is the loss, not the reply
+            log.warning("discord.channel_memory_failed", error=str(exc))
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
 
