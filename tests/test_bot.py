@@ -311,6 +311,8 @@ async def test_threads_run_in_parallel_while_the_global_queue_is_serial(
     await fake.user_says(second_thread, "thread two")
     dm = fake.dm_channel(fake.alice)
     await fake.user_says(dm, "global one")
+    # two channels have no common order: let the DM be first in the global queue
+    await dispatcher.wait_until(lambda: GLOBAL_KEY in dispatcher.running)
     await fake.user_says(fake.general_id, "global two")
     await dispatcher.wait_until(lambda: len(dispatcher.running) == 3)
     assert dispatcher.running == {fake.thread_id, second_thread, GLOBAL_KEY}

@@ -31,6 +31,7 @@ from tests.fake_discord import FakeDiscord
 
 ROOT = Path(__file__).resolve().parent.parent
 KEPT_PREFIX = "⏸️"
+DAEMON = [sys.executable, "-m", "tests.daemon_on_fake", "run"]
 
 
 @dataclass
@@ -64,8 +65,7 @@ class Rig:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.daemon_on_fake", "run"]
-                + ["--project", str(self.paths.root), "--log-mode", "json"],
+                [*DAEMON, "--project", str(self.paths.root), "--log-mode", "json"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

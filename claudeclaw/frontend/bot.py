@@ -184,6 +184,18 @@ class _IntakeTurn:
             await asyncio.shield(self._before)
 
     def done(self) -> None:
+        """This message is queued (or will never be): the next may follow, once every
+        earlier one is too (an ignored message must not let a later one overtake an
+        earlier one still being prepared)."""
+        if self._mine.done():
+            return
+        before = self._before
+        if before is None or before.done():
+            self._mine.set_result(None)
+        else:
+            before.add_done_callback(self._after_before)
+
+    def _after_before(self, _: asyncio.Future[None]) -> None:
         if not self._mine.done():
             self._mine.set_result(None)
 
