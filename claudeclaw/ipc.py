@@ -8,7 +8,7 @@ one connection. Nothing a peer sends can take the process down.
 
 Message types (see docs/MULTI_SESSION.md for fields):
 
-* worker → supervisor: ``hello``, ``event``, ``acquire``, ``pong``, ``bye``
+* worker → supervisor: ``hello``, ``event``, ``acquire``, ``limited``, ``pong``, ``bye``
 * supervisor → worker: ``configure``, ``run``, ``grant``, ``cancel``, ``reset``, ``ping``,
   ``reload``, ``shutdown``
 * CLI → daemon: ``status``, ``send``, ``cancel``, ``sessions.list``, ``sessions.show``,
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,10 @@ from claudeclaw.errors import IpcError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+# Sent by the supervisor to a worker that stopped answering, just before it is killed: the
+# worker's faulthandler writes every thread's stack to its log (stderr).
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
+
 _HEADER = struct.Struct(">I")
 
 Message = dict[str, Any]

@@ -5,12 +5,19 @@ exec with ``limits.workerStartMethod: "exec"``) the first time a key gets a mess
 it messages over the worker socket, and routes the worker's run events back to whoever
 enqueued them (each message's :class:`Ticket`). It owns:
 
-* **the in-flight messages**: every message stays in its worker's ``inflight`` map until its
-  final event, so a worker that dies (even SIGKILL) loses nothing: the message it was running
-  is retried once on a new worker, the ones queued behind it are re-sent in order;
-* **the run-slot scheduler**: ``limits.maxConcurrentRuns`` caps ``claude`` processes
-  across all workers, granted in request order; a key asks again only after its run ends,
-  so when slots are scarce busy threads take turns instead of starving the others;
+* **which worker holds each unfinished message** (``tickets``): a message stays there until
+  its final event, so a worker that dies (even SIGKILL) loses nothing: the message it was
+  running is retried once on a new worker, the ones queued behind it are re-sent in order.
+  The order of a key's queue and which message runs now are the worker's (it is asked,
+  through its pongs, for status); a key's messages run in the order they came, so the
+  pool's order of tickets is the queue's order too;
+* **the run slots**: ``limits.maxConcurrentRuns`` caps ``claude`` processes across all
+  workers. A worker asks for a slot for its queue's head (``acquire``), runs when it gets
+  it (``grant``), and the slot is free again with that message's final event (or when the
+  worker puts it back for the usage limit, ``limited``, or dies). Slots are granted in
+  request order and a key asks again only after its run ended, so when slots are scarce
+  busy threads take turns instead of starving the others;
+* **the usage-limit pause**: no slot is granted until Claude's usage limit resets;
 * **limits on workers**: ``limits.maxWorkers`` live processes (the idlest is retired to make
   room), ``limits.workerIdleSeconds`` before an idle worker is retired;
 * **health**: a ping every few seconds answered by the worker's event loop; a worker that
@@ -30,7 +37,7 @@ import os
 import signal
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +61,7 @@ from claudeclaw.model import (
 )
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.procs import ProcessIdentity
+from claudeclaw.settings_wire import settings_to_wire
 from claudeclaw.spawn import ExecSpawner, ForkServerSpawner, Spawner, WorkerProcess
 from claudeclaw.tasks import TaskSet
 
@@ -63,8 +71,8 @@ PING_INTERVAL_S = 5.0
 PING_TIMEOUT_S = 20.0
 HELLO_TIMEOUT_S = 15.0
 MAX_BOOT_FAILURES = 3
+DUMP_WAIT_S = 1.0  # a hung worker writes its stacks to the log in this time, then dies
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
-MAX_LIMIT_RETRIES = 3  # runs refused by Claude's usage limit wait for its reset this often
 RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset time
 
 
@@ -77,10 +85,11 @@ class Ticket:
     prompt: str
     origin: str
     events: asyncio.Queue[RunEvent] = field(default_factory=asyncio.Queue)
+    worker: WorkerHandle | None = None  # the worker process that holds it
     attempts: int = 0  # how many times it was handed to a worker
-    started: bool = False  # a claude run started for it in the current attempt
+    claude: ProcessIdentity | None = None  # its running claude (set when it started)
     finished: bool = False
-    limit_retries: int = 0  # requeued after hitting Claude's usage limit
+    limit_retries: int = 0  # its worker put it back to wait for Claude's usage limit
 
     def push(self, event: RunEvent) -> None:
         if self.finished:
@@ -95,7 +104,6 @@ class WorkerHandle:
     """The supervisor's view of one worker process."""
 
     key: SessionKey
-    inflight: OrderedDict[str, Ticket] = field(default_factory=OrderedDict)
     state: str = "starting"  # starting → ready → stopping; "blocked": waits for maxWorkers
     process: WorkerProcess | None = None
     channel: ipc.Channel | None = None
@@ -105,7 +113,7 @@ class WorkerHandle:
     last_pong: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     idle_timer: asyncio.TimerHandle | None = None
-    claude: ProcessIdentity | None = None  # the running claude (its process group leader)
+    hung: bool = False  # told to dump its stacks; killed after DUMP_WAIT_S
     retire_when_idle: bool = False  # reset: exit as soon as nothing is in flight
     pong: asyncio.Event = field(default_factory=asyncio.Event)  # set by every pong
     spawned_at: float = field(default_factory=time.monotonic)
@@ -186,6 +194,7 @@ class WorkerPool:
     ) -> None:
         self.paths = paths
         self.settings = settings
+        self.settings_wire = settings_to_wire(settings)  # what workers run on
         self.socket_path = socket_path
         self.session_lookup = session_lookup
         self.on_event = on_event
@@ -193,6 +202,9 @@ class WorkerPool:
         self.log_mode = log_mode
         self.log_level = log_level
         self.workers: dict[SessionKey, WorkerHandle] = {}  # the current worker of each key
+        # every message not finished yet, in the order it came: which worker holds it, and
+        # what a new worker needs if that one dies (the worker owns the queue order)
+        self.tickets: dict[str, Ticket] = {}
         self.leaving: set[WorkerHandle] = set()  # retired or dying, not yet exited
         self.blocked: deque[WorkerHandle] = deque()  # waiting for room under maxWorkers
         self.by_pid: dict[int, WorkerHandle] = {}
@@ -234,13 +246,14 @@ class WorkerPool:
         return [*self.workers.values(), *self.leaving]
 
     def apply_settings(self, settings: Settings) -> None:
-        """Reload: new limits take effect now; workers re-read their settings."""
+        """Reload: new limits take effect now; every worker gets the new settings."""
         self.settings = settings
+        self.settings_wire = settings_to_wire(settings)
         self.slots.resize(settings.limits.max_concurrent_runs)
         for handle in self.live_handles():
             if handle.channel is not None and handle.state == "ready":
-                handle.channel.send_nowait({"type": "reload"})
-            if not handle.inflight and handle.state == "ready":
+                handle.channel.send_nowait({"type": "reload", "settings": self.settings_wire})
+            if not self.holds(handle) and handle.state == "ready":
                 self._arm_idle_timer(handle)
         self._unblock()
 
@@ -295,13 +308,24 @@ class WorkerPool:
         self._place(ticket)
         return ticket
 
-    def _place(self, ticket: Ticket, *, front: bool = False) -> None:
+    def running_on(self, handle: WorkerHandle) -> Ticket | None:
+        """The message whose claude runs on ``handle`` now, if one started."""
+        return next((t for t in self.held_by(handle) if t.claude is not None), None)
+
+    def held_by(self, handle: WorkerHandle) -> list[Ticket]:
+        """The unfinished messages ``handle`` holds, in the order they came."""
+        return [t for t in self.tickets.values() if t.worker is handle]
+
+    def holds(self, handle: WorkerHandle) -> bool:
+        return any(t.worker is handle for t in self.tickets.values())
+
+    def _place(self, ticket: Ticket) -> None:
         handle = self.workers.get(ticket.key)
         if handle is None:
             handle = self._new_worker(ticket.key)
-        handle.inflight[ticket.msg_id] = ticket
-        if front:
-            handle.inflight.move_to_end(ticket.msg_id, last=False)
+        ticket.worker = handle
+        self.tickets.pop(ticket.msg_id, None)  # a retry: after the ones that came before it
+        self.tickets[ticket.msg_id] = ticket
         handle.last_activity = time.monotonic()
         if handle.idle_timer is not None:
             handle.idle_timer.cancel()
@@ -309,12 +333,13 @@ class WorkerPool:
         if handle.state == "ready":
             self._send_run(handle, ticket)
         elif handle.state == "blocked":
-            ticket.push(RunQueued(ticket.msg_id, len(handle.inflight) - 1, waiting_for_slot=True))
+            ahead = len(self.held_by(handle)) - 1
+            ticket.push(RunQueued(ticket.msg_id, ahead, waiting_for_slot=True))
 
     def _send_run(self, handle: WorkerHandle, ticket: Ticket) -> None:
         assert handle.channel is not None
         ticket.attempts += 1
-        ticket.started = False
+        ticket.claude = None
         handle.channel.send_nowait(
             {
                 "type": "run",
@@ -330,14 +355,13 @@ class WorkerPool:
     async def cancel(self, key: SessionKey) -> bool:
         """Ask the key's worker to kill its current run; True if something was running."""
         handle = self.workers.get(key)
-        if handle is None or not handle.inflight:
+        held = self.held_by(handle) if handle is not None else []
+        if handle is None or not held:
             return False
         if handle.channel is not None:
             await handle.channel.send({"type": "cancel"})
             return True
-        first = next(iter(handle.inflight.values()))
-        handle.inflight.pop(first.msg_id)
-        first.push(RunFailed(first.msg_id, "cancelled", "Stopped before it started."))
+        self._finish(held[0], RunFailed(held[0].msg_id, "cancelled", "Stopped before it started."))
         return True
 
     async def reset(self, key: SessionKey) -> None:
@@ -348,7 +372,7 @@ class WorkerPool:
         handle.retire_when_idle = True
         if handle.channel is not None:
             await handle.channel.send({"type": "reset"})
-            if not handle.inflight and handle.state == "ready":
+            if not self.holds(handle) and handle.state == "ready":
                 self._retire(handle)
         else:
             self._fail_all(handle, "cancelled", "The session was reset; send it again.")
@@ -394,29 +418,20 @@ class WorkerPool:
         self.resets_at = ""
         self.slots.resume()
 
-    def _retry_after_limit(self, handle: WorkerHandle, ticket: Ticket) -> bool:
-        """A run refused by the usage limit goes back to the head of its queue, to run when
-        the limit resets, instead of failing (a few times at most)."""
-        if not self.slots.paused or ticket.limit_retries >= MAX_LIMIT_RETRIES:
-            return False
-        if handle.channel is None or handle.state != "ready":
-            return False
+    def _on_limited(self, handle: WorkerHandle, msg_id: str, retry_at: str) -> None:
+        """The worker put a run refused by the usage limit back at the head of its queue:
+        free its slot, hold every start until the reset, and tell its author once."""
+        self.note_rate_limit(retry_at)
+        self.slots.release(msg_id)
+        ticket = self.tickets.get(msg_id)
+        if ticket is None:
+            return
+        ticket.claude = None
         ticket.limit_retries += 1
-        ticket.started = False
-        self.slots.release(ticket.msg_id)
-        handle.claude = None
-        handle.channel.send_nowait(
-            {
-                "type": "run",
-                "msg_id": ticket.msg_id,
-                "prompt": ticket.prompt,
-                "origin": ticket.origin,
-                "front": True,
-            }
-        )
-        ticket.push(RunQueued(ticket.msg_id, 0, waiting_for_slot=True, resets_at=self.resets_at))
-        log.info("message.waits_for_limit_reset", session_key=handle.key, msg_id=ticket.msg_id)
-        return True
+        event = RunQueued(msg_id, 0, waiting_for_slot=True, resets_at=self.resets_at)
+        self._record(handle, event)
+        ticket.push(event)
+        log.info("message.waits_for_limit_reset", session_key=handle.key, msg_id=msg_id)
 
     # ---- spawning -----------------------------------------------------------------------
 
@@ -438,7 +453,7 @@ class WorkerPool:
         idle = [
             h
             for h in self.workers.values()
-            if h is not exclude and h.state == "ready" and not h.inflight
+            if h is not exclude and h.state == "ready" and not self.holds(h)
         ]
         if not idle:
             return False
@@ -510,7 +525,7 @@ class WorkerPool:
             await asyncio.wait_for(handle.hello.wait(), HELLO_TIMEOUT_S)
         except TimeoutError:
             if process.returncode is None:
-                self._kill(handle, "no hello within the start timeout")
+                self._kill_hung(handle, "no hello within the start timeout")
 
     def kill_all(self, why: str) -> None:
         """SIGKILL every worker and the claude process group each is running."""
@@ -524,8 +539,32 @@ class WorkerPool:
         if handle.process is not None and handle.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 handle.process.send_signal(signal.SIGKILL)
-        if handle.claude is not None:
-            handle.claude.kill_group()
+        for ticket in self.held_by(handle):
+            if ticket.claude is not None:
+                ticket.claude.kill_group()
+
+    def _kill_hung(self, handle: WorkerHandle, why: str) -> None:
+        """A worker that stopped answering: first the signal that makes its faulthandler
+        write every thread's stack to the log (so a freeze leaves a trace), then the kill."""
+        if handle.hung or handle.process is None or handle.process.returncode is not None:
+            return
+        handle.hung = True
+        log.warning(
+            "worker.hung",
+            session_key=handle.key,
+            worker_pid=handle.pid,
+            why=why,
+            hint="its stacks follow in the log (faulthandler), then it is killed",
+        )
+        with contextlib.suppress(ProcessLookupError):
+            handle.process.send_signal(ipc.DUMP_STACKS_SIGNAL)
+        self._tasks.start(self._kill_after_dump(handle, why), "kill-hung")
+
+    async def _kill_after_dump(self, handle: WorkerHandle, why: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handle.exited.wait(), DUMP_WAIT_S)
+        if not handle.exited.is_set():
+            self._kill(handle, why)
 
     async def _watch_exit(self, handle: WorkerHandle) -> None:
         assert handle.process is not None
@@ -539,14 +578,17 @@ class WorkerPool:
             del self.workers[handle.key]
         if handle.idle_timer:
             handle.idle_timer.cancel()
+        running = {m for m, h in self.slots.active.items() if h is handle}  # had its slot
         self.slots.forget(handle)
-        if handle.claude is not None and handle.claude.kill_group():
-            log.warning("claude.group_killed", session_key=handle.key, pgid=handle.claude.pid)
-        handle.claude = None
+        held = self.held_by(handle)
+        for ticket in held:
+            if ticket.claude is not None and ticket.claude.kill_group():
+                log.warning("claude.group_killed", session_key=handle.key, pgid=ticket.claude.pid)
+            ticket.claude = None
         handle.exited.set()
         if handle.channel is not None:
             self._tasks.start(handle.channel.close(), "close-channel")
-        if not handle.inflight:
+        if not held:
             log.info("worker.exited", session_key=handle.key, worker_pid=handle.pid, rc=rc)
             self._unblock()
             return
@@ -557,7 +599,7 @@ class WorkerPool:
             session_key=handle.key,
             worker_pid=handle.pid,
             rc=rc,
-            inflight=len(handle.inflight),
+            held=len(held),
         )
         if not handle.hello.is_set():
             self.boot_failures[handle.key] = self.boot_failures.get(handle.key, 0) + 1
@@ -569,27 +611,31 @@ class WorkerPool:
                 handle, "spawn", "The worker for this session cannot start; see the daemon log."
             )
             return
-        resend: list[Ticket] = []
-        for ticket in handle.inflight.values():
-            if ticket.started and ticket.attempts >= MAX_ATTEMPTS:
-                ticket.push(
+        for ticket in held:  # in the order they came: the new worker keeps it
+            if ticket.msg_id in running and ticket.attempts >= MAX_ATTEMPTS:
+                self._finish(
+                    ticket,
                     RunFailed(
                         ticket.msg_id,
                         "crashed",
                         "The worker running this message crashed twice; it was not retried.",
-                    )
+                    ),
                 )
             else:
-                resend.append(ticket)
-        handle.inflight.clear()
-        for ticket in reversed(resend):  # keep their order, ahead of anything newer
-            self._place(ticket, front=True)
+                self._place(ticket)
         self._unblock()
 
     def _fail_all(self, handle: WorkerHandle, reason: Any, message: str) -> None:
-        for ticket in handle.inflight.values():
-            ticket.push(RunFailed(ticket.msg_id, reason, message))
-        handle.inflight.clear()
+        for ticket in self.held_by(handle):
+            self._finish(ticket, RunFailed(ticket.msg_id, reason, message))
+
+    def _finish(self, ticket: Ticket, event: RunEvent) -> None:
+        """A message's final event: its author gets it and the pool forgets the message."""
+        self.tickets.pop(ticket.msg_id, None)
+        self.slots.release(ticket.msg_id)
+        ticket.worker = None
+        ticket.claude = None
+        ticket.push(event)
 
     # ---- the worker connections ---------------------------------------------------------
 
@@ -652,13 +698,20 @@ class WorkerPool:
             worker_pid=handle.pid,
             spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),
         )
-        channel.send_nowait({"type": "configure", "session_id": self.session_lookup(handle.key)})
+        channel.send_nowait(
+            {
+                "type": "configure",
+                "session_id": self.session_lookup(handle.key),
+                "settings": self.settings_wire,
+            }
+        )
         if handle.state == "stopping":
             channel.send_nowait({"type": "shutdown", "grace": 0})
             return
-        for ticket in handle.inflight.values():
+        held = self.held_by(handle)
+        for ticket in held:
             self._send_run(handle, ticket)
-        if not handle.inflight:
+        if not held:
             self._arm_idle_timer(handle)
 
     def _on_frame(self, handle: WorkerHandle, message: ipc.Message) -> None:
@@ -668,13 +721,13 @@ class WorkerPool:
         elif kind == "acquire":
             msg_id = str(message["msg_id"])
             place = self.slots.acquire(handle, msg_id)
-            ticket = handle.inflight.get(msg_id)
+            ticket = self.tickets.get(msg_id)
             if place and ticket is not None and not ticket.limit_retries:
                 ticket.push(
                     RunQueued(msg_id, place - 1, waiting_for_slot=True, resets_at=self.resets_at)
                 )
-        elif kind == "release":
-            self.slots.release(str(message["msg_id"]))
+        elif kind == "limited":
+            self._on_limited(handle, str(message["msg_id"]), str(message.get("retry_at", "")))
         elif kind == "pong":
             handle.last_pong = time.monotonic()
             handle.stats = {k: v for k, v in message.items() if k not in ("v", "type")}
@@ -688,36 +741,36 @@ class WorkerPool:
         if handle.channel is not None:
             handle.channel.send_nowait({"type": "grant", "msg_id": msg_id})
 
-    def _on_event(self, handle: WorkerHandle, event: RunEvent) -> None:
-        handle.last_activity = time.monotonic()
-        ticket = handle.inflight.get(event.msg_id)
-        if isinstance(event, RunStarted):
-            handle.claude = ProcessIdentity.of(event.pid)
-            if ticket is not None:
-                ticket.started = True
+    def _record(self, handle: WorkerHandle, event: RunEvent) -> None:
         try:
             self.on_event(handle.key, event)
         except Exception:  # the recorder must never break the event stream
             log.exception("pool.on_event_failed", session_key=handle.key)
+
+    def _on_event(self, handle: WorkerHandle, event: RunEvent) -> None:
+        handle.last_activity = time.monotonic()
+        ticket = self.tickets.get(event.msg_id)
+        if ticket is not None and ticket.worker is not handle:
+            ticket = None  # a late event of a worker that no longer holds it
+        if isinstance(event, RunStarted) and ticket is not None:
+            ticket.claude = ProcessIdentity.of(event.pid)
+        self._record(handle, event)
         if ticket is None:
             return
-        if isinstance(event, RunQueued) and (ticket.attempts > 1 or ticket.limit_retries):
-            return  # a retry (after a crash or the usage limit): the user saw it queued
+        if isinstance(event, RunQueued) and ticket.attempts > 1:
+            return  # a retry after a crash: the user saw it queued
         if isinstance(event, RunFailed) and event.reason == "rate_limited":
             self.note_rate_limit(event.retry_at)
-            if self._retry_after_limit(handle, ticket):
-                return
         elif isinstance(event, RunDone) and self.limit_until is not None:
             log.info("pool.rate_limit_lifted", session_key=handle.key)  # a run got through
             self.resume_runs()
-        ticket.push(event)
-        if is_final(event):
-            handle.inflight.pop(event.msg_id, None)
-            handle.claude = None
-            self.slots.release(event.msg_id)
-            if not handle.inflight:
-                self._arm_idle_timer(handle)
-                self._unblock()
+        if not is_final(event):
+            ticket.push(event)
+            return
+        self._finish(ticket, event)
+        if not self.holds(handle):
+            self._arm_idle_timer(handle)
+            self._unblock()
 
     # ---- idle retirement and health -----------------------------------------------------
 
@@ -733,7 +786,7 @@ class WorkerPool:
 
     def _retire_if_idle(self, handle: WorkerHandle) -> None:
         handle.idle_timer = None
-        if not handle.inflight and handle.state == "ready":
+        if not self.holds(handle) and handle.state == "ready":
             log.info("worker.idle_exit", session_key=handle.key, worker_pid=handle.pid)
             self._retire(handle)
 
@@ -760,7 +813,7 @@ class WorkerPool:
                 if handle.channel is None or handle.process is None:
                     continue
                 if now - handle.last_pong > PING_TIMEOUT_S:
-                    self._kill(handle, f"no answer to pings for {PING_TIMEOUT_S:.0f} s")
+                    self._kill_hung(handle, f"no answer to pings for {PING_TIMEOUT_S:.0f} s")
                     continue
                 handle.channel.send_nowait({"type": "ping", "seq": seq})
 
@@ -791,9 +844,8 @@ class WorkerPool:
                     state=handle.state
                     if handle.state != "ready"
                     else str(stats.get("state", "idle")),
-                    queue_length=max(
-                        0, len(handle.inflight) - (1 if stats.get("running_msg_id") else 0)
-                    ),
+                    # the worker's own count; before its first pong, what it was given
+                    queue_length=int(stats.get("queue_length", len(self.held_by(handle)))),
                     running_msg_id=str(stats.get("running_msg_id", "")),
                     run_elapsed_s=float(stats.get("run_elapsed_s", 0.0)),
                     session_id=str(stats.get("session_id", "")),
@@ -805,7 +857,7 @@ class WorkerPool:
     def counts(self) -> dict[str, int]:
         """Numbers for the systemd STATUS line."""
         running = len(self.slots.active)
-        queued = sum(len(h.inflight) for h in self.live_handles()) - running
+        queued = len(self.tickets) - running
         return {
             "workers": len([h for h in self.live_handles() if h.process is not None]),
             "running": running,

@@ -51,7 +51,6 @@ from claudeclaw.model import (
     SessionInfo,
     SessionKey,
     SessionRecord,
-    is_final,
     session_key,
 )
 from claudeclaw.notify import Notifier, child_env
@@ -118,6 +117,9 @@ class Supervisor:
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
         self._frontend_swapped = asyncio.Event()  # serve() watches the new frontend
+        # a stop lets the frontend post its last answers this long; what it could not post
+        # stays in the pending ledger and is posted after the restart
+        self.drain_seconds = 10.0
         # messages from a frontend, kept until answered (pending.json)
         self.ledger = PendingLedger(
             paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
@@ -260,7 +262,7 @@ class Supervisor:
             await self.pool.shutdown(grace)
         if self.frontend is not None:
             with contextlib.suppress(Exception):
-                await self.frontend.drain(within=10)
+                await self.frontend.drain(within=self.drain_seconds)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.frontend.close(), 15)
         if self.control is not None:
@@ -370,8 +372,12 @@ class Supervisor:
                     self._writes.task_done()
 
     def take_pending(self) -> list[PendingMessage]:
-        """Messages the previous run accepted but did not answer (each handed out once)."""
+        """Messages the previous run accepted but did not answer (handed out once)."""
         return self.ledger.take_recovered()
+
+    def delivered(self, msg_id: str) -> None:
+        """The frontend posted the answer (or a note) of ``msg_id``: the ledger lets it go."""
+        self.ledger.delivered(msg_id)
 
     @property
     def rate_limited_until(self) -> datetime | None:
@@ -419,7 +425,7 @@ class Supervisor:
         self._mark_status_dirty()
         while True:
             event = await ticket.events.get()
-            if is_final(event):
+            if isinstance(event, RunDone | RunFailed):
                 event = self.ledger.settle(event)
                 await self._writes.join()  # the reply is seen only once its session is on disk
                 yield event
@@ -460,8 +466,8 @@ class Supervisor:
         pid = 0
         elapsed = 0.0
         if handle is not None:
-            running = bool(handle.claude) or bool(handle.stats.get("running_msg_id"))
-            queue = max(0, len(handle.inflight) - (1 if running else 0))
+            running = self.pool.running_on(handle) is not None
+            queue = max(0, len(self.pool.held_by(handle)) - (1 if running else 0))
             pid = handle.pid
             elapsed = float(handle.stats.get("run_elapsed_s", 0.0))
         return SessionInfo(

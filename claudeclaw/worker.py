@@ -1,35 +1,43 @@
 """One session key's worker process: its FIFO queue and its ``claude`` runs, one at a time.
 
-Started by the supervisor as ``python -m claudeclaw.worker`` (a fresh interpreter, never a
-fork of the supervisor's threaded event loop). It connects back over the supervisor's
-worker socket, says ``hello``, and then:
+Forked by the fork server (``forkserver.py``: a clean, single-threaded process that has
+imported this module; never a fork of the supervisor's threaded event loop), or, with
+``limits.workerStartMethod: "exec"``, started as ``python -m claudeclaw.worker``. Either
+way :func:`main` runs; it connects back over the supervisor's worker socket, says
+``hello``, takes the supervisor's settings from the ``configure`` frame (it never reads
+``settings.json``), and then:
 
 * queues ``run`` requests in arrival order and runs them one at a time, asking the
   supervisor for a run slot (``acquire`` → ``grant``) before each, so the global cap on
-  concurrent ``claude`` processes holds and threads take turns;
+  concurrent ``claude`` processes holds and threads take turns; a run refused by Claude's
+  usage limit goes back to the head of the queue (``limited``) to run at the reset;
 * streams every run event back (``event`` frames) and remembers the session id the CLI
   reported, so the next message of the key resumes it;
-* answers ``ping`` with its live state, obeys ``cancel``/``reset``/``reload``/``shutdown``;
+* answers ``ping`` with its live state, obeys ``cancel``/``reset``/``shutdown``, and takes
+  new settings from a ``reload`` frame;
 * exits when the supervisor goes away (end of stream), killing its run's process group.
 
 It never imports discord.py (tests pin that) and stays small: its only job is the queue.
+:meth:`Worker._run` is the one place that starts ``claude``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import signal
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from claudeclaw import ipc
 from claudeclaw.claude.runner import run_claude
-from claudeclaw.config import Settings, load_settings
+from claudeclaw.config import Settings
 from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, ClaudeclawError, IpcError
 from claudeclaw.logs import bind, configure_logging, get_logger
 from claudeclaw.model import (
@@ -45,9 +53,13 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.settings_wire import settings_from_wire
 from claudeclaw.tasks import TaskSet
 
 log = get_logger()
+
+
+MAX_LIMIT_RETRIES = 3  # a run refused by Claude's usage limit waits for its reset this often
 
 
 @dataclass(slots=True)
@@ -55,6 +67,7 @@ class _Queued:
     msg_id: str
     prompt: str
     origin: str
+    limit_retries: int = 0  # put back to wait for Claude's usage limit to reset
 
 
 # Text an event may carry over IPC (frames are capped at ipc.MAX_FRAME_BYTES; JSON can
@@ -89,6 +102,19 @@ def _write_reply(path: Any, text: str) -> None:
 def is_command(prompt: str) -> bool:
     """A slash command for the CLI (``/compact``), as the slash commands submit them."""
     return prompt.lstrip().startswith("/")
+
+
+def _passed(iso_time: str) -> bool:
+    """True if ``iso_time`` (a usage limit's reset) is not in the future."""
+    if not iso_time:
+        return False
+    try:
+        when = datetime.fromisoformat(iso_time)
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when <= datetime.now(UTC)
 
 
 class Worker:
@@ -183,20 +209,14 @@ class Worker:
     def handle_configure(self, message: ipc.Message) -> None:
         session_id = message.get("session_id")
         self.session_id = str(session_id) if session_id else None
+        self.settings = settings_from_wire(message["settings"])
 
     def handle_run(self, message: ipc.Message) -> None:
         item = _Queued(str(message["msg_id"]), str(message["prompt"]), str(message.get("origin")))
         if self.stopping:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
             return
-        if message.get("front"):
-            self.queue.appendleft(item)  # a retry: it keeps its place ahead of the others
-            waiting = self.waiting_grant
-            if waiting is not None and not waiting[1].done() and not self.cancel_reason:
-                self.cancel_reason = "reorder"  # withdraw the old head's slot request
-                waiting[1].cancel()
-        else:
-            self.queue.append(item)
+        self.queue.append(item)
         ahead = len(self.queue) - 1 + (1 if self.current else 0)
         self._emit(RunQueued(item.msg_id, ahead))
         self.work_ready.set()
@@ -222,7 +242,13 @@ class Worker:
         self.session_id = None
 
     def handle_reload(self, message: ipc.Message) -> None:
-        self.tasks.start(self._reload(), "reload")
+        """The supervisor reloaded: run on its new settings from the next run on."""
+        try:
+            self.settings = settings_from_wire(message["settings"])
+        except (IpcError, KeyError) as exc:
+            log.error("worker.reload_failed", error=str(exc))
+            return
+        log.info("worker.reloaded")
 
     def handle_shutdown(self, message: ipc.Message) -> None:
         grace = float(message.get("grace", 0.0))
@@ -250,94 +276,78 @@ class Worker:
 
     async def run_loop(self) -> None:
         """Run queued messages in order, one ``claude`` at a time, each with a granted slot."""
-        loop = asyncio.get_running_loop()
         while not self.stopping:
             if not self.queue:
                 self.work_ready.clear()
                 await self.work_ready.wait()
                 continue
             head = self.queue[0]
-            grant: asyncio.Future[None] = loop.create_future()
-            self.waiting_grant = (head.msg_id, grant)
-            self._send({"type": "acquire", "msg_id": head.msg_id})
-            try:
-                await grant
-            except asyncio.CancelledError:
-                if self.stopping or not self.cancel_reason:
-                    raise
-                self.waiting_grant = None
-                reason, self.cancel_reason = self.cancel_reason, ""
-                self._send({"type": "release", "msg_id": head.msg_id})
-                if reason == "reorder":
-                    continue  # a retry went ahead of it: the new head asks for a slot
-                # the head was cancelled (or reset) before it started
-                if head in self.queue:
-                    self.queue.remove(head)
-                    self._emit(RunFailed(head.msg_id, "cancelled", "Stopped before it started."))
+            if not await self._wait_for_slot(head):
                 continue
-            self.waiting_grant = None
-            self.queue.remove(head)  # exactly the granted one (a retry may stand before it)
-            batch = self._coalescible(head) if self.settings.runner.coalesce_queued_messages else []
-            if batch:
-                await self._run_together([head, *batch])
-            else:
-                await self._run_one(head)
+            # with coalescing, what piled up while the last run was busy rides along
+            batch = (
+                self._coalescible(head) if self.settings.runner.coalesce_queued_messages else [head]
+            )
+            for item in batch:
+                self.queue.remove(item)
+            final = await self._run(batch)
+            if not self._wait_for_limit_reset(batch, final):
+                self._answer(batch, final)
 
     def _coalescible(self, head: _Queued) -> list[_Queued]:
-        """The queued messages that may ride along with ``head``: those right behind it,
-        up to the first command. A command (``/compact``…) is never merged: joined with
-        other text it would not run as a command, yet report that it did."""
+        """``head`` and the queued messages right behind it, up to the first command. A
+        command (``/compact``…) is never merged: joined with other text it would not run
+        as a command, yet report that it did."""
+        batch = [head]
         if is_command(head.prompt):
-            return []
-        batch: list[_Queued] = []
-        for item in self.queue:
+            return batch
+        for item in list(self.queue)[1:]:
             if is_command(item.prompt):
                 break
             batch.append(item)
         return batch
 
-    async def _run_together(self, batch: list[_Queued]) -> None:
-        """Answer everything that piled up while the last run was busy in one run.
+    async def _wait_for_slot(self, head: _Queued) -> bool:
+        """Ask the supervisor for a run slot for ``head`` (``acquire``) and wait for its
+        ``grant``; False if ``head`` was cancelled (or reset) before it started. The slot is
+        the supervisor's again with the message's final event."""
+        grant: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting_grant = (head.msg_id, grant)
+        self._send({"type": "acquire", "msg_id": head.msg_id})
+        try:
+            await grant
+        except asyncio.CancelledError:
+            if self.stopping or not self.cancel_reason:
+                raise
+            self.cancel_reason = ""
+            if head in self.queue:
+                self.queue.remove(head)
+                self._emit(RunFailed(head.msg_id, "cancelled", "Stopped before it started."))
+            return False
+        finally:
+            self.waiting_grant = None
+        return True
 
-        The first message carries the run (its msg_id, its reply); the others ("riders")
-        see it start and end with ``RunDone(merged_into=…)`` and no reply of their own.
+    async def _run(self, batch: list[_Queued]) -> RunDone | RunFailed:
+        """One ``claude`` run answering ``batch``: the only place the worker runs Claude.
+
+        The first message carries the run (its msg_id, its reply); the others ("riders",
+        with coalescing) see it start and are answered by :meth:`_answer`.
         """
         head, riders = batch[0], batch[1:]
-        for rider in riders:
-            self.queue.remove(rider)
-        log.info("worker.coalesced", msg_id=head.msg_id, messages=len(batch))
+        if riders:
+            log.info("worker.coalesced", msg_id=head.msg_id, messages=len(batch))
         prompt = "\n\n".join(item.prompt for item in batch)
+        self.current = head
         self.riders = riders
-        try:
-            final = await self._run_one(_Queued(head.msg_id, prompt, head.origin))
-        finally:
-            self.riders = []
-        if isinstance(final, RunFailed) and final.reason == "rate_limited":
-            self.queue.extendleft(reversed(riders))  # they wait with it for the reset
-            return
-        for rider in riders:
-            if isinstance(final, RunDone):
-                self._emit(
-                    RunDone(
-                        rider.msg_id,
-                        reply="",
-                        session_id=final.session_id,
-                        merged_into=head.msg_id,
-                    )
-                )
-            else:
-                self._emit(RunFailed(rider.msg_id, final.reason, final.message, final.session_id))
-
-    async def _run_one(self, item: _Queued) -> RunDone | RunFailed:
-        self.current = item
         self.run_started = time.monotonic()
-        bind(msg_id=item.msg_id)
+        bind(msg_id=head.msg_id)
         task = asyncio.get_running_loop().create_task(
             run_claude(
                 self.settings,
-                item.prompt,
+                prompt,
                 session_id=self.session_id,
-                msg_id=item.msg_id,
+                msg_id=head.msg_id,
                 cwd=self.paths.root,
                 on_event=self._emit,
             )
@@ -348,28 +358,27 @@ class Worker:
         if task.cancelled():
             if self.cancel_reason == "shutdown":
                 final = RunFailed(
-                    item.msg_id,
+                    head.msg_id,
                     "shutdown",
                     "claudeclaw stopped before Claude finished; send it again.",
                     session_id=self.session_id or "",
                 )
             else:
                 final = RunFailed(
-                    item.msg_id, "cancelled", "Stopped.", session_id=self.session_id or ""
+                    head.msg_id, "cancelled", "Stopped.", session_id=self.session_id or ""
                 )
         elif task.exception() is not None:
             exc = task.exception()
             log.error("worker.run_crashed", error=repr(exc), exc_info=exc)
-            final = RunFailed(item.msg_id, "error", f"Internal error while running Claude: {exc}")
+            final = RunFailed(head.msg_id, "error", f"Internal error while running Claude: {exc}")
         else:
             final = task.result()
         self.cancel_reason = ""
         self.current_task = None
         self.current = None
+        self.riders = []
         self.claude_pid = 0
-        final = await self._spill(final)
-        self._emit(final)
-        return final
+        return await self._spill(final)
 
     async def _spill(self, final: RunDone | RunFailed) -> RunDone | RunFailed:
         """A reply too large for one frame goes to ``replies/<msg_id>.md`` (0600); the
@@ -385,14 +394,36 @@ class Worker:
         log.info("worker.reply_spilled", chars=len(final.reply), path=str(path))
         return replace(final, reply=final.reply[:REPLY_HEAD_CHARS], reply_file=str(path))
 
-    # ---- lifecycle ----------------------------------------------------------------------
+    def _answer(self, batch: list[_Queued], final: RunDone | RunFailed) -> None:
+        """The final event of each message of the run: the head's own, and for riders the
+        same outcome (``merged_into`` the head when it succeeded, no reply of their own)."""
+        head, riders = batch[0], batch[1:]
+        self._emit(final)
+        for rider in riders:
+            if isinstance(final, RunDone):
+                self._emit(
+                    RunDone(
+                        rider.msg_id, reply="", session_id=final.session_id, merged_into=head.msg_id
+                    )
+                )
+            else:
+                self._emit(RunFailed(rider.msg_id, final.reason, final.message, final.session_id))
 
-    async def _reload(self) -> None:
-        try:
-            self.settings = await asyncio.to_thread(load_settings, self.paths.settings_file)
-            log.info("worker.reloaded")
-        except ClaudeclawError as exc:
-            log.error("worker.reload_failed", error=str(exc))
+    def _wait_for_limit_reset(self, batch: list[_Queued], final: RunDone | RunFailed) -> bool:
+        """A run refused by Claude's usage limit goes back to the head of the queue (with its
+        riders) to run when the limit resets, instead of failing (a few times at most). The
+        supervisor is told (``limited``): it frees the slot and holds every start until then."""
+        head = batch[0]
+        if not isinstance(final, RunFailed) or final.reason != "rate_limited":
+            return False
+        if self.stopping or head.limit_retries >= MAX_LIMIT_RETRIES or _passed(final.retry_at):
+            return False
+        head.limit_retries += 1
+        self.queue.extendleft(reversed(batch))
+        self._send({"type": "limited", "msg_id": head.msg_id, "retry_at": final.retry_at})
+        return True
+
+    # ---- lifecycle ----------------------------------------------------------------------
 
     async def shutdown(self, grace: float) -> None:
         """Take no more work; let the current run finish within ``grace`` s; then exit."""
@@ -442,17 +473,23 @@ async def serve(paths: ProjectPaths, key: SessionKey, socket_path: str) -> int:
     except OSError as exc:
         log.error("worker.connect_failed", socket=socket_path, error=str(exc))
         return EXIT_WORKER_BOOT_FAILED
+    await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
     try:
-        settings = await asyncio.to_thread(load_settings, paths.settings_file)
-    except ClaudeclawError as exc:
-        log.error("worker.settings_invalid", error=str(exc))
+        # the supervisor's settings, never settings.json: one truth for every worker
+        first = await channel.recv()
+        if first is None or first["type"] != "configure":
+            raise IpcError("the first frame must be configure")
+        settings = settings_from_wire(first["settings"])
+    except (IpcError, ConnectionError, KeyError) as exc:
+        log.error("worker.configure_failed", error=str(exc))
+        await channel.close()
         return EXIT_WORKER_BOOT_FAILED
     worker = Worker(paths, key, channel, settings)
+    worker.handle_configure(first)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(
         signal.SIGTERM, lambda: worker.tasks.start(worker.abort("SIGTERM received"), "abort")
     )
-    await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
     worker.run_task = loop.create_task(worker.run_loop())
     tasks = [loop.create_task(worker.read_loop()), worker.run_task]
     await worker.finished.wait()
@@ -473,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor to handle
+    # a hung worker gets this signal before it is killed: its stacks go to the log (stderr),
+    # written by the interpreter even while the event loop is stuck
+    faulthandler.register(ipc.DUMP_STACKS_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
     current = os.nice(0)
     if args.nice > current:
         # under CPU contention the supervisor (Discord heartbeats, progress, control) goes

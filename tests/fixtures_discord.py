@@ -82,6 +82,7 @@ class FakeDispatcher:
     script: Script = echo_script
     submissions: list[Submission] = field(default_factory=list)
     pending: list[PendingMessage] = field(default_factory=list)  # take_pending() hands these out
+    delivered_ids: list[str] = field(default_factory=list)  # delivered() was told these
     resets: list[SessionKey] = field(default_factory=list)
     cancels: list[SessionKey] = field(default_factory=list)
     records: dict[SessionKey, SessionRecord] = field(default_factory=dict)
@@ -222,6 +223,10 @@ class FakeDispatcher:
         taken, self.pending = self.pending, []
         return taken
 
+    def delivered(self, msg_id: str) -> None:
+        self.delivered_ids.append(msg_id)
+        self._touch()
+
     async def list_sessions(self) -> list[SessionInfo]:
         return [await self.session_info(k) for k in self.records if k != GLOBAL_KEY]
 
@@ -282,6 +287,7 @@ async def make_frontend(
         )
         frontend.delivery.retry_delays = (0.01, 0.02)
         frontend.follower.queue_notice_after = 0.0  # tests of the notice set their own
+        frontend.redeliver_delays = (0.05, 0.1)
         made.append(frontend)
         await frontend.start()
         if wait_ready:

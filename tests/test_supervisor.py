@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from claudeclaw import control, ipc
+from claudeclaw.errors import IpcError
 from claudeclaw.model import (
     GLOBAL_KEY,
     RunDone,
@@ -255,7 +256,7 @@ async def test_sigkill_of_a_worker_loses_no_message(daemon: Supervisor) -> None:
     assert daemon.pool is not None
     handle = daemon.pool.find(key)
     assert handle is not None
-    await wait_for(lambda: len(handle.inflight) == 3, "three pending")
+    await wait_for(lambda: len(daemon.pool.held_by(handle)) == 3, "three pending")
     os.kill(handle.pid, signal.SIGKILL)
     r1, r2, r3 = await asyncio.gather(t1, t2, t3)
     assert [type(final(r)) for r in (r1, r2, r3)] == [RunDone, RunDone, RunDone]
@@ -304,7 +305,7 @@ async def test_status_reports_what_is_really_running(daemon: Supervisor) -> None
     await wait_for(lambda: bool(begun), "run started")
     queued = asyncio.create_task(collect(daemon, key, "next"))
     assert daemon.pool is not None
-    await wait_for(lambda: len(daemon.pool.find(key).inflight) == 2, "one queued")  # type: ignore[union-attr]
+    await wait_for(lambda: len(daemon.pool.held_by(daemon.pool.find(key))) == 2, "one queued")  # type: ignore[union-attr]
     report = await control.request(daemon.paths, {"type": "status"})
     rows = {w["key"]: w for w in report["workers"]}
     row = rows[key]
@@ -658,20 +659,11 @@ async def test_a_second_stop_signal_stops_at_once(daemon_process, make_project) 
     assert left == []
 
 
-async def test_a_huge_reply_is_cut_with_a_note_instead_of_getting_lost(daemon: Supervisor) -> None:
-    """Claude answers 3 million characters (more than one IPC frame can carry): the reply
-    arrives, cut to 500,000 characters with a note saying how much was left out."""
-    done = final(await collect(daemon, SessionKey("930000000000000000"), "BIGLINE:3000000"))
-    assert isinstance(done, RunDone)
-    assert done.reply.startswith("x" * 1000)
-    assert done.reply.endswith("[claudeclaw: the reply was 2,500,000 characters longer; cut here]")
-
-
 async def test_a_run_retried_after_the_limit_keeps_its_place_ahead_of_the_queue(
     daemon: Supervisor,
 ) -> None:
     """1. In one thread, message 1 is refused by the usage limit while message 2 waits
-       behind it (the worker already asked for a slot for message 2).
+       behind it (the worker puts 1 back at its head and asks for a slot for it, not 2).
     2. The limit resets.
     Result: message 1 runs first, then message 2; neither is lost."""
     from datetime import timedelta
@@ -716,7 +708,7 @@ async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None
         t2 = asyncio.create_task(collect(sup, key, "two"))
         t3 = asyncio.create_task(collect(sup, key, "three"))
         assert sup.pool is not None
-        await wait_for(lambda: len(sup.pool.find(key).inflight) == 3, "2 and 3 queued")  # type: ignore[union-attr]
+        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 3, "2 and 3 queued")  # type: ignore[union-attr]
         r1, r2, r3 = await asyncio.gather(t1, t2, t3)
         d1, d2, d3 = final(r1), final(r2), final(r3)
         assert isinstance(d1, RunDone) and isinstance(d2, RunDone) and isinstance(d3, RunDone)
@@ -746,11 +738,11 @@ async def test_coalescing_never_merges_a_command(make_project) -> None:  # type:
         t1 = asyncio.create_task(collect(sup, key, "one SLEEP:0.5", one.append))
         await wait_for(lambda: bool(started(one)), "1 running")
         t2 = asyncio.create_task(collect(sup, key, "two"))
-        await wait_for(lambda: len(sup.pool.find(key).inflight) == 2, "2 queued")  # type: ignore[union-attr]
+        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 2, "2 queued")  # type: ignore[union-attr]
         tc = asyncio.create_task(collect(sup, key, "/compact"))
-        await wait_for(lambda: len(sup.pool.find(key).inflight) == 3, "compact queued")  # type: ignore[union-attr]
+        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 3, "compact queued")  # type: ignore[union-attr]
         t3 = asyncio.create_task(collect(sup, key, "three"))
-        await wait_for(lambda: len(sup.pool.find(key).inflight) == 4, "3 queued")  # type: ignore[union-attr]
+        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 4, "3 queued")  # type: ignore[union-attr]
         results = await asyncio.gather(t1, t2, tc, t3)
         d2, dc, d3 = (final(r) for r in results[1:])
         assert isinstance(d2, RunDone) and isinstance(dc, RunDone) and isinstance(d3, RunDone)
@@ -811,3 +803,103 @@ async def test_a_failing_state_write_does_not_stop_replies(
     again = final(await collect(daemon, key, "disk ok"))
     assert isinstance(again, RunDone)
     assert await asyncio.to_thread(daemon.registry.get, key) is not None
+
+
+def _model_of(done: RunEvent) -> str:
+    """The --model a run's claude was started with (the fake echoes its argv)."""
+    assert isinstance(done, RunDone), done
+    argv = json.loads(done.reply)
+    return str(argv[argv.index("--model") + 1])
+
+
+async def test_workers_run_on_the_supervisors_settings_not_the_file(make_project) -> None:  # type: ignore[no-untyped-def]
+    """1. The daemon starts with model-a; thread A's worker runs.
+    2. settings.json is edited to model-b (valid) without reload: a new thread B's worker
+       and the old thread A both still run model-a (no split between old and new workers).
+    3. settings.json is made invalid without reload: a new thread C's worker still boots
+       and runs, on model-a.
+    4. A valid model-c plus reload: every worker, old and new, runs model-c."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(model="model-a")
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        thread_a, thread_b, thread_c = (SessionKey(f"99100000000000000{i}") for i in range(3))
+        assert _model_of(final(await collect(sup, thread_a, "ECHO_ARGV"))) == "model-a"
+
+        good = json.loads(paths.settings_file.read_text())
+        paths.settings_file.write_text(json.dumps({**good, "model": "model-b"}))
+        assert _model_of(final(await collect(sup, thread_b, "ECHO_ARGV"))) == "model-a"
+        assert _model_of(final(await collect(sup, thread_a, "ECHO_ARGV"))) == "model-a"
+
+        paths.settings_file.write_text('{"model": "model-b", "limits": {"maxWorkers": "many"')
+        assert _model_of(final(await collect(sup, thread_c, "ECHO_ARGV"))) == "model-a"
+        assert sup.pool is not None and sup.pool.crash_count == 0
+
+        paths.settings_file.write_text(json.dumps({**good, "model": "model-c"}))
+        applied, _message = await sup.reload()
+        assert applied
+        for key in (thread_a, thread_b, thread_c, SessionKey("991000000000000009")):
+            assert _model_of(final(await collect(sup, key, "ECHO_ARGV"))) == "model-c"
+    finally:
+        await sup.shutdown()
+
+
+async def test_a_hung_worker_writes_its_stacks_to_the_log_before_it_is_killed(
+    make_project,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """1. A thread's worker freezes (SIGSTOP) while its message runs and misses its pings.
+    2. The pool sends it the stack-dump signal; the worker is let go on (SIGCONT) so it
+       can act on it, though its loop is still stuck behind the missed pings.
+    Result: faulthandler wrote the worker's stacks to its log (stderr) before the kill,
+    and the message is answered by a new worker."""
+    from claudeclaw import pool as pool_module
+    from claudeclaw.config import load_settings
+
+    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
+    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
+    monkeypatch.setattr(pool_module, "DUMP_WAIT_S", 3.0)
+    paths = make_project()
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        key = SessionKey("992000000000000000")
+        first: list[RunStarted] = []
+        task = asyncio.create_task(
+            collect(
+                sup,
+                key,
+                "frozen SLEEP:1",
+                lambda e: first.append(e) if isinstance(e, RunStarted) else None,
+            )
+        )
+        await wait_for(lambda: bool(first), "run started")
+        assert sup.pool is not None
+        handle = sup.pool.find(key)
+        assert handle is not None
+        os.kill(handle.pid, signal.SIGSTOP)
+        await wait_for(lambda: handle.hung, "the pool found it hung")
+        os.kill(handle.pid, signal.SIGCONT)  # the dump signal is delivered now
+        await wait_for(lambda: handle.exited.is_set(), "the hung worker was killed")
+        assert isinstance(final(await task), RunDone)
+        err = capfd.readouterr().err
+        assert "most recent call first" in err
+        assert "claudeclaw/worker.py" in err  # written by the worker: before SIGKILL
+    finally:
+        await sup.shutdown()
+
+
+async def test_debug_hang_exists_only_behind_the_test_switch(
+    daemon: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production control handler has no test hooks; CLAUDECLAW_TEST_HOOKS=1 (set only
+    by test harnesses) adds debug.hang."""
+    with pytest.raises(IpcError, match=r"unknown request 'debug\.hang'"):
+        await control.request(daemon.paths, {"type": "debug.hang", "seconds": 0})
+    monkeypatch.setenv("CLAUDECLAW_TEST_HOOKS", "1")
+    hooked = Supervisor(daemon.paths, daemon.settings)
+    assert "debug.hang" in hooked.requests._handlers
+    assert "debug.hang" not in daemon.requests._handlers

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -67,6 +68,7 @@ from claudeclaw.model import (
     ReplyTo,
     RunDone,
     RunEvent,
+    RunFailed,
     SessionKey,
 )
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
@@ -232,6 +234,8 @@ class DiscordFrontend:
         self.follower = RunFollower(self._client, settings, self.delivery)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
         self.prune_interval_seconds = 3600.0
+        # pauses before posting again an answer Discord did not take (then every 10 min)
+        self.redeliver_delays: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
         for command in build_commands(self):
             self._client.tree.add_command(command)
         self._client.tree.error(self._on_command_error)
@@ -623,21 +627,69 @@ class DiscordFrontend:
         )
         # each event says it is in its session's queue: the next message may follow
         final = await self.follower.follow(message, stream, view, fields, turn.done)
+        await self._post_answer(message, key, final, view, fields)
+
+    async def _post_answer(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        final: RunDone | RunFailed,
+        view: RunView,
+        fields: dict[str, Any],
+    ) -> None:
+        """Post ``final`` as the answer to ``message``, then tell the daemon it is posted
+        (its pending ledger keeps it until then, across a restart too)."""
+        posted = await self._post(message, key, final, view, fields)
+        if isinstance(final, RunFailed) and final.reason == "kept":
+            return
+        if posted:
+            self._dispatcher.delivered(final.msg_id)
+        else:  # saved to disk meanwhile; the ledger keeps it across a restart too
+            self._tasks.start(self._post_later(message, key, final, view, fields), "redeliver")
+
+    async def _post_later(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        final: RunDone | RunFailed,
+        view: RunView,
+        fields: dict[str, Any],
+    ) -> None:
+        """Try an answer Discord did not take again, with growing pauses, until it is in."""
+        for delay in itertools.chain(self.redeliver_delays, itertools.repeat(600.0)):
+            await asyncio.sleep(delay)
+            log.info("discord.reply_redelivering", **fields)
+            if await self._post(message, key, final, view, fields):
+                self._dispatcher.delivered(final.msg_id)
+                return
+
+    async def _post(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        final: RunDone | RunFailed,
+        view: RunView,
+        fields: dict[str, Any],
+    ) -> bool:
+        """Post the answer; True when it is in Discord (✅ only then)."""
         if isinstance(final, RunDone) and final.merged_into:
             log.info("discord.run_merged", into=final.merged_into, **fields)
             await self.follower.react(message, view, DONE)  # the reply to the first one answers it
-            return
+            return True
         if isinstance(final, RunDone) and final.reply_file:  # too large for a frame
             whole = await self.delivery.read_spilled_reply(final.reply_file)
             reply = scrub_outbound(whole if whole is not None else final.reply)
             rendered = render_reply(with_context_note(final.reply, final.context_reset))
             log.info("discord.run_done", as_file=True, length=len(reply), **fields)
             delivered = await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
-            if delivered and whole is not None:  # a file of ours (checked when read)
+            if not delivered:
+                return False
+            if whole is not None:  # a file of ours (checked when read)
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(Path(final.reply_file).unlink)
             await self.follower.react(message, view, DONE)
-        elif isinstance(final, RunDone):
+            return True
+        if isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
             images = await self.delivery.images_to_upload(reply, view.accepted_at)
             if images:
@@ -647,25 +699,29 @@ class DiscordFrontend:
                 "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
             )
             if len(rendered.chunks) > MAX_REPLY_MESSAGES:
-                await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
+                posted = await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
             else:
-                await self.delivery.deliver(message, key, rendered.chunks)
+                posted = await self.delivery.deliver(message, key, rendered.chunks)
+            if not posted:
+                return False  # no ✅: the answer is not in Discord (yet)
             if images:
                 await self.delivery.upload_images(message, key, images)
             if rendered.reactions:
                 self.follower.add_reaction(message, view, rendered.reactions[0])
             await self.follower.react(message, view, DONE)
-        else:
-            log.info("discord.run_failed", reason=final.reason, **fields)
-            await self.delivery.deliver(message, key, [scrub_outbound(failure_text(final))])
-            await self.follower.react(message, view, KEPT if final.reason == "kept" else FAILED)
+            return True
+        log.info("discord.run_failed", reason=final.reason, **fields)
+        posted = await self.delivery.deliver(message, key, [scrub_outbound(failure_text(final))])
+        await self.follower.react(message, view, KEPT if final.reason == "kept" else FAILED)
+        return posted
 
     async def resume(self, items: list[PendingMessage]) -> None:
         """Answer the messages an earlier run of the daemon accepted but did not answer.
 
-        They keep their order (intake turns are taken now, in ledger order). One that was
-        already running when the daemon stopped is not run again (its tools may have
-        acted): its author is told it was interrupted.
+        They keep their order (intake turns are taken now, in ledger order). One that has
+        its answer already gets it posted; one that was already running when the daemon
+        stopped is not run again (its tools may have acted): its author is told it was
+        interrupted; the others run now.
         """
         for item in items:
             with contextlib.suppress(ValueError):
@@ -683,14 +739,25 @@ class DiscordFrontend:
                 channel = await self._client.fetch_channel(int(item.reply_to.channel_id))
             message = await channel.fetch_message(int(item.reply_to.message_id))
         except (discord.HTTPException, AttributeError, ValueError) as exc:
-            log.warning("discord.pending_lost", error=type(exc).__name__, **fields)
+            gone = not isinstance(exc, discord.HTTPException) or isinstance(
+                exc, discord.NotFound | discord.Forbidden
+            )
+            log.warning("discord.pending_lost", error=type(exc).__name__, gone=gone, **fields)
             turn.done()
+            if gone:  # else Discord failed for now: the ledger keeps it for the next start
+                self._dispatcher.delivered(item.msg_id)
             return
-        view = RunView(reaction=KEPT)
+        view = RunView(reaction=KEPT, accepted_at=_wall_time(item.accepted_at))
+        if item.answer is not None:  # it was answered, but the answer was not posted
+            log.info("discord.pending_answer_posted", **fields)
+            turn.done()
+            await self._post_answer(message, item.key, item.answer, view, fields)
+            return
         if item.started:
             log.info("discord.pending_interrupted", **fields)
             turn.done()
-            await self.delivery.deliver(message, item.key, [INTERRUPTED])
+            if await self.delivery.deliver(message, item.key, [INTERRUPTED]):
+                self._dispatcher.delivered(item.msg_id)  # else the next start tells them
             await self.follower.react(message, view, FAILED)
             return
         log.info("discord.pending_resumed", **fields)
@@ -702,6 +769,14 @@ class DiscordFrontend:
 
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)
+
+
+def _wall_time(iso_time: str) -> float:
+    """``iso_time`` as a Unix time (now if it is not one)."""
+    try:
+        return dt.datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
 
 
 __all__ = ["DiscordFrontend", "bot_intents"]

@@ -9,6 +9,7 @@ Discord will not take is retried with backoff and finally saved under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -69,6 +70,7 @@ class ReplyDelivery:
         # Delays between attempts to deliver a reply chunk (then it is saved to disk).
         self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
         self._forbidden_logged: set[int] = set()  # channels whose 403 was logged
+        self._saved: dict[int, Path] = {}  # message id -> its reply saved in undelivered/
 
     async def read_spilled_reply(self, path: str) -> str | None:
         """The whole reply a worker wrote to ``replies/`` (too large for a frame); None if
@@ -157,6 +159,7 @@ class ReplyDelivery:
             chunk=0,
         )
         if error is None:
+            await self._delivered_at_last(message, key)
             return True
         log.warning("discord.reply_file_failed", session_key=key, error=type(error).__name__)
         if _retryable(error):  # Discord is down: the messages would fail the same way
@@ -188,7 +191,17 @@ class ReplyDelivery:
             if error is not None:
                 await self._save_undelivered(message, key, chunks, index)
                 return False
+        await self._delivered_at_last(message, key)
         return True
+
+    async def _delivered_at_last(self, message: discord.Message, key: SessionKey) -> None:
+        """A reply saved to disk earlier went through now: its saved copy goes."""
+        path = self._saved.pop(message.id, None)
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(path.unlink)
+        log.info("discord.reply_redelivered", session_key=key, message_id=message.id)
 
     async def _send_retrying(
         self,
@@ -265,12 +278,13 @@ class ReplyDelivery:
         )
         text = header + "\n\n".join(chunks) + "\n"
         directory = self.paths.undelivered_dir
+        earlier = self._saved.get(message.id)  # a later attempt rewrites the same file
 
         def write() -> Path:
             ensure_private_dir(directory)
-            path = directory / f"{stamp}-{key}.md"
+            path = earlier or directory / f"{stamp}-{key}.md"
             counter = 1
-            while path.exists():
+            while earlier is None and path.exists():
                 path = directory / f"{stamp}-{key}-{counter}.md"
                 counter += 1
             write_private_text(path, text)
@@ -283,6 +297,7 @@ class ReplyDelivery:
                 "discord.reply_lost", session_key=key, error=type(exc).__name__, length=len(text)
             )
             return
+        self._saved[message.id] = path
         log.error(
             "discord.reply_undelivered",
             session_key=key,
