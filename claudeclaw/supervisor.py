@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import IO, Any
@@ -38,7 +39,7 @@ from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
 from claudeclaw.errors import ClaudeclawError, ConfigError, StateError
-from claudeclaw.ledger import PendingLedger
+from claudeclaw.ledger import KEPT_TEXT, PendingLedger
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
@@ -401,6 +402,14 @@ class Supervisor:
         """Queue ``prompt`` for ``key``; yield its events until done or failed."""
         key = session_key(key)
         if self.pool is None or self.closing:
+            if reply_to is not None:  # a frontend message: keep it, it runs after the restart
+                item = PendingMessage(
+                    uuid.uuid4().hex[:12], key, prompt, origin, reply_to, accepted_at=utc_now_iso()
+                )
+                self.ledger.accept(item)  # (in place of the earlier run's entry, if it is one)
+                log.info("message.kept_for_restart", session_key=key, msg_id=item.msg_id)
+                yield RunFailed(item.msg_id, "kept", KEPT_TEXT)
+                return
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
             return
         size = ipc.json_size(prompt)
