@@ -118,6 +118,7 @@ class Supervisor:
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
         self._frontend_swapped = asyncio.Event()  # serve() watches the new frontend
+        self._orphans: list[str] = []  # answers whose follower went away, for the next frontend
         # a stop lets the frontend post its last answers this long; what it could not post
         # stays in the pending ledger and is posted after the restart
         self.drain_seconds = 10.0
@@ -432,14 +433,47 @@ class Supervisor:
             prompt_chars=len(prompt),
         )
         self._mark_status_dirty()
-        while True:
-            event = await ticket.events.get()
-            if isinstance(event, RunDone | RunFailed):
-                event = self.ledger.settle(event)
-                await self._writes.join()  # the reply is seen only once its session is on disk
+        settled: RunDone | RunFailed | None = None
+        handed = False
+        try:
+            while True:
+                event = await ticket.events.get()
+                if isinstance(event, RunDone | RunFailed):
+                    settled = self.ledger.settle(event)
+                    await self._writes.join()  # the reply is seen once its session is on disk
+                    handed = True
+                    yield settled
+                    return
                 yield event
-                return
-            yield event
+        finally:
+            if not handed and reply_to is not None:  # its follower went away (a frontend
+                # closed for a new token): the answer is stored and the next frontend posts it
+                self._tasks.start(self._answer_orphan(ticket.msg_id, ticket, settled), "orphan")
+
+    async def _answer_orphan(
+        self, msg_id: str, ticket: Any, settled: RunDone | RunFailed | None
+    ) -> None:
+        """Wait for the final event of a message nobody follows any more, store it in the
+        ledger, and hand it to the frontend (now, or when one connects) to post."""
+        if settled is None:
+            while not isinstance(event := await ticket.events.get(), RunDone | RunFailed):
+                pass
+            settled = self.ledger.settle(event)
+            await self._writes.join()
+        log.info("message.answer_adopted", msg_id=msg_id, outcome=settled.kind)
+        self._orphans.append(msg_id)
+        await self._hand_orphans()
+
+    async def _hand_orphans(self) -> None:
+        """Give the frontend the adopted answers to post (they stay in the ledger until it
+        reports them posted; while stopping they are posted after the restart)."""
+        frontend = self.frontend
+        if frontend is None or self.closing or not self._orphans:
+            return
+        items = [self.ledger.accepted[m] for m in self._orphans if m in self.ledger.accepted]
+        self._orphans.clear()
+        if items:
+            await frontend.resume(items)
 
     async def cancel(self, key: SessionKey) -> bool:
         assert self.pool is not None
@@ -517,6 +551,7 @@ class Supervisor:
                     try:
                         await self._start_frontend()
                         self._frontend_swapped.set()
+                        await self._hand_orphans()
                     except ClaudeclawError as exc:
                         log.error("daemon.reload_frontend_failed", error=str(exc))
                         self.notifier.ready(self.status_line())

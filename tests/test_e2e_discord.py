@@ -299,10 +299,14 @@ async def test_reload_with_a_new_token_reconnects_with_it(
     """1. The daemon serves with token A. 2. The bot's token is reset (A is now rejected)
     and settings.json gets token B; `claudeclaw reload`.
     Result: the daemon keeps serving (it used to exit: "the Discord client stopped"),
-    reconnects with B and answers."""
+    reconnects with B and answers; the answer to a message Claude was working on during
+    the reload is posted once, after it."""
     sup = await discord_daemon()
     serving = asyncio.create_task(sup.serve())
     fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    busy = await fake.user_says(dm, "in flight SLEEP:1")
+    await fake.wait_until(lambda: "⚙️" in fake.reactions[busy["id"]], what="running")
     fake.token = "new-fake-bot-token-9876543210"
     document = json.loads(sup.paths.settings_file.read_text())
     document["discord"]["token"] = fake.token
@@ -319,9 +323,13 @@ async def test_reload_with_a_new_token_reconnects_with_it(
     applied, message = await sup.reload()
     assert applied, message
     assert fake.identify_count == identified + 1
-    dm = fake.dm_channel(fake.alice)
     await fake.user_says(dm, "after the new token")
     await fake.wait_for_message(dm, reply_to(fake, dm, "after the new token"), timeout=30)
+    await fake.wait_for_message(dm, reply_to(fake, dm, "in flight SLEEP:1"), timeout=30)
+    await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
+    answers = [m for m in fake.bot_messages(dm) if "in flight SLEEP:1" in m["content"]]
+    assert len(answers) == 1
+    assert (answers[0].get("message_reference") or {}).get("message_id") == busy["id"]
     assert not serving.done()
     sup.stop_requested.set()
     await asyncio.wait_for(serving, 10)
