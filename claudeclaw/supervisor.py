@@ -323,6 +323,8 @@ class Supervisor:
             await frontend.close()
             raise
         self.frontend = frontend
+        # what this run of the daemon holds already is not caught up again (a new token)
+        frontend.mark_seen(p.reply_to.message_id for p in self.ledger.accepted.values())
         await frontend.resume(self.take_pending())
 
     # ---- sessions -----------------------------------------------------------------------

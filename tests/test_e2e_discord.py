@@ -307,6 +307,8 @@ async def test_reload_with_a_new_token_reconnects_with_it(
     dm = fake.dm_channel(fake.alice)
     busy = await fake.user_says(dm, "in flight SLEEP:1")
     await fake.wait_until(lambda: "⚙️" in fake.reactions[busy["id"]], what="running")
+    behind = await fake.user_says(dm, "queued behind it")
+    await fake.wait_until(lambda: "👀" in fake.reactions[behind["id"]], what="accepted")
     fake.token = "new-fake-bot-token-9876543210"
     document = json.loads(sup.paths.settings_file.read_text())
     document["discord"]["token"] = fake.token
@@ -327,6 +329,9 @@ async def test_reload_with_a_new_token_reconnects_with_it(
     await fake.wait_for_message(dm, reply_to(fake, dm, "after the new token"), timeout=30)
     await fake.wait_for_message(dm, reply_to(fake, dm, "in flight SLEEP:1"), timeout=30)
     await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
+    await fake.wait_for_message(dm, reply_to(fake, dm, "queued behind it"), timeout=30)
+    await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
+    assert len([m for m in fake.bot_messages(dm) if "queued behind it" in m["content"]]) == 1
     answers = [m for m in fake.bot_messages(dm) if "in flight SLEEP:1" in m["content"]]
     assert len(answers) == 1
     assert (answers[0].get("message_reference") or {}).get("message_id") == busy["id"]

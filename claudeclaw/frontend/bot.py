@@ -24,7 +24,7 @@ import itertools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -482,6 +482,13 @@ class DiscordFrontend:
             mentioned_user_ids=tuple(str(user.id) for user in message.mentions),
             replied_to_author_id=replied_to,
         )
+
+    def mark_seen(self, message_ids: Iterable[str]) -> None:
+        """Messages the daemon already holds (its ledger): never taken in again, e.g. by
+        the catch-up of a frontend that replaced another one."""
+        for message_id in message_ids:
+            with contextlib.suppress(ValueError):
+                self._first_sight(int(message_id))
 
     def _first_sight(self, message_id: int) -> bool:
         """True the first time a message id is seen (the last SEEN_MESSAGES are kept):
