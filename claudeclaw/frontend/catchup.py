@@ -17,6 +17,7 @@ intake (routing decides whether it is for the bot), in order.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class ChannelMemory:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stamps: dict[str, float] | None = None
+        self._lock = threading.Lock()  # notes come from several worker threads at once
 
     def _load(self) -> dict[str, float]:
         if self._stamps is None:
@@ -62,6 +64,10 @@ class ChannelMemory:
 
     def note(self, channel_id: int, now: float) -> bool:
         """Remember the channel (blocking: a thread); True if the file was written."""
+        with self._lock:
+            return self._note(channel_id, now)
+
+    def _note(self, channel_id: int, now: float) -> bool:
         stamps = self._load()
         key = str(channel_id)
         if now - stamps.get(key, 0.0) < NOTE_EVERY_SECONDS:
@@ -76,7 +82,8 @@ class ChannelMemory:
     def recent(self, now: float) -> list[int]:
         """The channels noted in the last REMEMBER_CHANNEL_DAYS (blocking)."""
         cutoff = now - REMEMBER_CHANNEL_DAYS * 86400
-        return [int(k) for k, v in self._load().items() if v >= cutoff]
+        with self._lock:
+            return [int(k) for k, v in self._load().items() if v >= cutoff]
 
 
 def _handled_ids(history: list[discord.Message], bot_id: int) -> set[int]:
