@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import IO, Any
 
 import claudeclaw
-from claudeclaw import __version__, ipc, testhooks
+from claudeclaw import __version__, ipc
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
@@ -68,7 +68,8 @@ from claudeclaw.tasks import TaskSet
 
 log = get_logger()
 
-SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", testhooks.SWITCH)
+TEST_HOOKS_ENV = "CLAUDECLAW_TEST_HOOKS"  # set by test harnesses only: see testhooks.py
+SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", TEST_HOOKS_ENV)
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 
@@ -127,7 +128,9 @@ class Supervisor:
             paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
         )
         self.requests = ControlRequests(self)
-        if testhooks.enabled():
+        if os.environ.get(TEST_HOOKS_ENV) == "1":
+            from claudeclaw import testhooks  # test-only requests, never imported otherwise
+
             testhooks.install(self.requests)
 
     # ---- the three phases ---------------------------------------------------------------
