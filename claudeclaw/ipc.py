@@ -41,6 +41,14 @@ _HEADER = struct.Struct(">I")
 Message = dict[str, Any]
 
 
+MAX_PROMPT_BYTES = MAX_FRAME_BYTES - 64 * 1024  # a prompt's share of a `run` frame
+
+
+def json_size(text: str) -> int:
+    """Bytes ``text`` takes in a frame (JSON escapes non-ASCII: an emoji is 12 bytes)."""
+    return len(json.dumps(text))
+
+
 def encode_frame(message: Message) -> bytes:
     """Serialise ``message`` (adding the version) into one frame."""
     body = json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":")).encode()

@@ -194,6 +194,7 @@ class RunDone:
     num_turns: int = 0
     context_reset: bool = False  # the stored session was gone; a new one was started
     merged_into: str = ""  # answered together with this (earlier) message: no reply of its own
+    reply_file: str = ""  # the whole reply, when too large for a frame (``reply`` is its start)
     kind: Literal["done"] = "done"
 
 

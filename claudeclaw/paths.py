@@ -74,6 +74,16 @@ class ProjectPaths:
         return self.state_dir / "undelivered"
 
     @property
+    def discord_channels_file(self) -> Path:
+        """Channels (DMs too) where the bot answered lately: where to catch up after a stop."""
+        return self.state_dir / "discord-channels.json"
+
+    @property
+    def replies_dir(self) -> Path:
+        """Answers too large for one IPC frame: the worker writes them here for the bot."""
+        return self.state_dir / "replies"
+
+    @property
     def pending_file(self) -> Path:
         """Accepted Discord messages not answered yet: kept across restarts."""
         return self.state_dir / "pending.json"

@@ -26,6 +26,7 @@ from typing import Any
 
 from claudeclaw import jsonstore
 from claudeclaw.errors import InvalidKeyError
+from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
     SessionId,
@@ -37,6 +38,8 @@ from claudeclaw.model import (
 from claudeclaw.paths import ProjectPaths
 
 _THREADS = "threads"
+
+log = get_logger(component="sessions")
 
 
 def utc_now_iso() -> str:
@@ -142,6 +145,27 @@ def _with_workspace(key: SessionKey, entry: Any, payload: str) -> Any:
     return new
 
 
+def entry_problem(entry: Any) -> str:
+    """Why a stored entry cannot be used as a session ("" when it can, or when it is an
+    empty placeholder or a job entry without a ``sessionId``)."""
+    if not isinstance(entry, dict):
+        return f"the entry is a {type(entry).__name__}, not an object"
+    if "sessionId" in entry and not isinstance(entry["sessionId"], str):
+        return f"sessionId is a {type(entry['sessionId']).__name__}, not a string"
+    return ""
+
+
+def _repaired(key: SessionKey, entry: Any, session_id: str) -> Any:
+    """A dict entry whose ``sessionId`` is wrongly typed, with the id the daemon knows
+    put back (turns and dates kept); anything else unchanged."""
+    if not session_id or not isinstance(entry, dict) or not entry_problem(entry):
+        return entry
+    log.warning(
+        "sessions.entry_repaired", session_key=key, problem=entry_problem(entry), fixed=True
+    )
+    return {**entry, "sessionId": session_id}
+
+
 def _changed(key: SessionKey, entry: Any, *, op: str, session_id: str) -> Any:
     """One registry change by name (the daemon's batched writer): None deletes. For
     ``workspace`` the third field is the workspace as JSON text."""
@@ -149,8 +173,8 @@ def _changed(key: SessionKey, entry: Any, *, op: str, session_id: str) -> Any:
         return _recorded(key, entry, session_id)
     if op == "workspace":
         return _with_workspace(key, entry, session_id)
-    if op == "touch":
-        return _touched(key, entry)
+    if op == "touch":  # the daemon knows this key's session: a mistyped id is put right
+        return _touched(key, _repaired(key, entry, session_id))
     if op == "remove":
         return None
     raise ValueError(f"unknown registry change {op!r}")
@@ -315,6 +339,41 @@ class SessionRegistry:
                 on_threads,
                 validate=_is_registry,
             )
+
+    def validate(self) -> list[str]:
+        """Check every stored entry (at daemon start): each one whose session cannot be
+        used (a ``sessionId`` that is not a string, an entry that is not an object) is
+        logged with the fix and skipped, so its thread starts a new session; the file's
+        other entries are kept and nothing is rewritten. Returns the problems found."""
+        problems: list[str] = []
+        found: list[tuple[str, Any]] = []
+        glob = jsonstore.read_json(
+            self._paths.global_session_file,
+            validate=jsonstore.is_object,
+            lock_path=self._paths.lock_file,
+        )
+        if glob is not None:
+            found.append((GLOBAL_KEY, glob))
+        data = jsonstore.read_json(
+            self._paths.thread_sessions_file,
+            validate=_is_registry,
+            lock_path=self._paths.lock_file,
+        )
+        if data is not None:
+            found.extend(data.get(_THREADS, {}).items())
+        for raw_key, entry in found:
+            problem = entry_problem(entry)
+            if problem:
+                where = "session.json" if raw_key == GLOBAL_KEY else f"sessions.json {raw_key!r}"
+                problems.append(f"{where}: {problem}")
+                log.warning(
+                    "sessions.entry_invalid",
+                    session_key=raw_key,
+                    problem=problem,
+                    fix="the entry is skipped (its thread starts a new session); set "
+                    "sessionId to the session's id string, or remove the entry",
+                )
+        return problems
 
     def list(self) -> list[SessionRecord]:
         """Thread (and channel) sessions in insertion order; not the global one, not job

@@ -31,12 +31,13 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import IO, Any
 
 import claudeclaw
-from claudeclaw import __version__
+from claudeclaw import __version__, ipc
 from claudeclaw.agent import AGENT_USER_ENV, agent_account, share_state_dirs
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
@@ -49,7 +50,7 @@ from claudeclaw.errors import (
     WorkspaceError,
 )
 from claudeclaw.jobservice import JobService, next_due_text
-from claudeclaw.ledger import PendingLedger
+from claudeclaw.ledger import KEPT_TEXT, PendingLedger
 from claudeclaw.logs import get_logger, register_secret
 from claudeclaw.model import (
     GLOBAL_KEY,
@@ -103,6 +104,15 @@ def _euid() -> int:
     return os.geteuid()
 
 
+def too_large_text(size: int) -> str:
+    """Why a prompt is refused, and what to do instead."""
+    return (
+        f"This message is too large for claudeclaw ({size / 2**20:.1f} MB as sent to a "
+        f"session; the limit is {ipc.MAX_PROMPT_BYTES / 2**20:.1f} MB, and non-ASCII text "
+        "counts up to 6 bytes a character). Send the text as a file attachment, or split it."
+    )
+
+
 class Supervisor:
     """See the module docstring. ``run()`` is the whole daemon."""
 
@@ -147,6 +157,7 @@ class Supervisor:
         self._tasks = TaskSet("daemon")
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
+        self._orphans: list[str] = []  # answers whose follower went away, for the next frontend
         # a stop lets the frontend post its last answers this long; what it could not post
         # stays in the pending ledger and is posted after the restart
         self.drain_seconds = 10.0
@@ -197,6 +208,7 @@ class Supervisor:
         ended = await asyncio.to_thread(sweep_orphans, tag)
         if ended:
             log.warning("daemon.orphans_ended", pids=ended, count=len(ended))
+        await asyncio.to_thread(self.registry.validate)  # names (and skips) unusable entries
         for record in await asyncio.to_thread(self.registry.list):
             self.sessions[record.key] = record.session_id
             if record.workspace is not None:
@@ -375,7 +387,10 @@ class Supervisor:
 
         async def on_ready(frontend: Any) -> None:
             self.frontend = frontend
+            # what this run of the daemon holds already is not caught up again (a new token)
+            frontend.mark_seen(p.reply_to.message_id for p in self.ledger.accepted.values())
             await frontend.resume(self.take_pending())
+            await self._hand_orphans()
 
         def on_lost() -> None:
             self.frontend = None
@@ -568,7 +583,20 @@ class Supervisor:
         ``overrides`` (``model``, ``timeout_s``): this run only (a job's frontmatter)."""
         key = session_key(key)
         if self.pool is None or self.closing:
+            if reply_to is not None:  # a frontend message: keep it, it runs after the restart
+                item = PendingMessage(
+                    uuid.uuid4().hex[:12], key, prompt, origin, reply_to, accepted_at=utc_now_iso()
+                )
+                self.ledger.accept(item)  # (in place of the earlier run's entry, if it is one)
+                log.info("message.kept_for_restart", session_key=key, msg_id=item.msg_id)
+                yield RunFailed(item.msg_id, "kept", KEPT_TEXT)
+                return
             yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
+            return
+        size = ipc.json_size(prompt)
+        if size > ipc.MAX_PROMPT_BYTES:  # it could never reach a worker: refuse it here
+            log.warning("message.too_large", session_key=key, origin=origin, bytes=size)
+            yield RunFailed("", "error", too_large_text(size))
             return
         async with self._intake_lock(key):  # no await inside unless a worktree is made
             try:
@@ -596,14 +624,47 @@ class Supervisor:
             prompt_chars=len(prompt),
         )
         self._mark_status_dirty()
-        while True:
-            event = await ticket.events.get()
-            if isinstance(event, RunDone | RunFailed):
-                event = self.ledger.settle(event)
-                await self._writes.join()  # the reply is seen only once its session is on disk
+        settled: RunDone | RunFailed | None = None
+        handed = False
+        try:
+            while True:
+                event = await ticket.events.get()
+                if isinstance(event, RunDone | RunFailed):
+                    settled = self.ledger.settle(event)
+                    await self._writes.join()  # the reply is seen once its session is on disk
+                    handed = True
+                    yield settled
+                    return
                 yield event
-                return
-            yield event
+        finally:
+            if not handed and reply_to is not None:  # its follower went away (a frontend
+                # closed for a new token): the answer is stored and the next frontend posts it
+                self._tasks.start(self._answer_orphan(ticket.msg_id, ticket, settled), "orphan")
+
+    async def _answer_orphan(
+        self, msg_id: str, ticket: Any, settled: RunDone | RunFailed | None
+    ) -> None:
+        """Wait for the final event of a message nobody follows any more, store it in the
+        ledger, and hand it to the frontend (now, or when one connects) to post."""
+        if settled is None:
+            while not isinstance(event := await ticket.events.get(), RunDone | RunFailed):
+                pass
+            settled = self.ledger.settle(event)
+            await self._writes.join()
+        log.info("message.answer_adopted", msg_id=msg_id, outcome=settled.kind)
+        self._orphans.append(msg_id)
+        await self._hand_orphans()
+
+    async def _hand_orphans(self) -> None:
+        """Give the frontend the adopted answers to post (they stay in the ledger until it
+        reports them posted; while stopping they are posted after the restart)."""
+        frontend = self.frontend
+        if frontend is None or self.closing or not self._orphans:
+            return
+        items = [self.ledger.accepted[m] for m in self._orphans if m in self.ledger.accepted]
+        self._orphans.clear()
+        if items:
+            await frontend.resume(items)
 
     async def cancel(self, key: SessionKey) -> bool:
         assert self.pool is not None
@@ -720,6 +781,7 @@ class Supervisor:
                 if settings.discord.token:
                     try:
                         await self._begin_discord(DISCORD_START_WAIT_SECONDS)
+                        await self._hand_orphans()
                     except ClaudeclawError as exc:
                         log.error("daemon.reload_frontend_failed", error=str(exc))
                         self.notifier.ready(self.status_line())

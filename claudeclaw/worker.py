@@ -44,7 +44,7 @@ from typing import Any
 from claudeclaw import ipc
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import Settings
-from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, IpcError
+from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, ClaudeclawError, IpcError
 from claudeclaw.logs import bind, configure_logging, get_logger
 from claudeclaw.model import (
     RunDone,
@@ -58,7 +58,7 @@ from claudeclaw.model import (
     event_to_dict,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths
+from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
 from claudeclaw.redaction import scrub_outbound
 from claudeclaw.settings_wire import settings_from_wire
 from claudeclaw.tasks import TaskSet
@@ -98,20 +98,36 @@ class _Queued:
 # Text an event may carry over IPC (frames are capped at ipc.MAX_FRAME_BYTES; JSON can
 # grow a character to 6 bytes). A longer reply is cut with a note; it would be thousands of
 # Discord messages anyway.
-MAX_REPLY_CHARS = 500_000
+MAX_INLINE_REPLY_BYTES = 1024 * 1024  # a larger reply travels as a file (``reply_file``)
+REPLY_HEAD_CHARS = 4_000  # the start kept in the frame of a reply sent as a file
 MAX_PROGRESS_CHARS = 4_000
 
 
 def _fit_in_a_frame(event: RunEvent) -> RunEvent:
-    if isinstance(event, RunDone) and len(event.reply) > MAX_REPLY_CHARS:
-        cut = len(event.reply) - MAX_REPLY_CHARS
+    if isinstance(event, RunDone) and ipc.json_size(event.reply) > MAX_INLINE_REPLY_BYTES:
+        # only when it could not be written to a file: cut it to what a frame holds
+        keep = len(event.reply)
+        while keep and ipc.json_size(event.reply[:keep]) > MAX_INLINE_REPLY_BYTES:
+            keep = keep * 3 // 4
+        cut = len(event.reply) - keep
         note = f"\n\n[claudeclaw: the reply was {cut:,} characters longer; cut here]"
-        return replace(event, reply=event.reply[:MAX_REPLY_CHARS] + note)
+        return replace(event, reply=event.reply[:keep] + note)
     if isinstance(event, RunProgress) and len(event.text) > MAX_PROGRESS_CHARS:
         return replace(event, text=event.text[:MAX_PROGRESS_CHARS])
     if isinstance(event, RunFailed) and len(event.message) > MAX_PROGRESS_CHARS:
         return replace(event, message=event.message[:MAX_PROGRESS_CHARS] + "…")
     return event
+
+
+def _write_reply(path: Any, text: str) -> None:
+    ensure_private_dir(path.parent)
+    write_private_text(path, text)
+
+
+def is_command(prompt: str) -> bool:
+    """A slash command for the CLI (``/compact``…), as the slash commands submit them:
+    never merged with or steered into other messages."""
+    return prompt.lstrip().startswith("/")
 
 
 def _passed(iso_time: str) -> bool:
@@ -125,11 +141,6 @@ def _passed(iso_time: str) -> bool:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when <= datetime.now(UTC)
-
-
-def _is_command(prompt: str) -> bool:
-    """A slash command for Claude (``/compact``…): never merged with or steered into others."""
-    return prompt.lstrip().startswith("/")
 
 
 class Worker:
@@ -294,8 +305,8 @@ class Worker:
             self.settings.runner.busy_policy == "steer"
             and self.current is not None
             and not self.queue
-            and not _is_command(item.prompt)
-            and not _is_command(self.current.prompt)
+            and not is_command(item.prompt)
+            and not is_command(self.current.prompt)
             and self.claude.warm
         )
 
@@ -374,12 +385,8 @@ class Worker:
                 continue
             # with coalescing, what piled up while the last run was busy rides along (up to
             # a slash command, which always runs on its own)
-            batch = [head]
-            if self.settings.runner.busy_policy == "coalesce" and not _is_command(head.prompt):
-                for item in list(self.queue)[1:]:
-                    if _is_command(item.prompt):
-                        break
-                    batch.append(item)
+            coalesce = self.settings.runner.busy_policy == "coalesce"
+            batch = self._coalescible(head) if coalesce else [head]
             for item in batch:
                 self.queue.remove(item)
             final = await self._run(batch)
@@ -389,6 +396,19 @@ class Worker:
             self.steered = []
             if not self._wait_for_limit_reset(batch, final):
                 self._answer(batch, final)
+
+    def _coalescible(self, head: _Queued) -> list[_Queued]:
+        """``head`` and the queued messages right behind it, up to the first command. A
+        command (``/compact``…) is never merged: joined with other text it would not run
+        as a command, yet report that it did."""
+        batch = [head]
+        if is_command(head.prompt):
+            return batch
+        for item in list(self.queue)[1:]:
+            if is_command(item.prompt):
+                break
+            batch.append(item)
+        return batch
 
     async def _wait_for_slot(self, head: _Queued) -> bool:
         """Ask the supervisor for a run slot for ``head`` (``acquire``) and wait for its
@@ -479,7 +499,21 @@ class Worker:
         self.started_event = None
         if self.claude.warm:
             self._report_warm()  # also its place in the pool's least-recently-used order
-        return final
+        return await self._spill(final)
+
+    async def _spill(self, final: RunDone | RunFailed) -> RunDone | RunFailed:
+        """A reply too large for one frame goes to ``replies/<msg_id>.md`` (0600); the
+        frame carries its start and the path, and the bot posts the whole as a file."""
+        if not isinstance(final, RunDone) or (ipc.json_size(final.reply) <= MAX_INLINE_REPLY_BYTES):
+            return final
+        path = self.paths.replies_dir / f"{final.msg_id}.md"
+        try:
+            await asyncio.to_thread(_write_reply, path, final.reply)
+        except (OSError, ClaudeclawError) as exc:
+            log.error("worker.reply_spill_failed", error=str(exc), chars=len(final.reply))
+            return final  # cut to fit by _emit
+        log.info("worker.reply_spilled", chars=len(final.reply), path=str(path))
+        return replace(final, reply=final.reply[:REPLY_HEAD_CHARS], reply_file=str(path))
 
     def _answer(self, batch: list[_Queued], final: RunDone | RunFailed) -> None:
         """The final event of each message of the run: the head's own, and for riders (merged

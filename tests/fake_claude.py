@@ -31,6 +31,7 @@ Directives, anywhere in the prompt (upper case words):
 ``ERROR:max_turns``    an ``error_max_turns`` result without a ``result`` key, rc 1
 ``ERROR:ratelimit``    ``You've hit your limit · resets 3pm (UTC)``, rc 1
 ``ERROR:ratelimit_once`` the same the first time (a marker in the state dir), then a normal reply
+``ERROR:api429_once`` an API 429 result the first time (a marker), then a normal reply
 ``ERROR:thinking``     on a resumed run only: ``Invalid `signature` in `thinking` block``, rc 1
 ``TOOL:<Name>:<json>`` an assistant ``tool_use`` line, its ``user`` tool_result, then the reply
 ``STDERR:<n>``         write n bytes to stderr first (pipe-drain tests)
@@ -396,6 +397,11 @@ def main():
     error = re.search(r"\bERROR:(\w+)", prompt)
     if error:
         kind = error.group(1)
+        if kind == "api429_once":  # the API throttles once; the retry goes through
+            marker = os.path.join(_state_dir(), "api429.hit")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                kind = "api429"
         if kind.startswith("api") and kind[3:].isdigit():
             status = int(kind[3:])
             out.result(

@@ -14,6 +14,11 @@ Point discord.py at it with ``discord.http.Route.BASE = fake.api_base`` and
   multipart; content over 2000 UTF-16 units -> 400 code 50035), edits, deletes, reactions,
   typing, thread members, interaction callbacks, webhook follow-ups and @original edits,
   attachment downloads. ``fail_posts[channel_id] = status`` makes message POSTs fail.
+* faults: ``fail_after_create[channel_id] = n``: the next n message POSTs to it are
+  processed (a message is created, or found by its nonce), then answered 500 anyway;
+  ``reaction_gate`` (an Event) holds every reaction call until it is set (slow
+  reactions); ``reaction_status`` makes them fail. Message nonces with ``enforce_nonce``
+  are honoured as Discord does: a repeat returns the message already created.
 * helpers: :meth:`user_says`, :meth:`create_thread`, :meth:`archive_thread`,
   :meth:`delete_thread`, :meth:`slash_command`, and awaitables such as
   :meth:`wait_for_message` (no sleeping and hoping).
@@ -32,6 +37,7 @@ import itertools
 import json
 import re
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,11 +50,23 @@ T = TypeVar("T")
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 ALL_PERMISSIONS = str((1 << 50) - 1)
-_ids = itertools.count(1_300_000_000_000_000_000)
+DISCORD_EPOCH_MS = 1_420_070_400_000
+_last_id = 0
 
 
-def snowflake() -> str:
-    return str(next(_ids))
+def snowflake(at: float | None = None) -> str:
+    """A fresh id made as Discord makes them: milliseconds since 2015 in the high bits
+    (history ``after``/``before`` by time works), always increasing. ``at``: an id of that
+    earlier time (a message sent then)."""
+    global _last_id
+    ms = int((time.time() if at is None else at) * 1000) - DISCORD_EPOCH_MS
+    if at is not None:
+        return str((ms << 22) + next(_low))
+    _last_id = max(_last_id + 1, ms << 22)
+    return str(_last_id)
+
+
+_low = itertools.count(1)
 
 
 def now_iso() -> str:
@@ -124,6 +142,11 @@ class FakeDiscord:
         self.unhandled: list[Recorded] = []
         self.gateway_log: list[dict[str, Any]] = []
         self.fail_posts: dict[str, int] = {}
+        self.fail_after_create: dict[str, int] = {}
+        self.reaction_gate: asyncio.Event | None = None
+        self.reaction_status: int | None = None
+        self.nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
+        self.file_texts: list[str] = []  # the text of every uploaded file (utf-8, replace)
         self.blobs: dict[str, tuple[bytes, str]] = {}
         self.download_gate: asyncio.Event | None = None  # set: attachment downloads wait
         self.gateway_close_code: int | None = None  # e.g. 4004 or 4014 at IDENTIFY
@@ -691,6 +714,7 @@ class FakeDiscord:
                 else:
                     data = await part.read()
                     body["_files"].append({"name": part.filename, "size": len(data)})
+                    self.file_texts.append(bytes(data).decode("utf-8", errors="replace"))
             return body
         raw = await request.read()
         if not raw:
@@ -849,7 +873,23 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def _get_messages(self, _body: Any, channel_id: str) -> web.Response:
-        return _json(list(reversed(self.messages[channel_id]))[:50])
+        """History as Discord serves it: newest first; ``after``: the oldest ones after it;
+        ``before``: the newest ones before it; at most ``limit`` (default 50)."""
+        query = self.requests[-1].query  # recorded just before this handler ran
+        limit = min(int(query.get("limit", 50)), 100)
+        found = sorted(self.messages[channel_id], key=lambda m: int(m["id"]))
+        if "after" in query:
+            found = [m for m in found if int(m["id"]) > int(query["after"])][:limit]
+        else:
+            if "before" in query:
+                found = [m for m in found if int(m["id"]) < int(query["before"])]
+            found = found[-limit:]
+        return _json([self._with_reactions(m) for m in reversed(found)])
+
+    def _with_reactions(self, message: dict[str, Any]) -> dict[str, Any]:
+        emojis = self.reactions.get(message["id"], [])
+        reactions = [{"emoji": {"id": None, "name": e}, "count": 1, "me": True} for e in emojis]
+        return {**message, "reactions": reactions} if reactions else message
 
     def _find_message(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
         for message in self.messages.get(channel_id, []):
@@ -861,7 +901,7 @@ class FakeDiscord:
         message = self._find_message(channel_id, message_id)
         if message is None:
             return _error(404, "Unknown Message", 10008)
-        return _json(message)
+        return _json(self._with_reactions(message))
 
     @staticmethod
     def _too_long(content: str) -> web.Response:
@@ -899,6 +939,11 @@ class FakeDiscord:
             if meta["locked"]:
                 return _error(403, "Thread is locked", 160005)
             meta["archived"] = False
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            existing = self.nonces.get((channel_id, str(nonce)))
+            if existing is not None:
+                return self._after_create(channel_id, existing)
         referenced = None
         reference = body.get("message_reference")
         if reference:
@@ -912,10 +957,26 @@ class FakeDiscord:
             message_type=19 if referenced is not None else 0,
             referenced=referenced,
         )
+        if nonce is not None:
+            message["nonce"] = nonce
+            if body.get("enforce_nonce"):
+                self.nonces[(channel_id, str(nonce))] = message
         self.messages[channel_id].append(message)
         self.sent_payloads[message["id"]] = body
         await self.dispatch("MESSAGE_CREATE", message)
+        return self._after_create(channel_id, message)
+
+    def _after_create(self, channel_id: str, message: dict[str, Any]) -> web.Response:
+        left = self.fail_after_create.get(channel_id, 0)
+        if left > 0:
+            self.fail_after_create[channel_id] = left - 1
+            return _error(500, "Internal Server Error", 0)
         return _json(message)
+
+    async def redeliver(self, message: dict[str, Any]) -> None:
+        """The gateway delivers a MESSAGE_CREATE once more (a replay)."""
+        await self.dispatch("MESSAGE_CREATE", message)
+        self._touch()
 
     async def _patch_message(self, body: Any, channel_id: str, message_id: str) -> web.Response:
         message = self._find_message(channel_id, message_id)
@@ -941,6 +1002,10 @@ class FakeDiscord:
     async def _put_reaction(
         self, _body: Any, channel_id: str, message_id: str, emoji: str
     ) -> web.Response:
+        if self.reaction_gate is not None:
+            await self.reaction_gate.wait()
+        if self.reaction_status is not None:
+            return _error(self.reaction_status, "Reaction failed", 0)
         if self._find_message(channel_id, message_id) is None:
             return _error(404, "Unknown Message", 10008)
         if emoji not in self.reactions[message_id]:

@@ -104,6 +104,7 @@ class FakeDispatcher:
     reset_gate: asyncio.Event | None = None  # reset_session() waits for it (a slow reset)
     diffs: dict[SessionKey, WorkspaceDiff] = field(default_factory=dict)  # workspace_diff()
     infos: dict[SessionKey, WorkspaceStatus] = field(default_factory=dict)  # session_info()
+    last_errors: dict[SessionKey, str] = field(default_factory=dict)  # for session_info
 
     def _touch(self) -> None:
         self.changed.set()
@@ -235,6 +236,7 @@ class FakeDispatcher:
             worker_pid=4242 if key in self._locks else 0,
             run_elapsed_s=1.5 if running else 0.0,
             workspace=self.infos.get(key),
+            last_error=self.last_errors.get(key, ""),
         )
 
     def take_pending(self) -> list[PendingMessage]:
@@ -307,6 +309,8 @@ async def make_frontend(
             settings, dispatcher, paths, client_options={"guild_ready_timeout": 0.01}
         )
         frontend.delivery.retry_delays = (0.01, 0.02)
+        frontend.follower.queue_notice_after = 0.0  # tests of the notice set their own
+        frontend.redeliver_delays = (0.05, 0.1)
         made.append(frontend)
         await frontend.start()
         if wait_ready:

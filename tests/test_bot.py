@@ -281,19 +281,30 @@ async def test_failures_get_a_clear_message_and_a_cross(
 
 
 async def test_undelivered_reply_is_retried_then_saved(fake_discord, dispatcher, frontend):
+    """Discord refuses the reply (503): it is retried, then saved to disk, and it gets no
+    ✅ (the reply is not in Discord) and stays in the ledger; once Discord takes messages
+    again it is posted, the saved copy goes, ✅ comes, and the ledger lets it go."""
     fake = fake_discord
     dm = fake.dm_channel(fake.alice)
-    fake.fail_posts[dm] = 403
+    fake.fail_posts[dm] = 503  # a 5xx may pass later (a 403 is not retried: test_delivery)
+    undelivered = frontend._paths.undelivered_dir
     with capture_logs() as logs:
         msg = await fake.user_says(dm, "important")
-        await final_reactions(fake, msg["id"], "✅")
+        saved = await fake.wait_until(lambda: list(undelivered.glob("*-global.md")))
     posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith(f"{dm}/messages")]
-    assert len(posts) == 1 + len(frontend.delivery.retry_delays)
-    saved = list(frontend._paths.undelivered_dir.glob("*-global.md"))
+    assert len(posts) >= 1 + len(frontend.delivery.retry_delays)
     assert len(saved) == 1
     assert "echo: important" in saved[0].read_text()
     assert stat.S_IMODE(saved[0].stat().st_mode) == 0o600
     assert any(e["event"] == "discord.reply_undelivered" for e in logs)
+    assert "✅" not in fake.reactions[msg["id"]]
+    assert not dispatcher.delivered_ids
+    del fake.fail_posts[dm]
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: important")
+    await final_reactions(fake, msg["id"], "✅")
+    await fake.wait_until(lambda: not list(undelivered.glob("*.md")), what="saved copy removed")
+    assert len(dispatcher.delivered_ids) == 1
+    assert [m["content"] for m in fake.bot_messages(dm)].count("echo: important") == 1
 
 
 # ---- queueing and parallelism ----------------------------------------------------------
@@ -311,6 +322,8 @@ async def test_threads_run_in_parallel_while_the_global_queue_is_serial(
     await fake.user_says(second_thread, "thread two")
     dm = fake.dm_channel(fake.alice)
     await fake.user_says(dm, "global one")
+    # two channels have no common order: let the DM be first in the global queue
+    await dispatcher.wait_until(lambda: GLOBAL_KEY in dispatcher.running)
     await fake.user_says(fake.general_id, "global two")
     await dispatcher.wait_until(lambda: len(dispatcher.running) == 3)
     assert dispatcher.running == {fake.thread_id, second_thread, GLOBAL_KEY}

@@ -125,3 +125,32 @@ async def test_answering_in_session_threads_can_be_turned_off(
     await fake.user_says(fake.thread_id, f"<@{fake.bot['id']}> barrier", mentions=[fake.bot])
     await fake.wait_for_message(fake.thread_id, lambda m: m["content"] == "echo: barrier")
     assert all("without a mention" not in s.prompt for s in dispatcher.submissions)
+
+
+async def test_a_reconnect_rejoins_only_recent_threads_and_prunes_old_sessions(
+    fake_discord, dispatcher, make_frontend
+):
+    """50 sessions: one used now, 45 idle for 20 days (their threads are archived by
+    Discord by now), 4 idle for 100 days. Result: one REST fetch + join, not 50; the 4
+    old sessions are forgotten; the idle ones are kept."""
+    import dataclasses
+    import datetime as dt
+
+    fake = fake_discord
+    dispatcher.add_session(fake.thread_id)
+    now = dt.datetime.now(dt.UTC)
+    idle = [str(10**17 + n) for n in range(45)]
+    old = [str(2 * 10**17 + n) for n in range(4)]
+    for keys, days in ((idle, 20), (old, 100)):
+        stamp = (now - dt.timedelta(days=days)).isoformat().replace("+00:00", "Z")
+        for key in keys:
+            record = dispatcher.add_session(key)
+            dispatcher.records[key] = dataclasses.replace(record, last_used_at=stamp)
+    frontend = await make_frontend()
+    await fake.wait_until(lambda: fake.bot["id"] in fake.thread_members[fake.thread_id])
+    await dispatcher.wait_until(lambda: len(dispatcher.resets) == 4)
+    await frontend_idle(frontend)
+    fetched = [r.path for r in fake.requests if r.method == "GET" and "/channels/" in r.path]
+    assert [p.rsplit("/", 1)[-1] for p in fetched] == [fake.thread_id]
+    assert sorted(dispatcher.resets) == sorted(old)
+    assert all(key in dispatcher.records for key in idle)

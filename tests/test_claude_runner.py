@@ -195,17 +195,43 @@ async def test_stream_json_without_verbose_is_refused_like_the_real_cli(
     assert b"requires --verbose" in err
 
 
-@pytest.mark.parametrize("prompt", ["ERROR:ratelimit", "ERROR:api429"])
-async def test_rate_limit_is_reported_with_retry_at(
-    settings: Settings, fake_claude_env: dict[str, str], workdir: Path, prompt: str
+async def test_usage_limit_is_reported_with_retry_at(
+    settings: Settings, fake_claude_env: dict[str, str], workdir: Path
 ) -> None:
-    final, _ = await run(settings, prompt, fake_claude_env, workdir)
+    final, recorder = await run(settings, "ERROR:ratelimit", fake_claude_env, workdir)
     assert isinstance(final, RunFailed) and final.reason == "rate_limited"
-    if prompt == "ERROR:ratelimit":
-        assert final.retry_at.endswith("T15:00:00+00:00")
-        assert "resets at" in final.message
-    else:
-        assert final.retry_at == ""
+    assert final.retry_at.endswith("T15:00:00+00:00")
+    assert "resets at" in final.message
+    assert len(recorder.started()) == 1  # the pool waits for the reset, not the runner
+
+
+async def test_an_api_429_is_retried_with_backoff_for_this_run(
+    settings: Settings,
+    fake_claude_env: dict[str, str],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain API 429 (after the CLI's own retries) is not the usage limit: the run is
+    tried again after a pause and answers; it is not reported as rate_limited."""
+    monkeypatch.setattr(runner, "API_RETRY_DELAYS", (0.01, 0.01))
+    with capture_logs() as logs:
+        final, recorder = await run(settings, "hi ERROR:api429_once", fake_claude_env, workdir)
+    assert isinstance(final, RunDone), final
+    assert len(recorder.started()) == 2
+    assert [e["event"] for e in logs].count("claude.api_throttled") == 1
+
+
+async def test_an_api_429_that_persists_fails_this_run_only(
+    settings: Settings,
+    fake_claude_env: dict[str, str],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "API_RETRY_DELAYS", (0.01, 0.01))
+    final, recorder = await run(settings, "ERROR:api429", fake_claude_env, workdir)
+    assert isinstance(final, RunFailed) and final.reason == "error"
+    assert final.retry_at == "" and "rate limited" in final.message
+    assert len(recorder.started()) == 3  # once, then the two retries
 
 
 async def test_idle_timeout_kills_the_run(

@@ -16,6 +16,7 @@ from claudeclaw.claude.stream import (
     OtherMessage,
     ResultMessage,
     StreamState,
+    is_api_throttled,
     is_rate_limited,
     needs_new_session,
     parse_line,
@@ -251,13 +252,17 @@ def test_rate_limit_texts_are_detected(text: str) -> None:
     assert isinstance(final, RunFailed) and final.reason == "rate_limited"
 
 
-def test_rate_limit_from_stderr_and_from_status_429() -> None:
+def test_usage_limit_from_stderr_but_a_plain_429_is_not_the_usage_limit() -> None:
+    """Only Claude's usage limit (which names a reset) pauses every run; an API 429 is
+    one run's trouble: an ordinary failure that says the API was busy."""
     assert is_rate_limited(StreamState(), "You've hit your limit")
     state = _result_state("API Error: Request rejected (429) · slow down", status=429)
+    assert not is_rate_limited(state, "") and is_api_throttled(state)
     final = verdict(state, 1, "", msg_id=M, now=NOW)
-    assert isinstance(final, RunFailed) and final.reason == "rate_limited"
-    assert final.retry_at == ""
+    assert isinstance(final, RunFailed) and final.reason == "error"
+    assert final.retry_at == "" and "rate limited" in final.message
     assert not is_rate_limited(_result_state("API Error: 500"), "")
+    assert not is_api_throttled(_result_state("API Error: 500", status=500))
 
 
 @pytest.mark.parametrize(

@@ -377,6 +377,67 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
         await second.shutdown()
 
 
+async def test_reload_with_a_new_token_reconnects_with_it(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """1. The daemon serves with token A. 2. The bot's token is reset (A is now rejected)
+    and settings.json gets token B; `claudeclaw reload`.
+    Result: the daemon keeps serving (it used to exit: "the Discord client stopped"),
+    reconnects with B and answers; the answer to a message Claude was working on during
+    the reload is posted once, after it."""
+    sup = await discord_daemon()
+    serving = asyncio.create_task(sup.serve())
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    busy = await fake.user_says(dm, "in flight SLEEP:1")
+    await fake.wait_until(lambda: "⚙️" in fake.reactions[busy["id"]], what="running")
+    behind = await fake.user_says(dm, "queued behind it")
+    await fake.wait_until(lambda: "👀" in fake.reactions[behind["id"]], what="accepted")
+    fake.token = "new-fake-bot-token-9876543210"
+    document = json.loads(sup.paths.settings_file.read_text())
+    document["discord"]["token"] = fake.token
+    sup.paths.settings_file.write_text(json.dumps(document))
+    identified = fake.identify_count
+    old = sup.frontend
+    cancel_all = old.follower.tasks.cancel_all
+
+    async def slow_close_tail() -> None:  # the gateway is closed; the rest takes a while
+        await asyncio.sleep(0.2)
+        await cancel_all()
+
+    old.follower.tasks.cancel_all = slow_close_tail
+    applied, message = await sup.reload()
+    assert applied, message
+    assert fake.identify_count == identified + 1
+    await fake.user_says(dm, "after the new token")
+    await fake.wait_for_message(dm, reply_to(fake, dm, "after the new token"), timeout=30)
+    await fake.wait_for_message(dm, reply_to(fake, dm, "in flight SLEEP:1"), timeout=30)
+    await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
+    await fake.wait_for_message(dm, reply_to(fake, dm, "queued behind it"), timeout=30)
+    await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
+    assert len([m for m in fake.bot_messages(dm) if "queued behind it" in m["content"]]) == 1
+    answers = [m for m in fake.bot_messages(dm) if "in flight SLEEP:1" in m["content"]]
+    assert len(answers) == 1
+    assert (answers[0].get("message_reference") or {}).get("message_id") == busy["id"]
+    assert not serving.done()
+    sup.stop_requested.set()
+    await asyncio.wait_for(serving, 10)
+
+
+async def test_a_reply_larger_than_a_frame_reaches_discord_whole(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """Claude answers 3 MB. Result: one reply with its start and reply.md holding all of
+    it (it used to hang the message and leak its run slot)."""
+    await discord_daemon()
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    await fake.user_says(dm, "BIGLINE:3000000")
+    reply = await fake.wait_for_message(dm, lambda m: "reply.md" in m["content"], timeout=30)
+    files = fake.sent_payloads[reply["id"]]["_files"]
+    assert [f["size"] for f in files] == [3_000_000]
+
+
 async def test_an_answer_discord_refused_is_posted_after_a_restart(
     make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
 ) -> None:

@@ -13,6 +13,7 @@ from claudeclaw.frontend.attachments import (
     AttachmentFacts,
     classify,
     collect_attachments,
+    decode_text,
     prune_inbox,
     safe_filename,
 )
@@ -133,6 +134,59 @@ async def test_collect_attachments_saves_privately_and_describes(tmp_path):
     assert any("downloading it failed" in line for line in lines)
     assert any("voice message" in line for line in lines)
     assert not (inbox / "800" / "13-big.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "ctype"),
+    [
+        ("héllo wörld\r\n".encode("utf-16"), "text/plain"),  # PowerShell's > (LE + BOM)
+        (b"\xff\xfe" + "héllo wörld\r\n".encode("utf-16-le"), ""),
+        (b"\xfe\xff" + "héllo wörld\r\n".encode("utf-16-be"), ""),
+        ("héllo wörld\r\n".encode("utf-16-le"), "text/plain"),  # no BOM: NULs say so
+        ("héllo wörld\r\n".encode("utf-16-be"), ""),
+        ("héllo wörld\r\n".encode("utf-8-sig"), ""),
+        ("héllo wörld\r\n".encode("utf-32"), ""),
+        ("héllo wörld\r\n".encode("latin-1"), "text/plain; charset=ISO-8859-1"),
+        ("héllo wörld\r\n".encode("utf-16-le"), 'text/plain; charset="utf-16le"'),
+    ],
+)
+def test_text_attachments_are_decoded_by_bom_and_charset(data: bytes, ctype: str) -> None:
+    assert decode_text(data, ctype) == "héllo wörld\r\n"
+
+
+def test_nul_bytes_and_garbage_never_fail_decoding() -> None:
+    assert decode_text(b"a\x00b\xffc") == "ab\ufffdc"
+    assert decode_text(b"abc", "text/plain; charset=no-such-codec") == "abc"
+    assert decode_text(b"", "text/plain; charset=utf-16") == ""
+    assert "\x00" not in build_prompt(
+        PromptParts(
+            now=NOW,
+            offset_minutes=0,
+            is_dm=True,
+            channel_id="1",
+            username="a\x00b",
+            text="x\x00y",
+            attachment_lines=["Attached text file (n\x00.txt):\nz"],
+        )
+    )
+
+
+async def test_a_utf16_attachment_is_inlined_as_text(tmp_path):
+    """A UTF-16 file with a BOM (Windows) is inlined as its text, without NULs."""
+    payload = "Get-Process output\r\n".encode("utf-16")
+
+    async def data() -> bytes:
+        return payload
+
+    lines = await collect_attachments(
+        [(AttachmentFacts("21", "ps.txt", "text/plain", len(payload)), data)],
+        inbox_root=tmp_path / "inbox",
+        key="global",
+        max_bytes=1000,
+        max_inline_chars=1000,
+    )
+    assert lines[0] == "Attached text file (ps.txt):\nGet-Process output\r\n"
+    assert (tmp_path / "inbox" / "global" / "21-ps.txt").read_bytes() == payload
 
 
 def test_prune_inbox(tmp_path):

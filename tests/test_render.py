@@ -135,6 +135,13 @@ def test_react_directives_are_extracted_and_removed():
     assert reply.reactions == ["✅"] and reply.chunks == ["ok"]
 
 
+def test_react_directive_with_spaces_around_the_emoji():
+    """``[react: 🎉]`` (as the original accepts it) reacts and leaves the text."""
+    reply = render_reply("Shipped. [react: 🎉]")
+    assert reply.reactions == ["🎉"] and reply.chunks == ["Shipped."]
+    assert extract_reactions("[react:  👍 ] ok") == ("ok", ["👍"])
+
+
 def test_status_lines():
     assert format_elapsed(5) == "5s"
     assert format_elapsed(185) == "3m 05s"

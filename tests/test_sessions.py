@@ -357,3 +357,42 @@ def test_a_malformed_workspace_field_is_ignored(reg: SessionRegistry, paths: Pro
     )
     rec = reg.get(THREAD)
     assert rec is not None and rec.session_id == "s1" and rec.workspace is None
+
+
+def test_wrongly_typed_entries_are_named_on_load_and_the_rest_kept(
+    reg: SessionRegistry, paths: ProjectPaths
+) -> None:
+    """A sessionId that is not a string (a hand edit, another tool) is warned about with
+    its fix and skipped; the other entries still load; nothing is rewritten."""
+    reg.record(THREAD, "uuid-good")
+    doc = read(paths.thread_sessions_file)
+    doc["threads"]["42"] = {"sessionId": 12345, "threadId": "42", "turnCount": 3}
+    doc["threads"]["43"] = ["not", "an", "object"]
+    doc["threads"]["daily-report"] = {"sessionId": "", "note": "job entry"}
+    paths.thread_sessions_file.write_text(json.dumps(doc))
+    before = paths.thread_sessions_file.read_text()
+    with capture_logs() as logs:
+        problems = reg.validate()
+    assert len(problems) == 2 and "'42': sessionId is a int" in problems[0]
+    warned = [e for e in logs if e["event"] == "sessions.entry_invalid"]
+    assert [e["session_key"] for e in warned] == ["42", "43"]
+    assert "remove the entry" in warned[0]["fix"]
+    assert [r.session_id for r in reg.list()] == ["uuid-good"]
+    assert paths.thread_sessions_file.read_text() == before
+
+
+def test_a_mistyped_session_id_is_repaired_from_what_the_daemon_knows(
+    reg: SessionRegistry, paths: ProjectPaths
+) -> None:
+    """The daemon holds the session in memory while the file's id was mangled: its next
+    turn writes the id back (turns kept), so a restart does not lose the context."""
+    reg.record(THREAD, "uuid-1")
+    reg.touch(THREAD)
+    doc = read(paths.thread_sessions_file)
+    doc["threads"][THREAD]["sessionId"] = ["uuid-1"]
+    paths.thread_sessions_file.write_text(json.dumps(doc))
+    with capture_logs() as logs:
+        reg.apply([("touch", THREAD, "uuid-1")])
+    record = reg.get(THREAD)
+    assert record is not None and record.session_id == "uuid-1" and record.turn_count == 2
+    assert any(e["event"] == "sessions.entry_repaired" for e in logs)

@@ -539,6 +539,28 @@ async def test_a_worker_that_stops_answering_is_replaced(
         await sup.shutdown()
 
 
+async def test_an_api_429_does_not_pause_other_threads(make_project) -> None:  # type: ignore[no-untyped-def]
+    """Thread A's run gets a plain API 429 (no usage-limit text, no reset time); with a
+    hard timeout too short for the runner's backoff it fails at once. Result: A is told
+    the API was busy (not "usage limit"), the pool is not paused, and thread B answers."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(runner={"hardTimeoutSeconds": 10})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        a, b = SessionKey("981000000000000001"), SessionKey("981000000000000002")
+        failed = final(await collect(sup, a, "ERROR:api429"))
+        assert isinstance(failed, RunFailed) and failed.reason == "error"
+        assert "usage limit" not in failed.message and "rate limited" in failed.message
+        assert sup.rate_limited_until is None
+        b_events = await asyncio.wait_for(collect(sup, b, "hello"), 20)
+        assert isinstance(final(b_events), RunDone)
+        assert not [e for e in b_events if isinstance(e, RunQueued) and e.resets_at]
+    finally:
+        await sup.shutdown()
+
+
 async def test_a_usage_limit_holds_the_work_and_runs_it_at_the_reset(daemon: Supervisor) -> None:
     """1. Thread A's run is refused by Claude's usage limit ("resets 3pm (UTC)").
     2. Thread B sends a message meanwhile.
@@ -639,15 +661,6 @@ async def test_a_second_stop_signal_stops_at_once(daemon_process, make_project) 
     assert left == []
 
 
-async def test_a_huge_reply_is_cut_with_a_note_instead_of_getting_lost(daemon: Supervisor) -> None:
-    """Claude answers 3 million characters (more than one IPC frame can carry): the reply
-    arrives, cut to 500,000 characters with a note saying how much was left out."""
-    done = final(await collect(daemon, SessionKey("930000000000000000"), "BIGLINE:3000000"))
-    assert isinstance(done, RunDone)
-    assert done.reply.startswith("x" * 1000)
-    assert done.reply.endswith("[claudeclaw: the reply was 2,500,000 characters longer; cut here]")
-
-
 async def test_a_run_retried_after_the_limit_keeps_its_place_ahead_of_the_queue(
     daemon: Supervisor,
 ) -> None:
@@ -709,6 +722,67 @@ async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None
         assert record is not None and record.turn_count == 2
     finally:
         await sup.shutdown()
+
+
+async def test_coalescing_never_merges_a_command(make_project) -> None:  # type: ignore[no-untyped-def]
+    """With coalescing on, "two", "/compact" and "three" pile up behind a busy run.
+    Result: "/compact" runs alone (its own reply, nothing merged into it or it into
+    another), so "compact complete" means what it says; "two" and "three" each run
+    separately (a command stands between them)."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(runner={"coalesceQueuedMessages": True})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        key = SessionKey("940000000000000001")
+        one: list[RunEvent] = []
+        t1 = asyncio.create_task(collect(sup, key, "one SLEEP:0.5", one.append))
+        await wait_for(lambda: bool(started(one)), "1 running")
+        t2 = asyncio.create_task(collect(sup, key, "two"))
+        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 2, "2 queued")  # type: ignore[union-attr]
+        tc = asyncio.create_task(collect(sup, key, "/compact"))
+        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 3, "compact queued")  # type: ignore[union-attr]
+        t3 = asyncio.create_task(collect(sup, key, "three"))
+        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 4, "3 queued")  # type: ignore[union-attr]
+        results = await asyncio.gather(t1, t2, tc, t3)
+        d2, dc, d3 = (final(r) for r in results[1:])
+        assert isinstance(d2, RunDone) and isinstance(dc, RunDone) and isinstance(d3, RunDone)
+        assert not d2.merged_into and not dc.merged_into and not d3.merged_into
+        assert d2.reply.endswith("last=two")
+        assert dc.reply.endswith("last=/compact")
+        assert d3.reply.endswith("last=three")
+    finally:
+        await sup.shutdown()
+
+
+async def test_a_prompt_over_the_frame_limit_is_refused_where_it_enters(
+    daemon: Supervisor,
+) -> None:
+    """A 4 MiB prompt (JSON-escaped emoji count 12 bytes each) can never reach a worker.
+    Result: one clear refusal at once; no worker is started (it used to crash-loop), the
+    session's next message is answered."""
+    key = SessionKey("982000000000000001")
+    events = await collect(daemon, key, "😀" * 400_000)
+    failed = final(events)
+    assert isinstance(failed, RunFailed) and failed.reason == "error"
+    assert "too large" in failed.message and "file attachment" in failed.message
+    assert daemon.pool is not None and daemon.pool.find(key) is None
+    assert isinstance(final(await collect(daemon, key, "small")), RunDone)
+
+
+async def test_a_reply_over_the_frame_limit_arrives_whole_as_a_file(daemon: Supervisor) -> None:
+    """Claude answers 5 MB (more than a frame holds). Result: the run ends (it used to
+    hang, holding its slot), the frame carries the start and the path of a 0600 file that
+    holds all of it; the next message runs."""
+    key = SessionKey("982000000000000002")
+    done = final(await collect(daemon, key, "BIGLINE:5000000"))
+    assert isinstance(done, RunDone) and done.reply_file
+    path = daemon.paths.replies_dir / f"{done.msg_id}.md"
+    assert done.reply_file == str(path) and done.reply == "x" * 4000
+    assert path.read_text() == "x" * 5_000_000
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert isinstance(final(await collect(daemon, key, "next")), RunDone)
 
 
 async def test_a_failing_state_write_does_not_stop_replies(

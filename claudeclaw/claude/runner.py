@@ -8,7 +8,10 @@ stderr are drained concurrently (a chatty stderr must never stall the child).
 
 Recovery (as upstream): a resumed run that fails with ``No conversation found with session
 ID`` or ``Invalid signature in thinking block`` is run once more as a new session and the
-result carries ``context_reset=True``.
+result carries ``context_reset=True``. A run the API refused with a plain 429 (or 529)
+after the CLI's own retries is tried again after ``API_RETRY_DELAYS`` (within the hard
+timeout, and only if no tool ran yet): that is this run's business alone, unlike Claude's
+usage limit, which pauses every run (the pool's job).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from claudeclaw.claude.argv import build_argv, build_env, is_session_id, prompt_
 from claudeclaw.claude.stream import (
     Garbage,
     StreamState,
+    is_api_throttled,
     needs_new_session,
     parse_line,
     translate,
@@ -58,6 +62,8 @@ EXIT_LINGER_SECONDS = 2.0  # claude exited but its pipe stays open (a leftover c
 PIPE_CLOSE_SECONDS = 2.0  # after the group is dead, the pipes must hit EOF within this
 GROUP_POLL_SECONDS = 0.05
 REAP_POLL_SECONDS = 0.005
+
+API_RETRY_DELAYS: tuple[float, ...] = (30.0, 120.0)  # after an API 429/529, then again
 
 TimeoutKind = Literal["", "idle", "hard"]
 
@@ -421,6 +427,8 @@ async def run_claude(
     child_env = build_env(os.environ if env is None else env, settings)
     hard_deadline = time.monotonic() + settings.runner.hard_timeout_seconds
     context_reset = False
+    throttled = 0
+    prompt = prompt.replace("\x00", "")  # a NUL cannot pass through argv (or stdin text)
 
     while True:
         outcome = await _run_attempt(
@@ -442,6 +450,22 @@ async def run_claude(
             ):
                 log.warning("claude.session_reset", session_id=resume)
                 resume, context_reset = None, True
+                continue
+            if (
+                is_api_throttled(outcome.state)
+                and outcome.state.tools_used == 0  # nothing acted yet: safe to ask again
+                and throttled < len(API_RETRY_DELAYS)
+                and time.monotonic() + API_RETRY_DELAYS[throttled] < hard_deadline
+            ):
+                delay = API_RETRY_DELAYS[throttled]
+                throttled += 1
+                log.warning(
+                    "claude.api_throttled",
+                    status=outcome.state.result.api_error_status if outcome.state.result else 0,
+                    retry_in_s=delay,
+                    attempt=throttled,
+                )
+                await asyncio.sleep(delay)
                 continue
             final = _judge(settings, outcome, msg_id)
         else:

@@ -31,6 +31,7 @@ __all__ = [
     "StreamState",
     "ToolUse",
     "error_detail",
+    "is_api_throttled",
     "is_rate_limited",
     "needs_new_session",
     "parse_line",
@@ -257,6 +258,7 @@ class StreamState:
     garbage_lines: int = 0
     lines: int = 0
     texts: list[str] = field(default_factory=list)
+    tools_used: int = 0  # tool calls seen: a run that used one must not simply be re-run
     session_announced: bool = False
 
     def feed(self, message: StreamMessage) -> None:
@@ -268,6 +270,7 @@ class StreamState:
                 self.session_id = message.session_id
         elif isinstance(message, AssistantMessage):
             self.texts.extend(t for t in message.texts if t.strip())
+            self.tools_used += len(message.tools)
         elif isinstance(message, ResultMessage):
             self.result = message
 
@@ -345,10 +348,25 @@ def needs_new_session(state: StreamState, rc: int | None, stderr: str) -> bool:
 
 
 def is_rate_limited(state: StreamState, stderr: str) -> bool:
-    """The subscription limit message, or an API 429."""
-    if state.result is not None and state.result.api_error_status == 429:
-        return True
+    """Claude's usage limit (``You've hit your limit · resets 3pm``): it holds for every
+    run until its reset, so the pool pauses. A plain API 429 is not this (see
+    :func:`is_api_throttled`)."""
     return bool(_RATE_LIMIT.search(_failed_texts(state, stderr)))
+
+
+THROTTLE_STATUSES = frozenset({429, 529})  # rate limited, overloaded: passes in a while
+
+
+def is_api_throttled(state: StreamState) -> bool:
+    """The API refused the run with a 429 (or 529 overloaded) after the CLI's own retries:
+    this run may be tried again later; other runs are not affected."""
+    result = state.result
+    return (
+        result is not None
+        and result.is_error
+        and result.api_error_status in THROTTLE_STATUSES
+        and not _RATE_LIMIT.search(_failed_texts(state, ""))
+    )
 
 
 def parse_retry_at(text: str, now: datetime, default_tz: str = "UTC") -> str:
@@ -435,6 +453,16 @@ def verdict(
             message=f"Claude's usage limit is reached.{when} ({detail})",
             session_id=session_id,
             retry_at=retry_at,
+        )
+    if is_api_throttled(state):
+        return RunFailed(
+            msg_id=msg_id,
+            reason="error",
+            message=(
+                "The Claude API is busy and refused this request (rate limited) even after "
+                f"retries. Send it again in a few minutes. ({detail})"
+            ),
+            session_id=session_id,
         )
     return RunFailed(
         msg_id=msg_id,

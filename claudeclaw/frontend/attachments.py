@@ -2,7 +2,8 @@
 
 Files land in ``<state>/inbox/discord/<key>/<attachment id>-<safe filename>`` (dirs 0700,
 files 0600) so Claude can read them with its tools; the prompt names each path. Text files
-are also inlined (up to ``maxInlineTextChars``, then ``...[truncated]``). A file larger
+are also inlined (up to ``maxInlineTextChars``, then ``...[truncated]``), decoded by BOM or
+charset (UTF-16 from Windows included) with NULs dropped. A file larger
 than ``maxAttachmentBytes`` is not downloaded, and a failed download becomes the original's
 "ask them to resend" line instead of an error. Voice messages cannot be transcribed here
 (no speech-to-text), so the prompt says so. Old inbox files are pruned by age.
@@ -13,6 +14,7 @@ All file I/O runs in a thread (``asyncio.to_thread``): the event loop never bloc
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import re
 import stat
@@ -64,6 +66,59 @@ def safe_filename(name: str) -> str:
     """Letters, digits, ``.``, ``-``, ``_`` only; no leading dot; at most 100 characters."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name).lstrip(".")
     return cleaned[-100:] or "file"
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same bytes
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9_.:-]+)", re.IGNORECASE)
+
+
+def _guess_utf16(data: bytes) -> str | None:
+    """UTF-16 without a BOM: mostly-ASCII text has a NUL in every other byte."""
+    sample = data[:4096]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    half = len(sample) // 2
+    if odd > half * 0.6 and even < half * 0.1:
+        return "utf-16-le"
+    if even > half * 0.6 and odd < half * 0.1:
+        return "utf-16-be"
+    return None
+
+
+def decode_text(data: bytes, content_type: str = "") -> str:
+    """A text attachment's bytes as text: by its BOM, else the charset Discord names, else
+    UTF-16 when its NULs say so, else UTF-8; undecodable bytes become U+FFFD and NUL
+    characters are dropped (a NUL cannot pass through argv). Never raises.
+
+    Windows PowerShell's ``>`` writes UTF-16 LE with a BOM, which UTF-8 turns into
+    NUL-riddled noise.
+    """
+    encoding = "utf-8"
+    body = data
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, body = name, data[len(bom) :]
+            break
+    else:
+        match = _CHARSET.search(content_type)
+        named = match.group(1).lower() if match else ""
+        try:
+            encoding = codecs.lookup(named).name if named else ""
+        except LookupError:
+            encoding = ""
+        encoding = encoding or _guess_utf16(data) or "utf-8"
+    try:
+        text = body.decode(encoding, errors="replace")
+    except (LookupError, ValueError):  # a codec that cannot decode bytes at all
+        text = body.decode("utf-8", errors="replace")
+    return text.replace("\x00", "")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -153,7 +208,7 @@ async def collect_attachments(
             lines.append(f"Image path: {path}")
             lines.append("The user attached this image; read the file at that path to see it.")
         elif kind == "text":
-            text = data.decode("utf-8", errors="replace")
+            text = decode_text(data, att.content_type)
             if len(text) > max_inline_chars:
                 text = text[:max_inline_chars] + TRUNCATED
             lines.append(f"Attached text file ({att.filename}):\n{text}")

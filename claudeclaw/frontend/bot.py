@@ -20,9 +20,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,11 @@ import aiohttp
 import discord
 from discord import app_commands
 
+from claudeclaw import ipc
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
-from claudeclaw.errors import ConfigError, DiscordLoginRejected
+from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected
+from claudeclaw.frontend import outbound
 from claudeclaw.frontend.announce import NoticePoster
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
@@ -40,6 +44,7 @@ from claudeclaw.frontend.attachments import (
     collect_attachments,
     prune_inbox,
 )
+from claudeclaw.frontend.catchup import ChannelMemory, missed_messages
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.follow import ACCEPTED, DONE, FAILED, KEPT, RunFollower, RunView
@@ -70,7 +75,7 @@ from claudeclaw.model import (
     SessionKey,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths
+from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
 from claudeclaw.redaction import register_secret, scrub_outbound
 from claudeclaw.service import find_service, token_source_text
 from claudeclaw.tasks import TaskSet
@@ -78,6 +83,16 @@ from claudeclaw.tasks import TaskSet
 log = get_logger(component="discord")
 
 UNAUTHORIZED = "Unauthorized."
+SEEN_MESSAGES = 5000  # message ids remembered to drop a replayed MESSAGE_CREATE
+MAX_INLINE_PROMPT_BYTES = 1024 * 1024  # a larger prompt is saved to a file Claude reads
+
+
+def _save_private(path: Path, text: str) -> None:
+    ensure_private_dir(path.parent.parent)
+    ensure_private_dir(path.parent)
+    write_private_text(path, text)
+
+
 INTERRUPTED = (
     "⚠️ claudeclaw restarted while Claude was working on this, so it did not finish "
     "(it is not run again: its tools may already have acted). Send it again if you still "
@@ -123,6 +138,7 @@ class _Client(discord.Client):
         options.setdefault("chunk_guilds_at_startup", False)
         options.setdefault("member_cache_flags", discord.MemberCacheFlags.none())
         super().__init__(**options)
+        outbound.install(self.http)  # every text sent through REST passes the one scrub
         self.frontend = frontend
         self.tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(self)
 
@@ -139,6 +155,9 @@ class _Client(discord.Client):
         self.frontend._connected = False
 
     async def on_message(self, message: discord.Message) -> None:
+        if not self.frontend._first_sight(message.id):
+            log.info("discord.message_duplicate", message_id=message.id)  # a gateway replay
+            return
         turn = self.frontend._intake_turn(message.channel.id)  # in arrival order
         self.frontend._tasks.start(self.frontend._on_message(message, turn), "message")
 
@@ -172,6 +191,18 @@ class _IntakeTurn:
             await asyncio.shield(self._before)
 
     def done(self) -> None:
+        """This message is queued (or will never be): the next may follow, once every
+        earlier one is too (an ignored message must not let a later one overtake an
+        earlier one still being prepared)."""
+        if self._mine.done():
+            return
+        before = self._before
+        if before is None or before.done():
+            self._mine.set_result(None)
+        else:
+            before.add_done_callback(self._after_before)
+
+    def _after_before(self, _: asyncio.Future[None]) -> None:
         if not self._mine.done():
             self._mine.set_result(None)
 
@@ -200,12 +231,19 @@ class DiscordFrontend:
         self._intake: dict[int, asyncio.Future[None]] = {}
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
         self._explained: set[str] = set()  # channels where an ignored message was explained
+        # ids of recent messages already taken in: a replayed MESSAGE_CREATE is dropped
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._ledger_handed = False  # resume() ran: catch-up may start
+        self._catch_up_due = False  # a fresh gateway session: catch up once the ledger is in
+        self._channels = ChannelMemory(paths.discord_channels_file)
         self.delivery = ReplyDelivery(settings, paths)
         self.follower = RunFollower(self._client, settings, self.delivery)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
         self.notices = NoticePoster(self._client, settings, paths)  # job results, notices
         self.on_connected: Callable[[], None] | None = None  # the daemon: post what waited
         self.prune_interval_seconds = 3600.0
+        # pauses before posting again an answer Discord did not take (then every 10 min)
+        self.redeliver_delays: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
         for command in build_commands(self):
             self._client.tree.add_command(command)
         self._client.tree.error(self._on_command_error)
@@ -299,6 +337,9 @@ class DiscordFrontend:
         handlers = self._tasks.named("message")
         if handlers:
             await asyncio.wait(handlers, timeout=within)
+        reactions = list(self.follower.tasks)  # the last ✅/❌, best effort
+        if reactions:
+            await asyncio.wait(reactions, timeout=min(within, 2.0))
 
     async def close(self) -> None:
         """Disconnect and stop every task this frontend started."""
@@ -307,6 +348,7 @@ class DiscordFrontend:
             task.cancel()
         await self._client.close()
         await self._tasks.cancel_all()
+        await self.follower.tasks.cancel_all()
         if self._connect_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._connect_task
@@ -373,6 +415,29 @@ class DiscordFrontend:
         self._tasks.start(self.threads.rejoin(), "rejoin")
         if self.on_connected is not None:
             self.on_connected()
+        if how == "ready":  # a RESUME replays what was missed; a fresh session does not
+            self._catch_up_due = True
+            self._maybe_catch_up()
+
+    def _maybe_catch_up(self) -> None:
+        if self._catch_up_due and self._ledger_handed:
+            self._catch_up_due = False
+            self._tasks.start(self._catch_up(), "catch-up")
+
+    async def _catch_up(self) -> None:
+        """Answer, in order, the messages sent to the bot while it was not connected
+        (bounded: see ``catchup.py``), after the messages the pending ledger hands over."""
+        channels = await self.threads.recent_channels()
+        channels += [int(c) for c in self._settings.discord.listen_channels if c.isdigit()]
+        channels += await asyncio.to_thread(self._channels.recent, time.time())
+        missed = await missed_messages(self._client, channels)
+        taken = 0
+        for message in missed:
+            if self._first_sight(message.id):
+                taken += 1
+                turn = self._intake_turn(message.channel.id)
+                self._tasks.start(self._on_message(message, turn), "message")
+        log.info("discord.caught_up", messages=taken, channels=len(channels))
 
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -437,6 +502,23 @@ class DiscordFrontend:
             mentioned_user_ids=tuple(str(user.id) for user in message.mentions),
             replied_to_author_id=replied_to,
         )
+
+    def mark_seen(self, message_ids: Iterable[str]) -> None:
+        """Messages the daemon already holds (its ledger): never taken in again, e.g. by
+        the catch-up of a frontend that replaced another one."""
+        for message_id in message_ids:
+            with contextlib.suppress(ValueError):
+                self._first_sight(int(message_id))
+
+    def _first_sight(self, message_id: int) -> bool:
+        """True the first time a message id is seen (the last SEEN_MESSAGES are kept):
+        the gateway can deliver one MESSAGE_CREATE twice, and a message runs once."""
+        if message_id in self._seen:
+            return False
+        self._seen[message_id] = None
+        while len(self._seen) > SEEN_MESSAGES:
+            self._seen.popitem(last=False)
+        return True
 
     def _intake_turn(self, channel_id: int) -> _IntakeTurn:
         """This message's place in its channel's intake line (see :class:`_IntakeTurn`)."""
@@ -525,19 +607,35 @@ class DiscordFrontend:
             max_bytes=discord_settings.max_attachment_bytes,
             max_inline_chars=discord_settings.max_inline_text_chars,
         )
-        return build_prompt(
-            PromptParts(
-                now=dt.datetime.now(dt.UTC),
-                offset_minutes=self._settings.timezone_offset_minutes,
-                is_dm=facts.is_dm,
-                channel_id=facts.channel_id,
-                username=message.author.name,
-                text=strip_mentions(message.content, self._bot_id()),
-                channel_names=discord_settings.channel_names,
-                thread_parent_id=facts.thread_parent_id,
-                attachment_lines=lines,
-            )
+        parts = PromptParts(
+            now=dt.datetime.now(dt.UTC),
+            offset_minutes=self._settings.timezone_offset_minutes,
+            is_dm=facts.is_dm,
+            channel_id=facts.channel_id,
+            username=message.author.name,
+            text=strip_mentions(message.content, self._bot_id()),
+            channel_names=discord_settings.channel_names,
+            thread_parent_id=facts.thread_parent_id,
+            attachment_lines=lines,
         )
+        prompt = build_prompt(parts)
+        if ipc.json_size(prompt) <= MAX_INLINE_PROMPT_BYTES:
+            return prompt
+        # Too large to pass to a session (a long text, many big attachments): Claude reads
+        # it from a file instead of the message never reaching it.
+        body = "\n".join([f"Message: {parts.text}" if parts.text else "", *lines]).strip()
+        path = self._paths.inbox_dir / str(key) / f"{message.id}-message.txt"
+        try:
+            await asyncio.to_thread(_save_private, path, body)
+        except (OSError, ClaudeclawError) as exc:  # the daemon refuses it clearly then
+            log.error("discord.prompt_save_failed", error=str(exc), message_id=message.id)
+            return prompt
+        log.info("discord.prompt_saved_to_file", chars=len(body), message_id=message.id)
+        note = (
+            f"(This message and its attachments are {len(body):,} characters, too large to "
+            f"include here. The whole of it is saved at {path}: read that file.)"
+        )
+        return build_prompt(dataclasses.replace(parts, text=note, attachment_lines=()))
 
     async def _answer(
         self, message: discord.Message, facts: MessageFacts, route: Route, turn: _IntakeTurn
@@ -554,6 +652,10 @@ class DiscordFrontend:
             **fields,
         )
         await self.follower.react(message, view, ACCEPTED)
+        try:
+            await asyncio.to_thread(self._channels.note, message.channel.id, time.time())
+        except (OSError, ClaudeclawError) as exc:  # catch-up here is the loss, not the reply
+            log.warning("discord.channel_memory_failed", error=str(exc))
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
 
@@ -593,9 +695,29 @@ class DiscordFrontend:
     ) -> None:
         """Post ``final`` as the answer to ``message``, then tell the daemon it is posted
         (its pending ledger keeps it until then, across a restart too)."""
-        await self._post(message, key, final, view, fields)
-        if not (isinstance(final, RunFailed) and final.reason == "kept"):
+        posted = await self._post(message, key, final, view, fields)
+        if isinstance(final, RunFailed) and final.reason == "kept":
+            return
+        if posted:
             self._dispatcher.delivered(final.msg_id)
+        else:  # saved to disk meanwhile; the ledger keeps it across a restart too
+            self._tasks.start(self._post_later(message, key, final, view, fields), "redeliver")
+
+    async def _post_later(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        final: RunDone | RunFailed,
+        view: RunView,
+        fields: dict[str, Any],
+    ) -> None:
+        """Try an answer Discord did not take again, with growing pauses, until it is in."""
+        for delay in itertools.chain(self.redeliver_delays, itertools.repeat(600.0)):
+            await asyncio.sleep(delay)
+            log.info("discord.reply_redelivering", **fields)
+            if await self._post(message, key, final, view, fields):
+                self._dispatcher.delivered(final.msg_id)
+                return
 
     async def _post(
         self,
@@ -604,11 +726,25 @@ class DiscordFrontend:
         final: RunDone | RunFailed,
         view: RunView,
         fields: dict[str, Any],
-    ) -> None:
+    ) -> bool:
+        """Post the answer; True when it is in Discord (✅ only then)."""
         if isinstance(final, RunDone) and final.merged_into:
             log.info("discord.run_merged", into=final.merged_into, **fields)
             await self.follower.react(message, view, DONE)  # the reply to the first one answers it
-            return
+            return True
+        if isinstance(final, RunDone) and final.reply_file:  # too large for a frame
+            whole = await self.delivery.read_spilled_reply(final.reply_file)
+            reply = scrub_outbound(whole if whole is not None else final.reply)
+            rendered = render_reply(with_context_note(final.reply, final.context_reset))
+            log.info("discord.run_done", as_file=True, length=len(reply), **fields)
+            delivered = await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
+            if not delivered:
+                return False
+            if whole is not None:  # a file of ours (checked when read)
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(Path(final.reply_file).unlink)
+            await self.follower.react(message, view, DONE)
+            return True
         if isinstance(final, RunDone):
             reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
             images = await self.delivery.images_to_upload(reply, view.accepted_at)
@@ -619,19 +755,21 @@ class DiscordFrontend:
                 "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
             )
             if len(rendered.chunks) > MAX_REPLY_MESSAGES:
-                await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
+                posted = await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
             else:
-                await self.delivery.deliver(message, key, rendered.chunks)
+                posted = await self.delivery.deliver(message, key, rendered.chunks)
+            if not posted:
+                return False  # no ✅: the answer is not in Discord (yet)
             if images:
                 await self.delivery.upload_images(message, key, images)
             if rendered.reactions:
-                with contextlib.suppress(discord.HTTPException):
-                    await message.add_reaction(rendered.reactions[0])
+                self.follower.add_reaction(message, view, rendered.reactions[0])
             await self.follower.react(message, view, DONE)
-        else:
-            log.info("discord.run_failed", reason=final.reason, **fields)
-            await self.delivery.deliver(message, key, [scrub_outbound(failure_text(final))])
-            await self.follower.react(message, view, KEPT if final.reason == "kept" else FAILED)
+            return True
+        log.info("discord.run_failed", reason=final.reason, **fields)
+        posted = await self.delivery.deliver(message, key, [scrub_outbound(failure_text(final))])
+        await self.follower.react(message, view, KEPT if final.reason == "kept" else FAILED)
+        return posted
 
     async def resume(self, items: list[PendingMessage]) -> None:
         """Answer the messages an earlier run of the daemon accepted but did not answer.
@@ -642,8 +780,12 @@ class DiscordFrontend:
         interrupted; the others run now.
         """
         for item in items:
+            with contextlib.suppress(ValueError):
+                self._first_sight(int(item.reply_to.message_id))  # not caught up again
             turn = self._intake_turn(int(item.reply_to.channel_id))
             self._tasks.start(self._resume_one(item, turn), "message")
+        self._ledger_handed = True
+        self._maybe_catch_up()
 
     async def _resume_one(self, item: PendingMessage, turn: _IntakeTurn) -> None:
         fields = {"session_key": item.key, "message_id": item.reply_to.message_id}
@@ -670,9 +812,9 @@ class DiscordFrontend:
         if item.started:
             log.info("discord.pending_interrupted", **fields)
             turn.done()
-            await self.delivery.deliver(message, item.key, [INTERRUPTED])
+            if await self.delivery.deliver(message, item.key, [INTERRUPTED]):
+                self._dispatcher.delivered(item.msg_id)  # else the next start tells them
             await self.follower.react(message, view, FAILED)
-            self._dispatcher.delivered(item.msg_id)
             return
         log.info("discord.pending_resumed", **fields)
         await self.follower.react(message, view, ACCEPTED)

@@ -9,16 +9,26 @@ Discord will not take is retried with backoff and finally saved under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import gzip
+import hashlib
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import discord
 
 from claudeclaw.config import Settings
 from claudeclaw.frontend.attachments import read_regular_file, uploadable_images
-from claudeclaw.frontend.render import image_path_candidates
+from claudeclaw.frontend.render import (
+    DISCORD_LIMIT,
+    image_path_candidates,
+    truncate_utf16,
+    utf16_len,
+)
 from claudeclaw.logs import get_logger
 from claudeclaw.model import SessionKey
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
@@ -28,6 +38,7 @@ log = get_logger(component="discord")
 
 MAX_REPLY_MESSAGES = 8  # a longer answer is sent as its start plus a file
 REPLY_FILE_NAME = "reply.md"
+MAX_PLAIN_FILE_BYTES = 8 * 1024 * 1024  # a larger reply.md is sent gzipped
 
 REPLY_MENTIONS = discord.AllowedMentions(
     everyone=False, users=False, roles=False, replied_user=True
@@ -51,6 +62,22 @@ def _read_screened(paths: list[Path]) -> tuple[list[tuple[str, bytes]], list[str
     return kept, refused
 
 
+def chunk_nonce(message_id: int, index: int, text: str) -> str:
+    """The nonce of one reply chunk: the same for every attempt to send it (discord.py
+    sends it with ``enforce_nonce``, so Discord answers a repeat with the message it
+    already created), different for another text (a note, then the answer)."""
+    digest = hashlib.sha256(f"{message_id}:{index}:{text}".encode()).hexdigest()
+    return digest[:25]  # Discord takes nonces of up to 25 characters
+
+
+def _retryable(exc: Exception) -> bool:
+    """Can a later attempt succeed? Server errors and network trouble: yes. A 4xx (bad
+    request, missing permission, unknown channel) fails the same way every time."""
+    if isinstance(exc, discord.HTTPException):
+        return exc.status >= 500
+    return True  # aiohttp.ClientError, OSError (timeouts, resets)
+
+
 class ReplyDelivery:
     """Sends replies for the bot; ``settings`` is swapped on reload."""
 
@@ -59,6 +86,25 @@ class ReplyDelivery:
         self.paths = paths
         # Delays between attempts to deliver a reply chunk (then it is saved to disk).
         self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
+        self._forbidden_logged: set[int] = set()  # channels whose 403 was logged
+        self._saved: dict[int, Path] = {}  # message id -> its reply saved in undelivered/
+
+    async def read_spilled_reply(self, path: str) -> str | None:
+        """The whole reply a worker wrote to ``replies/`` (too large for a frame); None if
+        it is not there (or not inside ``replies/``)."""
+        root = self.paths.replies_dir
+
+        def take() -> str | None:
+            file = Path(path)
+            if file.parent.resolve() != root.resolve() or not file.is_file():
+                return None
+            return file.read_text(encoding="utf-8", errors="replace")
+
+        try:
+            return await asyncio.to_thread(take)
+        except OSError as exc:
+            log.warning("discord.spilled_reply_unreadable", error=type(exc).__name__)
+            return None
 
     async def send_quietly(self, channel: discord.abc.Messageable, text: str) -> None:
         try:
@@ -106,60 +152,142 @@ class ReplyDelivery:
 
     async def deliver_as_file(
         self, message: discord.Message, key: SessionKey, reply: str, chunks: list[str]
-    ) -> None:
+    ) -> bool:
         """A reply longer than MAX_REPLY_MESSAGES messages: its start, and all of it as a
-        file (a wall of dozens of messages helps nobody). Falls back to the messages."""
+        file (a wall of dozens of messages helps nobody). Falls back to the messages when
+        the file itself is refused (a 4xx: no Attach Files permission, too large)."""
         note = (
             f"\n\n-# The whole answer ({len(reply):,} characters) is attached as "
             f"`{REPLY_FILE_NAME}`."
         )
-        head = chunks[0] if len(chunks[0]) + len(note) <= 2000 else chunks[0][: 2000 - len(note)]
-        try:
-            await message.channel.send(
-                head + note,
-                file=discord.File(io.BytesIO(reply.encode("utf-8")), filename=REPLY_FILE_NAME),
-                reference=message.to_reference(fail_if_not_exists=False),
-                mention_author=True,
-                allowed_mentions=REPLY_MENTIONS,
-            )
-        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            log.warning("discord.reply_file_failed", session_key=key, error=type(exc).__name__)
-            await self.deliver(message, key, chunks)
+        head = truncate_utf16(chunks[0], DISCORD_LIMIT - utf16_len(note))
+        data = reply.encode("utf-8")
+        name = REPLY_FILE_NAME
+        if len(data) > MAX_PLAIN_FILE_BYTES:  # Discord takes 10 MB; text packs well
+            data, name = gzip.compress(data), REPLY_FILE_NAME + ".gz"
+            note = note.replace(f"`{REPLY_FILE_NAME}`", f"`{name}` (gzip)")
+            head = truncate_utf16(chunks[0], DISCORD_LIMIT - utf16_len(note))
+        error = await self._send_retrying(
+            message.channel,
+            key,
+            lambda: {
+                "content": head + note,
+                "file": discord.File(io.BytesIO(data), filename=name),
+                "reference": message.to_reference(fail_if_not_exists=False),
+                "mention_author": True,
+                "allowed_mentions": REPLY_MENTIONS,
+            },
+            nonce=chunk_nonce(message.id, -1, reply),
+            chunk=0,
+        )
+        if error is None:
+            await self._delivered_at_last(message, key)
+            return True
+        log.warning("discord.reply_file_failed", session_key=key, error=type(error).__name__)
+        if _retryable(error):  # Discord is down: the messages would fail the same way
+            await self._save_undelivered(message, key, [reply], 0)
+            return False
+        return await self.deliver(message, key, chunks)
 
     async def deliver(self, message: discord.Message, key: SessionKey, chunks: list[str]) -> bool:
-        """Send ``chunks`` (the first as a reply); retry, then save what could not be sent."""
+        """Send ``chunks`` (the first as a reply); retry what can succeed, then save what
+        could not be sent. Each chunk keeps one nonce across every attempt, so a chunk
+        Discord created behind an error is not posted twice."""
         channel = message.channel
         reference = message.to_reference(fail_if_not_exists=False)
         for index, chunk in enumerate(chunks):
-            attempt = 0
-            while True:
-                try:
-                    if index == 0:
-                        await channel.send(
-                            chunk,
-                            reference=reference,
-                            mention_author=True,
-                            allowed_mentions=REPLY_MENTIONS,
-                        )
-                    else:
-                        await channel.send(chunk, allowed_mentions=NO_MENTIONS)
-                    break
-                except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-                    status = getattr(exc, "status", None)
-                    if attempt >= len(self.retry_delays):
-                        await self._save_undelivered(message, key, chunks, index)
-                        return False
-                    log.warning(
-                        "discord.reply_retry",
-                        session_key=key,
-                        chunk=index,
-                        attempt=attempt + 1,
-                        status=status,
-                        error=type(exc).__name__,
-                    )
-                    await asyncio.sleep(self.retry_delays[attempt])
-                    attempt += 1
+
+            def payload(index: int = index, chunk: str = chunk) -> dict[str, Any]:
+                if index == 0:
+                    return {
+                        "content": chunk,
+                        "reference": reference,
+                        "mention_author": True,
+                        "allowed_mentions": REPLY_MENTIONS,
+                    }
+                return {"content": chunk, "allowed_mentions": NO_MENTIONS}
+
+            error = await self._send_retrying(
+                channel, key, payload, nonce=chunk_nonce(message.id, index, chunk), chunk=index
+            )
+            if error is not None:
+                await self._save_undelivered(message, key, chunks, index)
+                return False
+        await self._delivered_at_last(message, key)
         return True
+
+    async def _delivered_at_last(self, message: discord.Message, key: SessionKey) -> None:
+        """A reply saved to disk earlier went through now: its saved copy goes."""
+        path = self._saved.pop(message.id, None)
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(path.unlink)
+        log.info("discord.reply_redelivered", session_key=key, message_id=message.id)
+
+    async def _send_retrying(
+        self,
+        channel: discord.abc.Messageable,
+        key: SessionKey,
+        payload: Callable[[], dict[str, Any]],
+        *,
+        nonce: str,
+        chunk: int,
+    ) -> Exception | None:
+        """Send one message; on an error that a later attempt can fix (Discord 5xx after
+        discord.py's own retries, a network error) retry with backoff. None: sent."""
+        attempt = 0
+        while True:
+            try:
+                await channel.send(nonce=nonce, **payload())
+                return None
+            except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                if not _retryable(exc):
+                    self._log_refused(channel, key, exc)
+                    return exc
+                if attempt >= len(self.retry_delays):
+                    return exc
+                log.warning(
+                    "discord.reply_retry",
+                    session_key=key,
+                    chunk=chunk,
+                    attempt=attempt + 1,
+                    status=getattr(exc, "status", None),
+                    error=type(exc).__name__,
+                )
+                await asyncio.sleep(self.retry_delays[attempt])
+                attempt += 1
+
+    def _log_refused(self, channel: Any, key: SessionKey, exc: Exception) -> None:
+        """A refusal no retry can fix; a missing permission is named once per channel."""
+        status = getattr(exc, "status", None)
+        if isinstance(exc, discord.Forbidden):
+            channel_id = getattr(channel, "id", 0)
+            if channel_id in self._forbidden_logged:
+                return
+            self._forbidden_logged.add(channel_id)
+            in_thread = isinstance(channel, discord.Thread)
+            log.error(
+                "discord.reply_forbidden",
+                session_key=key,
+                channel_id=channel_id,
+                status=status,
+                code=getattr(exc, "code", None),
+                fix=(
+                    "grant the bot View Channel, "
+                    + ("Send Messages in Threads" if in_thread else "Send Messages")
+                    + ", Read Message History and Attach Files in this channel "
+                    "(Server Settings → Roles, or the channel's Permissions)"
+                ),
+            )
+            return
+        log.warning(
+            "discord.reply_refused",
+            session_key=key,
+            status=status,
+            code=getattr(exc, "code", None),
+            error=type(exc).__name__,
+        )
 
     async def _save_undelivered(
         self, message: discord.Message, key: SessionKey, chunks: list[str], first_missing: int
@@ -172,12 +300,13 @@ class ReplyDelivery:
         )
         text = header + "\n\n".join(chunks) + "\n"
         directory = self.paths.undelivered_dir
+        earlier = self._saved.get(message.id)  # a later attempt rewrites the same file
 
         def write() -> Path:
             ensure_private_dir(directory)
-            path = directory / f"{stamp}-{key}.md"
+            path = earlier or directory / f"{stamp}-{key}.md"
             counter = 1
-            while path.exists():
+            while earlier is None and path.exists():
                 path = directory / f"{stamp}-{key}-{counter}.md"
                 counter += 1
             write_private_text(path, text)
@@ -190,6 +319,7 @@ class ReplyDelivery:
                 "discord.reply_lost", session_key=key, error=type(exc).__name__, length=len(text)
             )
             return
+        self._saved[message.id] = path
         log.error(
             "discord.reply_undelivered",
             session_key=key,

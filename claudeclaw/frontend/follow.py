@@ -4,8 +4,12 @@ What the user sees between accepting a message and its answer:
 
 * reactions on the user's message: 👀 accepted, ⚙️ running, ↪️ passed into the turn already
   running (``runner.busyPolicy: "steer"``), ✅ done, ❌ failed, ⏸️ kept for a restart (each
-  replaces the previous one);
-* "Queued: N ahead of you" once when it has to wait;
+  replaces the previous one). They are best effort and run in the background, in order per
+  message: a slow or rate-limited reaction never holds up a reply;
+* "Queued: N ahead of you" at most once per message, only when it is still waiting after
+  ``queue_notice_after`` seconds (a short wait needs no notice), and only one notice per
+  channel at a time (a burst of messages gets one, not one each); Claude's usage limit is
+  said at once, with its reset time;
 * the typing indicator while it runs;
 * after ``progressAfterSeconds`` one status message with the current tool and elapsed
   time, edited at most every ``progressEditIntervalSeconds`` and deleted at the end.
@@ -30,6 +34,7 @@ from claudeclaw.frontend.delivery import NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.render import progress_text, queued_text
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunQueued, RunStarted
+from claudeclaw.tasks import TaskSet
 
 log = get_logger(component="discord")
 
@@ -39,6 +44,7 @@ DONE = "✅"
 FAILED = "❌"
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 STEERED = "↪️"  # passed into the turn already running (busyPolicy "steer"); answered with it
+QUEUE_NOTICE_AFTER_SECONDS = 10.0  # a message waiting less than this is not told it waits
 
 
 @dataclass(slots=True)
@@ -53,6 +59,7 @@ class RunView:
     reaction: str | None = None
     status_message: discord.Message | None = None
     status_text: str = ""
+    reacting: asyncio.Task[None] | None = None  # the last reaction change, in the background
 
 
 class RunFollower:
@@ -62,6 +69,9 @@ class RunFollower:
         self.client = client
         self.settings = settings
         self.delivery = delivery
+        self.tasks = TaskSet("discord-reactions")
+        self.queue_notice_after = QUEUE_NOTICE_AFTER_SECONDS
+        self._noticed: set[int] = set()  # channels showing a queue notice now
 
     async def follow(
         self,
@@ -74,6 +84,7 @@ class RunFollower:
         """Show ``stream``'s events on ``message`` until the final one, and return it.
         ``on_queued`` is called at each event (the first says it is in its queue)."""
         stop = asyncio.Event()
+        running = asyncio.Event()  # started or finished: a queue notice is moot
         helpers: list[asyncio.Task[None]] = []
         said_queued = False
         final: RunDone | RunFailed | None = None
@@ -84,9 +95,17 @@ class RunFollower:
                     text = queued_text(event.position, event.waiting_for_slot, event.resets_at)
                     if text and not said_queued:
                         said_queued = True
-                        await self.delivery.send_quietly(message.channel, text)
+                        if event.resets_at:  # a known long wait: say it now
+                            await self.delivery.send_quietly(message.channel, text)
+                        else:
+                            helpers.append(
+                                asyncio.create_task(
+                                    self._queue_notice(message.channel, text, running)
+                                )
+                            )
                 elif isinstance(event, RunStarted):
-                    if not helpers:
+                    running.set()
+                    if not view.started:
                         view.started = time.monotonic()
                         await self.react(message, view, STEERED if event.steered else RUNNING)
                         helpers.append(asyncio.create_task(self._typing(message.channel, stop)))
@@ -106,6 +125,7 @@ class RunFollower:
             final = RunFailed(msg_id="", reason="error", message="claudeclaw lost track of it.")
         finally:
             stop.set()
+            running.set()
             if helpers:
                 await asyncio.gather(*helpers, return_exceptions=True)
             closer = getattr(stream, "aclose", None)
@@ -115,6 +135,24 @@ class RunFollower:
         if final is None:
             final = RunFailed(msg_id="", reason="error", message="The run ended without a result.")
         return final
+
+    async def _queue_notice(
+        self, channel: discord.abc.Messageable, text: str, running: asyncio.Event
+    ) -> None:
+        """Say the message waits, if it still does after ``queue_notice_after`` seconds and
+        no other message of this channel is showing a notice; the channel is free again
+        once this message runs."""
+        if await _wait(running, self.queue_notice_after):
+            return
+        channel_id = getattr(channel, "id", 0)
+        if channel_id in self._noticed:
+            return
+        self._noticed.add(channel_id)
+        try:
+            await self.delivery.send_quietly(channel, text)
+            await running.wait()
+        finally:
+            self._noticed.discard(channel_id)
 
     async def _typing(self, channel: discord.abc.Messageable, stop: asyncio.Event) -> None:
         try:
@@ -153,14 +191,43 @@ class RunFollower:
                     await view.status_message.delete()
 
     async def react(self, message: discord.Message, view: RunView, emoji: str) -> None:
-        """Show ``emoji`` on the user's message, replacing the previous status reaction."""
+        """Show ``emoji`` on the user's message, replacing the previous status reaction.
+
+        Best effort, in the background: returns at once (a failing or rate-limited reaction
+        call must never delay a reply); the changes on one message keep their order."""
         previous, view.reaction = view.reaction, emoji
+        self._chain(message, view, emoji, previous)
+
+    def add_reaction(self, message: discord.Message, view: RunView, emoji: str) -> None:
+        """One more reaction (a ``[react:…]`` in the answer), after the status ones."""
+        self._chain(message, view, emoji, None)
+
+    def _chain(
+        self, message: discord.Message, view: RunView, emoji: str, previous: str | None
+    ) -> None:
+        before = view.reacting
+
+        async def in_order() -> None:
+            if before is not None and not before.done():
+                await asyncio.wait({before})
+            await self._set_reaction(message, emoji, previous)
+
+        view.reacting = self.tasks.start(in_order(), "reaction")
+
+    async def _set_reaction(
+        self, message: discord.Message, emoji: str, previous: str | None
+    ) -> None:
         try:
             await message.add_reaction(emoji)
             if previous is not None and previous != emoji and self.client.user is not None:
                 await message.remove_reaction(previous, self.client.user)
-        except discord.HTTPException as exc:
-            log.debug("discord.reaction_failed", status=exc.status, message_id=message.id)
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.debug(
+                "discord.reaction_failed",
+                status=getattr(exc, "status", None),
+                error=type(exc).__name__,
+                message_id=message.id,
+            )
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:

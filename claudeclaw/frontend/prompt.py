@@ -69,4 +69,4 @@ def build_prompt(parts: PromptParts) -> str:
     if parts.text:
         lines.append(f"Message: {parts.text}")
     lines.extend(parts.attachment_lines)
-    return "\n".join(lines)
+    return "\n".join(lines).replace("\x00", "")  # a NUL cannot pass through argv

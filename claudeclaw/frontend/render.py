@@ -21,7 +21,8 @@ from claudeclaw.model import RunFailed
 DISCORD_LIMIT = 2000
 EMPTY_REPLY = "(empty response)"
 _FENCE_RESERVE = 8  # room kept for a closing fence ("\n```", or longer)
-_REACT = re.compile(r"\[react:([^\]\s]+)\]")
+# ``[react:🎉]`` and ``[react: 🎉 ]`` (the original accepts spaces around the emoji)
+_REACT = re.compile(r"\[react:[ \t]*([^\]\s]+)[ \t]*\]")
 _FENCE_LINE = re.compile(r"^ {0,3}(`{3,})(.*)$")
 
 
@@ -81,6 +82,17 @@ def _fit(text: str, budget: int) -> int:
         if used > budget:
             return i
     return len(text)
+
+
+def truncate_utf16(text: str, budget: int) -> str:
+    """The longest start of ``text`` that is at most ``budget`` UTF-16 units, not cut
+    inside a surrogate pair or a grapheme cluster."""
+    cut = _fit(text, max(0, budget))
+    if cut >= len(text):
+        return text
+    while cut > 0 and not is_cut_point(text, cut):
+        cut -= 1
+    return text[:cut]
 
 
 def _choose_cut(body: str, budget: int, floor: int) -> tuple[int, int]:

@@ -1,14 +1,19 @@
 """The life of Discord threads as sessions: delete, archive, unarchive, create, rejoin.
 
 Deleting a thread resets its session; archiving keeps it (unless
-``discord.removeSessionOnArchive``); after every (re)connect the bot rejoins threads that
-have sessions so their messages keep arriving; threads created under listen channels
-(or in listen guilds) are joined.
+``discord.removeSessionOnArchive``); after every (re)connect the bot rejoins the threads
+whose sessions were used in the last ``REJOIN_WITHIN_DAYS`` (Discord archives a thread
+after at most a week without messages, and an archived thread is rejoined when it is
+unarchived), so a reconnect costs a few REST calls, not one per session ever made.
+Sessions not used for ``PRUNE_AFTER_DAYS``, and those whose thread Discord says is gone,
+are removed on the same pass (Claude's transcript stays on disk). Threads created under
+listen channels (or in listen guilds) are joined.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import discord
 
@@ -18,6 +23,20 @@ from claudeclaw.logs import get_logger
 from claudeclaw.model import session_key
 
 log = get_logger(component="discord")
+
+REJOIN_WITHIN_DAYS = 8.0  # a week of auto-archive, and a day of slack
+PRUNE_AFTER_DAYS = 90.0  # a thread session unused this long is forgotten
+
+
+def _age_days(stamp: str, now: dt.datetime) -> float | None:
+    """Days since an ISO time (``…Z`` too); None when it cannot be read."""
+    try:
+        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return (now - moment).total_seconds() / 86400
 
 
 class ThreadKeeper:
@@ -70,20 +89,46 @@ class ThreadKeeper:
         else:
             log.info("discord.thread_joined", thread_id=thread.id, why=why)
 
+    async def recent_channels(self) -> list[int]:
+        """The channel ids of sessions used in the last REJOIN_WITHIN_DAYS (catch-up)."""
+        now = dt.datetime.now(dt.UTC)
+        found: list[int] = []
+        for info in await self.dispatcher.list_sessions():
+            if not info.key.isdigit() or info.record is None:
+                continue
+            age = _age_days(info.record.last_used_at, now)
+            if age is None or age <= REJOIN_WITHIN_DAYS:
+                found.append(int(info.key))
+        return found
+
     async def rejoin(self) -> None:
-        """Join every thread that has a session, so its messages keep reaching us."""
+        """Join the threads with recently used sessions, so their messages keep reaching
+        us; forget sessions unused for PRUNE_AFTER_DAYS or whose thread is gone."""
         async with self._rejoin_lock:
             sessions = await self.dispatcher.list_sessions()
+            now = dt.datetime.now(dt.UTC)
+            skipped = 0
             for info in sessions:
-                if not info.key.isdigit():
+                if not info.key.isdigit() or info.record is None:
+                    continue
+                age = _age_days(info.record.last_used_at, now)
+                if age is not None and age > PRUNE_AFTER_DAYS and not info.running:
+                    await self.dispatcher.reset(info.key)
+                    log.info("discord.session_pruned", key=info.key, idle_days=round(age))
+                    continue
+                if age is not None and age > REJOIN_WITHIN_DAYS:
+                    skipped += 1  # archived by now; rejoined if it is unarchived
                     continue
                 try:
                     channel = await self.client.fetch_channel(int(info.key))
                 except discord.NotFound:
-                    log.info("discord.rejoin_channel_gone", key=info.key)
+                    await self.dispatcher.reset(info.key)
+                    log.info("discord.session_pruned", key=info.key, reason="channel gone")
                     continue
                 except discord.HTTPException as exc:
                     log.warning("discord.rejoin_fetch_failed", key=info.key, status=exc.status)
                     continue
                 if isinstance(channel, discord.Thread) and not channel.archived:
                     await self._join(channel, "rejoin")
+            if skipped:
+                log.info("discord.rejoin_skipped_idle", sessions=skipped)
