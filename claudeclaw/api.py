@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from claudeclaw.model import PendingMessage, ReplyTo, RunEvent, SessionInfo, SessionKey
+from claudeclaw.model import (
+    ApprovalOutcome,
+    PendingMessage,
+    Remembered,
+    ReplyTo,
+    RunEvent,
+    SessionInfo,
+    SessionKey,
+)
 
 
 class Dispatcher(Protocol):
@@ -47,4 +55,26 @@ class Dispatcher(Protocol):
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Every thread session (not the global one), with live state."""
+        ...
+
+    def decide_approval(
+        self,
+        request_id: str,
+        outcome: ApprovalOutcome,
+        by: str,
+        *,
+        question: int = -1,
+        option: int = -1,
+    ) -> str:
+        """A person's answer to a ``RunApproval`` (allow, allow_session, deny; or, for
+        ``AskUserQuestion``, ``answered`` with a question's option). "" when taken, else
+        why not ("not waiting": answered, timed out, or the daemon restarted)."""
+        ...
+
+    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
+        """Tools allowed for the rest of ``key``'s current session."""
+        ...
+
+    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
+        """Forget one remembered approval (``/permissions``); False if there was none."""
         ...

@@ -69,6 +69,8 @@ class SecuritySettings:
     level: SecurityLevel = "moderate"
     allowed_tools: tuple[str, ...] = ()
     disallowed_tools: tuple[str, ...] = ()
+    approvals: bool = False  # ask a person before tools the level does not settle
+    approval_timeout_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)

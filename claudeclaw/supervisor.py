@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import claudeclaw
 from claudeclaw import __version__, testhooks
+from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
@@ -42,7 +43,9 @@ from claudeclaw.ledger import PendingLedger
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
+    ApprovalOutcome,
     PendingMessage,
+    Remembered,
     ReplyTo,
     RunDone,
     RunEvent,
@@ -112,6 +115,7 @@ class Supervisor:
         self.ledger = PendingLedger(
             paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
         )
+        self.approvals: ApprovalBroker | None = None  # security.approvals; made with the pool
         self.requests = ControlRequests(self)
         if testhooks.enabled():
             testhooks.install(self.requests)
@@ -171,6 +175,15 @@ class Supervisor:
             log_mode=self.log_mode,
             log_level=self.log_level,
         )
+        pool = self.pool
+        self.approvals = ApprovalBroker(
+            self.paths.approvals_file,
+            timeout=lambda: self.settings.security.approval_timeout_seconds,
+            answer=pool.send_to_worker,
+            push=pool.push_event,
+        )
+        await self.approvals.load()
+        pool.approvals = self.approvals
         await self.pool.start()
         self.control = ControlServer(runtime / "control.sock", self.requests.handle)
         await self.control.start()
@@ -241,6 +254,8 @@ class Supervisor:
         self.closing = True
         self.notifier.stopping()
         grace = self.settings.limits.shutdown_grace_seconds
+        if self.approvals is not None:  # nobody can answer a stopping daemon: denied now
+            self.approvals.deny_all("claudeclaw is restarting")
         if self.pool is not None:
             await self.pool.shutdown(grace)
         if self.frontend is not None:
@@ -251,6 +266,8 @@ class Supervisor:
         if self.control is not None:
             await self.control.close()
         await self._writes.join()  # let queued registry changes land before we go
+        if self.approvals is not None:
+            await self.approvals.flush()
         await self._tasks.cancel_all()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
@@ -318,6 +335,8 @@ class Supervisor:
             if self.sessions.get(key) != event.session_id:
                 self.sessions[key] = event.session_id
                 self._writes.put_nowait(("record", key, event.session_id))
+                if self.approvals is not None:  # approvals belong to the session they were for
+                    self.approvals.session_changed(key, event.session_id)
         if isinstance(event, RunDone):
             if not event.merged_into:  # one turn per run, not per message it answered
                 self._writes.put_nowait(("touch", key, event.session_id))
@@ -415,6 +434,9 @@ class Supervisor:
         assert self.pool is not None
         had = self.sessions.get(key) is not None
         self.sessions[key] = None
+        if self.approvals is not None:
+            self.approvals.forget(key, "reset")
+            self.approvals.drop(key, note="the session was reset")
         await self.pool.reset(key)
         self._writes.put_nowait(("remove", key, ""))
         await self._writes.join()
@@ -453,6 +475,30 @@ class Supervisor:
             run_elapsed_s=elapsed,
             last_error=self.last_error.get(key, ""),
         )
+
+    # ---- approvals (security.approvals) --------------------------------------------------
+
+    def decide_approval(
+        self,
+        request_id: str,
+        outcome: ApprovalOutcome,
+        by: str,
+        *,
+        question: int = -1,
+        option: int = -1,
+    ) -> str:
+        if self.approvals is None:
+            return "not waiting"
+        return self.approvals.decide(request_id, outcome, by, question=question, option=option)
+
+    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
+        if self.approvals is None:
+            return []
+        key = session_key(key)
+        return self.approvals.remembered(key, self.sessions.get(key) or "")
+
+    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
+        return self.approvals is not None and self.approvals.revoke(session_key(key), tool)
 
     # ---- reload, status, watchdog -------------------------------------------------------
 
