@@ -31,14 +31,20 @@ class Dispatcher(Protocol):
     ) -> AsyncIterator[RunEvent]:
         """Queue ``prompt`` for ``key``; yields queued, started, progress…, then done or failed.
 
-        With ``reply_to`` the message is kept across a restart of the daemon until it is
-        answered (see :meth:`take_pending`).
+        With ``reply_to`` the message is kept across a restart of the daemon until the
+        frontend reports its answer posted (:meth:`delivered`; see :meth:`take_pending`).
         """
         ...
 
     def take_pending(self) -> list[PendingMessage]:
-        """Messages a previous run of the daemon accepted but did not answer, in order
-        (each once: the caller resubmits them, or tells their authors)."""
+        """Messages a previous run of the daemon accepted but whose answer was not posted,
+        in order (once: the caller posts their stored ``answer``, resubmits them, or tells
+        their authors, and reports each :meth:`delivered`)."""
+        ...
+
+    def delivered(self, msg_id: str) -> None:
+        """The answer (or a note) of ``msg_id`` is in the frontend (or can never be: the
+        message is gone); it is not kept for a restart any longer."""
         ...
 
     async def cancel(self, key: SessionKey) -> bool:

@@ -8,7 +8,7 @@ one connection. Nothing a peer sends can take the process down.
 
 Message types (see docs/MULTI_SESSION.md for fields):
 
-* worker → supervisor: ``hello``, ``event``, ``acquire``, ``pong``, ``bye``
+* worker → supervisor: ``hello``, ``event``, ``acquire``, ``limited``, ``pong``, ``bye``
 * supervisor → worker: ``configure``, ``run``, ``grant``, ``cancel``, ``reset``, ``ping``,
   ``reload``, ``shutdown``
 * CLI → daemon: ``status``, ``send``, ``cancel``, ``sessions.list``, ``sessions.show``,

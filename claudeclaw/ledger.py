@@ -1,9 +1,13 @@
-"""The pending ledger: accepted frontend messages kept in ``pending.json`` until answered.
+"""The pending ledger: accepted frontend messages kept in ``pending.json`` until their
+answer is in the frontend.
 
-A message a frontend hands in with a ``reply_to`` is written here when it is accepted and
-leaves when its answer is settled, so a restart of the daemon loses none: the next run
-reads the file, and the frontend resubmits what had not started (or tells its author that
-a run which had started was interrupted; its tools may already have acted).
+It is the one owner of "delivered or not". A message a frontend hands in with a
+``reply_to`` is written here when it is accepted; its final event is stored with it
+(``answer``); it leaves only when the frontend reports the answer (or a note) is posted
+(:meth:`PendingLedger.delivered`). So a restart of the daemon loses none: the next run
+reads the file, and the frontend posts a stored answer, resubmits what had not started,
+or tells the author that a run which had started was interrupted (its tools may already
+have acted).
 
 The ledger only keeps the facts; the supervisor's batched writer puts the snapshot on
 disk (``changed`` asks it to), off the event loop.
@@ -19,7 +23,7 @@ from typing import Any
 from claudeclaw import jsonstore
 from claudeclaw.errors import ClaudeclawError
 from claudeclaw.logs import get_logger
-from claudeclaw.model import PendingMessage, RunEvent, RunFailed, RunQueued, RunStarted
+from claudeclaw.model import PendingMessage, RunDone, RunEvent, RunFailed, RunQueued, RunStarted
 
 log = get_logger()
 
@@ -27,14 +31,16 @@ KEPT_TEXT = "claudeclaw is restarting; this message is kept and runs when it is 
 
 
 class PendingLedger:
-    """``accepted``: this run's messages not answered yet; ``recovered``: those an earlier
-    run of the daemon left, until a frontend takes them."""
+    """``accepted``: this run's messages whose answer is not posted yet; ``recovered``: those
+    an earlier run of the daemon left, until the frontend posts their answer or submits
+    them again."""
 
     def __init__(self, path: Path, changed: Callable[[], None]) -> None:
         self.path = path
         self._changed = changed
         self.accepted: dict[str, PendingMessage] = {}
         self.recovered: list[PendingMessage] = []
+        self._handed_out = False
 
     def read(self) -> list[PendingMessage]:
         """Load pending.json of an earlier run into ``recovered`` (blocking); a bad entry is
@@ -59,14 +65,26 @@ class PendingLedger:
         return found
 
     def take_recovered(self) -> list[PendingMessage]:
-        """The earlier run's messages, each handed out once."""
-        taken, self.recovered = self.recovered, []
-        if taken:
-            self._changed()
-        return taken
+        """The earlier run's messages, handed out once (they stay in the ledger until the
+        frontend reports them delivered or submits them again)."""
+        if self._handed_out:
+            return []
+        self._handed_out = True
+        return list(self.recovered)
 
     def accept(self, item: PendingMessage) -> None:
+        """A new message; one the earlier run left for the same frontend message is
+        replaced by it (the frontend submitted it again)."""
+        self.recovered = [r for r in self.recovered if r.reply_to != item.reply_to]
         self.accepted[item.msg_id] = item
+        self._changed()
+
+    def delivered(self, msg_id: str) -> None:
+        """The frontend posted the message's answer (or a note): it leaves the ledger."""
+        kept = [r for r in self.recovered if r.msg_id != msg_id]
+        if self.accepted.pop(msg_id, None) is None and len(kept) == len(self.recovered):
+            return
+        self.recovered = kept
         self._changed()
 
     def note_event(self, event: RunEvent) -> None:
@@ -84,16 +102,17 @@ class PendingLedger:
             self.accepted[event.msg_id] = dataclasses.replace(item, started=True)
             self._changed()
 
-    def settle(self, event: RunEvent) -> RunEvent:
-        """The message's final event: drop it from the ledger; keep one a stop prevented
-        from starting (it runs after the restart) and say so in its final event."""
+    def settle(self, event: RunDone | RunFailed) -> RunDone | RunFailed:
+        """The message's final event: store it as the answer the frontend has to post. One
+        a stop prevented from starting keeps waiting (it runs after the restart), and its
+        final event says so."""
         item = self.accepted.get(event.msg_id)
         if item is None:
             return event
         if isinstance(event, RunFailed) and event.reason == "shutdown" and not item.started:
             log.info("message.kept_for_restart", session_key=item.key, msg_id=item.msg_id)
             return RunFailed(event.msg_id, "kept", KEPT_TEXT)
-        del self.accepted[event.msg_id]
+        self.accepted[event.msg_id] = dataclasses.replace(item, answer=event)
         self._changed()
         return event
 

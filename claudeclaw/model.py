@@ -287,7 +287,9 @@ class ReplyTo:
 
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
-    """An accepted message not yet answered, as kept in ``pending.json`` across restarts."""
+    """An accepted message whose answer is not in its frontend yet, as kept in
+    ``pending.json`` across restarts. ``answer`` is its final event once it has one (the
+    frontend still has to post it)."""
 
     msg_id: str
     key: SessionKey
@@ -296,9 +298,13 @@ class PendingMessage:
     reply_to: ReplyTo
     accepted_at: str  # ISO 8601 UTC
     started: bool = False  # a claude run began: after a restart it is not run again
+    answer: RunDone | RunFailed | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.answer is None:
+            del data["answer"]  # the file format of a message still waiting, as before
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PendingMessage:
@@ -311,4 +317,14 @@ class PendingMessage:
             reply_to=ReplyTo(str(reply["channel_id"]), str(reply["message_id"])),
             accepted_at=str(data.get("accepted_at", "")),
             started=bool(data.get("started", False)),
+            answer=_answer_from_json(data.get("answer")),
         )
+
+
+def _answer_from_json(data: Any) -> RunDone | RunFailed | None:
+    if data is None:
+        return None
+    event = event_from_dict(data)
+    if not isinstance(event, RunDone | RunFailed):
+        raise ValueError(f"a stored answer must be done or failed, not {event.kind!r}")
+    return event

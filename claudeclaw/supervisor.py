@@ -54,7 +54,6 @@ from claudeclaw.model import (
     SessionInfo,
     SessionKey,
     SessionRecord,
-    is_final,
     session_key,
 )
 from claudeclaw.notify import Notifier, child_env
@@ -111,6 +110,9 @@ class Supervisor:
         self._tasks = TaskSet("daemon")
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
+        # a stop lets the frontend post its last answers this long; what it could not post
+        # stays in the pending ledger and is posted after the restart
+        self.drain_seconds = 10.0
         # messages from a frontend, kept until answered (pending.json)
         self.ledger = PendingLedger(
             paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
@@ -260,7 +262,7 @@ class Supervisor:
             await self.pool.shutdown(grace)
         if self.frontend is not None:
             with contextlib.suppress(Exception):
-                await self.frontend.drain(within=10)
+                await self.frontend.drain(within=self.drain_seconds)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.frontend.close(), 15)
         if self.control is not None:
@@ -374,8 +376,12 @@ class Supervisor:
                     self._writes.task_done()
 
     def take_pending(self) -> list[PendingMessage]:
-        """Messages the previous run accepted but did not answer (each handed out once)."""
+        """Messages the previous run accepted but did not answer (handed out once)."""
         return self.ledger.take_recovered()
+
+    def delivered(self, msg_id: str) -> None:
+        """The frontend posted the answer (or a note) of ``msg_id``: the ledger lets it go."""
+        self.ledger.delivered(msg_id)
 
     @property
     def rate_limited_until(self) -> datetime | None:
@@ -418,7 +424,7 @@ class Supervisor:
         self._mark_status_dirty()
         while True:
             event = await ticket.events.get()
-            if is_final(event):
+            if isinstance(event, RunDone | RunFailed):
                 event = self.ledger.settle(event)
                 await self._writes.join()  # the reply is seen only once its session is on disk
                 yield event

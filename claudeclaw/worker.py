@@ -9,7 +9,8 @@ way :func:`main` runs; it connects back over the supervisor's worker socket, say
 
 * queues ``run`` requests in arrival order and runs them one at a time, asking the
   supervisor for a run slot (``acquire`` → ``grant``) before each, so the global cap on
-  concurrent ``claude`` processes holds and threads take turns;
+  concurrent ``claude`` processes holds and threads take turns; a run refused by Claude's
+  usage limit goes back to the head of the queue (``limited``) to run at the reset;
 * streams every run event back (``event`` frames) and remembers the session id the CLI
   reported, so the next message of the key resumes it;
 * answers ``ping`` with its live state, obeys ``cancel`` (an interrupt: the session stays
@@ -25,6 +26,7 @@ way :func:`main` runs; it connects back over the supervisor's worker socket, say
 * exits when the supervisor goes away (end of stream), killing its run's process group.
 
 It never imports discord.py (tests pin that) and stays small: its only job is the queue.
+:meth:`Worker._run` is the one place that starts ``claude``.
 """
 
 from __future__ import annotations

@@ -563,6 +563,10 @@ class Duplex:
             with self.cond:
                 if self.turn is None and self.waiting:
                     prompt = self.waiting.pop(0)
+                    if "IGNORE_TERM" in prompt:  # signal handlers: main thread only
+                        import signal
+
+                        signal.signal(signal.SIGTERM, signal.SIG_IGN)
                     self.interrupted = False
                     self.turn = threading.Thread(target=self.run_turn, args=(prompt,))
                     self.turn.start()
@@ -679,10 +683,6 @@ class Duplex:
                 "fake": True,
             }
         )
-        if "IGNORE_TERM" in words:
-            import signal
-
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for word in ("GRANDCHILD", "BACKGROUND"):
             if word in words:
                 import subprocess

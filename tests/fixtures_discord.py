@@ -82,6 +82,7 @@ class FakeDispatcher:
     script: Script = echo_script
     submissions: list[Submission] = field(default_factory=list)
     pending: list[PendingMessage] = field(default_factory=list)  # take_pending() hands these out
+    delivered_ids: list[str] = field(default_factory=list)  # delivered() was told these
     resets: list[SessionKey] = field(default_factory=list)
     cancels: list[SessionKey] = field(default_factory=list)
     records: dict[SessionKey, SessionRecord] = field(default_factory=dict)
@@ -219,6 +220,10 @@ class FakeDispatcher:
     def take_pending(self) -> list[PendingMessage]:
         taken, self.pending = self.pending, []
         return taken
+
+    def delivered(self, msg_id: str) -> None:
+        self.delivered_ids.append(msg_id)
+        self._touch()
 
     async def list_sessions(self) -> list[SessionInfo]:
         return [await self.session_info(k) for k in self.records if k != GLOBAL_KEY]

@@ -291,3 +291,64 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
         assert json.loads(paths.pending_file.read_text()) == []
     finally:
         await second.shutdown()
+
+
+async def test_an_answer_discord_refused_is_posted_after_a_restart(
+    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
+) -> None:
+    """1. A message is answered by Claude, but Discord fails the reply (500).
+    2. The daemon stops while the reply is still being retried.
+    3. Discord works again; the daemon starts.
+    Result: the stored answer is posted as a reply to the message, without running Claude
+    again (the session has one turn), and the pending ledger is empty."""
+    fake = fake_discord
+    paths = make_project(
+        discord={
+            "token": fake.token,
+            "allowedUserIds": [fake.alice["id"]],
+            "listenChannels": [fake.listen_id],
+            "progressAfterSeconds": 60,
+        },
+    )
+
+    def supervisor() -> Supervisor:
+        return Supervisor(
+            paths,
+            load_settings(paths.settings_file),
+            log_mode="json",
+            frontend_options={"guild_ready_timeout": 0.01},
+        )
+
+    thread = fake.listen_thread_id
+    first = supervisor()
+    first.drain_seconds = 0.5
+    await first.startup()
+    fake.fail_posts[thread] = 500
+    asked = await fake.user_says(thread, "the answer must arrive")
+    posts = lambda: [  # noqa: E731
+        r for r in fake.requests if r.method == "POST" and r.path.endswith(f"{thread}/messages")
+    ]
+    await fake.wait_until(lambda: posts(), what="the reply was tried")
+    await first.shutdown()
+    stored = json.loads(paths.pending_file.read_text())
+    assert [e["reply_to"]["message_id"] for e in stored] == [asked["id"]]
+    assert "FAKE-REPLY turn=1" in stored[0]["answer"]["reply"]
+    assert not fake.bot_messages(thread)
+
+    del fake.fail_posts[thread]
+    second = supervisor()
+    await second.startup()
+    try:
+        answer = await fake.wait_for_message(
+            thread, reply_to(fake, thread, "FAKE-REPLY turn=1"), timeout=30
+        )
+        assert answer["message_reference"]["message_id"] == asked["id"]
+        assert "the answer must arrive" in answer["content"]
+        await fake.wait_until(
+            lambda: second.ledger.accepted == {} and second.ledger.recovered == []
+        )
+        await second._writes.join()
+        assert json.loads(paths.pending_file.read_text()) == []
+        assert len(fake.bot_messages(thread)) == 1
+    finally:
+        await second.shutdown()

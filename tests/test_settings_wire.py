@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,11 +37,8 @@ def test_every_setting_survives_the_frame_but_the_token() -> None:
     assert "discord-secret-token" not in json.dumps(frame)
     back = settings_from_wire(frame)
     assert back.discord.token == ""
-    assert back == settings.__class__(
-        **{
-            **{f: getattr(settings, f) for f in settings.__dataclass_fields__},
-            "discord": back.discord,
-        }
+    assert back == dataclasses.replace(
+        settings, discord=dataclasses.replace(settings.discord, token="")
     )
     assert back.discord.channel_names["456"] == "general"
     assert back.discord.progress_after_seconds == 7.0

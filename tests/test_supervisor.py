@@ -650,7 +650,7 @@ async def test_a_run_retried_after_the_limit_keeps_its_place_ahead_of_the_queue(
     daemon: Supervisor,
 ) -> None:
     """1. In one thread, message 1 is refused by the usage limit while message 2 waits
-       behind it (the worker already asked for a slot for message 2).
+       behind it (the worker puts 1 back at its head and asks for a slot for it, not 2).
     2. The limit resets.
     Result: message 1 runs first, then message 2; neither is lost."""
     from datetime import timedelta

@@ -37,6 +37,7 @@ from claudeclaw.claude.stream import (
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
+from claudeclaw.tasks import TaskSet
 
 __all__ = ["run_claude", "terminate_group"]
 
@@ -329,12 +330,11 @@ async def _start_claude(
     except OSError as err:
         return f"claude at {claude} could not be started: {err.strerror or err}"
     if stdin_text is not None and proc.stdin is not None:
-        _feed_tasks.add(task := asyncio.get_running_loop().create_task(_feed(proc, stdin_text)))
-        task.add_done_callback(_feed_tasks.discard)
+        _feed_tasks.start(_feed(proc, stdin_text), "feed")
     return proc
 
 
-_feed_tasks: set[asyncio.Task[None]] = set()
+_feed_tasks = TaskSet("claude-stdin")  # prompts too long for argv, being written
 
 
 async def _feed(proc: asyncio.subprocess.Process, text: str) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from claudeclaw.model import (
     ReplyTo,
     RunDone,
     RunEvent,
+    RunFailed,
     SessionKey,
 )
 from claudeclaw.paths import ProjectPaths
@@ -529,6 +531,30 @@ class DiscordFrontend:
         )
         # each event says it is in its session's queue: the next message may follow
         final = await self.follower.follow(message, stream, view, fields, turn.done)
+        await self._post_answer(message, key, final, view, fields)
+
+    async def _post_answer(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        final: RunDone | RunFailed,
+        view: RunView,
+        fields: dict[str, Any],
+    ) -> None:
+        """Post ``final`` as the answer to ``message``, then tell the daemon it is posted
+        (its pending ledger keeps it until then, across a restart too)."""
+        await self._post(message, key, final, view, fields)
+        if not (isinstance(final, RunFailed) and final.reason == "kept"):
+            self._dispatcher.delivered(final.msg_id)
+
+    async def _post(
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        final: RunDone | RunFailed,
+        view: RunView,
+        fields: dict[str, Any],
+    ) -> None:
         if isinstance(final, RunDone) and final.merged_into:
             log.info("discord.run_merged", into=final.merged_into, **fields)
             await self.follower.react(message, view, DONE)  # the reply to the first one answers it
@@ -560,9 +586,10 @@ class DiscordFrontend:
     async def resume(self, items: list[PendingMessage]) -> None:
         """Answer the messages an earlier run of the daemon accepted but did not answer.
 
-        They keep their order (intake turns are taken now, in ledger order). One that was
-        already running when the daemon stopped is not run again (its tools may have
-        acted): its author is told it was interrupted.
+        They keep their order (intake turns are taken now, in ledger order). One that has
+        its answer already gets it posted; one that was already running when the daemon
+        stopped is not run again (its tools may have acted): its author is told it was
+        interrupted; the others run now.
         """
         for item in items:
             turn = self._intake_turn(int(item.reply_to.channel_id))
@@ -576,15 +603,26 @@ class DiscordFrontend:
                 channel = await self._client.fetch_channel(int(item.reply_to.channel_id))
             message = await channel.fetch_message(int(item.reply_to.message_id))
         except (discord.HTTPException, AttributeError, ValueError) as exc:
-            log.warning("discord.pending_lost", error=type(exc).__name__, **fields)
+            gone = not isinstance(exc, discord.HTTPException) or isinstance(
+                exc, discord.NotFound | discord.Forbidden
+            )
+            log.warning("discord.pending_lost", error=type(exc).__name__, gone=gone, **fields)
             turn.done()
+            if gone:  # else Discord failed for now: the ledger keeps it for the next start
+                self._dispatcher.delivered(item.msg_id)
             return
-        view = RunView(reaction=KEPT)
+        view = RunView(reaction=KEPT, accepted_at=_wall_time(item.accepted_at))
+        if item.answer is not None:  # it was answered, but the answer was not posted
+            log.info("discord.pending_answer_posted", **fields)
+            turn.done()
+            await self._post_answer(message, item.key, item.answer, view, fields)
+            return
         if item.started:
             log.info("discord.pending_interrupted", **fields)
             turn.done()
             await self.delivery.deliver(message, item.key, [INTERRUPTED])
             await self.follower.react(message, view, FAILED)
+            self._dispatcher.delivered(item.msg_id)
             return
         log.info("discord.pending_resumed", **fields)
         await self.follower.react(message, view, ACCEPTED)
@@ -595,6 +633,14 @@ class DiscordFrontend:
 
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)
+
+
+def _wall_time(iso_time: str) -> float:
+    """``iso_time`` as a Unix time (now if it is not one)."""
+    try:
+        return dt.datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
 
 
 __all__ = ["DiscordFrontend", "bot_intents"]
