@@ -32,6 +32,7 @@ from typing import Any
 from claudeclaw.jsonstore import is_object, read_json, write_json
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
+    MORE_ANSWERS,
     ApprovalOutcome,
     Question,
     Remembered,
@@ -294,8 +295,9 @@ class ApprovalBroker:
         option: int = -1,
     ) -> str:
         """A person's answer. For ``AskUserQuestion`` pass ``outcome="answered"`` with the
-        question and option index (one call per question). Returns "" when taken, else why
-        not ("not waiting", "bad choice")."""
+        question and option index (one call per question). Returns "" when decided,
+        :data:`MORE_ANSWERS` when questions remain, else why not ("not waiting", "bad
+        choice")."""
         pending = self.pending.get(request_id)
         if pending is None:
             return "not waiting"
@@ -307,7 +309,7 @@ class ApprovalBroker:
                 return "bad choice"
             pending.answers[question] = questions[question].options[option]
             if len(pending.answers) < len(questions):
-                return ""
+                return MORE_ANSWERS
         elif outcome not in ("allow", "allow_session", "deny"):
             return "bad choice"
         self._finish(request_id, outcome, by)

@@ -158,6 +158,8 @@ class Question:
     options: tuple[str, ...] = ()
 
 
+# decide_approval's answer when an AskUserQuestion still has questions to answer
+MORE_ANSWERS = "more answers needed"
 ApprovalOutcome = Literal["allow", "allow_session", "deny", "timeout", "shutdown", "answered"]
 
 

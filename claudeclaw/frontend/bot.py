@@ -32,6 +32,7 @@ from discord import app_commands
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
 from claudeclaw.errors import ConfigError, DiscordLoginRejected
+from claudeclaw.frontend.approvals import ApprovalPrompts
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
     Download,
@@ -136,6 +137,10 @@ class _Client(discord.Client):
         turn = self.frontend._intake_turn(message.channel.id)  # in arrival order
         self.frontend._tasks.start(self.frontend._on_message(message, turn), "message")
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # slash commands are the tree's; a press on an approval button is ours
+        await self.frontend.approvals.on_press(interaction)
+
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         await self.frontend.threads.on_deleted(payload.thread_id)
 
@@ -194,7 +199,8 @@ class DiscordFrontend:
         self._intake: dict[int, asyncio.Future[None]] = {}
         self.intake_waiting = 0  # messages ready to submit, waiting for their predecessor
         self.delivery = ReplyDelivery(settings, paths)
-        self.follower = RunFollower(self._client, settings, self.delivery)
+        self.approvals = ApprovalPrompts(dispatcher, self.is_authorized)
+        self.follower = RunFollower(self._client, settings, self.delivery, self.approvals)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
         self.prune_interval_seconds = 3600.0
         for command in build_commands(self):

@@ -3,8 +3,11 @@
 What the user sees between accepting a message and its answer:
 
 * reactions on the user's message: 👀 accepted, ⚙️ running, ↪️ passed into the turn already
-  running (``runner.busyPolicy: "steer"``), ✅ done, ❌ failed, ⏸️ kept for a restart (each
-  replaces the previous one);
+  running (``runner.busyPolicy: "steer"``), ⏸️ waiting for a person to approve a tool
+  (``security.approvals``) or kept for a restart, ✅ done, ❌ failed (each replaces the
+  previous one);
+* each approval request as a message with buttons (``frontend/approvals.py``), edited to
+  its outcome;
 * "Queued: N ahead of you" once when it has to wait;
 * the typing indicator while it runs;
 * after ``progressAfterSeconds`` one status message with the current tool and elapsed
@@ -26,10 +29,20 @@ import aiohttp
 import discord
 
 from claudeclaw.config import Settings
+from claudeclaw.frontend.approvals import ApprovalPrompts
 from claudeclaw.frontend.delivery import NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.render import progress_text, queued_text
 from claudeclaw.logs import get_logger
-from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunQueued, RunStarted
+from claudeclaw.model import (
+    RunApproval,
+    RunApprovalDone,
+    RunDone,
+    RunEvent,
+    RunFailed,
+    RunProgress,
+    RunQueued,
+    RunStarted,
+)
 
 log = get_logger(component="discord")
 
@@ -38,6 +51,7 @@ RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
+WAITING = KEPT  # a tool use waits for a person's approval
 STEERED = "↪️"  # passed into the turn already running (busyPolicy "steer"); answered with it
 
 
@@ -58,10 +72,17 @@ class RunView:
 class RunFollower:
     """Shows a run's progress on Discord; ``settings`` is swapped on reload."""
 
-    def __init__(self, client: discord.Client, settings: Settings, delivery: ReplyDelivery) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        settings: Settings,
+        delivery: ReplyDelivery,
+        approvals: ApprovalPrompts | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.delivery = delivery
+        self.approvals = approvals
 
     async def follow(
         self,
@@ -76,6 +97,7 @@ class RunFollower:
         stop = asyncio.Event()
         helpers: list[asyncio.Task[None]] = []
         said_queued = False
+        asked: list[str] = []  # approval requests waiting for a person
         final: RunDone | RunFailed | None = None
         try:
             async for event in stream:
@@ -98,6 +120,16 @@ class RunFollower:
                         view.tool, view.summary, view.writing = event.tool, event.summary, False
                     elif event.text:
                         view.tool, view.summary, view.writing = "", "", True
+                elif isinstance(event, RunApproval) and self.approvals is not None:
+                    asked.append(event.request_id)
+                    await self.approvals.show(message.channel, event)
+                    await self.react(message, view, WAITING)
+                elif isinstance(event, RunApprovalDone) and self.approvals is not None:
+                    await self.approvals.settled(event)
+                    if event.request_id in asked:
+                        asked.remove(event.request_id)
+                        if not asked:
+                            await self.react(message, view, RUNNING)
                 elif isinstance(event, RunDone | RunFailed):
                     final = event
                     break
