@@ -39,6 +39,7 @@ from claudeclaw.config import DiscordSettings, Settings
 from claudeclaw.model import (
     GLOBAL_KEY,
     PendingMessage,
+    Remembered,
     ReplyTo,
     RunDone,
     RunEvent,
@@ -95,6 +96,23 @@ class FakeDispatcher:
     _cancel: dict[SessionKey, asyncio.Event] = field(default_factory=dict)
     _concurrent: dict[SessionKey, int] = field(default_factory=lambda: defaultdict(int))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    remembered: dict[SessionKey, list[Remembered]] = field(default_factory=dict)
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)  # request, outcome, by
+
+    def decide_approval(
+        self, request_id: str, outcome: str, by: str, *, question: int = -1, option: int = -1
+    ) -> str:
+        self.decisions.append((request_id, outcome, by))
+        self._touch()
+        return ""
+
+    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
+        return list(self.remembered.get(key, []))
+
+    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
+        before = self.remembered.get(key, [])
+        self.remembered[key] = [r for r in before if r.tool != tool]
+        return len(self.remembered[key]) < len(before)
 
     def _touch(self) -> None:
         self.changed.set()
