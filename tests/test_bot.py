@@ -415,6 +415,7 @@ async def test_ready_summary_and_intents(fake_discord, frontend):
         "compact",
         "context",
         "handoff",
+        "permissions",
     ]
     summary = frontend.summary()
     assert summary["connected"] is True and summary["guilds"] == 1

@@ -19,7 +19,16 @@ async def run_command(fake, channel_id, name, **kw):
 
 async def test_unauthorized_user_gets_an_ephemeral_refusal(fake_discord, dispatcher, frontend):
     fake = fake_discord
-    for name in ("status", "reset", "stop", "compact", "context", "start", "handoff"):
+    for name in (
+        "status",
+        "reset",
+        "stop",
+        "compact",
+        "context",
+        "start",
+        "handoff",
+        "permissions",
+    ):
         callback, _ = await run_command(fake, fake.general_id, name, user=fake.bob)
         assert callback["data"]["content"] == "Unauthorized."
         assert callback["data"]["flags"] & EPHEMERAL
