@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from claudeclaw.approvals import ApprovalBroker, questions_of, summarize
 from claudeclaw.cli import _ask_on_terminal
 from claudeclaw.config import load_settings
@@ -145,6 +147,42 @@ async def test_send_without_a_terminal_denies_and_says_so(monkeypatch: Any, caps
     event = RunApproval("m", "r", "Write", "/x (1 bytes, 1 line)", timeout_s=60)
     assert await _ask_on_terminal(event) == [{"request_id": "r", "outcome": "deny"}]
     assert "Write denied: approving it needs a terminal" in capsys.readouterr().err
+
+
+async def test_every_request_and_outcome_is_logged_with_thread_tool_and_user(
+    tmp_path: Path,
+) -> None:
+    """journald fields: ``session_key`` (→ THREAD_ID for threads), TOOL, USER_ID (who
+    decided; "" for a timeout)."""
+    broker = ApprovalBroker(
+        tmp_path / "approvals.json",
+        timeout=lambda: 0.05,
+        answer=lambda key, frame: True,
+        push=lambda msg_id, event: True,
+    )
+    done = asyncio.Event()
+    with capture_logs() as logs:
+        for rid in ("a", "b", "c"):
+            broker.ask(
+                THREAD, {"request_id": rid, "msg_id": "m", "tool": "Bash", "session_id": "s"}
+            )
+        broker.decide("a", "allow", "41")
+        broker.decide("b", "deny", "42")
+        asyncio.get_running_loop().call_later(0.2, done.set)
+        await done.wait()
+    seen = [
+        (e["event"], e.get("user_id"), e["tool"], e["session_key"])
+        for e in logs
+        if e["event"].startswith("approval.")
+    ]
+    assert seen == [
+        ("approval.requested", None, "Bash", THREAD),
+        ("approval.requested", None, "Bash", THREAD),
+        ("approval.requested", None, "Bash", THREAD),
+        ("approval.granted", "41", "Bash", THREAD),
+        ("approval.denied", "42", "Bash", THREAD),
+        ("approval.timeout", "", "Bash", THREAD),
+    ]
 
 
 # ---- through the daemon ------------------------------------------------------------------
