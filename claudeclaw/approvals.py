@@ -158,6 +158,7 @@ class _Pending:
     started: float = field(default_factory=time.monotonic)
     answers: dict[int, str] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
+    owner: object = None  # the worker that asked (one key may have a leaving and a new one)
 
 
 Answer = Callable[[SessionKey, dict[str, Any]], bool]  # send a frame to the key's worker
@@ -251,8 +252,9 @@ class ApprovalBroker:
 
     # ---- requests -----------------------------------------------------------------------
 
-    def ask(self, key: SessionKey, frame: Mapping[str, Any]) -> None:
-        """A worker's ``approval`` frame: answer from memory, or ask the message's frontend."""
+    def ask(self, key: SessionKey, frame: Mapping[str, Any], owner: object = None) -> None:
+        """A worker's ``approval`` frame: answer from memory, or ask the message's frontend.
+        ``owner`` names the asking worker for :meth:`drop`."""
         request_id = str(frame.get("request_id") or "")
         msg_id = str(frame.get("msg_id") or "")
         tool = str(frame.get("tool") or "")
@@ -276,7 +278,7 @@ class ApprovalBroker:
             log.info("approval.granted", session_key=key, tool=tool, user_id="", remembered=True)
             self.push(msg_id, RunApprovalDone(msg_id, request_id, tool, "allow_session"))
             return
-        pending = _Pending(key, event, session_id)
+        pending = _Pending(key, event, session_id, owner=owner)
         self.pending[request_id] = pending
         if not self.push(msg_id, event):
             self._finish(request_id, "deny", "", note="nobody follows this message")
@@ -367,10 +369,18 @@ class ApprovalBroker:
         """The worker no longer waits (the run was stopped or ended): the request is over."""
         self._finish(request_id, "deny", "", note="the run was stopped")
 
-    def drop(self, key: SessionKey, outcome: ApprovalOutcome = "deny", note: str = "") -> None:
-        """End ``key``'s waiting requests unanswered (its worker is gone, or it was reset)."""
+    def drop(
+        self,
+        key: SessionKey,
+        outcome: ApprovalOutcome = "deny",
+        note: str = "",
+        *,
+        owner: object = None,
+    ) -> None:
+        """End ``key``'s waiting requests unanswered (it was reset; or, with ``owner``, that
+        worker is gone)."""
         for request_id, pending in list(self.pending.items()):
-            if pending.key == key:
+            if pending.key == key and (owner is None or pending.owner is owner):
                 self._finish(request_id, outcome, "", note)
 
     def deny_all(self, note: str) -> None:

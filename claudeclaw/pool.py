@@ -592,7 +592,7 @@ class WorkerPool:
             ticket.claude = None
         handle.exited.set()
         if self.approvals is not None:
-            self.approvals.drop(handle.key, note="the worker stopped")
+            self.approvals.drop(handle.key, note="the worker stopped", owner=handle)
         if handle.channel is not None:
             self._tasks.start(handle.channel.close(), "close-channel")
         if not held:
@@ -740,7 +740,7 @@ class WorkerPool:
                 self._enforce_warm_cap(handle)
         elif kind == "approval":
             if self.approvals is not None:
-                self.approvals.ask(handle.key, message)
+                self.approvals.ask(handle.key, message, owner=handle)
             else:  # nobody to ask (fail closed)
                 rid = message.get("request_id")
                 self.send_to_worker(handle.key, {"type": "approval_answer", "request_id": rid})

@@ -388,3 +388,38 @@ async def test_approvals_with_warm_sessions_off_still_ask_and_close_the_process(
         assert worker.claude_mode == ""  # not kept warm
     finally:
         await sup.shutdown()
+
+
+async def test_a_worker_killed_while_a_request_waits_ends_it_and_the_retry_asks_again(
+    make_project: Any,
+) -> None:
+    """SIGKILL of the worker while Write waits: the request ends (denied, "the worker
+    stopped"); the message is retried once on a new worker, whose request is asked anew."""
+    import os
+    import signal
+
+    sup = await start(make_project)
+    try:
+        assert isinstance(final(await run(sup, THREAD, "hello")), RunDone)  # a saved session
+        asked: list[RunApproval] = []
+
+        async def answer(event: RunApproval) -> None:
+            asked.append(event)
+            assert sup.pool is not None
+            if len(asked) == 1:
+                handle = sup.pool.find(THREAD)
+                assert handle is not None
+                os.kill(handle.pid, signal.SIGKILL)
+            else:
+                assert sup.decide_approval(event.request_id, "allow", "7") == ""
+
+        events = await run(sup, THREAD, WRITE, answer)
+        assert len(asked) == 2 and asked[0].request_id != asked[1].request_id
+        outcomes = [(d.request_id, d.outcome, d.note) for d in of(events, RunApprovalDone)]
+        assert outcomes == [
+            (asked[0].request_id, "deny", "the worker stopped"),
+            (asked[1].request_id, "allow", ""),
+        ]
+        assert final(events).reply.startswith("PERMISSION allow ")  # type: ignore[union-attr]
+    finally:
+        await sup.shutdown()
