@@ -229,3 +229,25 @@ async def test_a_question_shows_its_options_as_buttons_and_sends_the_choice_back
     }
     await settled(fake_discord, request, "💬 Answered by")
     assert "Color?: Blue" in request["content"]
+
+
+async def test_a_restart_while_a_request_waits_denies_it_and_tells_the_user(
+    approving_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    sup = await approving_daemon()
+    thread = fake_discord.listen_thread_id
+    said = await fake_discord.user_says(thread, WRITE)
+    request = await request_message(fake_discord, thread)
+    await sup.shutdown()
+    await settled(fake_discord, request, "🚫 `Write` denied: claudeclaw is restarting")
+    told = await fake_discord.wait_for_message(
+        thread,
+        lambda m: (
+            m["id"] != request["id"]
+            and "PERMISSION" not in m["content"]
+            and m.get("message_reference", {}).get("message_id") == said["id"]
+        ),
+        timeout=10,
+    )
+    assert told["content"].startswith("🔌 claudeclaw is shutting down")
+    assert "send it again" in told["content"]
