@@ -8,8 +8,11 @@ loopback fake Anthropic API answering every request after a fixed latency, throu
 ``ClaudeSessionRunner`` (the object the worker uses), so both paths run our real code:
 
 * **overhead per message** = wall time of ``runner.run`` minus the API's time (latency x
-  requests the message made), for messages 2..N of one thread, warm vs cold, same run;
-* **idle warm claude**: RSS (its process tree) and CPU used over ``--idle`` seconds;
+  requests the message made), for messages 2..N of one thread sent ``--gap`` s apart (so a
+  warm one is frozen in between and thawed for the message), warm vs cold, same run;
+* **idle warm claude**: RSS (its process tree) and CPU used over ``--idle`` seconds once
+  it is frozen (SIGSTOP, ``FREEZE_AFTER_SECONDS`` after its turn), and over the second
+  before that;
 * **running claude**: peak RSS during a turn (what ``limits.maxConcurrentRuns`` divides by);
 * **parallel**: 8 warm threads each sent a turn with a 1 s model time at once, at the default
   ``limits.maxConcurrentRuns`` of this machine: wall time until all are answered.
@@ -35,6 +38,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from claudeclaw.claude import session_runner  # noqa: E402
 from claudeclaw.claude.session_runner import ClaudeSessionRunner  # noqa: E402
 from claudeclaw.config import (  # noqa: E402
     RunnerSettings,
@@ -106,15 +110,19 @@ class Env:
 
 
 async def thread_overheads(
-    env: Env, settings: Settings, messages: int, latency: float
+    env: Env, settings: Settings, messages: int, latency: float, gap: float
 ) -> tuple[list[float], list[float]]:
-    """Overhead (ms) of messages 2..N of one thread: [first message excluded]."""
+    """Overheads (ms) of messages 2..N of one thread: beyond the API's time, and beyond the
+    CLI's own reported turn time (``duration_ms``: what is left is pipes and our code)."""
     work, child_env = env.make()
     runner = ClaudeSessionRunner(work, env=child_env)
     session: str | None = None
     out: list[float] = []
+    outside_cli: list[float] = []
     try:
         for i in range(messages):
+            if i:
+                await asyncio.sleep(gap)  # a person types: the warm claude is frozen by now
             before = len(env.api.message_requests())
             started = time.perf_counter()
             final = await runner.run(
@@ -130,9 +138,10 @@ async def thread_overheads(
             requests = len(env.api.message_requests()) - before
             if i > 0:
                 out.append((wall - latency * requests) * 1000)
+                outside_cli.append(wall * 1000 - final.duration_ms)
     finally:
         await runner.close()
-    return out, []
+    return out, outside_cli
 
 
 async def idle_and_running(env: Env, settings: Settings, idle_s: float) -> dict[str, float]:
@@ -158,14 +167,22 @@ async def idle_and_running(env: Env, settings: Settings, idle_s: float) -> dict[
             peak = max(peak, tree_rss(pid))
             await asyncio.sleep(0.05)
         await task
-        await asyncio.sleep(1.0)  # settle after the turn
+        # Not frozen yet (FREEZE_AFTER_SECONDS): what the idle CLI costs when left running.
+        await asyncio.sleep(0.5)
+        cpu_before = tree_cpu(pid)
+        awake_s = max(0.5, session_runner.FREEZE_AFTER_SECONDS - 1.0)
+        await asyncio.sleep(awake_s)
+        awake = tree_cpu(pid) - cpu_before
+        await asyncio.sleep(1.0)  # frozen by now
+        assert runner.status().frozen, "the idle warm claude was not frozen"
         rss_idle = tree_rss(pid)
         cpu_before = tree_cpu(pid)
         await asyncio.sleep(idle_s)
-        cpu_used = tree_cpu(pid) - cpu_before
+        frozen = tree_cpu(pid) - cpu_before
         return {
             "idle_rss_mb": rss_idle / MB,
-            "idle_cpu_ms_per_min": cpu_used * 1000 * 60 / idle_s,
+            "idle_cpu_ms_per_min": frozen * 1000 * 60 / idle_s,
+            "awake_cpu_ms_per_min": awake * 1000 * 60 / awake_s,
             "running_peak_rss_mb": peak / MB,
         }
     finally:
@@ -211,26 +228,36 @@ async def main_async(args: argparse.Namespace) -> None:
         results: dict[str, Any] = {}
         warm_ms: list[float] = []
         cold_ms: list[float] = []
+        warm_outside: list[float] = []
         for _ in range(args.rounds):  # interleaved, so both see the same machine load
-            w, _ = await thread_overheads(env, warm, args.messages, args.latency)
-            c, _ = await thread_overheads(env, cold, args.messages, args.latency)
+            w, wo = await thread_overheads(env, warm, args.messages, args.latency, args.gap)
+            c, _ = await thread_overheads(env, cold, args.messages, args.latency, args.gap)
             warm_ms += w
             cold_ms += c
+            warm_outside += wo
         results["warm_p50_ms"] = statistics.median(warm_ms)
         results["cold_p50_ms"] = statistics.median(cold_ms)
+        results["warm_outside_cli_p50_ms"] = statistics.median(warm_outside)
         results.update(await idle_and_running(env, warm, args.idle))
         cap = default_max_concurrent_runs()
         results["default_max_concurrent_runs"] = cap
         results["default_max_warm_sessions"] = default_max_warm_sessions()
         results["parallel_8x1s_wall_s"] = await parallel(env, warm, 8, cap)
-    print(f"CLI {claude}, API latency {args.latency} s, {len(warm_ms)} samples each")
+    print(
+        f"CLI {claude}, API latency {args.latency} s, {args.gap} s between messages, "
+        f"{len(warm_ms)} samples each"
+    )
     print(f"{'figure':45} value")
     print(f"{'overhead per message, warm p50':45} {results['warm_p50_ms']:.0f} ms")
+    outside = results["warm_outside_cli_p50_ms"]
+    print(f"{'  of which outside the CLI turn (pipes, ours)':45} {outside:.0f} ms")
     print(f"{'overhead per message, cold p50':45} {results['cold_p50_ms']:.0f} ms")
     ratio = results["cold_p50_ms"] / max(1.0, results["warm_p50_ms"])
     print(f"{'cold / warm':45} {ratio:.1f}x")
     print(f"{'idle warm claude RSS (tree)':45} {results['idle_rss_mb']:.0f} MB")
-    print(f"{'idle warm claude CPU':45} {results['idle_cpu_ms_per_min']:.1f} ms/min")
+    print(f"{'idle warm claude CPU, frozen':45} {results['idle_cpu_ms_per_min']:.1f} ms/min")
+    awake = results["awake_cpu_ms_per_min"]
+    print(f"{'  the same before it is frozen':45} {awake:.0f} ms/min")
     print(f"{'running claude peak RSS (tree)':45} {results['running_peak_rss_mb']:.0f} MB")
     print(f"{'default limits.maxConcurrentRuns':45} {results['default_max_concurrent_runs']}")
     print(f"{'default limits.maxWarmSessions':45} {results['default_max_warm_sessions']}")
@@ -245,6 +272,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="threads per mode")
     parser.add_argument("--latency", type=float, default=0.2, help="API latency, seconds")
     parser.add_argument("--idle", type=float, default=20.0, help="idle CPU window, seconds")
+    parser.add_argument(
+        "--gap", type=float, default=3.0, help="pause between a thread's messages, seconds"
+    )
     args = parser.parse_args()
     asyncio.run(main_async(args))
 

@@ -403,3 +403,45 @@ async def test_a_steer_whose_echo_is_missed_ends_with_the_turn(
     assert final.reply.endswith("steered=NOECHO hidden") and "\n\n" not in final.reply
     nxt, _ = await send(runner, settings, "next", final.session_id)
     assert isinstance(nxt, RunDone) and nxt.reply == "FAKE-REPLY turn=3 last=next"
+
+
+async def _until_stopped(pid: int) -> None:
+    """Await the runner's freeze (a safety-net poll of the process state, not a sleep)."""
+    async with asyncio.timeout(SAFETY):
+        while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+            await asyncio.sleep(0.02)
+
+
+async def test_an_idle_warm_process_is_frozen_and_thawed_for_the_next_turn(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between turns the warm claude is SIGSTOPped (no CPU while idle); the next message
+    continues it; closing a frozen one is quick (no wait for the kill grace)."""
+    from claudeclaw.claude import session_runner
+
+    monkeypatch.setattr(session_runner, "FREEZE_AFTER_SECONDS", 0.05)
+    first, run1 = await send(runner, settings, "one", None)
+    assert isinstance(first, RunDone)
+    await _until_stopped(run1.pids[0])
+    assert runner.status().frozen and runner.status().mode == "warm"
+    second, run2 = await send(runner, settings, "two", first.session_id)
+    assert isinstance(second, RunDone) and second.reply == "FAKE-REPLY turn=2 last=two"
+    assert run2.pids == run1.pids
+    await _until_stopped(run1.pids[0])
+    proc = psutil.Process(run1.pids[0])
+    await asyncio.wait_for(runner.close(), 2)  # stdin EOF after SIGCONT: a clean exit
+    assert not _alive(proc.pid)
+
+
+async def test_a_warm_process_with_a_child_is_not_frozen(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background tool (a child of the CLI) must keep running: no freeze then."""
+    from claudeclaw.claude import session_runner
+
+    monkeypatch.setattr(session_runner, "FREEZE_AFTER_SECONDS", 0.0)
+    first, run = await send(runner, settings, "BACKGROUND", None)
+    assert isinstance(first, RunDone), first
+    assert not await runner._freeze()
+    assert psutil.Process(run.pids[0]).status() != psutil.STATUS_STOPPED
+    assert not runner.status().frozen

@@ -191,3 +191,24 @@ async def test_a_slash_command_turn_ends_at_its_result(
     after, run3 = await send(runner, settings, "after", first.session_id)
     assert isinstance(after, RunDone) and after.reply.endswith("last=after")
     assert run1.pids == run2.pids == run3.pids
+
+
+async def test_a_frozen_idle_cli_answers_the_next_turn(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real CLI SIGSTOPped between turns (its idle polling costs CPU) takes the next
+    turn after SIGCONT, with the whole history."""
+    import psutil
+
+    from claudeclaw.claude import session_runner
+
+    monkeypatch.setattr(session_runner, "FREEZE_AFTER_SECONDS", 0.05)
+    first, run1 = await send(runner, settings, "one", None)
+    assert isinstance(first, RunDone), first
+    async with asyncio.timeout(SAFETY):  # a safety-net poll for the freeze, not a sleep
+        while psutil.Process(run1.pids[0]).status() != psutil.STATUS_STOPPED:
+            await asyncio.sleep(0.02)
+    second, run2 = await send(runner, settings, "two", first.session_id)
+    assert isinstance(second, RunDone), second
+    assert second.reply == "FAKE-REPLY user_msgs=2 assistant_msgs=1 last=two"
+    assert run2.pids == run1.pids

@@ -180,3 +180,26 @@ async def test_warm_sessions_off_runs_each_message_cold(make_project: Any) -> No
         assert (await claude_status(sup, key))[0] == ""
     finally:
         await sup.shutdown()
+
+
+async def test_a_sigkilled_warm_claude_answers_its_message_once(daemon: Supervisor) -> None:
+    """The warm claude of a thread is SIGKILLed mid-turn: the worker resumes the session
+    cold and the message gets exactly one answer; the next message is warm again."""
+    import os
+    import signal
+
+    key = SessionKey("560000000000000001")
+    first = final(await collect(daemon, key, "one"))
+    assert isinstance(first, RunDone)
+    events: list[RunEvent] = []
+    task = asyncio.create_task(collect(daemon, key, "SLEEP:2 two", events.append))
+    await wait_for(lambda: bool(started(events)), "2 running")
+    os.kill(started(events)[0].pid, signal.SIGKILL)
+    got = await task
+    answers = [e for e in got if isinstance(e, RunDone | RunFailed)]
+    assert len(answers) == 1 and isinstance(answers[0], RunDone), answers
+    assert answers[0].reply == "FAKE-REPLY turn=2 last=SLEEP:2 two"
+    assert len(started(got)) == 2  # the warm one, then the cold retry
+    third = await collect(daemon, key, "three")
+    assert final(third).reply == "FAKE-REPLY turn=3 last=three"  # type: ignore[union-attr]
+    assert (await claude_status(daemon, key))[0] == "warm"

@@ -40,9 +40,11 @@ from claudeclaw.claude.live import CanUseTool, LiveClaude, LiveDied
 from claudeclaw.claude.runner import _run_to_completion, run_claude
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
-from claudeclaw.model import RunDone, RunEvent, RunFailed
+from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
 
-__all__ = ["ClaudeSessionRunner", "RunnerStatus"]
+__all__ = ["FREEZE_AFTER_SECONDS", "ClaudeSessionRunner", "RunnerStatus"]
+
+FREEZE_AFTER_SECONDS = 2.0  # an idle warm claude is SIGSTOPped this long after its turn
 
 Mode = Literal["", "warm", "cold"]
 
@@ -56,12 +58,21 @@ class RunnerStatus:
     rss_bytes: int = 0
     running: bool = False
     idle_s: float = 0.0  # since the warm process's last turn
+    frozen: bool = False  # the idle warm process is stopped (no CPU) until the next message
 
 
 def warm_key(settings: Settings, cwd: Path, *, asks: bool = False) -> tuple[Any, ...]:
     """Everything a warm process was started with: a change needs a new process."""
     argv = build_live_argv(settings, None, cwd=cwd, permission_prompts=asks)
     return (tuple(argv), settings.api, settings.model.strip().lower())
+
+
+def _has_children(pid: int) -> bool:
+    """Does ``pid`` have a live child (a tool, an MCP server)? Blocking: a /proc scan."""
+    try:
+        return any(c.status() != psutil.STATUS_ZOMBIE for c in psutil.Process(pid).children())
+    except psutil.Error:
+        return True  # unsure: do not freeze
 
 
 def _rss(pid: int) -> int:
@@ -94,6 +105,7 @@ class ClaudeSessionRunner:
         self._stop_requested = False
         self._in_run = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._freeze_timer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[bool]] = set()
 
     # ---- running ------------------------------------------------------------------------
@@ -187,6 +199,7 @@ class ClaudeSessionRunner:
             live, self._live, self._live_key = started, started, key
         if self._stop_requested:
             return RunFailed(msg_id, "cancelled", "Stopped.", session_id=session_id or "")
+        live.thaw()
         outcome = await live.run_turn(
             prompt, msg_id=msg_id, run_id=uuid.uuid4().hex[:12], emit=emit
         )
@@ -223,8 +236,8 @@ class ClaudeSessionRunner:
         emit: Callable[[RunEvent], None],
     ) -> RunDone | RunFailed:
         def watch(event: RunEvent) -> None:
-            if event.kind == "started":
-                self._cold_pid = getattr(event, "pid", 0)
+            if isinstance(event, RunStarted):
+                self._cold_pid = event.pid
             emit(event)
 
         task = asyncio.get_running_loop().create_task(
@@ -279,6 +292,7 @@ class ClaudeSessionRunner:
                 rss_bytes=_rss(live.pid),
                 running=live.busy,
                 idle_s=0.0 if live.busy else round(time.monotonic() - live.last_used, 1),
+                frozen=live.frozen,
             )
         if self._cold_task is not None and self._cold_pid:
             return RunnerStatus(
@@ -324,11 +338,29 @@ class ClaudeSessionRunner:
         self._idle_timer = loop.call_later(
             settings.limits.warm_idle_seconds, self._close_in_background, "idle"
         )
+        self._freeze_timer = loop.call_later(FREEZE_AFTER_SECONDS, self._freeze_in_background)
 
     def _cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        for timer in (self._idle_timer, self._freeze_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._freeze_timer = None
+
+    def _freeze_in_background(self) -> None:
+        self._freeze_timer = None
+        task = asyncio.get_running_loop().create_task(self._freeze())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _freeze(self) -> bool:
+        live = self._live
+        if live is None or self._in_run or live.busy:
+            return False
+        if await asyncio.to_thread(_has_children, live.pid):
+            return False
+        if live is not self._live or self._in_run:  # a message came meanwhile
+            return False
+        return live.freeze()
 
     def _close_in_background(self, why: str) -> None:
         self._idle_timer = None
