@@ -306,8 +306,9 @@ class Worker:
 
     def handle_approval_answer(self, message: ipc.Message) -> None:
         answer = self.approvals.get(str(message.get("request_id")))
-        if answer is not None and not answer.done():
-            answer.set_result(message)
+        if answer is None or answer.done():
+            return  # no longer waited for (the run was stopped meanwhile)
+        answer.set_result(message)
         if message.get("interrupt") and not message.get("allow"):
             # denied because the daemon stops: end the run now (interrupted, told so)
             self._cancel_current("shutdown")
