@@ -185,6 +185,21 @@ async def test_every_request_and_outcome_is_logged_with_thread_tool_and_user(
     ]
 
 
+async def test_send_on_a_terminal_asks_y_n_and_questions_by_number(monkeypatch: Any) -> None:
+    from claudeclaw.model import Question
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    answers = iter(["s", "", "2"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    event = RunApproval("m", "r", "Bash", "ls", timeout_s=60)
+    assert await _ask_on_terminal(event) == [{"request_id": "r", "outcome": "allow_session"}]
+    assert await _ask_on_terminal(event) == [{"request_id": "r", "outcome": "deny"}]  # default
+    question = RunApproval("m", "q", "AskUserQuestion", "", (Question("Color?", "", ("R", "B")),))
+    assert await _ask_on_terminal(question) == [
+        {"request_id": "q", "outcome": "answered", "question": 0, "option": 1}
+    ]
+
+
 # ---- through the daemon ------------------------------------------------------------------
 
 

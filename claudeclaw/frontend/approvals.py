@@ -145,22 +145,25 @@ class ApprovalPrompts:
     def __init__(self, dispatcher: Dispatcher, is_authorized: Callable[[str], bool]) -> None:
         self.dispatcher = dispatcher
         self.is_authorized = is_authorized
-        self.open: dict[str, tuple[RunApproval, discord.Message | None]] = {}
+        self.open: dict[str, tuple[RunApproval, discord.Message | None, discord.ui.View]] = {}
 
     async def show(self, channel: discord.abc.Messageable, event: RunApproval) -> None:
         """Post the request with its buttons (a failed post: it waits for its timeout)."""
         message: discord.Message | None = None
+        view = request_view(event)
         try:
             message = await channel.send(
-                request_text(event), view=request_view(event), allowed_mentions=NO_MENTIONS
+                request_text(event), view=view, allowed_mentions=NO_MENTIONS
             )
         except discord.HTTPException as exc:
             log.error("discord.approval_post_failed", status=exc.status, tool=event.tool)
-        self.open[event.request_id] = (event, message)
+        self.open[event.request_id] = (event, message, view)
 
     async def settled(self, done: RunApprovalDone) -> None:
         """Edit the request message to its outcome and who decided (buttons removed)."""
-        event, message = self.open.pop(done.request_id, (None, None))
+        event, message, view = self.open.pop(done.request_id, (None, None, None))
+        if view is not None:
+            view.stop()  # discord.py forgets it (it holds every view it was sent with)
         if event is None or message is None:
             return
         try:
