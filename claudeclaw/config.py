@@ -16,12 +16,15 @@ How to add a key:
   1. add a field with ``key(...)`` to its section's dataclass below (default, JSON name,
      kind with its range or choices, description, ``upstream=True`` if the original has it);
   2. run ``python -m claudeclaw.configdoc --write`` (tests fail until the doc matches);
-  3. add a bad-value case to ``tests/test_config.py``. Nothing else needs to change.
+  3. add a bad-value case to ``tests/test_config.py`` and a sample value to
+     ``test_parse_reads_every_declared_key`` (``tests/test_configdoc.py``).
+A rule that spans keys, or a value derived from elsewhere, goes in ``_finish_<section>``.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -60,7 +63,10 @@ RUNNING_CLAUDE_RSS_BYTES = 300 * 1024 * 1024
 IDLE_CLAUDE_RSS_BYTES = 250 * 1024 * 1024
 
 
+@functools.cache
 def _memory_bytes(kind: Literal["available", "total"]) -> int:
+    """The machine's memory, read once per process: a default must not change between two
+    reads of the same file (reload would see a change that is none)."""
     try:
         import psutil
 
@@ -1091,13 +1097,12 @@ def _finish_runner(chk: _Checker, values: dict[str, Any], raw: Mapping[str, Any]
     idle, hard = values["idle_timeout_seconds"], values["hard_timeout_seconds"]
     if idle <= hard:
         return
-    plain = RunnerSettings.__dataclass_fields__["hard_timeout_seconds"]
-    aliases = "/".join(plain.metadata["key"].aliases)
+    _, k, default = next(e for e in _entries(RunnerSettings) if e[0] == "hard_timeout_seconds")
     origin = (
         "runner.hardTimeoutSeconds"
-        if raw.get("hardTimeoutSeconds") is not None
-        else f"derived from {aliases}"
-        if hard != plain.default
+        if raw.get(k.name) is not None
+        else f"derived from {'/'.join(k.aliases)}"
+        if hard != default
         else "the default"
     )
     chk.warnings.append(

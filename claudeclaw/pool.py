@@ -74,7 +74,6 @@ HELLO_TIMEOUT_S = 15.0
 MAX_BOOT_FAILURES = 3
 DUMP_WAIT_S = 1.0  # a hung worker writes its stacks to the log in this time, then dies
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
-MAX_LIMIT_RETRIES = 3  # runs refused by Claude's usage limit wait for its reset this often
 RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset time
 
 
@@ -893,7 +892,8 @@ class WorkerPool:
                     state=handle.state
                     if handle.state != "ready"
                     else str(stats.get("state", "idle")),
-                    queue_length=int(stats.get("queue_length", 0)),
+                    # the worker's own count; before its first pong, what it was given
+                    queue_length=int(stats.get("queue_length", len(self.held_by(handle)))),
                     running_msg_id=str(stats.get("running_msg_id", "")),
                     run_elapsed_s=float(stats.get("run_elapsed_s", 0.0)),
                     session_id=str(stats.get("session_id", "")),

@@ -122,7 +122,7 @@ class ForkServerSpawner:
         self.nice = nice
         self.server: asyncio.subprocess.Process | None = None
         self.channel: ipc.Channel | None = None
-        self.pending: dict[int, asyncio.Future[int]] = {}
+        self.replies: dict[int, asyncio.Future[int]] = {}  # spawn requests awaiting an answer
         self.children: dict[int, ForkedProcess] = {}
         self.early_exits: dict[int, int] = {}
         self._reqs = itertools.count(1)
@@ -161,11 +161,11 @@ class ForkServerSpawner:
                     break
                 kind = message["type"]
                 if kind == "spawned":
-                    future = self.pending.pop(int(message["req"]), None)
+                    future = self.replies.pop(int(message["req"]), None)
                     if future is not None and not future.done():
                         future.set_result(int(message["pid"]))
                 elif kind == "spawn_failed":
-                    future = self.pending.pop(int(message["req"]), None)
+                    future = self.replies.pop(int(message["req"]), None)
                     if future is not None and not future.done():
                         future.set_exception(OSError(str(message.get("error"))))
                 elif kind == "exited":
@@ -178,10 +178,10 @@ class ForkServerSpawner:
         except (IpcError, ConnectionError) as exc:
             log.error("forkserver.protocol_error", error=str(exc))
         self.broken = True
-        for future in self.pending.values():
+        for future in self.replies.values():
             if not future.done():
                 future.set_exception(OSError("the fork server went away"))
-        self.pending.clear()
+        self.replies.clear()
         if not self._closing:
             log.error("forkserver.lost", hint="new workers will be started by exec")
 
@@ -192,7 +192,7 @@ class ForkServerSpawner:
             raise OSError("the fork server is not running")
         req = next(self._reqs)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.pending[req] = future
+        self.replies[req] = future
         await self.channel.send({"type": "spawn", "req": req, "args": args, "env": dict(env)})
         pid = await asyncio.wait_for(future, 10)
         child = ForkedProcess(pid)

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import IO, Any
 
 import claudeclaw
-from claudeclaw import __version__, testhooks
+from claudeclaw import __version__
 from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
@@ -70,7 +70,8 @@ from claudeclaw.tasks import TaskSet
 
 log = get_logger()
 
-SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", testhooks.SWITCH)
+TEST_HOOKS_ENV = "CLAUDECLAW_TEST_HOOKS"  # set by test harnesses only: see testhooks.py
+SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", TEST_HOOKS_ENV)
 # Where this claudeclaw is imported from: its workers import the same code.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 
@@ -119,7 +120,9 @@ class Supervisor:
         )
         self.approvals: ApprovalBroker | None = None  # security.approvals; made with the pool
         self.requests = ControlRequests(self)
-        if testhooks.enabled():
+        if os.environ.get(TEST_HOOKS_ENV) == "1":
+            from claudeclaw import testhooks  # test-only requests, never imported otherwise
+
             testhooks.install(self.requests)
 
     # ---- the three phases ---------------------------------------------------------------

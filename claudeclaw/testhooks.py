@@ -1,14 +1,13 @@
 """Control requests that exist only for tests (``CLAUDECLAW_TEST_HOOKS=1``).
 
 The production request table (``control_requests.py``) has none of these; the supervisor
-installs them only when the switch is set in its environment, which only the test
-harnesses do (the systemd container tests). The switch never reaches workers or
+imports this module and installs them only when the switch is set in its environment,
+which only the test harnesses do (the systemd container tests). The switch never reaches workers or
 ``claude`` (it is stripped from their environment).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 from claudeclaw import ipc
@@ -16,12 +15,6 @@ from claudeclaw.control_requests import ControlRequests
 from claudeclaw.logs import get_logger
 
 log = get_logger()
-
-SWITCH = "CLAUDECLAW_TEST_HOOKS"
-
-
-def enabled() -> bool:
-    return os.environ.get(SWITCH) == "1"
 
 
 def install(requests: ControlRequests) -> None:

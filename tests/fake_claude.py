@@ -51,6 +51,7 @@ own turn only when the next stdin line arrives. stdin EOF: finish the turn, exit
 Duplex directives, besides ``SLEEP``, ``TOOL``, ``ERROR:api<n>``, ``ECHO_ARGV/ENV``:
 
 ``HANG``               print ``system/init`` and never answer, not even an interrupt
+``SILENT``             print nothing at all for that turn, ever (a wedged CLI)
 ``CRASH``              exit 3 mid-turn (after ``system/init``)
 ``PERMIT:<Tool>:<json>`` ask the host ``can_use_tool`` for that tool and input; the reply is
                        ``PERMISSION <behavior> <message or updatedInput as JSON>``; several
@@ -678,6 +679,8 @@ class Duplex:
 
     def _turn(self, prompt):
         words = set(re.findall(r"\b[A-Z_]+\b", prompt))
+        if "SILENT" in words:  # a wedged CLI: takes the line, never says a word
+            _hang()
         self.echo(prompt)
         self.line(
             {

@@ -445,3 +445,57 @@ async def test_a_warm_process_with_a_child_is_not_frozen(
     assert not await runner._freeze()
     assert psutil.Process(run.pids[0]).status() != psutil.STATUS_STOPPED
     assert not runner.status().frozen
+
+
+async def test_a_silent_warm_process_is_replaced_by_a_cold_run(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm claude that does not start the turn at all (not even system/init) within
+    ACK_SECONDS is hung: killed, and the message runs once, cold, in the same session."""
+    monkeypatch.setattr(live_module, "ACK_SECONDS", 0.3)
+    first, run1 = await send(runner, settings, "one", None)
+    assert isinstance(first, RunDone)
+    final, run = await send(runner, settings, "SILENT two", first.session_id)
+    assert isinstance(final, RunDone), final
+    assert final.reply == "FAKE-REPLY turn=2 last=SILENT two"
+    assert run.pids[0] == run1.pids[0] and len(run.pids) == 2 and not _alive(run1.pids[0])
+
+
+async def test_a_gone_session_starts_afresh(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    """A warm start on a session the CLI no longer has fails; the cold run it falls back
+    to starts a new session and says so (context_reset)."""
+    gone = "00000000-0000-4000-8000-000000000000"
+    final, _ = await send(runner, settings, "hello", gone)
+    assert isinstance(final, RunDone), final
+    assert final.context_reset and final.session_id != gone
+    nxt, _ = await send(runner, settings, "again", final.session_id)
+    assert isinstance(nxt, RunDone) and nxt.reply == "FAKE-REPLY turn=2 last=again"
+    assert runner.status().mode == "warm"
+
+
+async def test_a_failed_warm_start_runs_cold_for_a_while(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI that cannot start in duplex mode: the message runs cold, and so do the next
+    ones for WARM_RETRY_SECONDS (no failed warm start before each)."""
+    from claudeclaw.claude import session_runner
+
+    starts: list[int] = []
+    real_start = live_module.LiveClaude.start
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        starts.append(1)
+        return "the warm claude did not start: no duplex here"
+
+    monkeypatch.setattr(live_module.LiveClaude, "start", broken)
+    first, _ = await send(runner, settings, "one", None)
+    second, _ = await send(runner, settings, "two", first.session_id)
+    assert isinstance(second, RunDone) and second.reply == "FAKE-REPLY turn=2 last=two"
+    assert starts == [1] and runner.status().mode == ""
+    monkeypatch.setattr(live_module.LiveClaude, "start", real_start)
+    monkeypatch.setattr(session_runner, "WARM_RETRY_SECONDS", 0.0)
+    runner._cold_until = 0.0
+    third, _ = await send(runner, settings, "three", first.session_id)
+    assert isinstance(third, RunDone) and runner.status().mode == "warm"

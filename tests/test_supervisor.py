@@ -354,7 +354,8 @@ async def test_sigterm_leaves_no_process_behind(daemon_process, make_project) ->
 
 async def send_until_started(paths, key: str, prompt: str):  # type: ignore[no-untyped-def]
     """Send through the control socket in the background; return (task, claude pid) once
-    the run has started."""
+    the run has started and claude has written its ``system/init`` (so it is past start-up:
+    killing its worker earlier could end it with a broken pipe on that first write)."""
     pids: list[int] = []
     got = asyncio.Event()
 
@@ -362,6 +363,7 @@ async def send_until_started(paths, key: str, prompt: str):  # type: ignore[no-u
         async for frame in control.stream(paths, {"type": "send", "key": key, "prompt": prompt}):
             if frame["event"]["kind"] == "started":
                 pids.append(frame["event"]["pid"])
+            elif frame["event"]["kind"] == "session" and pids:
                 got.set()
 
     task = asyncio.create_task(send())

@@ -45,6 +45,7 @@ from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
 __all__ = ["FREEZE_AFTER_SECONDS", "ClaudeSessionRunner", "RunnerStatus"]
 
 FREEZE_AFTER_SECONDS = 2.0  # an idle warm claude is SIGSTOPped this long after its turn
+WARM_RETRY_SECONDS = 300.0  # a warm start failed: run cold this long before trying again
 
 Mode = Literal["", "warm", "cold"]
 
@@ -106,6 +107,7 @@ class ClaudeSessionRunner:
         self._in_run = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._freeze_timer: asyncio.TimerHandle | None = None
+        self._cold_until = 0.0  # after a failed warm start (monotonic)
         self._closing: set[asyncio.Task[bool]] = set()
 
     # ---- running ------------------------------------------------------------------------
@@ -146,7 +148,7 @@ class ClaudeSessionRunner:
         asks = self._asks(settings)
         try:
             warm = settings.runner.warm_sessions and settings.limits.max_warm_sessions > 0
-            if warm or asks:
+            if (warm or asks) and time.monotonic() >= self._cold_until:
                 final = await self._run_warm(settings, prompt, session_id, msg_id, emit, log)
                 if not warm and self._live is not None:  # only for asking: not kept warm
                     await self.close_warm("warm sessions are off")
@@ -195,6 +197,8 @@ class ClaudeSessionRunner:
             )
             if isinstance(started, str):
                 log.warning("claude.live_start_failed", error=started[:500])
+                if "No conversation found" not in started:  # not just this session: a while
+                    self._cold_until = time.monotonic() + WARM_RETRY_SECONDS
                 return None
             live, self._live, self._live_key = started, started, key
         if self._stop_requested:
