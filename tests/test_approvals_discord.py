@@ -107,27 +107,17 @@ async def test_allow_by_an_allowlisted_user_and_a_stranger_is_refused(
     assert refusal["data"]["flags"] & 64  # ephemeral: only Bob sees it
     assert fake_discord.buttons(request)  # still waiting
 
-    pressed, _ = await fake_discord.press_button(
-        thread, request["id"], button(fake_discord, request, "Allow")
-    )
+    allow = button(fake_discord, request, "Allow")
+    pressed, _ = await fake_discord.press_button(thread, request["id"], allow)
     assert (await fake_discord.wait_for_callback(pressed))["type"] == 6
     reply = await fake_discord.wait_for_message(thread, containing("PERMISSION allow"), timeout=30)
     assert json.loads(reply["content"].removeprefix("PERMISSION allow "))["file_path"] == "/w/x.txt"
     await settled(fake_discord, request, f"✅ `Write` allowed by <@{fake_discord.alice['id']}>")
     await fake_discord.wait_for_reaction(said["id"], "✅", timeout=10)
 
-    late, _ = await fake_discord.press_button(
-        thread, request["id"], button_of_last_press(fake_discord, pressed)
-    )
+    late, _ = await fake_discord.press_button(thread, request["id"], allow)  # answered already
     late_answer = await fake_discord.wait_for_callback(late)
     assert late_answer["data"]["content"] == GONE and late_answer["data"]["flags"] & 64
-
-
-def button_of_last_press(fake: FakeDiscord, interaction_id: str) -> str:
-    for payload in reversed(fake._sent):
-        if payload["t"] == "INTERACTION_CREATE" and payload["d"]["id"] == interaction_id:
-            return str(payload["d"]["data"]["custom_id"])
-    raise AssertionError("no such press")
 
 
 async def test_deny_then_allow_for_this_session_then_status_and_permissions(
