@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from claudeclaw.model import (
+    ApprovalOutcome,
     PendingMessage,
+    Remembered,
     ReplyTo,
     ResetOutcome,
     RunEvent,
@@ -77,4 +79,26 @@ class Dispatcher(Protocol):
     async def list_jobs(self) -> list[dict[str, Any]]:
         """Every job file and the heartbeat: schedule, next/last run (ISO 8601), outcome,
         error (the rows of ``claudeclaw jobs list --json``)."""
+        ...
+
+    def decide_approval(
+        self,
+        request_id: str,
+        outcome: ApprovalOutcome,
+        by: str,
+        *,
+        question: int = -1,
+        option: int = -1,
+    ) -> str:
+        """A person's answer to a ``RunApproval`` (allow, allow_session, deny; or, for
+        ``AskUserQuestion``, ``answered`` with a question's option). "" when taken, else
+        why not ("not waiting": answered, timed out, or the daemon restarted)."""
+        ...
+
+    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
+        """Tools allowed for the rest of ``key``'s current session."""
+        ...
+
+    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
+        """Forget one remembered approval (``/permissions``); False if there was none."""
         ...

@@ -35,6 +35,8 @@ from claudeclaw.errors import (
 )
 from claudeclaw.model import (
     GLOBAL_KEY,
+    RunApproval,
+    RunApprovalDone,
     RunDone,
     RunEvent,
     RunFailed,
@@ -118,6 +120,9 @@ class ProgressPrinter:
         elif isinstance(event, RunStarted):
             mode = "resuming session" if event.resumed else "new session"
             print(f"… claude started (pid {event.pid}, {mode})", file=sys.stderr)
+        elif isinstance(event, RunApprovalDone):
+            who = f" by {event.by}" if event.by else ""
+            print(f"… {event.tool}: {event.outcome}{who} {event.note}".rstrip(), file=sys.stderr)
         elif isinstance(event, RunProgress) and event.tool:
             summary = f": {event.summary}" if event.summary else ""
             print(f"… {event.tool}{summary}", file=sys.stderr)
@@ -218,19 +223,55 @@ def cmd_send(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(args.quiet)
 
     async def go() -> int:
-        async for frame in control.stream(
+        channel = await control.converse(
             paths, {"type": "send", "key": key, "prompt": _prompt(args.text)}
-        ):
-            if frame["type"] != "event":
-                continue
-            event = event_from_dict(frame["event"])
-            if isinstance(event, RunDone | RunFailed):
-                return printer.finish(event)
-            printer(event)
+        )
+        try:
+            while (frame := await channel.recv()) is not None:
+                if frame["type"] == "error":
+                    raise IpcError(str(frame.get("message", "unknown error")))
+                if frame["type"] != "event":
+                    continue
+                event = event_from_dict(frame["event"])
+                if isinstance(event, RunDone | RunFailed):
+                    return printer.finish(event)
+                if isinstance(event, RunApproval):
+                    for answer in await _ask_on_terminal(event):
+                        await channel.send({"type": "approval.answer", **answer})
+                    continue
+                printer(event)
+        finally:
+            await channel.close()
         _err("the daemon closed the connection before the run finished")
         return EXIT_FAILURE
 
     return asyncio.run(go())
+
+
+async def _ask_on_terminal(event: RunApproval) -> list[dict[str, Any]]:
+    """``security.approvals`` on ``claudeclaw send``: y/n on a terminal; denied without one."""
+    base = {"request_id": event.request_id}
+    if not sys.stdin.isatty():
+        _err(
+            f"… {event.tool} denied: approving it needs a terminal (or approve it from "
+            "Discord, or allow the tool in security.allowedTools)"
+        )
+        return [{**base, "outcome": "deny"}]
+    if event.questions:
+        answers = []
+        for qi, question in enumerate(event.questions):
+            print(f"? {question.question}", file=sys.stderr)
+            for oi, label in enumerate(question.options, 1):
+                print(f"  {oi}. {label}", file=sys.stderr)
+            line = await asyncio.to_thread(input, "choice (number, empty: refuse): ")
+            if not line.strip().isdigit() or not 1 <= int(line) <= len(question.options):
+                return [{**base, "outcome": "deny"}]
+            answers.append({**base, "outcome": "answered", "question": qi, "option": int(line) - 1})
+        return answers
+    print(f"? Claude wants to use {event.tool}:\n{event.summary}", file=sys.stderr)
+    line = await asyncio.to_thread(input, "allow? [y]es / [s]ession / [N]o: ")
+    choice = {"y": "allow", "yes": "allow", "s": "allow_session", "session": "allow_session"}
+    return [{**base, "outcome": choice.get(line.strip().lower(), "deny")}]
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -639,7 +639,8 @@ class SecuritySettings:
         "`locked` (only Read, Grep, Glob), `strict` (no Bash, WebSearch, WebFetch), "
         "`moderate`, `unrestricted` (no directory-scope instruction). Any other value is an "
         "**error** (the original silently fell back to `moderate`). Every level passes "
-        "`--dangerously-skip-permissions`, so claudeclaw must not run as root (see `doctor`).",
+        "`--dangerously-skip-permissions` (unless `security.approvals`), so claudeclaw must "
+        "not run as root (see `doctor`).",
         upstream=True,
     )
     allowed_tools: tuple[str, ...] = key(
@@ -651,6 +652,22 @@ class SecuritySettings:
     )
     disallowed_tools: tuple[str, ...] = key(
         (), "disallowedTools", Strings(), "Extra `--disallowedTools` patterns.", upstream=True
+    )
+    approvals: bool = key(
+        False,
+        "approvals",
+        Flag(),
+        "Ask a person before each tool use the level and the tool lists do not settle "
+        "(Discord buttons Allow / Allow for this session / Deny; a y/n on `claudeclaw send`'s "
+        "terminal) instead of `--dangerously-skip-permissions`. Runs warm (duplex) even with "
+        "`runner.warmSessions: false`; a cold fallback run skips no permission (the CLI "
+        "denies what it would ask). `false`: today's behaviour.",
+    )
+    approval_timeout_seconds: float = key(
+        600.0,
+        "approvalTimeoutSeconds",
+        Number(0, _DAY, unit=" seconds"),
+        "A tool use nobody approves or denies within this is denied (and the request says so).",
     )
 
 

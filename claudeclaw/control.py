@@ -169,6 +169,18 @@ def _raise_error(frame: ipc.Message, paths: ProjectPaths) -> None:
     raise IpcError(message)
 
 
+async def converse(paths: ProjectPaths, message: ipc.Message) -> ipc.Channel:
+    """Send one request and hand back the open connection: the caller reads the answer's
+    frames and may write frames of its own (``send``: answers to approval requests)."""
+    channel = await _connect(paths)
+    try:
+        await channel.send(message)
+    except BaseException:
+        await channel.close()
+        raise
+    return channel
+
+
 async def stream(paths: ProjectPaths, message: ipc.Message) -> AsyncIterator[ipc.Message]:
     """Send one request and yield every frame of the answer until the connection ends."""
     channel = await _connect(paths)

@@ -9,14 +9,16 @@ maps to a call into the supervisor's routing API or its status, answered with ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from claudeclaw import __version__, ipc
-from claudeclaw.model import GLOBAL_KEY, event_to_dict, info_to_dict, session_key
+from claudeclaw.errors import IpcError
+from claudeclaw.model import GLOBAL_KEY, ApprovalOutcome, event_to_dict, info_to_dict, session_key
 from claudeclaw.scheduler import HEARTBEAT
 
 if TYPE_CHECKING:
@@ -63,9 +65,34 @@ class ControlRequests:
         await channel.send({"type": "result", **(await self.status_report())})
 
     async def _send(self, request: ipc.Message, channel: ipc.Channel) -> None:
+        """Run a prompt, streaming its events; the client may answer ``approval`` events on
+        the same connection (``approval.answer`` frames: ``claudeclaw send`` asks y/n)."""
         key = session_key(request.get("key") or GLOBAL_KEY)
-        async for event in self.sup.submit(key, str(request["prompt"]), origin="cli"):
-            await channel.send({"type": "event", "event": event_to_dict(event)})
+        answers = asyncio.get_running_loop().create_task(self._approval_answers(channel))
+        try:
+            async for event in self.sup.submit(key, str(request["prompt"]), origin="cli"):
+                await channel.send({"type": "event", "event": event_to_dict(event)})
+        finally:
+            answers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answers
+
+    async def _approval_answers(self, channel: ipc.Channel) -> None:
+        with contextlib.suppress(IpcError, ConnectionError):
+            while (frame := await channel.recv()) is not None:
+                if frame["type"] != "approval.answer":
+                    continue
+                chosen = str(frame.get("outcome") or "deny")
+                outcome: ApprovalOutcome = "deny"
+                if chosen in ("allow", "allow_session", "answered"):
+                    outcome = cast(ApprovalOutcome, chosen)
+                self.sup.decide_approval(
+                    str(frame.get("request_id") or ""),
+                    outcome,
+                    f"cli:{os.getuid()}",
+                    question=int(frame.get("question", -1)),
+                    option=int(frame.get("option", -1)),
+                )
 
     async def _cancel(self, request: ipc.Message, channel: ipc.Channel) -> None:
         cancelled = await self.sup.cancel(session_key(request.get("key") or GLOBAL_KEY))

@@ -222,13 +222,76 @@ class RunFailed:
     kind: Literal["failed"] = "failed"
 
 
-RunEvent = RunQueued | RunStarted | RunSession | RunProgress | RunDone | RunFailed
+@dataclass(frozen=True, slots=True)
+class RunApproval:
+    """The run waits for a person: may Claude use ``tool`` (``security.approvals``)? Or, for
+    ``AskUserQuestion``, which option (``questions``). Answer with
+    ``Dispatcher.decide_approval(request_id, …)``; ``approval_done`` follows either way."""
+
+    msg_id: str
+    request_id: str
+    tool: str
+    summary: str  # short, redacted: the command, the file path with size, a short diff
+    questions: tuple[Question, ...] = ()  # AskUserQuestion: pick an option of each
+    timeout_s: float = 0.0  # denied when nobody answers within this
+    kind: Literal["approval"] = "approval"
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """One of ``AskUserQuestion``'s questions, with its option labels."""
+
+    question: str
+    header: str = ""
+    options: tuple[str, ...] = ()
+
+
+# decide_approval's answer when an AskUserQuestion still has questions to answer
+MORE_ANSWERS = "more answers needed"
+ApprovalOutcome = Literal["allow", "allow_session", "deny", "timeout", "shutdown", "answered"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunApprovalDone:
+    """What became of a :class:`RunApproval`: decided by ``by`` (a user id; "" for a timeout,
+    a restart, or an approval remembered for the session), or ended unanswered."""
+
+    msg_id: str
+    request_id: str
+    tool: str
+    outcome: ApprovalOutcome
+    by: str = ""
+    note: str = ""  # e.g. the answers chosen, or why it was denied
+    kind: Literal["approval_done"] = "approval_done"
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """A tool allowed for the rest of one session ("Allow for this session")."""
+
+    tool: str
+    by: str  # the user id who allowed it
+    at: str  # ISO time
+
+
+RunEvent = (
+    RunQueued
+    | RunStarted
+    | RunSession
+    | RunProgress
+    | RunApproval
+    | RunApprovalDone
+    | RunDone
+    | RunFailed
+)
 
 _EVENT_TYPES: dict[str, type[Any]] = {
     "queued": RunQueued,
     "started": RunStarted,
     "session": RunSession,
     "progress": RunProgress,
+    "approval": RunApproval,
+    "approval_done": RunApprovalDone,
     "done": RunDone,
     "failed": RunFailed,
 }
@@ -246,7 +309,18 @@ def event_from_dict(data: dict[str, Any]) -> RunEvent:
     if cls is None:
         raise ValueError(f"unknown run event kind {kind!r}")
     names = set(cls.__dataclass_fields__)
-    event: RunEvent = cls(**{k: v for k, v in data.items() if k in names})
+    fields = {k: v for k, v in data.items() if k in names}
+    if cls is RunApproval:
+        fields["questions"] = tuple(
+            Question(
+                str(q.get("question", "")),
+                str(q.get("header", "")),
+                tuple(str(o) for o in q.get("options", ())),
+            )
+            for q in fields.get("questions", ())
+            if isinstance(q, dict)
+        )
+    event: RunEvent = cls(**fields)
     return event
 
 

@@ -109,6 +109,11 @@ class ProjectPaths:
         return self.state_dir / "notices.json"
 
     @property
+    def approvals_file(self) -> Path:
+        """Tools allowed "for this session" (``security.approvals``), per session key."""
+        return self.state_dir / "approvals.json"
+
+    @property
     def daemon_file(self) -> Path:
         """Written by a running daemon: pid, start time, control socket path."""
         return self.state_dir / "daemon.json"

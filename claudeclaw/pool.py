@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from claudeclaw import ipc
+from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings
 from claudeclaw.errors import IpcError
 from claudeclaw.logs import get_logger
@@ -230,6 +231,7 @@ class WorkerPool:
         self.resets_at = ""  # the same, as ISO text for RunQueued events
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._resume_timer: asyncio.TimerHandle | None = None
+        self.approvals: ApprovalBroker | None = None  # set by the supervisor
         self.spawner: Spawner = (
             ForkServerSpawner(paths.root, nice=settings.limits.worker_nice)
             if settings.limits.worker_start_method == "forkserver"
@@ -608,6 +610,8 @@ class WorkerPool:
         handle.warm = None
         handle.warm_pid = 0
         handle.exited.set()
+        if self.approvals is not None:
+            self.approvals.drop(handle.key, note="the worker stopped", owner=handle)
         if handle.channel is not None:
             self._tasks.start(handle.channel.close(), "close-channel")
         if not held:
@@ -755,6 +759,15 @@ class WorkerPool:
             handle.warm_used = time.monotonic()
             if handle.warm_pid:
                 self._enforce_warm_cap(handle)
+        elif kind == "approval":
+            if self.approvals is not None:
+                self.approvals.ask(handle.key, message, owner=handle)
+            else:  # nobody to ask (fail closed)
+                rid = message.get("request_id")
+                self.send_to_worker(handle.key, {"type": "approval_answer", "request_id": rid})
+        elif kind == "approval_cancel":
+            if self.approvals is not None:
+                self.approvals.withdraw(str(message.get("request_id") or ""))
         elif kind == "limited":
             self._on_limited(handle, str(message["msg_id"]), str(message.get("retry_at", "")))
         elif kind == "pong":
@@ -777,6 +790,22 @@ class WorkerPool:
             assert handle.channel is not None
             handle.channel.send_nowait({"type": "close_warm"})
             excess -= 1
+
+    def send_to_worker(self, key: SessionKey, frame: ipc.Message) -> bool:
+        """A frame for ``key``'s worker (an approval's answer); False when it is gone."""
+        handle = self.workers.get(key)
+        if handle is None or handle.channel is None:
+            return False
+        handle.channel.send_nowait(frame)
+        return True
+
+    def push_event(self, msg_id: str, event: RunEvent) -> bool:
+        """An event into a message's stream (its frontend sees it); False when it is over."""
+        ticket = self.tickets.get(msg_id)
+        if ticket is None or ticket.finished:
+            return False
+        ticket.push(event)
+        return True
 
     def _send_grant(self, handle: WorkerHandle, msg_id: str) -> None:
         if handle.channel is not None:

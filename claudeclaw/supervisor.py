@@ -39,6 +39,7 @@ from typing import IO, Any
 import claudeclaw
 from claudeclaw import __version__, ipc
 from claudeclaw.agent import AGENT_USER_ENV, agent_account, share_state_dirs
+from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
@@ -54,7 +55,9 @@ from claudeclaw.ledger import KEPT_TEXT, PendingLedger
 from claudeclaw.logs import get_logger, register_secret
 from claudeclaw.model import (
     GLOBAL_KEY,
+    ApprovalOutcome,
     PendingMessage,
+    Remembered,
     ReplyTo,
     ResetOutcome,
     RunDone,
@@ -165,6 +168,7 @@ class Supervisor:
         self.ledger = PendingLedger(
             paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
         )
+        self.approvals: ApprovalBroker | None = None  # security.approvals; made with the pool
         self.requests = ControlRequests(self)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             from claudeclaw import testhooks  # test-only requests, never imported otherwise
@@ -247,6 +251,15 @@ class Supervisor:
             log_mode=self.log_mode,
             log_level=self.log_level,
         )
+        pool = self.pool
+        self.approvals = ApprovalBroker(
+            self.paths.approvals_file,
+            timeout=lambda: self.settings.security.approval_timeout_seconds,
+            answer=pool.send_to_worker,
+            push=pool.push_event,
+        )
+        await self.approvals.load()
+        pool.approvals = self.approvals
         await self.pool.start()
         self.control = ControlServer(runtime / "control.sock", self.requests.handle)
         await self.control.start()
@@ -310,6 +323,8 @@ class Supervisor:
                 await self.jobs.stop_notice()
             await self.jobs.close()
         grace = self.settings.limits.shutdown_grace_seconds
+        if self.approvals is not None:  # nobody can answer a stopping daemon: denied now
+            self.approvals.deny_all("claudeclaw is restarting")
         if self.pool is not None:
             await self.pool.shutdown(grace)
         if self.frontend is not None:
@@ -320,6 +335,8 @@ class Supervisor:
         if self.control is not None:
             await self.control.close()
         await self._writes.join()  # let queued registry changes land before we go
+        if self.approvals is not None:
+            await self.approvals.flush()
         await self._tasks.cancel_all()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
@@ -442,6 +459,8 @@ class Supervisor:
                 self._writes.put_nowait(("record", key, event.session_id))
                 if key in self.workspace_of:  # its worktree belongs with the session now
                     self._writes.put_nowait(self._workspace_change(key))
+                if self.approvals is not None:  # approvals belong to the session they were for
+                    self.approvals.session_changed(key, event.session_id)
         if isinstance(event, RunDone):
             if not event.merged_into:  # one turn per run, not per message it answered
                 self._writes.put_nowait(("touch", key, event.session_id))
@@ -679,6 +698,9 @@ class Supervisor:
         async with self._intake_lock(key):
             had = self.sessions.get(key) is not None
             self.sessions[key] = None
+            if self.approvals is not None:
+                self.approvals.forget(key, "reset")
+                self.approvals.drop(key, note="the session was reset")
             handle = self.pool.find(key)
             await self.pool.reset(key)
             self._writes.put_nowait(("remove", key, ""))
@@ -744,6 +766,30 @@ class Supervisor:
             run_elapsed_s=elapsed,
             last_error=self.last_error.get(key, ""),
         )
+
+    # ---- approvals (security.approvals) --------------------------------------------------
+
+    def decide_approval(
+        self,
+        request_id: str,
+        outcome: ApprovalOutcome,
+        by: str,
+        *,
+        question: int = -1,
+        option: int = -1,
+    ) -> str:
+        if self.approvals is None:
+            return "not waiting"
+        return self.approvals.decide(request_id, outcome, by, question=question, option=option)
+
+    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
+        if self.approvals is None:
+            return []
+        key = session_key(key)
+        return self.approvals.remembered(key, self.sessions.get(key) or "")
+
+    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
+        return self.approvals is not None and self.approvals.revoke(session_key(key), tool)
 
     # ---- reload, status, watchdog -------------------------------------------------------
 

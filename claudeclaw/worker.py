@@ -20,6 +20,9 @@ way :func:`main` runs; it connects back over the supervisor's worker socket, say
   closes it when told (``close_warm``: the pool keeps ``limits.maxWarmSessions``);
 * with ``runner.busyPolicy: "steer"`` writes a message that arrives while a warm turn runs
   into that turn (slash commands never);
+* with ``security.approvals`` turns each of the CLI's ``can_use_tool`` questions into an
+  ``approval`` frame and waits for the supervisor's ``approval_answer`` (one at a time, in
+  order; the supervisor owns the timeout, the remembered approvals and the people);
 * exits when the supervisor goes away (end of stream), killing its run's process group.
 
 It never imports discord.py (tests pin that) and stays small: its only job is the queue.
@@ -35,6 +38,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from claudeclaw import ipc
+from claudeclaw.approvals import questions_of, summarize
+from claudeclaw.claude.live import Allow, Deny, PermissionResult
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import Settings
 from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, ClaudeclawError, IpcError
@@ -83,6 +89,9 @@ def _log_failure(final: RunFailed) -> None:
 
 
 MAX_LIMIT_RETRIES = 3  # a run refused by Claude's usage limit waits for its reset this often
+# The supervisor answers every approval request (a timeout is its deny); if it never does,
+# the worker denies this long after the timeout itself.
+APPROVAL_SAFETY_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -170,7 +179,11 @@ class Worker:
         self.steering: set[asyncio.Task[None]] = set()  # steers being written
         self.run_task: asyncio.Task[None] | None = None  # run_loop(), set by serve()
         self.tasks = TaskSet("worker")
-        self.claude = ClaudeSessionRunner(paths.root, on_warm_closed=self._report_warm)
+        self.claude = ClaudeSessionRunner(
+            paths.root, on_warm_closed=self._report_warm, can_use_tool=self._can_use_tool
+        )
+        self.approvals: dict[str, asyncio.Future[ipc.Message]] = {}  # request id -> answer
+        self._approval_turn = asyncio.Lock()  # several requests of a turn: one at a time
         self.started_event: RunStarted | None = None  # the current run's (steered ones echo it)
 
     # ---- outbound -----------------------------------------------------------------------
@@ -283,10 +296,71 @@ class Worker:
     def handle_cancel(self, message: ipc.Message) -> None:
         """Stop the current run with an interrupt (the session stays, warm), or the head
         message still waiting for a slot."""
+        self._end_approvals("Stopped by the user.")
         if self.current_task is not None and not self.current_task.done():
             self.tasks.start(self._interrupt(), "interrupt")
         else:
             self._cancel_current("cancelled")
+
+    # ---- approvals (security.approvals) -------------------------------------------------
+
+    async def _can_use_tool(
+        self, tool: str, tool_input: dict[str, Any], suggestions: list[Any]
+    ) -> PermissionResult:
+        """The CLI asks before ``tool``: ask the supervisor (who asks a person) and wait."""
+        async with self._approval_turn:  # FIFO: asked one at a time, in the CLI's order
+            head = self.current
+            if self.stopping or head is None:
+                return Deny("Denied: claudeclaw is stopping.", interrupt=True)
+            request_id = uuid.uuid4().hex[:16]
+            answer: asyncio.Future[ipc.Message] = asyncio.get_running_loop().create_future()
+            self.approvals[request_id] = answer
+            questions = questions_of(tool, tool_input)
+            self._send(
+                {
+                    "type": "approval",
+                    "request_id": request_id,
+                    "msg_id": head.msg_id,
+                    "session_id": self.session_id or "",
+                    "tool": tool,
+                    "summary": summarize(tool, tool_input),
+                    "questions": [[q.question, q.header, list(q.options)] for q in questions],
+                }
+            )
+            timeout = self.settings.security.approval_timeout_seconds + APPROVAL_SAFETY_SECONDS
+            try:
+                reply = await asyncio.wait_for(asyncio.shield(answer), timeout)
+            except TimeoutError:
+                log.error("worker.approval_unanswered", tool=tool, request_id=request_id)
+                self._send({"type": "approval_cancel", "request_id": request_id})
+                return Deny(f"Denied: nobody answered within {timeout:g} s.")
+            except asyncio.CancelledError:  # the CLI withdrew it, or the run ended
+                self._send({"type": "approval_cancel", "request_id": request_id})
+                raise
+            finally:
+                self.approvals.pop(request_id, None)
+        if reply.get("allow"):
+            answers = reply.get("answers")
+            if isinstance(answers, dict) and answers:
+                return Allow({**tool_input, "answers": answers})
+            return Allow()
+        return Deny(str(reply.get("message") or "Denied."), interrupt=bool(reply.get("interrupt")))
+
+    def handle_approval_answer(self, message: ipc.Message) -> None:
+        answer = self.approvals.get(str(message.get("request_id")))
+        if answer is None or answer.done():
+            return  # no longer waited for (the run was stopped meanwhile)
+        answer.set_result(message)
+        if message.get("interrupt") and not message.get("allow"):
+            # denied because the daemon stops: end the run now (interrupted, told so)
+            self._cancel_current("shutdown")
+
+    def _end_approvals(self, why: str) -> None:
+        """Deny what waits on a person (the run is being stopped)."""
+        for request_id, answer in list(self.approvals.items()):
+            if not answer.done():
+                answer.set_result({"allow": False, "message": why, "interrupt": True})
+            self._send({"type": "approval_cancel", "request_id": request_id})
 
     async def _interrupt(self) -> None:
         if not await self.claude.interrupt():
@@ -556,6 +630,11 @@ class Worker:
         for item in self._drain_queue():
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
         task = self.current_task
+        if task is not None and not task.done() and self.approvals:
+            # waiting on a person, who cannot answer a stopping daemon: interrupted now
+            self._end_approvals("Denied: claudeclaw is restarting.")
+            self.cancel_reason = "shutdown"
+            task.cancel()
         if task is not None and not task.done():
             done, _ = await asyncio.wait({task}, timeout=grace)
             if not done:

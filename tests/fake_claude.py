@@ -59,7 +59,8 @@ Duplex directives, besides ``SLEEP``, ``TOOL``, ``ERROR:api<n>``, ``ECHO_ARGV/EN
 ``SILENT``             print nothing at all for that turn, ever (a wedged CLI)
 ``CRASH``              exit 3 mid-turn (after ``system/init``)
 ``PERMIT:<Tool>:<json>`` ask the host ``can_use_tool`` for that tool and input; the reply is
-                       ``PERMISSION <behavior> <message or updatedInput as JSON>``
+                       ``PERMISSION <behavior> <message or updatedInput as JSON>``; several
+                       PERMITs are asked at once and answered `` | ``-joined, in order
 ``CONTROL:<subtype>``  send the host a control request of that subtype; the reply is
                        ``CONTROL-ANSWER <subtype of the host's response> <error text>``
 
@@ -624,8 +625,15 @@ class Duplex:
     def ask(self, request):
         """Send the host a control request; its response (None if interrupted: then the
         request is withdrawn with a ``control_cancel_request``)."""
+        return self.wait_answer(self.send_request(request))
+
+    def send_request(self, request):
         request_id = "req_" + uuid.uuid4().hex[:12]
         self.line({"type": "control_request", "request_id": request_id, "request": request})
+        return request_id
+
+    def wait_answer(self, request_id):
+        """The host's response to ``request_id`` (None if interrupted)."""
         with self.cond:
             while request_id not in self.answers and not self.interrupted:
                 self.cond.wait(0.05)
@@ -812,27 +820,37 @@ class Duplex:
                 terminal_reason="api_error",
                 api_error_status=400,
             )
-        permit = re.search(r"\bPERMIT:(\w+):", prompt)
+        permits = list(re.finditer(r"\bPERMIT:(\w+):", prompt))
         control = re.search(r"\bCONTROL:(\w+)", prompt)
-        if permit:
-            try:
-                permit_input, _ = json.JSONDecoder().raw_decode(prompt, permit.end())
-            except ValueError:
-                permit_input = {}
-            answer = self.ask(
-                {
-                    "subtype": "can_use_tool",
-                    "tool_name": permit.group(1),
-                    "display_name": permit.group(1),
-                    "input": permit_input,
-                    "permission_suggestions": [{"type": "setMode", "mode": "acceptEdits"}],
-                }
-            )
-            if answer is None:
-                return self.finish_interrupted()
-            decision = answer.get("response") or {}
-            detail = decision.get("message") or json.dumps(decision.get("updatedInput"))
-            reply = f"PERMISSION {decision.get('behavior')} {detail}"
+        if permits:
+            # several at once, like the real CLI's parallel tool calls: all asked, then
+            # every answer awaited, in order
+            request_ids = []
+            for permit in permits:
+                try:
+                    permit_input, _ = json.JSONDecoder().raw_decode(prompt, permit.end())
+                except ValueError:
+                    permit_input = {}
+                request_ids.append(
+                    self.send_request(
+                        {
+                            "subtype": "can_use_tool",
+                            "tool_name": permit.group(1),
+                            "display_name": permit.group(1),
+                            "input": permit_input,
+                            "permission_suggestions": [{"type": "setMode", "mode": "acceptEdits"}],
+                        }
+                    )
+                )
+            replies = []
+            for request_id in request_ids:
+                answer = self.wait_answer(request_id)
+                if answer is None:
+                    return self.finish_interrupted()
+                decision = answer.get("response") or {}
+                detail = decision.get("message") or json.dumps(decision.get("updatedInput"))
+                replies.append(f"PERMISSION {decision.get('behavior')} {detail}")
+            reply = " | ".join(replies)
         elif control:
             answer = self.ask({"subtype": control.group(1)})
             if answer is None:

@@ -19,8 +19,12 @@ Point discord.py at it with ``discord.http.Route.BASE = fake.api_base`` and
   ``reaction_gate`` (an Event) holds every reaction call until it is set (slow
   reactions); ``reaction_status`` makes them fail. Message nonces with ``enforce_nonce``
   are honoured as Discord does: a repeat returns the message already created.
+* message components: a message keeps the ``components`` (buttons) it was posted or edited
+  with; :meth:`press_button` sends a MESSAGE_COMPONENT ``INTERACTION_CREATE``; its
+  callback may be a message (4, ephemeral with flag 64), a deferred update (6) or an
+  update of the pressed message (7);
 * helpers: :meth:`user_says`, :meth:`create_thread`, :meth:`archive_thread`,
-  :meth:`delete_thread`, :meth:`slash_command`, and awaitables such as
+  :meth:`delete_thread`, :meth:`slash_command`, :meth:`press_button`, and awaitables such as
   :meth:`wait_for_message` (no sleeping and hoping).
 
 Everything is recorded: ``requests``, ``messages`` (per channel), ``sent_payloads`` (the
@@ -157,6 +161,7 @@ class FakeDiscord:
         self._session_id = ""
         self._seq = 0
         self._sent: list[dict[str, Any]] = []  # dispatches of this gateway session
+        self._pressed: dict[str, tuple[str, str]] = {}  # component interaction -> message
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -698,6 +703,55 @@ class FakeDiscord:
         self._touch()
         return interaction_id, token
 
+    async def press_button(
+        self,
+        channel_id: str,
+        message_id: str,
+        custom_id: str,
+        *,
+        user: dict[str, Any] | None = None,
+    ) -> tuple[str, str]:
+        """Press the button ``custom_id`` of a bot message; returns ``(interaction_id, token)``."""
+        user = user or self.alice
+        message = self._find_message(channel_id, message_id)
+        assert message is not None, f"no message {message_id} in {channel_id}"
+        interaction_id = snowflake()
+        token = "itok-" + secrets.token_hex(12)
+        channel = self.channels[channel_id]
+        guild_id = channel.get("guild_id")
+        payload: dict[str, Any] = {
+            "id": interaction_id,
+            "application_id": self.application_id,
+            "type": 3,  # MESSAGE_COMPONENT
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message,
+            "channel_id": channel_id,
+            "channel": channel,
+            "token": token,
+            "version": 1,
+            "app_permissions": ALL_PERMISSIONS,
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": guild_id} if guild_id else {"1": user["id"]},
+            "context": 0 if guild_id else 1,
+            "attachment_size_limit": 26_214_400,
+        }
+        if guild_id:
+            payload["guild_id"] = guild_id
+            payload["guild_locale"] = "en-US"
+            payload["member"] = self._member(user)
+        else:
+            payload["user"] = user
+        self._pressed[interaction_id] = (channel_id, message_id)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        self._touch()
+        return interaction_id, token
+
+    @staticmethod
+    def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+        """The buttons of a message (every action row's components)."""
+        return [c for row in message.get("components") or [] for c in row.get("components", [])]
+
     # ---- REST --------------------------------------------------------------------------
 
     async def _body(self, request: web.Request) -> Any:
@@ -961,6 +1015,7 @@ class FakeDiscord:
             message["nonce"] = nonce
             if body.get("enforce_nonce"):
                 self.nonces[(channel_id, str(nonce))] = message
+        message["components"] = body.get("components") or []
         self.messages[channel_id].append(message)
         self.sent_payloads[message["id"]] = body
         await self.dispatch("MESSAGE_CREATE", message)
@@ -988,7 +1043,10 @@ class FakeDiscord:
                 return self._too_long(content)
             message["content"] = content
             self.edits[message_id].append(content)
+        if body is not None and "components" in body:
+            message["components"] = body["components"] or []
         message["edited_timestamp"] = now_iso()
+        self._touch()
         return _json(message)
 
     async def _delete_message(self, _body: Any, channel_id: str, message_id: str) -> web.Response:
@@ -1061,6 +1119,31 @@ class FakeDiscord:
         content = data.get("content") or ""
         if utf16_len(content) > 2000:
             return self._too_long(content)
+        pressed = self._pressed.get(interaction_id)
+        if pressed is not None and body.get("type") in (6, 7):
+            # a deferred update (6) changes nothing; an update (7) edits the pressed message
+            target = self._find_message(*pressed)
+            assert target is not None
+            if body.get("type") == 7:
+                if "content" in data:
+                    target["content"] = content
+                    self.edits[target["id"]].append(content)
+                if "components" in data:
+                    target["components"] = data["components"] or []
+            self.interaction_callbacks[interaction_id] = {**body, "token": token}
+            self._touch()
+            return _json(
+                {
+                    "interaction": {
+                        "id": interaction_id,
+                        "type": 3,
+                        "response_message_id": target["id"],
+                        "response_message_loading": False,
+                        "response_message_ephemeral": False,
+                    },
+                    "resource": {"type": body["type"], "message": target},
+                }
+            )
         channel_id = self._interaction_channel(interaction_id)
         message = self._message_payload(channel_id, self.bot, content)
         message["flags"] = data.get("flags", 0)

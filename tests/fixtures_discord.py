@@ -39,6 +39,7 @@ from claudeclaw.config import DiscordSettings, Settings
 from claudeclaw.model import (
     GLOBAL_KEY,
     PendingMessage,
+    Remembered,
     ReplyTo,
     ResetOutcome,
     RunDone,
@@ -105,6 +106,24 @@ class FakeDispatcher:
     diffs: dict[SessionKey, WorkspaceDiff] = field(default_factory=dict)  # workspace_diff()
     infos: dict[SessionKey, WorkspaceStatus] = field(default_factory=dict)  # session_info()
     last_errors: dict[SessionKey, str] = field(default_factory=dict)  # for session_info
+
+    remembered: dict[SessionKey, list[Remembered]] = field(default_factory=dict)
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)  # request, outcome, by
+
+    def decide_approval(
+        self, request_id: str, outcome: str, by: str, *, question: int = -1, option: int = -1
+    ) -> str:
+        self.decisions.append((request_id, outcome, by))
+        self._touch()
+        return ""
+
+    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
+        return list(self.remembered.get(key, []))
+
+    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
+        before = self.remembered.get(key, [])
+        self.remembered[key] = [r for r in before if r.tool != tool]
+        return len(self.remembered[key]) < len(before)
 
     def _touch(self) -> None:
         self.changed.set()

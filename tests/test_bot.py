@@ -430,6 +430,7 @@ async def test_ready_summary_and_intents(fake_discord, frontend):
         "handoff",
         "jobs",
         "diff",
+        "permissions",
     ]
     summary = frontend.summary()
     assert summary["connected"] is True and summary["guilds"] == 1

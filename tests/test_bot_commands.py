@@ -39,6 +39,7 @@ async def test_unauthorized_user_gets_an_ephemeral_refusal(fake_discord, dispatc
         "handoff",
         "jobs",
         "diff",
+        "permissions",
     ):
         callback, _ = await run_command(fake, fake.general_id, name, user=fake.bob)
         assert callback["data"]["content"] == "Unauthorized."

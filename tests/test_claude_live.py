@@ -341,6 +341,9 @@ async def test_permission_requests_reach_the_approver(
         return Deny("not that one")
 
     runner = ClaudeSessionRunner(workdir, env=fake_claude_env, can_use_tool=approve)
+    settings = dataclasses.replace(
+        settings, security=dataclasses.replace(settings.security, approvals=True)
+    )
     try:
         argv_reply, _ = await send(runner, settings, "ECHO_ARGV", None)
         assert isinstance(argv_reply, RunDone)
@@ -542,6 +545,9 @@ async def test_an_interrupt_withdraws_a_pending_permission_question(
         return Deny("unreachable")
 
     runner = ClaudeSessionRunner(workdir, env=fake_claude_env, can_use_tool=approve)
+    settings = dataclasses.replace(
+        settings, security=dataclasses.replace(settings.security, approvals=True)
+    )
     try:
         task = asyncio.create_task(send(runner, settings, "PERMIT:Write:{}", None))
         await asyncio.wait_for(asked.wait(), SAFETY)

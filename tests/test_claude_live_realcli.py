@@ -164,6 +164,9 @@ async def test_a_permission_prompt_reaches_the_approver_and_its_denial_the_model
         return Deny("DENIED-BY-HOST")
 
     runner = ClaudeSessionRunner(workdir, env=real_claude_env, can_use_tool=approve)
+    settings = dataclasses.replace(
+        settings, security=dataclasses.replace(settings.security, approvals=True)
+    )
     try:
         path = workdir / "x.txt"
         prompt = f'TOOL:Write:{{"file_path": "{path}", "content": "hi"}}'

@@ -84,6 +84,8 @@ def test_parse_reads_every_declared_key() -> None:
         "security.level": "strict",
         "security.allowedTools": ["Read"],
         "security.disallowedTools": ["Bash"],
+        "security.approvals": True,
+        "security.approvalTimeoutSeconds": 30,
         "timeouts.default": 7,
         "timeouts.discord": 9,
         "timeouts.telegram": 8,

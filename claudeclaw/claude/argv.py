@@ -135,12 +135,14 @@ _STATE_FILE_PATTERNS = ("*.json*", "*.bak", "*.lock", "undelivered/**")
 def _security_args(settings: Settings, cwd: Path, *, permission_prompts: bool = False) -> list[str]:
     security = settings.security
     # Headless, nobody can answer a prompt: skip them. A duplex run with a host that answers
-    # (``can_use_tool``) gets the CLI's prompts on its control channel instead.
-    args = (
-        ["--permission-prompt-tool", "stdio"]
-        if permission_prompts
-        else ["--dangerously-skip-permissions"]
-    )
+    # (``can_use_tool``) gets the CLI's prompts on its control channel instead. With
+    # ``security.approvals`` a run that cannot ask (cold) skips nothing: the CLI denies what
+    # it would have asked about (fail closed).
+    args: list[str] = []
+    if permission_prompts:
+        args = ["--permission-prompt-tool", "stdio"]
+    elif not security.approvals:
+        args = ["--dangerously-skip-permissions"]
     if security.level == "locked":
         args += ["--tools", "Read,Grep,Glob"]
     elif security.level == "strict":

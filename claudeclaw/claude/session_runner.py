@@ -14,7 +14,12 @@ cold way (``runner.run_claude``: one ``claude -p --resume`` per message). Its ru
 * :meth:`interrupt` ends the running turn (warm: the CLI's ``interrupt``, killed only if not
   honoured; cold: the process group is ended) and the run returns ``RunFailed("cancelled")``;
   :meth:`steer` writes a message into the running warm turn; :meth:`status` says warm or
-  cold, the ``claude`` pid and its RSS.
+  cold, the ``claude`` pid and its RSS;
+* with ``security.approvals`` (and a ``can_use_tool`` callback) every message runs warm, with
+  ``--permission-prompt-tool stdio``, even when ``runner.warmSessions`` is off (then the
+  process is closed after the message): only a duplex process can ask. The cold fallback
+  (the warm one did not start, or died mid-turn) runs without
+  ``--dangerously-skip-permissions``, so what would need a person is denied by the CLI.
 """
 
 from __future__ import annotations
@@ -57,9 +62,11 @@ class RunnerStatus:
     frozen: bool = False  # the idle warm process is stopped (no CPU) until the next message
 
 
-def warm_key(settings: Settings, cwd: Path, scope: Path | None = None) -> tuple[Any, ...]:
+def warm_key(
+    settings: Settings, cwd: Path, scope: Path | None = None, *, asks: bool = False
+) -> tuple[Any, ...]:
     """Everything a warm process was started with: a change needs a new process."""
-    argv = build_live_argv(settings, None, cwd=cwd, scope=scope)
+    argv = build_live_argv(settings, None, cwd=cwd, scope=scope, permission_prompts=asks)
     return (tuple(argv), settings.api, settings.model.strip().lower())
 
 
@@ -141,10 +148,13 @@ class ClaudeSessionRunner:
             except Exception as err:  # a broken listener must not leave a run behind
                 log.error("claude.on_event_failed", event_kind=event.kind, error=repr(err))
 
+        asks = self._asks(settings)
         try:
-            warm_ok = settings.runner.warm_sessions and settings.limits.max_warm_sessions > 0
-            if warm_ok and time.monotonic() >= self._cold_until:
+            warm = settings.runner.warm_sessions and settings.limits.max_warm_sessions > 0
+            if (warm or asks) and time.monotonic() >= self._cold_until:
                 final = await self._run_warm(settings, prompt, session_id, msg_id, emit, log)
+                if not warm and self._live is not None:  # only for asking: not kept warm
+                    await self.close_warm("warm sessions are off")
                 if final is not None:
                     return final
             elif self._live is not None:
@@ -164,7 +174,8 @@ class ClaudeSessionRunner:
         log: Any,
     ) -> RunDone | RunFailed | None:
         """A warm turn; None when the message must run cold instead (the retry)."""
-        key = warm_key(settings, self.cwd, self.scope)
+        asks = self._asks(settings)
+        key = warm_key(settings, self.cwd, self.scope, asks=asks)
         live = self._live
         if live is not None:
             why = ""
@@ -186,7 +197,7 @@ class ClaudeSessionRunner:
                 scope=self.scope,
                 env=env,
                 log=log,
-                can_use_tool=self.can_use_tool,
+                can_use_tool=self.can_use_tool if asks else None,
             )
             if isinstance(started, str):
                 log.warning("claude.live_start_failed", error=started[:500])
@@ -220,6 +231,10 @@ class ClaudeSessionRunner:
         # Once, cold: the same message, the same session (a gone one is reset by run_claude).
         final = await self._run_cold(settings, prompt, resume, msg_id, emit)
         return final
+
+    def _asks(self, settings: Settings) -> bool:
+        """Ask a person before tools (``security.approvals``), if there is someone to ask."""
+        return settings.security.approvals and self.can_use_tool is not None
 
     async def _run_cold(
         self,

@@ -38,6 +38,7 @@ from claudeclaw.config import Settings
 from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected
 from claudeclaw.frontend import outbound
 from claudeclaw.frontend.announce import NoticePoster
+from claudeclaw.frontend.approvals import ApprovalPrompts
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
     Download,
@@ -161,6 +162,10 @@ class _Client(discord.Client):
         turn = self.frontend._intake_turn(message.channel.id)  # in arrival order
         self.frontend._tasks.start(self.frontend._on_message(message, turn), "message")
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # slash commands are the tree's; a press on an approval button is ours
+        await self.frontend.approvals.on_press(interaction)
+
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         await self.frontend.threads.on_deleted(payload.thread_id)
 
@@ -237,7 +242,8 @@ class DiscordFrontend:
         self._catch_up_due = False  # a fresh gateway session: catch up once the ledger is in
         self._channels = ChannelMemory(paths.discord_channels_file)
         self.delivery = ReplyDelivery(settings, paths)
-        self.follower = RunFollower(self._client, settings, self.delivery)
+        self.approvals = ApprovalPrompts(dispatcher, self.is_authorized)
+        self.follower = RunFollower(self._client, settings, self.delivery, self.approvals)
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
         self.notices = NoticePoster(self._client, settings, paths)  # job results, notices
         self.on_connected: Callable[[], None] | None = None  # the daemon: post what waited

@@ -1,5 +1,5 @@
-"""Slash commands: /status, /reset, /stop, /compact, /context, /handoff, /diff, /jobs (and /start,
-as the original).
+"""Slash commands: /status, /reset, /stop, /compact, /context, /handoff, /diff, /jobs,
+/permissions (and /start, as the original).
 
 Each command works on the session key of the channel it is used in (the thread; else the
 global session, or the channel with ``sessionScope: "channel"``), checks the allowlist
@@ -28,6 +28,7 @@ from claudeclaw.frontend.routing import is_authorized, key_for_channel
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
+    Remembered,
     RunDone,
     RunFailed,
     SessionInfo,
@@ -149,8 +150,22 @@ def reset_text(scope: str, had: bool, workspace_note: str) -> str:
     return f"{text}\n{workspace_note}" if workspace_note else text
 
 
+def remembered_text(remembered: list[Remembered]) -> str:
+    """The tools allowed for the rest of this session ("Allow for this session")."""
+    if not remembered:
+        return "Allowed for this session: none (each tool use is asked)."
+    tools = ", ".join(
+        f"`{r.tool}`" + (f" (<@{r.by}>)" if r.by.isdigit() else "") for r in remembered
+    )
+    return f"Allowed for this session: {tools} · revoke with /permissions"
+
+
 def status_text(
-    scope: str, info: SessionInfo, threads: list[SessionInfo], settings: Settings
+    scope: str,
+    info: SessionInfo,
+    threads: list[SessionInfo],
+    settings: Settings,
+    remembered: list[Remembered] | None = None,
 ) -> str:
     lines: list[str] = []
     record = info.record
@@ -169,6 +184,8 @@ def status_text(
     lines.append(f"Model: {settings.model or 'default'} · Security: {settings.security.level}")
     if info.last_error:
         lines.append(f"Last error: {info.last_error[:300]}")
+    if settings.security.approvals or remembered:
+        lines.append(remembered_text(remembered or []))
     active = [t for t in threads if t.running or t.queue_length]
     lines.append("")
     lines.append(f"**Thread sessions:** {len(threads)} ({len(active)} active)")
@@ -298,7 +315,8 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
             host.dispatcher.session_info(key), host.dispatcher.list_sessions()
         )
         scope = _scope_name(key, interaction)
-        text = status_text(scope, info, threads, host.settings)
+        remembered = host.dispatcher.remembered_approvals(key)
+        text = status_text(scope, info, threads, host.settings, remembered)
         await interaction.response.send_message(scrub_outbound(text))  # last error: CLI text
 
     @app_commands.command(name="reset", description="Forget this thread's (or the global) session")
@@ -399,6 +417,30 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         else:
             await interaction.followup.send(text)
 
+    @app_commands.command(
+        name="permissions", description="Tools allowed for this session; revoke one"
+    )
+    @app_commands.describe(revoke='A tool to ask about again (e.g. "Write"), or "all"')
+    async def permissions_cmd(interaction: discord.Interaction, revoke: str | None = None) -> None:
+        if not await allowed(interaction):
+            return
+        key = interaction_key(interaction, host.settings)
+        remembered = host.dispatcher.remembered_approvals(key)
+        if revoke is None:
+            text = remembered_text(remembered)
+        else:
+            wanted = revoke.strip()
+            tools = [r.tool for r in remembered if wanted.lower() in ("all", r.tool.lower())]
+            for tool in tools:
+                host.dispatcher.revoke_approval(key, tool)
+            log.info("command.permissions_revoke", session_key=key, tools=tools)
+            text = (
+                f"Revoked: {', '.join(f'`{t}`' for t in tools)}. Claude asks again next time."
+                if tools
+                else f"`{wanted[:80]}` was not allowed. {remembered_text(remembered)}"
+            )
+        await interaction.response.send_message(scrub_outbound(text))
+
     commands: list[app_commands.Command[Any, ..., None]] = [
         start_cmd,
         status_cmd,
@@ -409,5 +451,6 @@ def build_commands(host: CommandHost) -> list[app_commands.Command[Any, ..., Non
         handoff_cmd,
         jobs_cmd,
         diff_cmd,
+        permissions_cmd,
     ]
     return commands

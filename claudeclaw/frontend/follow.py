@@ -3,9 +3,12 @@
 What the user sees between accepting a message and its answer:
 
 * reactions on the user's message: 👀 accepted, ⚙️ running, ↪️ passed into the turn already
-  running (``runner.busyPolicy: "steer"``), ✅ done, ❌ failed, ⏸️ kept for a restart (each
-  replaces the previous one). They are best effort and run in the background, in order per
-  message: a slow or rate-limited reaction never holds up a reply;
+  running (``runner.busyPolicy: "steer"``), ⏸️ waiting for a person to approve a tool
+  (``security.approvals``) or kept for a restart, ✅ done, ❌ failed (each replaces the
+  previous one). They are best effort and run in the background, in order per message: a
+  slow or rate-limited reaction never holds up a reply;
+* each approval request as a message with buttons (``frontend/approvals.py``), edited to
+  its outcome;
 * "Queued: N ahead of you" at most once per message, only when it is still waiting after
   ``queue_notice_after`` seconds (a short wait needs no notice), and only one notice per
   channel at a time (a burst of messages gets one, not one each); Claude's usage limit is
@@ -30,10 +33,20 @@ import aiohttp
 import discord
 
 from claudeclaw.config import Settings
+from claudeclaw.frontend.approvals import ApprovalPrompts
 from claudeclaw.frontend.delivery import NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.render import progress_text, queued_text
 from claudeclaw.logs import get_logger
-from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunQueued, RunStarted
+from claudeclaw.model import (
+    RunApproval,
+    RunApprovalDone,
+    RunDone,
+    RunEvent,
+    RunFailed,
+    RunProgress,
+    RunQueued,
+    RunStarted,
+)
 from claudeclaw.tasks import TaskSet
 
 log = get_logger(component="discord")
@@ -43,6 +56,7 @@ RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
+WAITING = KEPT  # a tool use waits for a person's approval
 STEERED = "↪️"  # passed into the turn already running (busyPolicy "steer"); answered with it
 QUEUE_NOTICE_AFTER_SECONDS = 10.0  # a message waiting less than this is not told it waits
 
@@ -65,13 +79,20 @@ class RunView:
 class RunFollower:
     """Shows a run's progress on Discord; ``settings`` is swapped on reload."""
 
-    def __init__(self, client: discord.Client, settings: Settings, delivery: ReplyDelivery) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        settings: Settings,
+        delivery: ReplyDelivery,
+        approvals: ApprovalPrompts | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.delivery = delivery
         self.tasks = TaskSet("discord-reactions")
         self.queue_notice_after = QUEUE_NOTICE_AFTER_SECONDS
         self._noticed: set[int] = set()  # channels showing a queue notice now
+        self.approvals = approvals
 
     async def follow(
         self,
@@ -87,6 +108,7 @@ class RunFollower:
         running = asyncio.Event()  # started or finished: a queue notice is moot
         helpers: list[asyncio.Task[None]] = []
         said_queued = False
+        asked: list[str] = []  # approval requests waiting for a person
         final: RunDone | RunFailed | None = None
         try:
             async for event in stream:
@@ -117,6 +139,16 @@ class RunFollower:
                         view.tool, view.summary, view.writing = event.tool, event.summary, False
                     elif event.text:
                         view.tool, view.summary, view.writing = "", "", True
+                elif isinstance(event, RunApproval) and self.approvals is not None:
+                    asked.append(event.request_id)
+                    await self.approvals.show(message.channel, event)
+                    await self.react(message, view, WAITING)
+                elif isinstance(event, RunApprovalDone) and self.approvals is not None:
+                    await self.approvals.settled(event)
+                    if event.request_id in asked:
+                        asked.remove(event.request_id)
+                        if not asked:
+                            await self.react(message, view, RUNNING)
                 elif isinstance(event, RunDone | RunFailed):
                     final = event
                     break
