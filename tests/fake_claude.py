@@ -38,6 +38,7 @@ Directives, anywhere in the prompt (upper case words):
 ``ECHO_ARGV``          the reply is ``json.dumps(sys.argv[1:])``
 ``REPLY:<word>``       the reply is exactly <word> (e.g. ``REPLY:HEARTBEAT_OK``)
 ``ECHO_ENV``           the reply is ``json.dumps(dict(os.environ))``
+``ECHO_PROC``          the reply is ``{"uid", "gid", "groups", "env"}`` as JSON (who runs it)
 ``ECHO_CWD``           the reply is the working directory
 ``WRITE:<name>=<word>`` write ``<word>`` and a newline to the file ``<name>`` in the working
                        directory (as Claude editing code would), before answering
@@ -464,6 +465,9 @@ def main():
         reply = json.dumps(args)
     elif "ECHO_ENV" in words:
         reply = json.dumps(dict(os.environ))
+    elif "ECHO_PROC" in words:
+        who = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
+        reply = json.dumps({**who, "env": dict(os.environ)})
     elif "ECHO_CWD" in words:
         reply = os.getcwd()
     elif re.search(r"\bBIGLINE:(\d+)", prompt):
