@@ -197,11 +197,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not workers:
         print("  no live workers")
         return EXIT_OK
-    print(f"  {'KEY':<20} {'PID':>7} {'STATE':<9} {'QUEUE':>5} {'RUN_S':>7} {'RSS_MB':>7}  SESSION")
+    print(
+        f"  {'KEY':<20} {'PID':>7} {'STATE':<9} {'QUEUE':>5} {'RUN_S':>7} {'RSS_MB':>7} "
+        f"{'CLAUDE':<6} {'C_PID':>7} {'C_RSS_MB':>8}  SESSION"
+    )
     for w in workers:
+        mode = w.get("claude_mode") or "-"
+        claude_pid = w.get("claude_pid") or "-"
         print(
             f"  {w['key']:<20} {w['pid']:>7} {w['state']:<9} {w['queue_length']:>5} "
-            f"{w['run_elapsed_s']:>7.1f} {w['rss_bytes'] / 1e6:>7.1f}  {w['session_id'] or '-'}"
+            f"{w['run_elapsed_s']:>7.1f} {w['rss_bytes'] / 1e6:>7.1f} {mode:<6} {claude_pid:>7} "
+            f"{w.get('claude_rss_bytes', 0) / 1e6:>8.1f}  {w['session_id'] or '-'}"
         )
     return EXIT_OK
 

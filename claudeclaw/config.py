@@ -26,6 +26,7 @@ A rule that spans keys, or a value derived from elsewhere, goes in ``_finish_<se
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -46,6 +47,7 @@ SecurityLevel = Literal["locked", "strict", "moderate", "unrestricted"]
 SessionScope = Literal["thread", "channel"]
 WorkerStartMethod = Literal["forkserver", "exec"]
 WorkspaceMode = Literal["shared", "worktree"]
+BusyPolicy = Literal["queue", "steer", "coalesce"]
 
 T = TypeVar("T")
 
@@ -57,9 +59,36 @@ _DIGITS = re.compile(r"[0-9]+")
 _UTC_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
 
 
+# The resident memory of one `claude` (its process tree) while it runs a turn, and of a warm
+# one between turns: bench/warm.py measured 211 MB and 196 MB with the pinned CLI 2.1.330
+# and a short session; a long transcript grows the heap, hence the headroom.
+RUNNING_CLAUDE_RSS_BYTES = 300 * 1024 * 1024
+IDLE_CLAUDE_RSS_BYTES = 250 * 1024 * 1024
+
+
+@functools.cache
+def _memory_bytes(kind: Literal["available", "total"]) -> int:
+    """The machine's memory, read once per process: a default must not change between two
+    reads of the same file (reload would see a change that is none)."""
+    try:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        return int(memory.available if kind == "available" else memory.total)
+    except Exception:  # no /proc: assume a small machine
+        return 2 * 1024**3
+
+
 def default_max_concurrent_runs() -> int:
-    """One ``claude`` per core (each is ~200 MB and CPU-hungry at start), between 2 and 8."""
-    return max(2, min(8, os.cpu_count() or 2))
+    """A ``claude`` turn mostly waits on the model, so memory bounds it, not cores: half of
+    the memory available now, divided by a running ``claude``'s RSS, from 4 to 64."""
+    return max(4, min(64, _memory_bytes("available") // 2 // RUNNING_CLAUDE_RSS_BYTES))
+
+
+def default_max_warm_sessions() -> int:
+    """A quarter of the machine's memory, divided by an idle warm ``claude``'s RSS, from 1
+    to 64 (its sessions beyond that run cold, the least recently used closed first)."""
+    return max(1, min(64, _memory_bytes("total") // 4 // IDLE_CLAUDE_RSS_BYTES))
 
 
 # ---- kinds: how one key's JSON value is checked, shown and written ---------------------
@@ -781,7 +810,29 @@ class RunnerSettings:
         Flag(),
         "When a session is busy and several messages pile up in its queue, answer them all "
         "in the next run (their texts joined), instead of one run each. The first of them "
-        "gets the reply; the others are marked answered. Off: strict one message, one run.",
+        "gets the reply; the others are marked answered. Off: strict one message, one run. "
+        'The old spelling of `busyPolicy: "coalesce"` (`true` selects it when `busyPolicy` '
+        "is not set).",
+    )
+    warm_sessions: bool = key(
+        True,
+        "warmSessions",
+        Flag(),
+        "Keep each active thread's `claude` running between its messages (duplex "
+        "stream-json) and write the next message to it: ~10x less CLI overhead per message "
+        "than starting `claude --resume` again; `/stop` and steering keep the session. A warm "
+        "`claude` that dies or hangs is replaced by a cold resume of the same message "
+        "(retried once). `false`: every message starts `claude` afresh.",
+    )
+    busy_policy: BusyPolicy = key(
+        "queue",
+        "busyPolicy",
+        OneOf(get_args(BusyPolicy)),
+        'A message that arrives while the thread\'s turn runs: `"queue"` waits its turn '
+        '(FIFO); `"steer"` is written into the running turn (warm sessions only; Claude sees '
+        "it at its next step, the message gets a ↪️ reaction and the turn's reply answers "
+        'both; otherwise it queues); `"coalesce"` answers everything that piled up in one '
+        "next run. Slash commands are never merged or steered.",
     )
 
 
@@ -791,9 +842,12 @@ class LimitSettings:
         default_max_concurrent_runs,
         "maxConcurrentRuns",
         Whole(1, 64),
-        "`claude` processes running at once across all sessions. Others wait in their queue.",
+        "`claude` turns running at once across all sessions. Others wait in their queue. A "
+        "turn mostly waits on the model, so the default follows memory, not cores: "
+        "`max(4, min(64, available memory / 2 / 300 MB))` at start (300 MB: a running "
+        "`claude`, measured 211 MB by `bench/warm.py`, plus headroom for long transcripts).",
         starter=None,
-        shown_default="`null`: CPU count, 2..8",
+        shown_default="`null`: from memory, ≥ 4",
     )
     max_workers: int = key(
         64,
@@ -830,6 +884,23 @@ class LimitSettings:
         "Workers, their `claude` runs and the fork server run this much nicer than the "
         "supervisor, so Discord heartbeats, progress and control stay responsive when the "
         "CPU is busy.",
+    )
+    warm_idle_seconds: float = key(
+        600.0,
+        "warmIdleSeconds",
+        Number(0, 7 * _DAY, unit=" seconds"),
+        "A warm `claude` unused this long is closed (the next message starts one again, "
+        "resuming the session). A worker that exits (`workerIdleSeconds`) closes it too.",
+    )
+    max_warm_sessions: int = key_from(
+        default_max_warm_sessions,
+        "maxWarmSessions",
+        Whole(0, 1024),
+        "Warm `claude` processes kept between messages across all sessions (0: none); beyond "
+        "it the least recently used idle one is closed first. Default: `max(1, min(64, "
+        "total memory / 4 / 250 MB))` (250 MB: an idle warm `claude`, measured 196 MB).",
+        starter=None,
+        shown_default="`null`: from memory, ≥ 1",
     )
 
 
@@ -1223,6 +1294,11 @@ def _token(chk: _Checker, value: Any) -> tuple[str, str]:
 
 
 def _finish_runner(chk: _Checker, values: dict[str, Any], raw: Mapping[str, Any]) -> None:
+    # coalesceQueuedMessages: true is the old spelling of busyPolicy "coalesce"; the flag
+    # then follows the policy (one truth for the worker)
+    if raw.get("busyPolicy") is None and values["coalesce_queued_messages"]:
+        values["busy_policy"] = "coalesce"
+    values["coalesce_queued_messages"] = values["busy_policy"] == "coalesce"
     idle, hard = values["idle_timeout_seconds"], values["hard_timeout_seconds"]
     if idle <= hard:
         return

@@ -157,7 +157,8 @@ class RunStarted:
     msg_id: str
     run_id: str
     pid: int
-    resumed: bool  # True when --resume was passed
+    resumed: bool  # True when --resume was passed (or a warm claude's next turn)
+    steered: bool = False  # this message was written into an already running turn
     kind: Literal["started"] = "started"
 
 
@@ -267,6 +268,8 @@ class WorkerStatus:
     claude_pid: int = 0
     rss_bytes: int = 0
     cpu_percent: float = 0.0
+    claude_mode: str = ""  # "warm": a live claude kept between messages; "cold"; "": none
+    claude_rss_bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -119,6 +119,9 @@ class WorkerHandle:
     pong: asyncio.Event = field(default_factory=asyncio.Event)  # set by every pong
     spawned_at: float = field(default_factory=time.monotonic)
     ready_at: float = 0.0
+    warm_pid: int = 0  # its warm claude (``warm`` frames); 0: none
+    warm: ProcessIdentity | None = None  # the same, to end it if the worker dies
+    warm_used: float = 0.0  # when it last reported it: the least recently used closes first
 
     @property
     def pid(self) -> int:
@@ -553,6 +556,8 @@ class WorkerPool:
         for ticket in self.held_by(handle):
             if ticket.claude is not None:
                 ticket.claude.kill_group()
+        if handle.warm is not None:
+            handle.warm.kill_group()
 
     def _kill_hung(self, handle: WorkerHandle, why: str) -> None:
         """A worker that stopped answering: first the signal that makes its faulthandler
@@ -596,6 +601,12 @@ class WorkerPool:
             if ticket.claude is not None and ticket.claude.kill_group():
                 log.warning("claude.group_killed", session_key=handle.key, pgid=ticket.claude.pid)
             ticket.claude = None
+        # its warm claude: gone with a clean exit; a dead worker's may be frozen (SIGSTOP),
+        # and would not see its stdin close
+        if handle.warm is not None and handle.warm.kill_group():
+            log.warning("claude.warm_killed", session_key=handle.key, pgid=handle.warm.pid)
+        handle.warm = None
+        handle.warm_pid = 0
         handle.exited.set()
         if handle.channel is not None:
             self._tasks.start(handle.channel.close(), "close-channel")
@@ -738,6 +749,12 @@ class WorkerPool:
                 ticket.push(
                     RunQueued(msg_id, place - 1, waiting_for_slot=True, resets_at=self.resets_at)
                 )
+        elif kind == "warm":
+            handle.warm_pid = int(message.get("claude_pid", 0))
+            handle.warm = ProcessIdentity.of(handle.warm_pid) if handle.warm_pid else None
+            handle.warm_used = time.monotonic()
+            if handle.warm_pid:
+                self._enforce_warm_cap(handle)
         elif kind == "limited":
             self._on_limited(handle, str(message["msg_id"]), str(message.get("retry_at", "")))
         elif kind == "pong":
@@ -748,6 +765,18 @@ class WorkerPool:
             handle.state = "stopping"
         else:
             log.warning("ipc.unknown_frame", type=kind, session_key=handle.key)
+
+    def _enforce_warm_cap(self, keep: WorkerHandle) -> None:
+        """Over ``limits.maxWarmSessions``: ask the least recently used other workers to close
+        their warm ``claude`` (a busy one keeps it and is asked again after its next run)."""
+        warm = [h for h in self.live_handles() if h.warm_pid and h.channel is not None]
+        excess = len(warm) - self.settings.limits.max_warm_sessions
+        for handle in sorted((h for h in warm if h is not keep), key=lambda h: h.warm_used):
+            if excess <= 0:
+                break
+            assert handle.channel is not None
+            handle.channel.send_nowait({"type": "close_warm"})
+            excess -= 1
 
     def _send_grant(self, handle: WorkerHandle, msg_id: str) -> None:
         if handle.channel is not None:
@@ -862,6 +891,8 @@ class WorkerPool:
                     run_elapsed_s=float(stats.get("run_elapsed_s", 0.0)),
                     session_id=str(stats.get("session_id", "")),
                     claude_pid=int(stats.get("claude_pid", 0)),
+                    claude_mode=str(stats.get("claude_mode", "")),
+                    claude_rss_bytes=int(stats.get("claude_rss_bytes", 0)),
                 )
             )
         return result

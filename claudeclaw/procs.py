@@ -68,6 +68,7 @@ def end_processes(procs: list[psutil.Process], grace: float = 3.0) -> list[int]:
     for proc in procs:
         try:
             proc.terminate()
+            proc.resume()  # a stopped one (a frozen warm claude) acts on SIGTERM only then
         except psutil.Error:
             pass
     _, alive = psutil.wait_procs(procs, timeout=grace)

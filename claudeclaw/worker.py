@@ -13,8 +13,13 @@ way :func:`main` runs; it connects back over the supervisor's worker socket, say
   usage limit goes back to the head of the queue (``limited``) to run at the reset;
 * streams every run event back (``event`` frames) and remembers the session id the CLI
   reported, so the next message of the key resumes it;
-* answers ``ping`` with its live state, obeys ``cancel``/``reset``/``shutdown``, and takes
-  new settings from a ``reload`` frame;
+* answers ``ping`` with its live state, obeys ``cancel`` (an interrupt: the session stays
+  warm), ``reset``/``shutdown``, and takes new settings from a ``reload`` frame;
+* runs Claude through one :class:`ClaudeSessionRunner` (a warm ``claude`` between messages
+  when ``runner.warmSessions``), tells the supervisor when it holds a warm one (``warm``) and
+  closes it when told (``close_warm``: the pool keeps ``limits.maxWarmSessions``);
+* with ``runner.busyPolicy: "steer"`` writes a message that arrives while a warm turn runs
+  into that turn (slash commands never);
 * exits when the supervisor goes away (end of stream), killing its run's process group.
 
 It never imports discord.py (tests pin that) and stays small: its only job is the queue.
@@ -37,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from claudeclaw import ipc
-from claudeclaw.claude.runner import run_claude
+from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import Settings
 from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, IpcError
 from claudeclaw.logs import bind, configure_logging, get_logger
@@ -122,6 +127,11 @@ def _passed(iso_time: str) -> bool:
     return when <= datetime.now(UTC)
 
 
+def _is_command(prompt: str) -> bool:
+    """A slash command for Claude (``/compact``…): never merged with or steered into others."""
+    return prompt.lstrip().startswith("/")
+
+
 class Worker:
     """The queue and run loop of one key; talks to the supervisor through ``channel``."""
 
@@ -145,8 +155,12 @@ class Worker:
         self.finished = asyncio.Event()
         self.cancel_reason = ""
         self.riders: list[_Queued] = []  # merged into the current run (coalescing)
+        self.steered: list[_Queued] = []  # written into the current run (busyPolicy steer)
+        self.steering: set[asyncio.Task[None]] = set()  # steers being written
         self.run_task: asyncio.Task[None] | None = None  # run_loop(), set by serve()
         self.tasks = TaskSet("worker")
+        self.claude = ClaudeSessionRunner(paths.root, on_warm_closed=self._report_warm)
+        self.started_event: RunStarted | None = None  # the current run's (steered ones echo it)
 
     # ---- outbound -----------------------------------------------------------------------
 
@@ -162,6 +176,7 @@ class Worker:
             self.session_id = event.session_id
         elif isinstance(event, RunStarted):
             self.claude_pid = event.pid
+            self.started_event = event
             for rider in self.riders:  # messages answered by this run see it start too
                 self._send(
                     {"type": "event", "event": event_to_dict(replace(event, msg_id=rider.msg_id))}
@@ -171,6 +186,7 @@ class Worker:
         self._send({"type": "event", "event": event_to_dict(event)})
 
     def _state(self) -> dict[str, Any]:
+        claude = self.claude.status()
         if self.current is not None:
             state = "running"
         elif self.stopping:
@@ -185,7 +201,9 @@ class Worker:
             "running_msg_id": self.current.msg_id if self.current else "",
             "run_elapsed_s": round(time.monotonic() - self.run_started, 3) if self.current else 0.0,
             "session_id": self.session_id or "",
-            "claude_pid": self.claude_pid if self.current else 0,
+            "claude_pid": claude.claude_pid,
+            "claude_mode": claude.mode,
+            "claude_rss_bytes": claude.rss_bytes,
         }
 
     # ---- inbound ------------------------------------------------------------------------
@@ -218,6 +236,8 @@ class Worker:
         self.settings = settings_from_wire(message["settings"])
         cwd = message.get("cwd")  # the thread's own worktree; none: the project directory
         self.cwd = Path(str(cwd)) if cwd else self.paths.root
+        self.claude.cwd = self.cwd
+        self.claude.scope = self.paths.root  # a thread's worktree lies below it
 
     def handle_run(self, message: ipc.Message) -> None:
         item = _Queued(
@@ -229,6 +249,11 @@ class Worker:
         )
         if self.stopping:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
+            return
+        if self._may_steer(item):
+            task = self.tasks.start(self._steer(item), "steer")
+            self.steering.add(task)
+            task.add_done_callback(self.steering.discard)
             return
         self.queue.append(item)
         ahead = len(self.queue) - 1 + (1 if self.current else 0)
@@ -245,8 +270,56 @@ class Worker:
         self._send({"type": "pong", "seq": message.get("seq", 0), **self._state()})
 
     def handle_cancel(self, message: ipc.Message) -> None:
-        """Stop the current run (or the head message still waiting for a slot)."""
-        self._cancel_current("cancelled")
+        """Stop the current run with an interrupt (the session stays, warm), or the head
+        message still waiting for a slot."""
+        if self.current_task is not None and not self.current_task.done():
+            self.tasks.start(self._interrupt(), "interrupt")
+        else:
+            self._cancel_current("cancelled")
+
+    async def _interrupt(self) -> None:
+        if not await self.claude.interrupt():
+            self._cancel_current("cancelled")
+
+    def handle_close_warm(self, message: ipc.Message) -> None:
+        """The pool is over ``limits.maxWarmSessions``: close ours if it is idle."""
+        self.tasks.start(self.claude.close_warm("over limits.maxWarmSessions"), "close_warm")
+
+    def _report_warm(self) -> None:
+        status = self.claude.status()
+        self._send({"type": "warm", "claude_pid": status.claude_pid if status.mode else 0})
+
+    def _may_steer(self, item: _Queued) -> bool:
+        return (
+            self.settings.runner.busy_policy == "steer"
+            and self.current is not None
+            and not self.queue
+            and not _is_command(item.prompt)
+            and not _is_command(self.current.prompt)
+            and self.claude.warm
+        )
+
+    async def _steer(self, item: _Queued) -> None:
+        """Write ``item`` into the running turn; it is answered with that turn. If the turn
+        is already ending (or ran cold), it queues like any other message."""
+        head = self.current
+        # True: the running turn has it (a turn cannot end before taking in what it was
+        # given), so it is answered with that turn; the run loop waits for this to finish.
+        if head is not None and await self.claude.steer(item.prompt):
+            log.info("worker.steered", msg_id=item.msg_id, into=head.msg_id)
+            self.steered.append(item)
+            started = self.started_event
+            if started is not None:
+                self._send(
+                    {
+                        "type": "event",
+                        "event": event_to_dict(replace(started, msg_id=item.msg_id, steered=True)),
+                    }
+                )
+            return
+        self.queue.append(item)
+        self._emit(RunQueued(item.msg_id, len(self.queue) - 1 + (1 if self.current else 0)))
+        self.work_ready.set()
 
     def handle_reset(self, message: ipc.Message) -> None:
         """Forget the session: cancel what runs, drop what waits, start fresh next time."""
@@ -254,6 +327,7 @@ class Worker:
         for item in self._drain_queue():
             self._emit(RunFailed(item.msg_id, "cancelled", "The session was reset; send it again."))
         self.session_id = None
+        self.tasks.start(self.claude.close_warm("reset"), "close_warm")
 
     def handle_reload(self, message: ipc.Message) -> None:
         """The supervisor reloaded: run on its new settings from the next run on."""
@@ -298,11 +372,21 @@ class Worker:
             head = self.queue[0]
             if not await self._wait_for_slot(head):
                 continue
-            # with coalescing, what piled up while the last run was busy rides along
-            batch = list(self.queue) if self.settings.runner.coalesce_queued_messages else [head]
+            # with coalescing, what piled up while the last run was busy rides along (up to
+            # a slash command, which always runs on its own)
+            batch = [head]
+            if self.settings.runner.busy_policy == "coalesce" and not _is_command(head.prompt):
+                for item in list(self.queue)[1:]:
+                    if _is_command(item.prompt):
+                        break
+                    batch.append(item)
             for item in batch:
                 self.queue.remove(item)
             final = await self._run(batch)
+            if self.steering:
+                await asyncio.wait(self.steering)
+            batch += self.steered
+            self.steered = []
             if not self._wait_for_limit_reset(batch, final):
                 self._answer(batch, final)
 
@@ -356,13 +440,11 @@ class Worker:
         self.run_started = time.monotonic()
         bind(msg_id=head.msg_id)
         task = asyncio.get_running_loop().create_task(
-            run_claude(
+            self.claude.run(
                 self._settings_for(head),
                 prompt,
                 session_id=self.session_id,
                 msg_id=head.msg_id,
-                cwd=self.cwd,
-                scope=self.paths.root,  # a thread's worktree lies below it
                 on_event=self._emit,
             )
         )
@@ -394,11 +476,15 @@ class Worker:
         self.current = None
         self.riders = []
         self.claude_pid = 0
+        self.started_event = None
+        if self.claude.warm:
+            self._report_warm()  # also its place in the pool's least-recently-used order
         return final
 
     def _answer(self, batch: list[_Queued], final: RunDone | RunFailed) -> None:
-        """The final event of each message of the run: the head's own, and for riders the
-        same outcome (``merged_into`` the head when it succeeded, no reply of their own)."""
+        """The final event of each message of the run: the head's own, and for riders (merged
+        or steered in) the same outcome (``merged_into`` the head when it succeeded, no reply
+        of their own)."""
         head, riders = batch[0], batch[1:]
         self._emit(final)
         for rider in riders:
@@ -442,6 +528,7 @@ class Worker:
                 self.cancel_reason = "shutdown"
                 task.cancel()
         await self._run_loop_ended()  # it reports the run's end, then sees `stopping`
+        await self.claude.close()
         self._send({"type": "bye", "reason": "shutdown"})
         try:
             await self.channel.writer.drain()
@@ -465,6 +552,7 @@ class Worker:
             self.cancel_reason = "shutdown"
             task.cancel()
         await self._run_loop_ended()
+        await self.claude.close()
         log.info("worker.aborted", why=why)
         self.finished.set()
 

@@ -43,6 +43,26 @@ Directives, anywhere in the prompt (upper case words):
 ``WRITE:<name>=<word>`` write ``<word>`` and a newline to the file ``<name>`` in the working
                        directory (as Claude editing code would), before answering
 
+Duplex mode (``--input-format stream-json``, what a warm session uses): no prompt in argv;
+stdin carries JSON lines. ``control_request`` ``initialize`` and ``interrupt`` are answered
+(any other subtype: an error response, like the real CLI); ``user`` lines are turns, each
+answered with ``system/init`` … ``result`` (``total_cost_usd`` cumulative, as the real CLI).
+``--replay-user-messages`` echoes a user line when a turn takes it in (not a slash
+command, as the real CLI; nor a line containing ``NOECHO``). A user line that
+arrives while a turn runs is taken into that turn (echoed, and named in its reply as
+``steered=<a|b>``) only during the ``SLEEP`` of a turn that has a ``TOOL:`` directive (the
+model sees it at its next step); otherwise it waits, and, like the real CLI, starts as its
+own turn only when the next stdin line arrives. stdin EOF: finish the turn, exit 0.
+Duplex directives, besides ``SLEEP``, ``TOOL``, ``ERROR:api<n>``, ``ECHO_ARGV/ENV``:
+
+``HANG``               print ``system/init`` and never answer, not even an interrupt
+``SILENT``             print nothing at all for that turn, ever (a wedged CLI)
+``CRASH``              exit 3 mid-turn (after ``system/init``)
+``PERMIT:<Tool>:<json>`` ask the host ``can_use_tool`` for that tool and input; the reply is
+                       ``PERMISSION <behavior> <message or updatedInput as JSON>``
+``CONTROL:<subtype>``  send the host a control request of that subtype; the reply is
+                       ``CONTROL-ANSWER <subtype of the host's response> <error text>``
+
 Env ``FAKE_CLAUDE_PIDFILE_DIR``: write ``<pid>.pid`` there at start (orphan checks).
 Startup must stay fast (stdlib only, lazy imports): benchmarks spawn it many times.
 """
@@ -81,6 +101,7 @@ _VALUE_FLAGS = {
     "--max-budget-usd",
     "-n",
     "--name",
+    "--permission-prompt-tool",
 }
 _BOOL_FLAGS = {
     "-p",
@@ -95,6 +116,7 @@ _BOOL_FLAGS = {
     "--strict-mcp-config",
     "-c",
     "--continue",
+    "--replay-user-messages",
 }
 
 
@@ -286,6 +308,11 @@ def main():
         _fail(f"error: option '--output-format <format>' argument '{fmt}' is invalid.")
     if fmt == "stream-json" and not opts.get("--verbose"):
         _fail("Error: When using --print, --output-format=stream-json requires --verbose")
+    if opts.get("--input-format") == "stream-json":
+        if fmt != "stream-json":
+            _fail("Error: --input-format=stream-json requires output-format=stream-json.")
+        Duplex(opts, args).main()
+        return
     if not prompt and not sys.stdin.isatty():
         prompt = sys.stdin.read()  # like the real CLI: the prompt may come on stdin
     if not prompt.strip():
@@ -478,6 +505,372 @@ def main():
         reply = f"FAKE-REPLY turn={len(history)} last={prompt}"
     out.assistant([{"type": "text", "text": reply}], model)
     out.result(0, result=reply, num_turns=num_turns)
+
+
+class Duplex:
+    """The warm mode: turns and control requests as JSON lines on stdin."""
+
+    def __init__(self, opts, args):
+        import threading
+
+        self.opts = opts
+        self.args = args
+        self.model = opts.get("--model", MODEL)
+        self.replay = bool(opts.get("--replay-user-messages"))
+        resume = opts.get("--resume") or opts.get("-r")
+        if resume is not None:
+            if not _UUID.fullmatch(resume) or _load_history(resume) is None:
+                _fail(f"No conversation found with session ID: {resume}")
+            self.session_id = resume
+            self.history = _load_history(resume)
+        else:
+            self.session_id = str(uuid.uuid4())
+            self.history = []
+        self.resumed = resume is not None
+        self.out = Out("stream-json", self.session_id)
+        self.lock = threading.Lock()  # one writer at a time on stdout
+        self.cond = threading.Condition()
+        self.waiting = []  # user lines not yet taken by a turn
+        self.turn = None  # the running turn's thread
+        self.steerable = False  # the running turn takes user lines now
+        self.steers = []
+        self.interrupted = False
+        self.answers = {}  # request_id -> the host's control_response
+        self.cost = 0.0
+
+    def line(self, obj):
+        with self.lock:
+            self.out.line(obj)
+
+    def respond(self, request_id, payload=None, error=None):
+        response = {"subtype": "success", "request_id": request_id, "response": payload or {}}
+        if error is not None:
+            response = {"subtype": "error", "request_id": request_id, "error": error}
+        self.line({"type": "control_response", "response": response})
+
+    def main(self):
+        import threading
+
+        for raw in sys.stdin:
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                sys.stderr.write("fake claude: bad input line\n")
+                continue
+            kind = msg.get("type")
+            if kind == "control_request":
+                self.on_control(msg.get("request_id"), msg.get("request") or {})
+            elif kind == "control_response":
+                response = msg.get("response") or {}
+                with self.cond:
+                    self.answers[response.get("request_id")] = response
+                    self.cond.notify_all()
+            elif kind == "user":
+                content = (msg.get("message") or {}).get("content")
+                text = content if isinstance(content, str) else json.dumps(content)
+                with self.cond:
+                    if self.turn is not None and self.steerable:
+                        self.steers.append(text)
+                    else:
+                        self.waiting.append(text)
+            with self.cond:
+                if self.turn is None and self.waiting:
+                    prompt = self.waiting.pop(0)
+                    if "IGNORE_TERM" in prompt:  # signal handlers: main thread only
+                        import signal
+
+                        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                    self.interrupted = False
+                    self.turn = threading.Thread(target=self.run_turn, args=(prompt,))
+                    self.turn.start()
+        with self.cond:
+            turn = self.turn
+        if turn is not None:
+            turn.join()
+        sys.exit(0)
+
+    def on_control(self, request_id, request):
+        subtype = request.get("subtype")
+        if subtype == "initialize":
+            self.respond(request_id, {"commands": [], "models": [], "fake": True})
+        elif subtype == "interrupt":
+            with self.cond:
+                self.interrupted = self.turn is not None
+                self.cond.notify_all()
+            self.respond(request_id, {"still_queued": []})
+        else:
+            self.respond(
+                request_id,
+                error=f"Unsupported control request subtype: {subtype}",
+            )
+
+    def echo(self, text):
+        # like the real CLI, a slash command is not echoed; NOECHO: a test's missing echo
+        if self.replay and not text.startswith("/") and "NOECHO" not in text:
+            self.line(
+                {
+                    "type": "user",
+                    "message": {"role": "user", "content": text},
+                    "session_id": self.session_id,
+                    "isReplay": True,
+                }
+            )
+
+    def ask(self, request):
+        """Send the host a control request; its response (None if interrupted: then the
+        request is withdrawn with a ``control_cancel_request``)."""
+        request_id = "req_" + uuid.uuid4().hex[:12]
+        self.line({"type": "control_request", "request_id": request_id, "request": request})
+        with self.cond:
+            while request_id not in self.answers and not self.interrupted:
+                self.cond.wait(0.05)
+            answer = self.answers.pop(request_id, None)
+        if answer is None:
+            self.line({"type": "control_cancel_request", "request_id": request_id})
+        return answer
+
+    def pause(self, seconds):
+        """Sleep, honouring an interrupt; True when interrupted."""
+        end = time.monotonic() + seconds
+        with self.cond:
+            while not self.interrupted and time.monotonic() < end:
+                self.cond.wait(min(0.02, max(0.0, end - time.monotonic())))
+            return self.interrupted
+
+    def finish_interrupted(self):
+        self.line(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "[Request interrupted by user]"}],
+                },
+                "session_id": self.session_id,
+            }
+        )
+        self.result(subtype="error_during_execution", is_error=True, result=_ABSENT, num_turns=0)
+
+    def result(self, **fields):
+        self.cost += 0.000188 if not fields.get("is_error") else 0.0
+        obj = {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "duration_ms": 12,
+            "num_turns": 1,
+            "session_id": self.session_id,
+            "total_cost_usd": round(self.cost, 6),
+            "terminal_reason": "completed",
+            "queued_turn_count": 0,
+            "uuid": str(uuid.uuid4()),
+        }
+        obj.update(fields)
+        with self.cond:  # like the real CLI: idle again the moment the result is out
+            self.line({k: v for k, v in obj.items() if v is not _ABSENT})
+            self.idle()
+
+    def idle(self):
+        self.turn = None
+        self.steerable = False
+        self.steers = []
+        self.interrupted = False
+
+    def run_turn(self, prompt):
+        import threading
+
+        try:
+            self._turn(prompt)
+        finally:
+            with self.cond:
+                if self.turn is threading.current_thread():
+                    self.idle()
+
+    def _turn(self, prompt):
+        words = set(re.findall(r"\b[A-Z_]+\b", prompt))
+        if "SILENT" in words:  # a wedged CLI: takes the line, never says a word
+            _hang()
+        self.echo(prompt)
+        self.line(
+            {
+                "type": "system",
+                "subtype": "init",
+                "cwd": os.getcwd(),
+                "session_id": self.session_id,
+                "model": self.model,
+                "permissionMode": "default",
+                "claude_code_version": "2.1.330",
+                "fake": True,
+            }
+        )
+        for word in ("GRANDCHILD", "BACKGROUND"):
+            if word in words:
+                import subprocess
+
+                child = subprocess.Popen(["sleep", "1000"])  # same process group
+                path = os.path.join(_state_dir(), word.lower() + ".pid")
+                os.makedirs(_state_dir(), exist_ok=True)
+                with open(path + ".tmp", "w") as fh:
+                    fh.write(str(child.pid))
+                os.replace(path + ".tmp", path)
+        if "HANG" in words or "GRANDCHILD" in words:
+            _hang()
+        if "GARBAGE" in words:
+            with self.lock:
+                self.out.raw("this is not json")
+                self.out.raw('{"type": "mystery_event", "new_field": {"x": 1}}')
+        if "CRASH" in words:
+            sys.stderr.write("fake claude: simulated crash (CRASH directive)\n")
+            sys.stderr.flush()
+            os._exit(3)
+        tool = re.search(r"\bTOOL:(\w+):", prompt)
+        latency = float(os.environ.get("FAKE_CLAUDE_LATENCY") or 0)
+        sleep = re.search(r"\bSLEEP:([0-9.]+)", prompt)
+        if sleep:
+            latency = float(sleep.group(1))
+        if tool:
+            try:
+                tool_input, _ = json.JSONDecoder().raw_decode(prompt, tool.end())
+            except ValueError:
+                tool_input = {}
+            with self.cond:  # from the tool call on, a user line reaches this turn
+                self.steerable = True
+            tool_id = "toolu_fake_" + uuid.uuid4().hex[:12]
+            self.line(self._assistant([{"type": "text", "text": f"Calling {tool.group(1)}."}]))
+            self.line(
+                self._assistant(
+                    [
+                        {
+                            "type": "tool_use",
+                            "id": tool_id,
+                            "name": tool.group(1),
+                            "input": tool_input,
+                        }
+                    ]
+                )
+            )
+        if latency > 0 and self.pause(latency):
+            return self.finish_interrupted()
+        with self.cond:
+            self.steerable = False
+            steers, self.steers = self.steers, []
+        if tool:
+            self.line(
+                {
+                    "type": "user",
+                    "message": {
+                        "role": "user",
+                        "content": [
+                            {"tool_use_id": tool_id, "type": "tool_result", "content": "ok"}
+                        ],
+                    },
+                    "session_id": self.session_id,
+                }
+            )
+        for text in steers:
+            self.echo(text)
+        error = re.search(r"\bERROR:(\w+)", prompt)
+        kind = error.group(1) if error else ""
+        if kind.startswith("api") and kind[3:].isdigit():
+            status = int(kind[3:])
+            return self.result(
+                is_error=True,
+                result=_api_error(status),
+                terminal_reason="api_error",
+                api_error_status=status,
+            )
+        if kind == "max_turns":
+            return self.result(
+                subtype="error_max_turns",
+                is_error=True,
+                result=_ABSENT,
+                num_turns=2,
+                errors=["Reached maximum number of turns (1)"],
+            )
+        if kind == "ratelimit_once":  # the limit hits once; after it "resets" turns succeed
+            marker = os.path.join(_state_dir(), "ratelimit.hit")
+            if not os.path.exists(marker):
+                os.makedirs(_state_dir(), exist_ok=True)
+                open(marker, "w").close()
+                kind = "ratelimit"
+        if kind == "ratelimit":
+            return self.result(
+                is_error=True,
+                result="You've hit your limit · resets 3pm (UTC)",
+                terminal_reason="api_error",
+            )
+        if kind == "thinking" and self.resumed:
+            return self.result(
+                is_error=True,
+                result=(
+                    "API Error: 400 messages.1.content.0: Invalid `signature` in `thinking` block"
+                ),
+                terminal_reason="api_error",
+                api_error_status=400,
+            )
+        permit = re.search(r"\bPERMIT:(\w+):", prompt)
+        control = re.search(r"\bCONTROL:(\w+)", prompt)
+        if permit:
+            try:
+                permit_input, _ = json.JSONDecoder().raw_decode(prompt, permit.end())
+            except ValueError:
+                permit_input = {}
+            answer = self.ask(
+                {
+                    "subtype": "can_use_tool",
+                    "tool_name": permit.group(1),
+                    "display_name": permit.group(1),
+                    "input": permit_input,
+                    "permission_suggestions": [{"type": "setMode", "mode": "acceptEdits"}],
+                }
+            )
+            if answer is None:
+                return self.finish_interrupted()
+            decision = answer.get("response") or {}
+            detail = decision.get("message") or json.dumps(decision.get("updatedInput"))
+            reply = f"PERMISSION {decision.get('behavior')} {detail}"
+        elif control:
+            answer = self.ask({"subtype": control.group(1)})
+            if answer is None:
+                return self.finish_interrupted()
+            reply = f"CONTROL-ANSWER {answer.get('subtype')} {answer.get('error', '')}"
+        elif "ECHO_ARGV" in words:
+            reply = json.dumps(self.args)
+        elif "ECHO_ENV" in words:
+            reply = json.dumps(dict(os.environ))
+        elif "ECHO_CWD" in words:
+            reply = os.getcwd()
+        elif re.search(r"\bBIGLINE:(\d+)", prompt):
+            reply = "x" * int(re.search(r"\bBIGLINE:(\d+)", prompt).group(1))
+        elif re.search(r"\bREPLY:(\S+)", prompt):
+            reply = re.search(r"\bREPLY:(\S+)", prompt).group(1)
+        else:
+            reply = f"FAKE-REPLY turn={len(self.history) + 1} last={prompt}"
+            if steers:
+                reply += " steered=" + "|".join(steers)
+        self.history.append(prompt)
+        self.history.extend(steers)
+        _save_history(self.session_id, self.history)
+        for name, word in re.findall(r"\bWRITE:([\w.-]+)=(\S+)", prompt):
+            with open(os.path.join(os.getcwd(), name), "w") as fh:
+                fh.write(word + "\n")
+        self.line(self._assistant([{"type": "text", "text": reply}]))
+        self.result(result=reply, num_turns=2 if tool else 1)
+
+    def _assistant(self, content):
+        return {
+            "type": "assistant",
+            "message": {
+                "id": "msg_fake_" + uuid.uuid4().hex[:20],
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": content,
+            },
+            "session_id": self.session_id,
+        }
 
 
 if __name__ == "__main__":

@@ -125,8 +125,11 @@ async def test_send_status_sessions_reload_through_the_daemon(
     assert status["daemon"]["pid"] == proc.proc.pid
     assert [w["key"] for w in status["workers"]] == ["42"]
     assert status["workers"][0]["session_id"]
+    worker = status["workers"][0]
+    assert worker["claude_mode"] == "warm" and worker["claude_rss_bytes"] > 0
     human = await acli("status", "--project", root)
     assert "42" in human.stdout and "idle" in human.stdout
+    assert "CLAUDE" in human.stdout and " warm " in human.stdout
     listed = await acli("sessions", "list", "--project", root)
     assert "42" in listed.stdout and "live" in listed.stdout
 

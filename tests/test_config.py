@@ -205,6 +205,10 @@ def test_top_level_must_be_object(tmp_path: Path) -> None:
         ({"runner": {"killGraceSeconds": 9999}}, "runner.killGraceSeconds", "9999", "<= 300"),
         ({"limits": {"maxConcurrentRuns": 0}}, "limits.maxConcurrentRuns", "0", "from 1 to 64"),
         ({"limits": {"maxWorkers": 100000}}, "limits.maxWorkers", "100000", "from 1 to 1024"),
+        ({"runner": {"busyPolicy": "merge"}}, "runner.busyPolicy", '"merge"', '"steer"'),
+        ({"runner": {"warmSessions": "yes"}}, "runner.warmSessions", '"yes"', "true or false"),
+        ({"limits": {"maxWarmSessions": -1}}, "limits.maxWarmSessions", "-1", "from 0 to 1024"),
+        ({"limits": {"warmIdleSeconds": -1}}, "limits.warmIdleSeconds", "-1", "> 0"),
         (
             {"limits": {"shutdownGraceSeconds": "30"}},
             "limits.shutdownGraceSeconds",
@@ -540,3 +544,32 @@ def test_inert_upstream_keys_listed_only_when_set(tmp_path: Path) -> None:
     ]
     assert all("not implemented in claudeclaw" in k for k in s.inert_keys)
     assert "123:abc" not in " ".join(s.inert_keys)
+
+
+def test_busy_policy_and_its_old_spelling(tmp_path: Path) -> None:
+    """coalesceQueuedMessages: true is busyPolicy "coalesce" (and the flag follows the
+    policy); an explicit busyPolicy wins."""
+    assert load(tmp_path, {}).runner.busy_policy == "queue"
+    old = load(tmp_path, {"runner": {"coalesceQueuedMessages": True}}).runner
+    assert old.busy_policy == "coalesce" and old.coalesce_queued_messages
+    steer = load(tmp_path, {"runner": {"busyPolicy": "steer", "coalesceQueuedMessages": True}})
+    assert steer.runner.busy_policy == "steer" and not steer.runner.coalesce_queued_messages
+    new = load(tmp_path, {"runner": {"busyPolicy": "coalesce"}}).runner
+    assert new.coalesce_queued_messages
+
+
+def test_run_and_warm_defaults_follow_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """maxConcurrentRuns: half the available memory / a running claude, never below 4;
+    maxWarmSessions: a quarter of the memory / an idle claude, at least 1."""
+    from claudeclaw import config
+
+    gib = 1024**3
+    monkeypatch.setattr(config, "_memory_bytes", lambda kind: 1 * gib)
+    assert config.default_max_concurrent_runs() == 4
+    assert config.default_max_warm_sessions() == 1
+    monkeypatch.setattr(config, "_memory_bytes", lambda kind: 24 * gib)
+    assert config.default_max_concurrent_runs() == 24 * gib // 2 // config.RUNNING_CLAUDE_RSS_BYTES
+    assert config.default_max_warm_sessions() == 24 * gib // 4 // config.IDLE_CLAUDE_RSS_BYTES
+    monkeypatch.setattr(config, "_memory_bytes", lambda kind: 1024 * gib)
+    assert config.default_max_concurrent_runs() == 64
+    assert config.default_max_warm_sessions() == 64

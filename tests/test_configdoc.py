@@ -108,6 +108,10 @@ def test_parse_reads_every_declared_key() -> None:
         "runner.killGraceSeconds": 15,
         "runner.appendSystemPrompt": "hi",
         "runner.coalesceQueuedMessages": True,
+        "runner.warmSessions": False,
+        "runner.busyPolicy": "coalesce",  # (coalesceQueuedMessages follows the policy)
+        "limits.warmIdleSeconds": 20,
+        "limits.maxWarmSessions": 5,
         "limits.maxConcurrentRuns": 9,
         "limits.maxWorkers": 17,
         "limits.workerIdleSeconds": 18,

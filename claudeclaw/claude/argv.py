@@ -23,6 +23,7 @@ __all__ = [
     "SCOPE_PREAMBLE",
     "build_argv",
     "build_env",
+    "build_live_argv",
     "build_system_prompt",
     "is_session_id",
     "prompt_via_stdin",
@@ -131,9 +132,15 @@ def protected_path_rules(cwd: Path) -> list[str]:
 _STATE_FILE_PATTERNS = ("*.json*", "*.bak", "*.lock", "undelivered/**")
 
 
-def _security_args(settings: Settings, cwd: Path) -> list[str]:
+def _security_args(settings: Settings, cwd: Path, *, permission_prompts: bool = False) -> list[str]:
     security = settings.security
-    args = ["--dangerously-skip-permissions"]  # headless: nobody can answer a prompt
+    # Headless, nobody can answer a prompt: skip them. A duplex run with a host that answers
+    # (``can_use_tool``) gets the CLI's prompts on its control channel instead.
+    args = (
+        ["--permission-prompt-tool", "stdio"]
+        if permission_prompts
+        else ["--dangerously-skip-permissions"]
+    )
     if security.level == "locked":
         args += ["--tools", "Read,Grep,Glob"]
     elif security.level == "strict":
@@ -162,19 +169,56 @@ def build_argv(
     run starts a new session. ``cwd`` is the run's directory (default: the current one),
     ``scope`` the one named in the scope paragraph (default: ``cwd``).
     """
+    argv = _common_argv(settings, session_id, cwd=cwd, scope=scope, duplex=False)
+    if not prompt_via_stdin(prompt):
+        argv += ["--", prompt]
+    return argv
+
+
+def build_live_argv(
+    settings: Settings,
+    session_id: str | None,
+    *,
+    cwd: Path | None = None,
+    scope: Path | None = None,
+    permission_prompts: bool = False,
+) -> list[str]:
+    """The argv of a warm duplex ``claude``: user turns and control requests arrive as
+    stream-json lines on stdin (no prompt in argv). ``--replay-user-messages`` echoes each
+    user line when a turn takes it in: that is how a steered message is known to have
+    reached the running turn (see docs/CLAUDE_RUNNER.md)."""
+    return _common_argv(
+        settings,
+        session_id,
+        cwd=cwd,
+        scope=scope,
+        duplex=True,
+        permission_prompts=permission_prompts,
+    )
+
+
+def _common_argv(
+    settings: Settings,
+    session_id: str | None,
+    *,
+    cwd: Path | None,
+    duplex: bool,
+    scope: Path | None = None,
+    permission_prompts: bool = False,
+) -> list[str]:
     if session_id is not None and not is_session_id(session_id):
         get_logger().warning("claude.session_id_invalid", session_id=session_id[:80])
         session_id = None
     argv = [settings.runner.claude_path, "-p", "--output-format", "stream-json", "--verbose"]
-    argv += _security_args(settings, cwd or Path.cwd())
+    if duplex:
+        argv += ["--input-format", "stream-json", "--replay-user-messages"]
+    argv += _security_args(settings, cwd or Path.cwd(), permission_prompts=permission_prompts)
     if session_id:
         argv += ["--resume", session_id]
     argv += ["--append-system-prompt", build_system_prompt(settings, cwd or Path.cwd(), scope)]
     model = settings.model.strip()
     if model and model.lower() != _GLM_MODEL:
         argv += ["--model", model]
-    if not prompt_via_stdin(prompt):
-        argv += ["--", prompt]
     return argv
 
 

@@ -49,7 +49,7 @@ from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
 from claudeclaw.tasks import TaskSet
 
-__all__ = ["run_claude"]
+__all__ = ["run_claude", "terminate_group"]
 
 READ_CHUNK = 64 * 1024
 MAX_LINE_BYTES = 32 * 1024 * 1024  # a longer stdout line is dropped as garbage
@@ -162,6 +162,21 @@ async def _wait_exit(proc: asyncio.subprocess.Process) -> None:
         await asyncio.sleep(REAP_POLL_SECONDS)
 
 
+async def terminate_group(proc: asyncio.subprocess.Process, grace: float, log: Any) -> None:
+    """SIGTERM ``proc``'s process group (it leads it), wait ``grace`` s, SIGKILL what is
+    left; reap the leader. Shared by cold runs and warm duplex processes (``live``)."""
+    pgid = proc.pid
+    if _signal_group(pgid, signal.SIGTERM):
+        deadline = time.monotonic() + grace
+        while proc.returncode is None or await asyncio.to_thread(_group_has_live_members, pgid):
+            if time.monotonic() >= deadline:
+                if _signal_group(pgid, signal.SIGKILL):
+                    log.warning("claude.group_killed", pgid=pgid, grace_s=grace)
+                break
+            await asyncio.sleep(GROUP_POLL_SECONDS)
+    await _wait_exit(proc)
+
+
 async def _run_to_completion(awaitable: Awaitable[Any]) -> None:
     """Await ``awaitable`` to the end even if we are cancelled meanwhile (cleanup code)."""
     task = asyncio.ensure_future(awaitable)
@@ -243,18 +258,7 @@ class _Attempt:
 
     async def terminate_group(self) -> None:
         """SIGTERM the group, wait ``kill_grace_seconds``, SIGKILL what is left; reap."""
-        grace = self.settings.runner.kill_grace_seconds
-        if _signal_group(self.pgid, signal.SIGTERM):
-            deadline = time.monotonic() + grace
-            while self.proc.returncode is None or await asyncio.to_thread(
-                _group_has_live_members, self.pgid
-            ):
-                if time.monotonic() >= deadline:
-                    if _signal_group(self.pgid, signal.SIGKILL):
-                        self.log.warning("claude.group_killed", pgid=self.pgid, grace_s=grace)
-                    break
-                await asyncio.sleep(GROUP_POLL_SECONDS)
-        await _wait_exit(self.proc)
+        await terminate_group(self.proc, self.settings.runner.kill_grace_seconds, self.log)
 
     async def supervise(self) -> None:
         """Read until EOF and exit, enforcing the idle and hard timeouts; empty the group."""
@@ -302,12 +306,18 @@ class _Attempt:
 
 
 async def _start_claude(
-    argv: list[str], cwd: Path, env: dict[str, str], stdin_text: str | None = None
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdin_text: str | None = None,
+    *,
+    duplex: bool = False,
 ) -> asyncio.subprocess.Process | str:
     """Start ``claude``; a user-facing message instead when it cannot be started.
 
     ``stdin_text`` (a prompt too large for argv) is written to its stdin in the background
-    and the pipe closed; otherwise stdin is /dev/null (an open empty pipe makes the CLI wait).
+    and the pipe closed; otherwise stdin is /dev/null (an open empty pipe makes the CLI wait),
+    unless ``duplex``: then stdin stays an open pipe for the caller (``live``).
     """
     claude = argv[0]
     if not cwd.is_dir():  # noqa: ASYNC240 - one stat, cheaper than a thread hop
@@ -322,7 +332,9 @@ async def _start_claude(
             argv, env = agent_argv([found, *argv[1:]], account), agent_env(env, account, cwd)
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE
+            if stdin_text is not None or duplex
+            else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
@@ -436,11 +448,17 @@ async def run_claude(
             final = outcome
         if context_reset and isinstance(final, RunDone):
             final = dataclasses.replace(final, context_reset=True)
-        account = agent_account()
-        if account is not None and is_session_id(final.session_id):
-            transcript = transcript_path(cwd, final.session_id, agent_env({}, account, cwd))
-            await share_transcript(transcript, account)
+        await share_transcript_if_agent(cwd, final.session_id)
         return final
+
+
+async def share_transcript_if_agent(cwd: Path, session_id: str) -> None:
+    """In two-user mode, make the session's transcript readable by the daemon
+    (``/context``); the CLI writes it 0600 as the agent. Nothing in one-user mode."""
+    account = agent_account()
+    if account is not None and is_session_id(session_id):
+        transcript = transcript_path(cwd, session_id, agent_env({}, account, cwd))
+        await share_transcript(transcript, account)
 
 
 def _judge(settings: Settings, attempt: _Attempt, msg_id: str) -> RunDone | RunFailed:

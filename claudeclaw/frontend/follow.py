@@ -2,8 +2,9 @@
 
 What the user sees between accepting a message and its answer:
 
-* reactions on the user's message: 👀 accepted, ⚙️ running, ✅ done, ❌ failed, ⏸️ kept for
-  a restart (each replaces the previous one);
+* reactions on the user's message: 👀 accepted, ⚙️ running, ↪️ passed into the turn already
+  running (``runner.busyPolicy: "steer"``), ✅ done, ❌ failed, ⏸️ kept for a restart (each
+  replaces the previous one);
 * "Queued: N ahead of you" once when it has to wait;
 * the typing indicator while it runs;
 * after ``progressAfterSeconds`` one status message with the current tool and elapsed
@@ -37,6 +38,7 @@ RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
+STEERED = "↪️"  # passed into the turn already running (busyPolicy "steer"); answered with it
 
 
 @dataclass(slots=True)
@@ -86,7 +88,7 @@ class RunFollower:
                 elif isinstance(event, RunStarted):
                     if not helpers:
                         view.started = time.monotonic()
-                        await self.react(message, view, RUNNING)
+                        await self.react(message, view, STEERED if event.steered else RUNNING)
                         helpers.append(asyncio.create_task(self._typing(message.channel, stop)))
                         helpers.append(
                             asyncio.create_task(self._progress(message.channel, view, stop))

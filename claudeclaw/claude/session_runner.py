@@ -1,0 +1,364 @@
+"""The one object a worker runs ``claude`` through: warm when it can, cold when it must.
+
+:class:`ClaudeSessionRunner` keeps one warm duplex ``claude`` (``live.LiveClaude``) for its
+worker's session while ``runner.warmSessions`` is true, and otherwise runs each message the
+cold way (``runner.run_claude``: one ``claude -p --resume`` per message). Its rules:
+
+* a warm process is (re)started when there is none, when the argv-relevant settings changed
+  (model, security, system prompt, tools, claude path, API key), or when the caller's session
+  id is not the one the process holds (``/reset``, a session switched elsewhere);
+* a warm process that dies or hangs before the turn's ``result`` is replaced by a cold run
+  of the same message resuming the same session: retried once, answered once;
+* a warm process unused for ``limits.warmIdleSeconds`` is closed (the next message starts
+  one again); :meth:`close_warm` lets the pool close the least recently used one first;
+* :meth:`interrupt` ends the running turn (warm: the CLI's ``interrupt``, killed only if not
+  honoured; cold: the process group is ended) and the run returns ``RunFailed("cancelled")``;
+  :meth:`steer` writes a message into the running warm turn; :meth:`status` says warm or
+  cold, the ``claude`` pid and its RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+from claudeclaw.claude.argv import build_env, build_live_argv
+from claudeclaw.claude.live import CanUseTool, LiveClaude, LiveDied
+from claudeclaw.claude.runner import _run_to_completion, run_claude, share_transcript_if_agent
+from claudeclaw.config import Settings
+from claudeclaw.logs import get_logger
+from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
+
+__all__ = ["FREEZE_AFTER_SECONDS", "ClaudeSessionRunner", "RunnerStatus"]
+
+FREEZE_AFTER_SECONDS = 2.0  # an idle warm claude is SIGSTOPped this long after its turn
+WARM_RETRY_SECONDS = 300.0  # a warm start failed: run cold this long before trying again
+
+Mode = Literal["", "warm", "cold"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerStatus:
+    """What ``claudeclaw status`` shows for a worker's ``claude``."""
+
+    mode: Mode  # "warm": a live process (running or idle); "cold": a one-shot run; "": none
+    claude_pid: int = 0
+    rss_bytes: int = 0
+    running: bool = False
+    idle_s: float = 0.0  # since the warm process's last turn
+    frozen: bool = False  # the idle warm process is stopped (no CPU) until the next message
+
+
+def warm_key(settings: Settings, cwd: Path, scope: Path | None = None) -> tuple[Any, ...]:
+    """Everything a warm process was started with: a change needs a new process."""
+    argv = build_live_argv(settings, None, cwd=cwd, scope=scope)
+    return (tuple(argv), settings.api, settings.model.strip().lower())
+
+
+def _has_children(pid: int) -> bool:
+    """Does ``pid`` have a live child (a tool, an MCP server)? Blocking: a /proc scan."""
+    try:
+        return any(c.status() != psutil.STATUS_ZOMBIE for c in psutil.Process(pid).children())
+    except psutil.Error:
+        return True  # unsure: do not freeze
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except (psutil.Error, OSError):
+        return 0
+
+
+class ClaudeSessionRunner:
+    """Runs one session's messages, one at a time (the worker's queue serialises them)."""
+
+    def __init__(
+        self,
+        cwd: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        can_use_tool: CanUseTool | None = None,
+        on_warm_closed: Callable[[], None] | None = None,
+    ) -> None:
+        self.cwd = cwd  # the worker sets it (and ``scope``) from its configure frame
+        self.scope: Path | None = None  # the directory Claude is told to stay in (default cwd)
+        self.env = env  # None: os.environ at each start
+        self.can_use_tool = can_use_tool
+        self.on_warm_closed = on_warm_closed
+        self.log = get_logger()
+        self._live: LiveClaude | None = None
+        self._live_key: tuple[Any, ...] = ()
+        self._cold_task: asyncio.Task[RunDone | RunFailed] | None = None
+        self._cold_pid = 0
+        self._stop_requested = False
+        self._in_run = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._freeze_timer: asyncio.TimerHandle | None = None
+        self._cold_until = 0.0  # after a failed warm start (monotonic)
+        self._closing: set[asyncio.Task[bool]] = set()
+
+    # ---- running ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return (self._live is not None and self._live.busy) or self._cold_task is not None
+
+    @property
+    def warm(self) -> bool:
+        return self._live is not None and self._live.alive
+
+    @property
+    def last_used(self) -> float:
+        return self._live.last_used if self._live is not None else 0.0
+
+    async def run(
+        self,
+        settings: Settings,
+        prompt: str,
+        *,
+        session_id: str | None,
+        msg_id: str,
+        on_event: Callable[[RunEvent], None],
+    ) -> RunDone | RunFailed:
+        """Answer ``prompt`` in ``session_id`` (None: a new session); events via ``on_event``."""
+        self._stop_requested = False
+        self._in_run = True
+        self._cancel_idle_timer()
+        log = self.log.bind(msg_id=msg_id)
+
+        def emit(event: RunEvent) -> None:
+            try:
+                on_event(event)
+            except Exception as err:  # a broken listener must not leave a run behind
+                log.error("claude.on_event_failed", event_kind=event.kind, error=repr(err))
+
+        try:
+            warm_ok = settings.runner.warm_sessions and settings.limits.max_warm_sessions > 0
+            if warm_ok and time.monotonic() >= self._cold_until:
+                final = await self._run_warm(settings, prompt, session_id, msg_id, emit, log)
+                if final is not None:
+                    return final
+            elif self._live is not None:
+                await self.close_warm("warm sessions are off")
+            return await self._run_cold(settings, prompt, session_id, msg_id, emit)
+        finally:
+            self._in_run = False
+            self._arm_idle_timer(settings)
+
+    async def _run_warm(
+        self,
+        settings: Settings,
+        prompt: str,
+        session_id: str | None,
+        msg_id: str,
+        emit: Callable[[RunEvent], None],
+        log: Any,
+    ) -> RunDone | RunFailed | None:
+        """A warm turn; None when the message must run cold instead (the retry)."""
+        key = warm_key(settings, self.cwd, self.scope)
+        live = self._live
+        if live is not None:
+            why = ""
+            if not live.alive:
+                why = live.broken or "exited"
+            elif key != self._live_key:
+                why = "settings changed"
+            elif (session_id or "") != live.session_id:
+                why = "another session"
+            if why:
+                await self.close_warm(why)
+                live = None
+        if live is None:
+            env = build_env(os.environ if self.env is None else self.env, settings)
+            started = await LiveClaude.start(
+                settings,
+                session_id=session_id,
+                cwd=self.cwd,
+                scope=self.scope,
+                env=env,
+                log=log,
+                can_use_tool=self.can_use_tool,
+            )
+            if isinstance(started, str):
+                log.warning("claude.live_start_failed", error=started[:500])
+                if "No conversation found" not in started:  # not just this session: a while
+                    self._cold_until = time.monotonic() + WARM_RETRY_SECONDS
+                return None
+            live, self._live, self._live_key = started, started, key
+        if self._stop_requested:
+            return RunFailed(msg_id, "cancelled", "Stopped.", session_id=session_id or "")
+        live.thaw()
+        outcome = await live.run_turn(
+            prompt, msg_id=msg_id, run_id=uuid.uuid4().hex[:12], emit=emit
+        )
+        if not isinstance(outcome, LiveDied):
+            if not live.alive:
+                await self.close_warm(live.broken or "exited")
+            await share_transcript_if_agent(self.cwd, outcome.session_id)
+            return outcome
+        log.warning(
+            "claude.live_died",
+            pid=live.pid,
+            detail=outcome.detail[:300],
+            stale_session=outcome.stale_session,
+        )
+        # The caller's session: a new one that died in its first turn starts afresh (its
+        # half-written transcript would show the message twice).
+        resume = session_id
+        await self.close_warm("died mid-turn")
+        if self._stop_requested:
+            return RunFailed(msg_id, "cancelled", "Stopped.", session_id=resume or "")
+        # Once, cold: the same message, the same session (a gone one is reset by run_claude).
+        final = await self._run_cold(settings, prompt, resume, msg_id, emit)
+        return final
+
+    async def _run_cold(
+        self,
+        settings: Settings,
+        prompt: str,
+        session_id: str | None,
+        msg_id: str,
+        emit: Callable[[RunEvent], None],
+    ) -> RunDone | RunFailed:
+        def watch(event: RunEvent) -> None:
+            if isinstance(event, RunStarted):
+                self._cold_pid = event.pid
+            emit(event)
+
+        task = asyncio.get_running_loop().create_task(
+            run_claude(
+                settings,
+                prompt,
+                session_id=session_id,
+                msg_id=msg_id,
+                cwd=self.cwd,
+                scope=self.scope,
+                on_event=watch,
+                env=self.env,
+            )
+        )
+        self._cold_task = task
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            await _run_to_completion(asyncio.wait({task}))
+            raise
+        finally:
+            self._cold_task = None
+            self._cold_pid = 0
+        if task.cancelled():  # our interrupt(): the group is gone
+            return RunFailed(msg_id, "cancelled", "Stopped.", session_id=session_id or "")
+        return task.result()
+
+    # ---- acting on the running turn -----------------------------------------------------
+
+    async def interrupt(self) -> bool:
+        """Stop the running turn; False when nothing runs. The run returns "Stopped."."""
+        self._stop_requested = True
+        if self._live is not None and self._live.busy:
+            return await self._live.interrupt()
+        if self._cold_task is not None and not self._cold_task.done():
+            self._cold_task.cancel()
+            return True
+        return self._in_run  # between steps (starting, retrying): the run sees the flag
+
+    async def steer(self, text: str) -> bool:
+        """Pass ``text`` into the running warm turn; False (do nothing) otherwise."""
+        if self._live is None or not self._live.busy:
+            return False
+        return await self._live.steer(text)
+
+    def status(self) -> RunnerStatus:
+        live = self._live
+        if live is not None and live.alive:
+            return RunnerStatus(
+                mode="warm",
+                claude_pid=live.pid,
+                rss_bytes=_rss(live.pid),
+                running=live.busy,
+                idle_s=0.0 if live.busy else round(time.monotonic() - live.last_used, 1),
+                frozen=live.frozen,
+            )
+        if self._cold_task is not None and self._cold_pid:
+            return RunnerStatus(
+                mode="cold", claude_pid=self._cold_pid, rss_bytes=_rss(self._cold_pid), running=True
+            )
+        return RunnerStatus(mode="", running=self._cold_task is not None)
+
+    # ---- closing ------------------------------------------------------------------------
+
+    async def close_warm(self, why: str = "closed") -> bool:
+        """Close the warm process if it is idle (or already dead); True when one was closed."""
+        live = self._live
+        if live is None or (live.busy and live.alive):
+            return False
+        self._live = None
+        self._cancel_idle_timer()
+        self.log.info("claude.live_closing", pid=live.pid, why=why)
+        await live.close()
+        if self.on_warm_closed is not None:
+            self.on_warm_closed()
+        return True
+
+    async def close(self) -> None:
+        """End everything: the running turn is interrupted first, then the process closed."""
+        self._cancel_idle_timer()
+        if self.running:
+            await self.interrupt()
+        live = self._live
+        if live is not None:
+            self._live = None
+            if live.busy:
+                await live.kill()
+            else:
+                await live.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _arm_idle_timer(self, settings: Settings) -> None:
+        self._cancel_idle_timer()
+        if self._live is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(
+            settings.limits.warm_idle_seconds, self._close_in_background, "idle"
+        )
+        self._freeze_timer = loop.call_later(FREEZE_AFTER_SECONDS, self._freeze_in_background)
+
+    def _cancel_idle_timer(self) -> None:
+        for timer in (self._idle_timer, self._freeze_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._freeze_timer = None
+
+    def _freeze_in_background(self) -> None:
+        self._freeze_timer = None
+        task = asyncio.get_running_loop().create_task(self._freeze())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _freeze(self) -> bool:
+        live = self._live
+        if live is None or self._in_run or live.busy:
+            return False
+        if await asyncio.to_thread(_has_children, live.pid):
+            return False
+        if live is not self._live or self._in_run:  # a message came meanwhile
+            return False
+        return live.freeze()
+
+    def _close_in_background(self, why: str) -> None:
+        self._idle_timer = None
+        task = asyncio.get_running_loop().create_task(self.close_warm(why))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
