@@ -126,6 +126,12 @@ def _fail(message, rc=1):
     sys.exit(rc)
 
 
+def echo_proc():
+    """ECHO_PROC: who runs this process (the agent, in two-user mode) and its environment."""
+    who = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
+    return json.dumps({**who, "env": dict(os.environ)})
+
+
 def parse_args(args):
     opts = {}
     prompt_parts = []
@@ -493,8 +499,7 @@ def main():
     elif "ECHO_ENV" in words:
         reply = json.dumps(dict(os.environ))
     elif "ECHO_PROC" in words:
-        who = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
-        reply = json.dumps({**who, "env": dict(os.environ)})
+        reply = echo_proc()
     elif "ECHO_CWD" in words:
         reply = os.getcwd()
     elif re.search(r"\bBIGLINE:(\d+)", prompt):
@@ -840,6 +845,8 @@ class Duplex:
             reply = json.dumps(self.args)
         elif "ECHO_ENV" in words:
             reply = json.dumps(dict(os.environ))
+        elif "ECHO_PROC" in words:
+            reply = echo_proc()
         elif "ECHO_CWD" in words:
             reply = os.getcwd()
         elif re.search(r"\bBIGLINE:(\d+)", prompt):
