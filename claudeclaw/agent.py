@@ -35,7 +35,7 @@ SETPRIV = "/usr/bin/setpriv"
 # (directory, mode) the agent needs, relative to the project root. The state directory
 # and the parents are pass-through only (x): the agent cannot list them, and every daemon
 # file in them is 0600.
-_SHARED_DIRS = (
+SHARED_DIRS = (
     (Path(".claude"), 0o750),  # the CLI's project config is read from here
     (Path(".claude/claudeclaw"), 0o710),
     (Path(".claude/claudeclaw/outbox"), 0o710),
@@ -133,7 +133,7 @@ def share_state_dirs(paths: ProjectPaths) -> None:
     Only directories we own are changed; a directory owned by someone else is an error.
     """
     _chmod_owned(paths.root, ROOT_MODE)
-    for relative, mode in _SHARED_DIRS:
+    for relative, mode in SHARED_DIRS:
         path = paths.root / relative
         path.mkdir(mode=0o700, exist_ok=True)
         _chmod_owned(path, mode)

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from claudeclaw.agent import AGENT_USER_ENV, agent_account
+from claudeclaw.agent import (
+    AGENT_HOME_ENV,
+    AGENT_USER_ENV,
+    ROOT_MODE,
+    SHARED_DIRS,
+    agent_account,
+)
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError, StateError
 from claudeclaw.jobfiles import load_jobs
@@ -167,12 +173,28 @@ async def _check_claude(
 @dataclass(frozen=True, slots=True)
 class _View:
     """Whose files these are: the daemon's user (the installed unit's ``User=`` when the
-    project is the installed service's, else whoever runs doctor) and its HOME."""
+    project is the installed service's, else whoever runs doctor) and its HOME; and who
+    runs ``claude`` (``agent``, with ``agent_home``: where its login is), which in
+    two-user mode is a second account."""
 
     owner_uid: int
     owner: str
     home: Path
     layout: ServiceLayout | None
+    agent: str = ""
+    agent_home: Path | None = None
+
+    @property
+    def two_users(self) -> bool:
+        return bool(self.agent) and self.agent != self.owner
+
+    @property
+    def claude_user(self) -> str:
+        return self.agent if self.two_users else self.owner
+
+    @property
+    def claude_home(self) -> Path:
+        return self.agent_home if self.two_users and self.agent_home else self.home
 
     @property
     def sudo(self) -> str:
@@ -193,16 +215,44 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def _view(paths: ProjectPaths, env: Mapping[str, str], service: ServiceLayout | None) -> _View:
+def _agent(
+    layout: ServiceLayout | None, env: Mapping[str, str], running: tuple[str, str]
+) -> tuple[str, Path | None]:
+    """Who runs claude in two-user mode and its HOME, or ("", None): the installed unit's
+    Environment= says, else our environment (doctor inside the service), else the running
+    daemon (daemon.json: doctor run by hand, e.g. for a claudeclaw@NAME project)."""
+    if layout is not None:
+        name, home = layout.agent_user, str(layout.agent_home or "")
+    elif env.get(AGENT_USER_ENV, "").strip():
+        name, home = env[AGENT_USER_ENV].strip(), env.get(AGENT_HOME_ENV, "").strip()
+    else:
+        name, home = running
+    if not name:
+        return "", None
+    if home:
+        return name, Path(home)
+    try:
+        return name, Path(pwd.getpwnam(name).pw_dir)
+    except KeyError:  # the isolation check reports the missing user
+        return name, None
+
+
+def _view(
+    paths: ProjectPaths,
+    env: Mapping[str, str],
+    service: ServiceLayout | None,
+    running: tuple[str, str] = ("", ""),
+) -> _View:
     layout = service if service is not None and service.project == paths.root else None
+    agent, agent_home = _agent(layout, env, running)
     if layout is not None:
         try:
             uid = pwd.getpwnam(layout.user).pw_uid
         except KeyError:
             uid = -1
-        return _View(uid, layout.user, layout.home, layout)
+        return _View(uid, layout.user, layout.home, layout, agent, agent_home)
     home = Path(env.get("HOME") or os.path.expanduser("~"))
-    return _View(os.getuid(), _user_name(os.getuid()), home, None)
+    return _View(os.getuid(), _user_name(os.getuid()), home, None, agent, agent_home)
 
 
 def _guarded(name: str, view: _View, check: Callable[[], list[Check]]) -> list[Check]:
@@ -252,13 +302,14 @@ def _check_state_dir(paths: ProjectPaths, view: _View) -> list[Check]:
             )
         )
     mode = stat.S_IMODE(info.st_mode)
-    if mode not in (PRIVATE_DIR_MODE, 0o710):  # 0710: two-user mode, agent passes through
+    if mode not in (PRIVATE_DIR_MODE, _STATE_DIR_TWO_USERS):  # 0710: the agent passes through
+        want = _STATE_DIR_TWO_USERS if view.two_users else PRIVATE_DIR_MODE
         checks.append(
             Check(
                 "state directory",
                 "fail",
                 f"{state} has mode {mode:04o}; others can read sessions and settings",
-                f"{view.sudo}chmod 700 {quoted}",
+                f"{view.sudo}chmod {want:o} {quoted}",
             )
         )
     elif not checks:
@@ -300,6 +351,69 @@ def _check_state_dir(paths: ProjectPaths, view: _View) -> list[Check]:
     if not foreign and not loose:
         checks.append(Check("state files", "ok", "settings and session files are private"))
     return checks
+
+
+_STATE_DIR_TWO_USERS = dict(SHARED_DIRS)[Path(".claude/claudeclaw")]
+
+
+def _check_shared_dirs(paths: ProjectPaths, view: _View) -> list[Check]:
+    """Two-user mode: the directories the daemon opens to the agent (agent.py) are the
+    daemon's and give the agent no more than agent.py does (blocking I/O).
+
+    A mode that gives less is only a warning: the daemon sets the modes at every start."""
+    if not view.two_users:
+        return []
+    wanted = [(paths.root, ROOT_MODE)] + [
+        (paths.root / rel, mode) for rel, mode in SHARED_DIRS if rel != Path(".claude/claudeclaw")
+    ]  # the state directory has its own check
+    wrong: list[str] = []
+    fixes: list[str] = []
+    short: list[str] = []
+    for path, want in wanted:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue  # the daemon makes it at its next start
+        quoted = shlex.quote(str(path))
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            wrong.append(f"{path} is not a directory (the daemon will not start)")
+            fixes.append(f"{view.sudo}rm {quoted} (the daemon makes it again)")
+        elif info.st_uid != view.owner_uid:
+            wrong.append(
+                f"{path} belongs to {_user_name(info.st_uid)}, not to {view.owner} "
+                "(the daemon will not start)"
+            )
+            fixes.append(f"{view.sudo}chown {view.owner}: {quoted}")
+        elif mode & ~want:
+            wrong.append(
+                f"{path} has mode {mode:04o}: more than {want:04o}, which is all "
+                f"{view.agent} (the group) needs"
+            )
+            fixes.append(f"{view.sudo}chmod {want:04o} {quoted}")
+        elif mode != want:
+            short.append(f"{path} ({mode:04o}, wants {want:04o})")
+    if wrong:
+        return [Check("shared directories", "fail", "\n".join(wrong), " && ".join(fixes))]
+    if short:
+        restart = "restart the service" if view.layout is not None else "restart the daemon"
+        return [
+            Check(
+                "shared directories",
+                "warn",
+                f"{view.agent} cannot reach what it needs until the daemon's next start "
+                "sets the modes: " + ", ".join(short),
+                restart,
+            )
+        ]
+    return [
+        Check(
+            "shared directories",
+            "ok",
+            f"two users: the project and the directories shared with {view.agent} have "
+            "the modes the daemon sets",
+        )
+    ]
 
 
 def _credential_file(view: _View, env: Mapping[str, str], name: str) -> Path | None:
@@ -378,24 +492,54 @@ _CONSOLE_KEY_PREFIX = "sk-ant-api"
 
 
 def _login_fix(view: _View, root: Path) -> str:
-    if view.layout is None:
+    """How to log claude in as the user it runs as, in the HOME it runs with (the agent's,
+    in its own HOME, in two-user mode: README, Setup step 5)."""
+    if view.layout is None and not view.two_users:
         return (
             f"cd {shlex.quote(str(root))} && claude, type /login and follow it; "
             "or set ANTHROPIC_API_KEY"
         )
-    key_file = view.layout.credentials.get(API_KEY_CREDENTIAL)
+    key_file = view.layout.credentials.get(API_KEY_CREDENTIAL) if view.layout else None
     key = f"put an Anthropic Console API key in {key_file}" if key_file else "use an API key"
+    home = shlex.quote(str(view.claude_home))
+    where = home if view.two_users else shlex.quote(str(root))
     return (
-        f"cd {view.layout.project} && sudo -u {view.owner} env HOME={view.home} claude, "
+        f"cd {where} && sudo -u {view.claude_user} env HOME={home} claude, "
         f"type /login and follow it (README, Setup step 5); or {key} and restart the service"
     )
+
+
+def _login_file(creds: Path, view: _View) -> tuple[str, Check | None]:
+    """What the CLI's login file says, offline: a finding for the "ok" line (or ""), and a
+    problem. In two-user mode the file is the agent's (0600): the daemon's user may not
+    read it, and that it exists is then all we can know. Its contents are never shown."""
+    try:
+        data: object = json.loads(creds.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "", None
+    except PermissionError:
+        info = creds.stat()  # its directory unreadable too: _guarded says who may look
+        if info.st_size == 0:  # no login in it: "not logged in" says the rest
+            return "", None
+        return (
+            f"logged in ({creds}; only {_user_name(info.st_uid)} may read it, so whether "
+            "the login is complete was not checked)",
+            None,
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "", Check("claude login", "warn", f"{creds} is not valid JSON")
+    oauth = data.get("claudeAiOauth") if isinstance(data, dict) else None
+    if isinstance(oauth, dict) and (oauth.get("accessToken") or oauth.get("refreshToken")):
+        return f"logged in ({creds})", None
+    return "", None
 
 
 def _check_claude_login(
     settings: Settings | None, paths: ProjectPaths, view: _View, env: Mapping[str, str]
 ) -> list[Check]:
     """Offline: is there a login (``~/.claude/.credentials.json``) or an API key for the
-    daemon's user? Nothing is sent anywhere; whether the login has expired is not known."""
+    user claude runs as (the agent, in its HOME, in two-user mode)? Nothing is sent
+    anywhere; whether the login has expired is not known."""
     found: list[str] = []
     checks: list[Check] = []
     key_file = _credential_file(view, env, API_KEY_CREDENTIAL)
@@ -423,20 +567,16 @@ def _check_claude_login(
                     "and clear settings.api",
                 )
             )
-    config_dir = view.home / ".claude"
-    if view.layout is None and env.get("CLAUDE_CONFIG_DIR"):
+    config_dir = view.claude_home / ".claude"
+    # the agent's environment drops CLAUDE_CONFIG_DIR (agent.agent_env)
+    if view.layout is None and not view.two_users and env.get("CLAUDE_CONFIG_DIR"):
         config_dir = Path(env["CLAUDE_CONFIG_DIR"])
     creds = config_dir / ".credentials.json"
-    data: object = None
-    try:
-        data = json.loads(creds.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        pass
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        checks.append(Check("claude login", "warn", f"{creds} is not valid JSON"))
-    oauth = data.get("claudeAiOauth") if isinstance(data, dict) else None
-    if isinstance(oauth, dict) and (oauth.get("accessToken") or oauth.get("refreshToken")):
-        found.append(f"logged in ({creds})")
+    login, problem = _login_file(creds, view)
+    if login:
+        found.append(login)
+    if problem is not None:
+        checks.append(problem)
     if found:
         checks.insert(0, Check("claude login", "ok", "; ".join(found)))
     elif not any(c.name == "claude login" and c.status == "fail" for c in checks):
@@ -445,7 +585,7 @@ def _check_claude_login(
             Check(
                 "claude login",
                 "fail",
-                f"claude is not logged in for {view.owner}: no {creds} and no API key "
+                f"claude is not logged in for {view.claude_user}: no {creds} and no API key "
                 '(every run would fail with "Not logged in")',
                 _login_fix(view, paths.root),
             ),
@@ -569,14 +709,17 @@ async def _check_workspace(paths: ProjectPaths, settings: Settings) -> Check | N
     )
 
 
-def _running_agent_user(paths: ProjectPaths) -> str:
-    """The agent user of the daemon running this project (daemon.json), or "" (blocking)."""
+def _running_agent(paths: ProjectPaths) -> tuple[str, str]:
+    """The agent user and HOME of the daemon running this project (daemon.json), or
+    ("", "") (blocking)."""
     try:
         info = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
-    user = info.get("agent_user") if isinstance(info, dict) else None
-    return user if isinstance(user, str) else ""
+        return "", ""
+    if not isinstance(info, dict):
+        return "", ""
+    user, home = info.get("agent_user"), info.get("agent_home")
+    return (user if isinstance(user, str) else "", home if isinstance(home, str) else "")
 
 
 def _check_isolation(
@@ -645,7 +788,8 @@ async def run_checks(
     """All checks, in the order a user should fix them. ``service``: the installed unit's
     layout; when it serves ``paths``, files are checked against its user and credentials."""
     env = os.environ if environ is None else environ
-    view = _view(paths, env, service)
+    running = await asyncio.to_thread(_running_agent, paths)
+    view = _view(paths, env, service, running)
     # File reads go to a thread: doctor may run inside a live daemon's loop.
     loaded: list[Settings | None] = [None]
 
@@ -665,6 +809,11 @@ async def run_checks(
 
     checks.extend(await asyncio.to_thread(_guarded, "claude login", view, login))
     checks.extend(await asyncio.to_thread(_guarded, "state directory", view, state))
+
+    def shared() -> list[Check]:
+        return _check_shared_dirs(paths, view)
+
+    checks.extend(await asyncio.to_thread(_guarded, "shared directories", view, shared))
     if settings is not None:
         valid = settings
 
@@ -681,8 +830,7 @@ async def run_checks(
         if workspace is not None:
             checks.append(workspace)
     checks.append(_check_root(settings, env, view))
-    running_agent = await asyncio.to_thread(_running_agent_user, paths)
-    checks.append(_check_isolation(settings, env, running_agent))
+    checks.append(_check_isolation(settings, env, view.agent or running[0]))
     return checks
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from claudeclaw.agent import AGENT_HOME_ENV, AGENT_USER_ENV
+
 UNIT = "claudeclaw.service"
 # Searched in systemd's order: an admin's copy in /etc wins over the packaged one.
 UNIT_DIRS: tuple[Path, ...] = (
@@ -29,13 +31,16 @@ PROJECT_ENV = "CLAUDECLAW_PROJECT"
 
 @dataclass(frozen=True, slots=True)
 class ServiceLayout:
-    """What the installed unit says: its user, project, HOME and credential files."""
+    """What the installed unit says: its user, project, HOME and credential files, and
+    the agent ``claude`` runs as in two-user mode ("" when it runs as ``user``)."""
 
     unit_file: Path
     user: str
     project: Path
     home: Path
     credentials: Mapping[str, Path] = field(default_factory=dict)  # name -> file on the host
+    agent_user: str = ""
+    agent_home: Path | None = None  # None: the agent account's own home
 
     def run_as(self, command: str) -> str:
         """``command`` as the service's user would type it (``sudo -u claudeclaw …``)."""
@@ -108,6 +113,8 @@ def parse_unit(texts: Sequence[str], unit_file: Path) -> ServiceLayout | None:
         project=Path(root),
         home=Path(env.get("HOME", root)),
         credentials=credentials,
+        agent_user=env.get(AGENT_USER_ENV, "").strip(),
+        agent_home=Path(env[AGENT_HOME_ENV]) if env.get(AGENT_HOME_ENV, "").strip() else None,
     )
 
 

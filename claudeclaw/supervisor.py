@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import claudeclaw
 from claudeclaw import __version__, ipc
-from claudeclaw.agent import AGENT_USER_ENV, agent_account, share_state_dirs
+from claudeclaw.agent import agent_account, share_state_dirs
 from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
@@ -380,12 +380,15 @@ class Supervisor:
         self._lock_file = handle
 
     def _write_daemon_info(self, runtime: Any) -> None:
+        account = agent_account()
         info = {
             "pid": os.getpid(),
             "version": __version__,
             "started_at": self.started_at,
             "control_socket": str(runtime / "control.sock"),
-            "agent_user": os.environ.get(AGENT_USER_ENV, ""),  # doctor reports it
+            # doctor reports them, and looks for claude's login in the agent's HOME
+            "agent_user": account.name if account else "",
+            "agent_home": str(account.home) if account else "",
         }
         write_private_text(self.paths.daemon_file, json.dumps(info, indent=2) + "\n")
 

@@ -47,6 +47,9 @@ if [ -d /run/systemd/system ]; then
 else
   echo "install.sh: systemd is not running here; start the daemon in the foreground with:"
   echo "  runuser -u claudeclaw -- env HOME=/var/lib/claudeclaw claudeclaw run --project /var/lib/claudeclaw"
+  echo "(one user, without systemd: claude then runs as claudeclaw, so log it in as claudeclaw:"
+  echo "  cd /var/lib/claudeclaw && sudo -u claudeclaw env HOME=/var/lib/claudeclaw claude"
+  echo " instead of step 3 below)"
 fi
 cat <<'NEXT'
 

@@ -39,6 +39,7 @@ Directives, anywhere in the prompt (upper case words):
 ``ECHO_ARGV``          the reply is ``json.dumps(sys.argv[1:])``
 ``REPLY:<word>``       the reply is exactly <word> (e.g. ``REPLY:HEARTBEAT_OK``)
 ``ECHO_ENV``           the reply is ``json.dumps(dict(os.environ))``
+``ECHO_PROC``          the reply is ``{"uid", "gid", "groups", "env"}`` as JSON (who runs it)
 ``ECHO_CWD``           the reply is the working directory
 ``WRITE:<name>=<word>`` write ``<word>`` and a newline to the file ``<name>`` in the working
                        directory (as Claude editing code would), before answering
@@ -125,6 +126,12 @@ def _fail(message, rc=1):
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
     sys.exit(rc)
+
+
+def echo_proc():
+    """ECHO_PROC: who runs this process (the agent, in two-user mode) and its environment."""
+    who = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
+    return json.dumps({**who, "env": dict(os.environ)})
 
 
 def parse_args(args):
@@ -498,6 +505,8 @@ def main():
         reply = json.dumps(args)
     elif "ECHO_ENV" in words:
         reply = json.dumps(dict(os.environ))
+    elif "ECHO_PROC" in words:
+        reply = echo_proc()
     elif "ECHO_CWD" in words:
         reply = os.getcwd()
     elif re.search(r"\bBIGLINE:(\d+)", prompt):
@@ -860,6 +869,8 @@ class Duplex:
             reply = json.dumps(self.args)
         elif "ECHO_ENV" in words:
             reply = json.dumps(dict(os.environ))
+        elif "ECHO_PROC" in words:
+            reply = echo_proc()
         elif "ECHO_CWD" in words:
             reply = os.getcwd()
         elif re.search(r"\bBIGLINE:(\d+)", prompt):

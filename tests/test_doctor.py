@@ -445,3 +445,162 @@ async def test_isolation_of_the_running_daemon_counts_when_run_by_hand(tmp_path:
     check = by_name(await run_checks(paths, {"PATH": "/nonexistent"}))["isolation"]
     if os.getuid() != 65534:
         assert check.status == "ok" and "runs as nobody" in check.detail, check
+
+
+# ---- two users (issue 11) in the installed layout (issue 12) ----------------------------
+
+AGENT = "nobody"  # an account that exists everywhere and is not us
+
+
+def two_user_layout(tmp_path: Path, paths: ProjectPaths) -> tuple[ServiceLayout, Path]:
+    """The packaged unit: the daemon is us, claude runs as AGENT with its own HOME."""
+    agent_home = tmp_path / "agent-home"
+    agent_home.mkdir()
+    plain = layout(tmp_path, paths, me())
+    service = ServiceLayout(
+        unit_file=plain.unit_file,
+        user=plain.user,
+        project=plain.project,
+        home=plain.home,
+        credentials=plain.credentials,
+        agent_user=AGENT,
+        agent_home=agent_home,
+    )
+    return service, agent_home
+
+
+async def test_two_users_login_is_looked_for_in_the_agents_home(tmp_path: Path) -> None:
+    """claude runs as the agent with HOME=its home: the daemon's own login does not count,
+    and the fix logs in the agent, in its home."""
+    if os.getuid() == 65534:
+        pytest.skip("running as nobody")
+    paths = project(tmp_path)
+    service, agent_home = two_user_layout(tmp_path, paths)
+    env = {"PATH": "", "HOME": "/nonexistent"}
+    logged_in(tmp_path, "daemon-home")
+    (paths.root / ".claude").mkdir(exist_ok=True)  # the daemon's HOME is the project
+    (paths.root / ".claude" / ".credentials.json").write_text(
+        (tmp_path / "daemon-home" / ".claude" / ".credentials.json").read_text()
+    )
+    login = by_name(await run_checks(paths, env, service=service))["claude login"]
+    creds = agent_home / ".claude" / ".credentials.json"
+    assert login.status == "fail", login
+    assert f"not logged in for {AGENT}: no {creds}" in login.detail
+    assert login.fix.startswith(
+        f"cd {agent_home} && sudo -u {AGENT} env HOME={agent_home} claude, type /login"
+    )
+    (agent_home / ".claude").mkdir()
+    creds.write_text(json.dumps({"claudeAiOauth": {"refreshToken": "sk-ant-ort01-" + "z" * 30}}))
+    checks = await run_checks(paths, env, service=service)
+    login = by_name(checks)["claude login"]
+    assert login.status == "ok" and f"logged in ({creds})" in login.detail
+    assert "z" * 30 not in format_checks(checks)
+
+
+async def test_two_users_an_unreadable_login_file_counts_by_its_existence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's .credentials.json is 0600 and the daemon's user may not read it: that
+    it exists is enough; nothing crashes and nothing of it is printed."""
+    paths = project(tmp_path)
+    service, agent_home = two_user_layout(tmp_path, paths)
+    creds = agent_home / ".claude" / ".credentials.json"
+    creds.parent.mkdir()
+    creds.write_text('{"claudeAiOauth": {"accessToken": "sk-ant-oat01-SECRETSECRET"}}')
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if self == creds:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    checks = await run_checks(paths, {"PATH": ""}, service=service)
+    login = by_name(checks)["claude login"]
+    assert login.status == "ok", login
+    assert f"logged in ({creds}; only" in login.detail and "not checked" in login.detail
+    assert "SECRET" not in format_checks(checks)
+    creds.write_text("")
+    login = by_name(await run_checks(paths, {"PATH": ""}, service=service))["claude login"]
+    assert login.status == "fail" and "not logged in" in login.detail
+
+
+async def test_two_users_the_api_key_credential_still_counts(tmp_path: Path) -> None:
+    paths = project(tmp_path)
+    service, _ = two_user_layout(tmp_path, paths)
+    key = service.credentials["anthropic-api-key"]
+    key.write_text("sk-ant-api03-" + "k" * 40)
+    key.chmod(0o600)
+    checks = await run_checks(paths, {"PATH": ""}, service=service)
+    login = by_name(checks)["claude login"]
+    assert login.status == "ok" and f"an API key in {key}" in login.detail
+    assert "k" * 40 not in format_checks(checks)
+
+
+@pytest.mark.parametrize("source", ["daemon.json", "environment"])
+async def test_two_users_agent_found_without_the_unit(tmp_path: Path, source: str) -> None:
+    """A claudeclaw@NAME project (not the installed claudeclaw.service) or doctor inside
+    the service: the running daemon's agent, or the unit's variables, say whose login."""
+    if os.getuid() == 65534:
+        pytest.skip("running as nobody")
+    paths = project(tmp_path)
+    agent_home = tmp_path / "agent-home" / "work"
+    env = {"PATH": "", "HOME": str(logged_in(tmp_path, "daemon-home"))}
+    if source == "daemon.json":
+        paths.daemon_file.write_text(
+            json.dumps({"pid": 1, "agent_user": AGENT, "agent_home": str(agent_home)})
+        )
+    else:
+        env.update(CLAUDECLAW_AGENT_USER=AGENT, CLAUDECLAW_AGENT_HOME=str(agent_home))
+    login = by_name(await run_checks(paths, env))["claude login"]
+    assert login.status == "fail" and str(agent_home / ".claude") in login.detail, login
+    assert f"sudo -u {AGENT} env HOME={agent_home} claude" in login.fix
+    logged_in(tmp_path / "agent-home", "work")
+    login = by_name(await run_checks(paths, env))["claude login"]
+    assert login.status == "ok" and str(agent_home) in login.detail
+
+
+async def test_two_users_modes_are_accepted_and_real_problems_flagged(tmp_path: Path) -> None:
+    """The modes the daemon sets for the agent (root 1770, .claude 0750, state 0710,
+    outbox 0770, inbox 0750) pass; a directory that gives the agent more fails."""
+    from claudeclaw.agent import share_state_dirs
+
+    paths = project(tmp_path)
+    service, _ = two_user_layout(tmp_path, paths)
+    share_state_dirs(paths)
+    checks = await run_checks(paths, {"PATH": ""}, service=service)
+    named = by_name(checks)
+    for name in ("state directory", "state files", "shared directories"):
+        assert named[name].status == "ok", named[name]
+    assert not [
+        c for c in checks if c.name in ("state directory", "state files") and c.status != "ok"
+    ]
+
+    claude_dir = paths.root / ".claude"
+    outbox = paths.state_dir / "outbox" / "discord"
+    claude_dir.chmod(0o770)  # the agent could write the CLI's project settings
+    outbox.chmod(0o777)
+    shared = by_name(await run_checks(paths, {"PATH": ""}, service=service))["shared directories"]
+    assert shared.status == "fail", shared
+    assert (
+        f"{claude_dir} has mode 0770" in shared.detail
+        and f"{outbox} has mode 0777" in shared.detail
+    )
+    assert (
+        f"sudo chmod 0750 {claude_dir}" in shared.fix and f"sudo chmod 0770 {outbox}" in shared.fix
+    )
+
+    share_state_dirs(paths)
+    paths.root.chmod(0o700)  # the agent cannot work here until the next start
+    shared = by_name(await run_checks(paths, {"PATH": ""}, service=service))["shared directories"]
+    assert shared.status == "warn" and f"{paths.root} (0700, wants 1770)" in shared.detail
+
+    paths.state_dir.chmod(0o750)  # the agent could list the daemon's state
+    state = by_name(await run_checks(paths, {"PATH": ""}, service=service))["state directory"]
+    assert state.status == "fail" and state.fix == f"sudo chmod 710 {paths.state_dir}"
+
+
+async def test_one_user_has_no_shared_directories_check(tmp_path: Path) -> None:
+    paths = project(tmp_path)
+    checks = await run_checks(paths, {"PATH": ""}, service=layout(tmp_path, paths, me()))
+    assert "shared directories" not in by_name(checks)

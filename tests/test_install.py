@@ -111,6 +111,11 @@ def test_install_script_installs_and_starts_the_service(tmp_path: Path) -> None:
         done = run("/opt/claudeclaw-src/packaging/install.sh", timeout=540)
         assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         assert "claudeclaw is installed" in done.stdout
+        # two users: the login step is the agent's, in its home (never the daemon's user)
+        home = "/var/lib/claudeclaw-agent"
+        login = f"cd {home} && sudo -u claudeclaw-agent env HOME={home} claude"
+        assert login in done.stdout, done.stdout
+        assert "sudo -u claudeclaw env HOME" not in done.stdout
 
         show = run("systemctl", "show", "claudeclaw", "-p", "ActiveState,SubState,StatusText")
         props = dict(line.split("=", 1) for line in show.stdout.splitlines() if "=" in line)
@@ -122,6 +127,12 @@ def test_install_script_installs_and_starts_the_service(tmp_path: Path) -> None:
         assert "2.1.330" in doctor.stdout, doctor.stdout + doctor.stderr
         # by hand, without the unit's environment: the running daemon's two users count
         assert "two users: claude runs as claudeclaw-agent" in doctor.stdout, doctor.stdout
+        # and claude's login is looked for where the agent keeps it, with the fix above
+        assert (
+            "not logged in for claudeclaw-agent: no /var/lib/claudeclaw-agent/.claude/"
+            in doctor.stdout
+        )
+        assert f"fix: {login}, type /login" in doctor.stdout, doctor.stdout
         # again: an upgrade in place keeps the settings and restarts the service
         again = run("/opt/claudeclaw-src/packaging/install.sh", timeout=300)
         assert again.returncode == 0, again.stderr[-2000:]

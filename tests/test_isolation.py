@@ -140,6 +140,49 @@ async def test_workers_inherit_no_credential_but_the_model_providers(
         await supervisor.shutdown()
 
 
+async def test_daemon_json_names_the_agent_and_its_home_for_doctor(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """doctor run by hand (a claudeclaw@NAME project) finds claude's login through it."""
+    if os.getuid() == 65534:
+        pytest.skip("running as nobody")
+    monkeypatch.setenv("CLAUDECLAW_AGENT_USER", "nobody")
+    monkeypatch.setenv("CLAUDECLAW_AGENT_HOME", "/var/lib/claudeclaw-agent/work")
+    paths = make_project()
+    supervisor = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await supervisor.startup()
+    try:
+        info = json.loads(paths.daemon_file.read_text())
+        assert info["agent_user"] == "nobody"
+        assert info["agent_home"] == "/var/lib/claudeclaw-agent/work"
+    finally:
+        await supervisor.shutdown()
+
+
+def test_the_api_key_and_nothing_else_secret_reaches_claude_run_as_the_agent() -> None:
+    """The worker's environment (the daemon put the credential's key in it) through
+    build_env and agent_env: what setpriv hands to claude as the agent."""
+    from claudeclaw.claude.argv import build_env
+
+    settings = load_settings(Path("/nonexistent/settings.json"), {})
+    worker_env = {
+        "PATH": "/usr/bin",
+        "HOME": "/var/lib/claudeclaw",
+        "ANTHROPIC_API_KEY": "sk-ant-api03-" + "k" * 40,
+        "CREDENTIALS_DIRECTORY": "/run/credentials/claudeclaw.service",
+        "DISCORD_TOKEN": "tok",
+        "EXAMPLE_SERVICE_PASSWORD": "pw",
+        "CLAUDECLAW_AGENT_USER": "claudeclaw-agent",
+        "CLAUDE_CONFIG_DIR": "/var/lib/claudeclaw/.claude",
+    }
+    env = agent_env(build_env(worker_env, settings), ACCOUNT, Path("/var/lib/claudeclaw"))
+    assert env["ANTHROPIC_API_KEY"] == worker_env["ANTHROPIC_API_KEY"]
+    assert env["HOME"] == "/var/lib/claudeclaw-agent" and env["USER"] == "claudeclaw-agent"
+    for gone in ("CREDENTIALS_DIRECTORY", "DISCORD_TOKEN", "EXAMPLE_SERVICE_PASSWORD",
+                 "CLAUDECLAW_AGENT_USER", "CLAUDE_CONFIG_DIR"):  # fmt: skip
+        assert gone not in env, gone
+
+
 # ---- one user: the CLI's deny rules (real CLI) -----------------------------------------
 
 

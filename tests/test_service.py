@@ -33,6 +33,12 @@ def test_the_packaged_unit_is_understood() -> None:
     assert layout.credentials["discord-token"] == Path("/etc/claudeclaw/discord-token")
     assert layout.credentials["anthropic-api-key"] == Path("/etc/claudeclaw/anthropic-api-key")
     assert layout.run_as("claudeclaw status") == "sudo -u claudeclaw claudeclaw status"
+    # two users: claude runs as the agent, with the agent account's own HOME (doctor's login)
+    assert layout.agent_user == "claudeclaw-agent" and layout.agent_home is None
+    template = REPO / "systemd" / "claudeclaw@.service"
+    instance = parse_unit([template.read_text().replace("%i", "work")], template)
+    assert instance is not None and instance.agent_user == "claudeclaw-agent"
+    assert instance.agent_home == Path("/var/lib/claudeclaw-agent/work")
 
 
 def test_drop_ins_override_the_unit(tmp_path: Path) -> None:

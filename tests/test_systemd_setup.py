@@ -9,10 +9,12 @@ test_systemd_e2e.py; each test leaves the service running and its files as it fo
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from claudeclaw.redaction import is_secret_env
 from tests.fixtures_systemd import (  # noqa: F401 - fixtures
     PROJECT,
     SETTINGS,
@@ -27,7 +29,12 @@ pytestmark = [pytest.mark.systemd, pytest.mark.timeout(300)]
 THREAD = "323456789012345678"
 API_KEY_FILE = "/etc/claudeclaw/anthropic-api-key"
 TOKEN_FILE = "/etc/claudeclaw/discord-token"
-LOGIN_FILE = f"{PROJECT}/.claude/.credentials.json"
+# Two users (issue 11): claude runs as the agent, with its own HOME and login.
+AGENT = "claudeclaw-agent"
+AGENT_HOME = "/var/lib/claudeclaw-agent"
+LOGIN_FILE = f"{AGENT_HOME}/.claude/.credentials.json"
+DAEMON_LOGIN_FILE = f"{PROJECT}/.claude/.credentials.json"  # the daemon's HOME: not claude's
+LOGIN_FIX = f"cd {AGENT_HOME} && sudo -u {AGENT} env HOME={AGENT_HOME} claude, type /login"
 
 
 @pytest.fixture
@@ -50,24 +57,39 @@ def as_user(ct: Container, user: str, command: str, **kwargs: object) -> tuple[i
 
 def test_doctor_as_the_service_user_knows_the_installed_layout(ct: Container) -> None:
     """README step 6: the token file is checked where the unit loads it, Claude's login
-    in the service's home; the fixes are the real ones."""
+    in the agent's home (claude runs as claudeclaw-agent); the fixes are the real ones."""
     rc, out = as_user(ct, "claudeclaw", "claudeclaw doctor")
     assert "Traceback" not in out
     assert rc == 1, out
     assert f"{TOKEN_FILE} is empty" in out and f"cat > {TOKEN_FILE}" in out
     assert "LoadCredential" not in out  # the unit already does that
     assert "running as the service's user claudeclaw" in out
-    assert "[FAIL] claude login: claude is not logged in for claudeclaw" in out
-    assert f"cd {PROJECT} && sudo -u claudeclaw env HOME={PROJECT} claude" in out
+    assert f"[FAIL] claude login: claude is not logged in for {AGENT}: no {LOGIN_FILE}" in out
+    assert f"fix: {LOGIN_FIX}" in out, out
+    # the two-user modes (issue 11) are what doctor expects: no false failures
+    for ok in ("state directory", "state files", "shared directories", "isolation"):
+        assert f"[ok  ] {ok}: " in out, (ok, out)
     login = json.dumps({"claudeAiOauth": {"accessToken": "x" * 30, "refreshToken": "y" * 30}})
+    # the daemon's own HOME is not where claude looks
     ct.run("runuser", "-u", "claudeclaw", "--", "sh", "-c",
-           f"mkdir -p {PROJECT}/.claude && cat > {LOGIN_FILE}", input=login)  # fmt: skip
+           f"mkdir -p {PROJECT}/.claude && cat > {DAEMON_LOGIN_FILE}", input=login)  # fmt: skip
     try:
         _, out = as_user(ct, "claudeclaw", "claudeclaw doctor")
+        assert f"[FAIL] claude login: claude is not logged in for {AGENT}" in out, out
+        # as the login step does it: the agent, umask 077 (the CLI writes the file 0600)
+        ct.run("runuser", "-u", AGENT, "--", "sh", "-c",
+               f"umask 077 && mkdir -p {AGENT_HOME}/.claude && cat > {LOGIN_FILE}",
+               input=login)  # fmt: skip
+        assert ct.sh(f"stat -c '%U %a' {LOGIN_FILE}").stdout.strip() == f"{AGENT} 600"
+        rc, out = as_user(ct, "claudeclaw", "claudeclaw doctor")
+        # the daemon's user may not read the agent's file: that it is there is enough
+        assert f"[ok  ] claude login: logged in ({LOGIN_FILE}; only {AGENT} may read" in out, out
+        assert "Traceback" not in out and "x" * 30 not in out and "y" * 30 not in out
+        _, out = as_user(ct, "root", "claudeclaw doctor")
         assert f"[ok  ] claude login: logged in ({LOGIN_FILE})" in out, out
-        assert "[ok  ] state directory" in out and "[ok  ] state files" in out
+        assert "[ok  ] shared directories" in out and "[ok  ] state directory" in out, out
     finally:
-        ct.run("rm", "-f", LOGIN_FILE)
+        ct.run("rm", "-f", LOGIN_FILE, DAEMON_LOGIN_FILE)
 
 
 def test_doctor_as_root_checks_owners_against_the_service_user(ct: Container) -> None:
@@ -130,21 +152,41 @@ def test_a_failed_run_is_an_error_entry_with_its_reason(ct: Container) -> None:
 
 def test_an_api_key_credential_reaches_claude_and_nothing_else(ct: Container) -> None:
     """Issue 12.7: the key file is optional (the service runs without it), reaches claude
-    as ANTHROPIC_API_KEY, and is never in ``systemctl show`` or the journal."""
+    as ANTHROPIC_API_KEY, and is never in ``systemctl show`` or the journal. Two users
+    (issue 11): claude runs as claudeclaw-agent through setpriv, and the key is the only
+    secret its environment holds (not the credentials directory, not a credential-named
+    variable of the daemon's)."""
     assert ct.show("ActiveState")["ActiveState"] == "active"  # no key file: still starts
     key = "sk-ant-api03-" + "Q" * 60
+    canary = "canary-" + uuid.uuid4().hex
+    dropin = f"/etc/systemd/system/{UNIT}.d/30-api-key-test.conf"
     ct.write(API_KEY_FILE, key + "\n", mode=0o600)
+    ct.write(dropin, f"[Service]\nEnvironment=EXAMPLE_SERVICE_PASSWORD={canary}\n")
     try:
+        ct.run("systemctl", "daemon-reload")
         ct.run("systemctl", "restart", UNIT)
-        rc, out = as_user(ct, "claudeclaw", f"claudeclaw send -q --thread {THREAD} ECHO_ENV")
+        rc, out = as_user(ct, "claudeclaw", f"claudeclaw send -q --thread {THREAD} ECHO_PROC")
         assert rc == 0, out
-        env = json.loads(out.splitlines()[0])  # the reply; stderr notes follow
+        proc = json.loads(out.splitlines()[0])  # the reply; stderr notes follow
+        env = proc["env"]
         assert env["ANTHROPIC_API_KEY"] == key
+        agent_uid = int(ct.run("id", "-u", AGENT).stdout)
+        assert proc["uid"] == agent_uid, proc["uid"]  # really the agent, not the daemon
+        assert proc["groups"] == [] or proc["groups"] == [proc["gid"]], proc["groups"]
+        assert env["HOME"] == AGENT_HOME and env["USER"] == AGENT
+        named = sorted(k for k in env if k != "ANTHROPIC_API_KEY" and is_secret_env(k))
+        assert named == [], named
+        for name in ("CREDENTIALS_DIRECTORY", "DISCORD_TOKEN", "NOTIFY_SOCKET", "PYTHONPATH"):
+            assert name not in env, name
+        assert canary not in json.dumps(env)
+        assert [k for k, v in env.items() if key in v] == ["ANTHROPIC_API_KEY"]
         assert key not in ct.run("systemctl", "show", UNIT).stdout
         assert key not in ct.run("journalctl", "-u", UNIT, "-o", "json", "--no-pager").stdout
         _, doc = as_user(ct, "claudeclaw", "claudeclaw doctor")
-        assert f"an API key in {API_KEY_FILE}" in doc and key not in doc
+        assert f"[ok  ] claude login: an API key in {API_KEY_FILE}" in doc, doc
+        assert key not in doc
     finally:
-        ct.run("rm", "-f", API_KEY_FILE)
+        ct.run("rm", "-f", API_KEY_FILE, dropin)
+        ct.run("systemctl", "daemon-reload")
         ct.run("systemctl", "restart", UNIT)
     assert ct.show("ActiveState")["ActiveState"] == "active"
