@@ -66,6 +66,8 @@ Duplex directives, besides ``SLEEP``, ``TOOL``, ``ERROR:api<n>``, ``ECHO_ARGV/EN
                        ``CONTROL-ANSWER <subtype of the host's response> <error text>``
 
 Env ``FAKE_CLAUDE_PIDFILE_DIR``: write ``<pid>.pid`` there at start (orphan checks).
+Env ``FAKE_CLAUDE_TIMES`` (duplex mode): append ``<pid> recv <time.time()>`` to that file when a
+user line arrives and ``<pid> result <time.time()>`` just before its result line (bench/).
 Startup must stay fast (stdlib only, lazy imports): benchmarks spawn it many times.
 """
 
@@ -519,6 +521,14 @@ def main():
     out.result(0, result=reply, num_turns=num_turns)
 
 
+def _stamp(what):
+    """FAKE_CLAUDE_TIMES: when a prompt arrived / its result was out (bench/message.py)."""
+    path = os.environ.get("FAKE_CLAUDE_TIMES")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{os.getpid()} {what} {time.time():.6f}\n")
+
+
 class Duplex:
     """The warm mode: turns and control requests as JSON lines on stdin."""
 
@@ -581,6 +591,7 @@ class Duplex:
                     self.answers[response.get("request_id")] = response
                     self.cond.notify_all()
             elif kind == "user":
+                _stamp("recv")
                 content = (msg.get("message") or {}).get("content")
                 text = content if isinstance(content, str) else json.dumps(content)
                 with self.cond:
@@ -688,6 +699,7 @@ class Duplex:
         }
         obj.update(fields)
         with self.cond:  # like the real CLI: idle again the moment the result is out
+            _stamp("result")  # before the line: writing it counts as ours (conservative)
             self.line({k: v for k, v in obj.items() if v is not _ABSENT})
             self.idle()
 

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Our own work per Discord message, beside ``claude``; and what idle threads cost.
+
+    python bench/message.py [--messages N] [--threads N] [--skip-idle]
+
+A real daemon process (``tests/daemon_on_fake.py``: ``claudeclaw run`` with the real
+discord.py client, the real supervisor, fork server and worker processes) against the
+loopback fake Discord of this process, with the fake ``claude`` (tests/fake_claude.py) in
+its duplex (warm) mode answering at once. Warm sessions on (the default).
+
+* **ours per message, wall** = (Discord MESSAGE_CREATE dispatched → the fake ``claude`` has
+  read the prompt) + (``claude`` about to write its ``result`` → the reply's POST reaches
+  the fake Discord). The fake stamps both ends (``FAKE_CLAUDE_TIMES``); this process stamps
+  the others; all with ``time.time()``. For a *new thread* the first part includes starting
+  ``claude`` itself, which is not ours: the median time from spawning the fake directly
+  (same argv shape, ``initialize`` answered, then the prompt) to its reading the prompt is
+  subtracted.
+* **ours per message, CPU** = user+system CPU of the daemon's processes (supervisor, fork
+  server, workers; not ``claude``, not this process) over the batch, divided by its size.
+  It includes everything a message causes after its reply too (reactions, state writes).
+* **idle cost**: ``--threads`` threads each get one message within a few seconds, then the
+  PSS of our processes is summed (psutil ``memory_full_info``), once with the idle warm
+  ``claude`` processes counted and once without. "Our processes" = supervisor + fork server
+  + workers; the ``claude`` processes are Claude Code's, reported in their own column (the
+  real CLI idles at ~200 MB RSS each, the fake at ~10 MB).
+
+Figures are medians; the machine is shared and noisy: compare ratios within one run.
+Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import discord.gateway
+import discord.http
+import psutil
+import yarl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from claudeclaw import control  # noqa: E402
+from claudeclaw.paths import ProjectPaths  # noqa: E402
+from tests.fake_discord import FakeDiscord  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+class StampedDiscord(FakeDiscord):
+    """The fake Discord, noting when each of the bot's message POSTs arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posted: list[tuple[float, str, str]] = []  # (time, channel, content)
+
+    async def _post_message(self, body: Any, channel_id: str) -> Any:
+        self.posted.append((time.time(), channel_id, str((body or {}).get("content") or "")))
+        return await super()._post_message(body, channel_id)
+
+
+def is_claude(proc: psutil.Process) -> bool:
+    try:
+        return any("fake_claude" in part for part in proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+class Rig:
+    def __init__(self, idle_seconds: int | None) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="ccm-"))
+        self.times = self.tmp / "times"
+        self.fake_claude = self.tmp / "claude"
+        self.fake_claude.write_text(
+            "#!/bin/sh\n"
+            f"FAKE_CLAUDE_TIMES={shlex.quote(str(self.times))} "
+            f"FAKE_CLAUDE_STATE={shlex.quote(str(self.tmp / 'fake-state'))} "
+            f"exec {shlex.quote(sys.executable)} "
+            f'{shlex.quote(str(ROOT / "tests" / "fake_claude.py"))} "$@"\n'
+        )
+        self.fake_claude.chmod(0o755)
+        self.idle_seconds = idle_seconds
+        self.fake = StampedDiscord()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paths = ProjectPaths.for_project(self.tmp / "project")
+
+    async def start(self) -> None:
+        await self.fake.start()
+        discord.http.Route.BASE = self.fake.api_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.fake.gateway_url)
+        self.paths.state_dir.mkdir(parents=True, mode=0o700)
+        limits: dict[str, Any] = {"maxConcurrentRuns": 8, "maxWorkers": 128}
+        if self.idle_seconds is not None:
+            limits["workerIdleSeconds"] = self.idle_seconds
+        settings = {
+            "discord": {
+                "token": self.fake.token,
+                "allowedUserIds": [self.fake.alice["id"]],
+                "listenChannels": [self.fake.listen_id],
+                "progressAfterSeconds": 60,
+            },
+            "runner": {"claudePath": str(self.fake_claude)},
+            "limits": limits,
+        }
+        self.paths.settings_file.write_text(json.dumps(settings))
+        self.paths.settings_file.chmod(0o600)
+        env = dict(os.environ)
+        env.update(
+            FAKE_DISCORD_API=self.fake.api_base,
+            FAKE_DISCORD_GATEWAY=self.fake.gateway_url,
+            PYTHONPATH=str(ROOT),
+            RUNTIME_DIRECTORY=str(self.tmp / "run"),
+        )
+        env.pop("DISCORD_TOKEN", None)
+        env.pop("NOTIFY_SOCKET", None)
+        log = open(self.tmp / "daemon.log", "ab")  # the child keeps it open
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.daemon_on_fake",
+                "run",
+                "--project",
+                str(self.paths.root),
+                "--log-mode",
+                "json",
+                "--log-level",
+                os.environ.get("BENCH_LOG_LEVEL", "info"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        os.environ["RUNTIME_DIRECTORY"] = env["RUNTIME_DIRECTORY"]
+        async with asyncio.timeout(30):
+            while not await control.daemon_running(self.paths):
+                await asyncio.sleep(0.05)
+        await self.fake.wait_until(lambda: self.fake.identify_count, timeout=30, what="identify")
+        # one message through the whole path so every lazy import is done
+        await self.message(self.fake.listen_thread_id, "warm up")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        await self.fake.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def ours(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        root = psutil.Process(self.proc.pid)
+        return [p for p in [root, *root.children(recursive=True)] if not is_claude(p)]
+
+    def claudes(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        root = psutil.Process(self.proc.pid)
+        return [p for p in root.children(recursive=True) if is_claude(p)]
+
+    def cpu(self, only_supervisor: bool = False) -> float:
+        total = 0.0
+        assert self.proc is not None
+        procs = [psutil.Process(self.proc.pid)] if only_supervisor else self.ours()
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def stamps(self) -> list[tuple[str, float]]:
+        try:
+            lines = self.times.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [(line.split()[1], float(line.split()[2])) for line in lines]
+
+    async def message(self, channel: str, text: str) -> tuple[float, float, float]:
+        """Send ``text``; (dispatched, claude got it, result) times and the reply's POST."""
+        before = len(self.stamps())
+        posted = len(self.fake.posted)
+        t_in = time.time()
+        await self.fake.user_says(channel, text)
+
+        def replied() -> float | None:
+            for t, ch, content in self.fake.posted[posted:]:
+                if ch == channel and "FAKE-REPLY" in content:
+                    return t
+            return None
+
+        t_post = await self.fake.wait_until(replied, timeout=30, what="the reply")
+        new = self.stamps()[before:]
+        recv = next(t for what, t in new if what == "recv")
+        result = next(t for what, t in new if what == "result")
+        return recv - t_in, t_post - result, result - recv
+
+    async def direct_start_ms(self, n: int) -> list[float]:
+        """Spawn the fake claude in duplex mode ourselves: spawn → it has the prompt."""
+        samples = []
+        for _ in range(n):
+            before = len(self.stamps())
+            t0 = time.time()
+            proc = await asyncio.create_subprocess_exec(
+                str(self.fake_claude),
+                "-p",
+                "--input-format",
+                "stream-json",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+            assert proc.stdin is not None and proc.stdout is not None
+            init = {"type": "control_request", "request_id": "r1"}
+            init["request"] = {"subtype": "initialize"}  # type: ignore[assignment]
+            proc.stdin.write((json.dumps(init) + "\n").encode())
+            await proc.stdin.drain()
+            await proc.stdout.readline()
+            user = {"type": "user", "message": {"role": "user", "content": "hi"}}
+            proc.stdin.write((json.dumps(user) + "\n").encode())
+            await proc.stdin.drain()
+            while b'"result"' not in await proc.stdout.readline():
+                pass
+            proc.stdin.close()
+            await proc.wait()
+            recv = next(t for what, t in self.stamps()[before:] if what == "recv")
+            samples.append((recv - t0) * 1000)
+        return samples
+
+
+async def per_message(
+    n: int, gap: float, resume_gap: float, pyspy: str
+) -> list[tuple[str, str, str]]:
+    rig = Rig(None)
+    rows: list[tuple[str, str, str]] = []
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        await rig.start()
+        if pyspy:  # a flame graph of the daemon's processes (py-spy must be installed)
+            assert rig.proc is not None
+            spy_args = "record --gil --nonblocking --subprocesses -r 500 -f raw".split()
+            spy = subprocess.Popen(
+                ["py-spy", *spy_args, "-o", pyspy, "-p", str(rig.proc.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            await asyncio.sleep(1)
+        direct = statistics.median(await rig.direct_start_ms(max(5, n // 2)))
+        # new threads: each message the first of its thread (a worker and a claude start)
+        walls, ins, outs, cpu0, sup0 = [], [], [], rig.cpu(), rig.cpu(True)
+        for i in range(n):
+            thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
+            to_claude, from_claude, _ = await rig.message(thread, f"new thread {i}")
+            ins.append(to_claude * 1000 - direct)
+            outs.append(from_claude * 1000)
+            walls.append(ins[-1] + outs[-1])
+            await asyncio.sleep(gap)
+        cpu_new = (rig.cpu() - cpu0) / n * 1000
+        cpu_sup = (rig.cpu(True) - sup0) / n * 1000
+        rows.append(
+            (
+                "ours per message, new thread",
+                f"{statistics.median(walls):.1f} ms",
+                f"p99 {pct(walls, 99):.1f} ms; CPU {cpu_new:.1f} ms/msg ({cpu_sup:.1f} "
+                f"supervisor); in→claude {statistics.median(ins):.1f} ms (claude's own start, "
+                f"{direct:.0f} ms, subtracted), result→posted {statistics.median(outs):.1f} ms",
+            )
+        )
+        # resumes: messages 2..n+1 of one thread, its claude warm
+        thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
+        await rig.message(thread, "first")
+        await asyncio.sleep(gap)
+        walls, ins, outs, cpu0, sup0 = [], [], [], rig.cpu(), rig.cpu(True)
+        for i in range(n):
+            to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
+            ins.append(to_claude * 1000)
+            outs.append(from_claude * 1000)
+            walls.append((to_claude + from_claude) * 1000)
+            await asyncio.sleep(resume_gap)
+        cpu_resume = (rig.cpu() - cpu0) / n * 1000
+        cpu_sup = (rig.cpu(True) - sup0) / n * 1000
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.to_thread(spy.wait)
+        rows.append(
+            (
+                "ours per message, resume",
+                f"{statistics.median(walls):.1f} ms",
+                f"{resume_gap:g} s apart; p99 {pct(walls, 99):.1f} ms; CPU {cpu_resume:.1f} ms/msg "
+                f"({cpu_sup:.1f} supervisor); in→claude "
+                f"{statistics.median(ins):.1f} ms, result→posted {statistics.median(outs):.1f} ms",
+            )
+        )
+    finally:
+        await rig.stop()
+    return rows
+
+
+def pss(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total / MB
+
+
+async def idle_cost(threads: int, idle_seconds: int | None) -> list[tuple[str, str, str]]:
+    rig = Rig(idle_seconds)
+    try:
+        await rig.start()
+        base = pss(rig.ours())
+        for i in range(threads):
+            thread = await rig.fake.create_thread(rig.fake.listen_id, f"idle {i}")
+            await rig.message(thread, f"one message {i}")
+        t_last = time.monotonic()
+        await asyncio.sleep(3)  # past FREEZE_AFTER_SECONDS: the warm claudes are frozen
+        ours = rig.ours()
+        claudes = rig.claudes()
+        workers = len(ours) - 2  # minus the supervisor and the fork server
+        label = "default" if idle_seconds is None else f"workerIdleSeconds={idle_seconds}"
+        return [
+            (
+                f"idle cost, {threads} threads ({label})",
+                f"{pss(ours):.0f} MB",
+                f"PSS of ours (supervisor+fork server+{workers} workers; {base:.0f} MB before) "
+                f"{time.monotonic() - t_last:.0f} s after the last reply; + {len(claudes)} "
+                f"warm fake claudes {pss(claudes):.0f} MB = {pss(ours) + pss(claudes):.0f} MB",
+            )
+        ]
+    finally:
+        await rig.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    rows = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy)
+    if not args.skip_idle:
+        rows += await idle_cost(args.threads, None)
+    print(f"claudeclaw message bench — {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"| {'figure':<44} | {'value':<9} | detail")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 40}")
+    for name, value, detail in rows:
+        print(f"| {name:<44} | {value:<9} | {detail}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=20, help="samples per figure")
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds between messages")
+    parser.add_argument(
+        "--resume-gap",
+        type=float,
+        default=2.5,
+        help="seconds between a thread's messages (past 2 s its idle claude is frozen)",
+    )
+    parser.add_argument("--threads", type=int, default=75, help="threads in the idle scenario")
+    parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--pyspy", default="", help="write a py-spy raw profile here")
+    asyncio.run(main(parser.parse_args()))
