@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -557,3 +558,75 @@ async def test_an_interrupt_withdraws_a_pending_permission_question(
         await asyncio.wait_for(cancelled.wait(), SAFETY)
     finally:
         await runner.close()
+
+
+async def test_the_child_check_reads_the_children_files_and_agrees_with_the_scan(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a freeze the runner asks whether the idle CLI has a live child from
+    ``/proc/<pid>/task/*/children`` (cheap, on the loop) instead of a scan of all of /proc;
+    both answers agree: a live child yes, a zombie or none no; without those files (an
+    older kernel) it falls back to the scan."""
+    from claudeclaw.claude import session_runner as sr
+
+    first, run = await send(runner, settings, "BACKGROUND", None)
+    assert isinstance(first, RunDone), first
+    pid = run.pids[0]
+    assert sr._has_children_fast(pid) is True and sr._has_children(pid) is True
+    # a process whose only child has exited and is never reaped (cat does not wait)
+    parent = subprocess.Popen(["sh", "-c", "true & exec cat"], stdin=subprocess.PIPE)
+    await asyncio.wait_for(_until_zombie_child(parent.pid), SAFETY)
+    assert sr._has_children_fast(parent.pid) is False and sr._has_children(parent.pid) is False
+    assert parent.stdin is not None
+    parent.stdin.close()
+    parent.wait()
+    lone = await asyncio.create_subprocess_exec("cat", stdin=asyncio.subprocess.PIPE)
+    assert sr._has_children_fast(lone.pid) is False and sr._has_children(lone.pid) is False
+    assert lone.stdin is not None
+    lone.stdin.close()
+    await lone.wait()
+    assert sr._has_children_fast(lone.pid) is True  # gone: unsure, so no freeze
+
+    real_open = open
+
+    def no_children_files(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("/children"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(sr, "open", no_children_files, raising=False)
+    assert sr._has_children_fast(pid) is None
+    scans: list[int] = []
+    monkeypatch.setattr(sr, "_has_children", lambda p: scans.append(p) or True)
+    assert not await runner._freeze()  # the fallback answered "has a child"
+    assert scans == [pid]
+
+
+async def _until_zombie_child(pid: int) -> None:
+    while [c.status() for c in psutil.Process(pid).children()] != [psutil.STATUS_ZOMBIE]:
+        await asyncio.sleep(0.01)  # a safety-net poll of the process state
+
+
+async def test_the_warm_key_is_built_once_per_settings_object(
+    runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The argv a warm process was started with is rebuilt only when the settings object
+    (or the working directory) changes, not for every message: the same process answers."""
+    from claudeclaw.claude import session_runner as sr
+
+    built: list[Settings] = []
+    real = sr.warm_key
+
+    def counting(s: Settings, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        built.append(s)
+        return real(s, *args, **kwargs)
+
+    monkeypatch.setattr(sr, "warm_key", counting)
+    first, run1 = await send(runner, settings, "one", None)
+    second, run2 = await send(runner, settings, "two", first.session_id)  # type: ignore[union-attr]
+    assert isinstance(second, RunDone) and run2.pids == run1.pids
+    assert built == [settings]
+    changed = dataclasses.replace(settings, model="claude-other")
+    third, run3 = await send(runner, changed, "three", second.session_id)
+    assert isinstance(third, RunDone) and run3.pids != run1.pids  # still replaced
+    assert built == [settings, changed]

@@ -78,6 +78,35 @@ def _has_children(pid: int) -> bool:
         return True  # unsure: do not freeze
 
 
+def _has_children_fast(pid: int) -> bool | None:
+    """:func:`_has_children` from ``/proc/<pid>/task/*/children`` (a few tiny reads, cheap
+    enough for the event loop, where the full /proc scan costs milliseconds of CPU per
+    message); None where the kernel does not offer those files."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True  # gone or unreadable: unsure, do not freeze
+    children: list[bytes] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                children += fh.read().split()
+        except FileNotFoundError:
+            if tid == str(pid):
+                return None  # no CONFIG_PROC_CHILDREN: the slow way
+        except OSError:
+            return True
+    for child in children:
+        try:
+            with open(f"/proc/{child.decode()}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # reaped meanwhile
+        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z":
+            return True
+    return False
+
+
 def _rss(pid: int) -> int:
     try:
         return int(psutil.Process(pid).memory_info().rss)
@@ -104,6 +133,7 @@ class ClaudeSessionRunner:
         self.log = get_logger()
         self._live: LiveClaude | None = None
         self._live_key: tuple[Any, ...] = ()
+        self._key_memo: tuple[Settings, tuple[Any, ...], tuple[Any, ...]] | None = None
         self._cold_task: asyncio.Task[RunDone | RunFailed] | None = None
         self._cold_pid = 0
         self._stop_requested = False
@@ -175,7 +205,13 @@ class ClaudeSessionRunner:
     ) -> RunDone | RunFailed | None:
         """A warm turn; None when the message must run cold instead (the retry)."""
         asks = self._asks(settings)
-        key = warm_key(settings, self.cwd, self.scope, asks=asks)
+        memo = self._key_memo
+        if memo is None or memo[0] is not settings or memo[1] != (self.cwd, self.scope, asks):
+            # building the argv is a good part of a warm message's CPU in the worker; the
+            # settings object is replaced (never changed in place) when settings change
+            key = warm_key(settings, self.cwd, self.scope, asks=asks)
+            self._key_memo = memo = (settings, (self.cwd, self.scope, asks), key)
+        key = memo[2]
         live = self._live
         if live is not None:
             why = ""
@@ -366,7 +402,10 @@ class ClaudeSessionRunner:
         live = self._live
         if live is None or self._in_run or live.busy:
             return False
-        if await asyncio.to_thread(_has_children, live.pid):
+        busy = _has_children_fast(live.pid)
+        if busy is None:
+            busy = await asyncio.to_thread(_has_children, live.pid)
+        if busy:
             return False
         if live is not self._live or self._in_run:  # a message came meanwhile
             return False
