@@ -85,6 +85,7 @@ class Bench:
             "limits": {
                 "maxConcurrentRuns": 16,
                 "maxWorkers": 128,
+                "maxIdleWorkers": 128,  # the figures below are about 100 live workers
                 "workerIdleSeconds": 600,
                 "shutdownGraceSeconds": 5,
                 **limits,

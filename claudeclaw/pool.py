@@ -19,7 +19,8 @@ enqueued them (each message's :class:`Ticket`). It owns:
   busy threads take turns instead of starving the others;
 * **the usage-limit pause**: no slot is granted until Claude's usage limit resets;
 * **limits on workers**: ``limits.maxWorkers`` live processes (the idlest is retired to make
-  room), ``limits.workerIdleSeconds`` before an idle worker is retired;
+  room), ``limits.workerIdleSeconds`` before an idle worker is retired, and at most
+  ``limits.maxIdleWorkers`` idle ones (the least recently used beyond that exits at once);
 * **health**: a ping every few seconds answered by the worker's event loop; a worker that
   stops answering is killed (and its ``claude`` process group with it) and replaced.
 
@@ -853,6 +854,17 @@ class WorkerPool:
         handle.idle_timer = asyncio.get_running_loop().call_later(
             self.settings.limits.worker_idle_seconds, self._retire_if_idle, handle
         )
+        self._enforce_idle_cap()
+
+    def _enforce_idle_cap(self) -> None:
+        """Over ``limits.maxIdleWorkers`` idle workers: the least recently used ones exit
+        (with their warm ``claude``). An idle worker costs ~8 MB and its warm ``claude``
+        ~200 MB; a thread whose worker left starts cold, which is all it loses."""
+        idle = [h for h in self.workers.values() if h.state == "ready" and not self.holds(h)]
+        excess = len(idle) - self.settings.limits.max_idle_workers
+        for handle in sorted(idle, key=lambda h: h.last_activity)[: max(0, excess)]:
+            log.info("worker.idle_exit", session_key=handle.key, worker_pid=handle.pid, lru=True)
+            self._retire(handle)
 
     def _retire_if_idle(self, handle: WorkerHandle) -> None:
         handle.idle_timer = None

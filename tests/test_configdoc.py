@@ -114,6 +114,7 @@ def test_parse_reads_every_declared_key() -> None:
         "runner.busyPolicy": "coalesce",  # (coalesceQueuedMessages follows the policy)
         "limits.warmIdleSeconds": 20,
         "limits.maxWarmSessions": 5,
+        "limits.maxIdleWorkers": 3,
         "limits.maxConcurrentRuns": 9,
         "limits.maxWorkers": 17,
         "limits.workerIdleSeconds": 18,

@@ -418,6 +418,43 @@ async def test_second_daemon_for_the_same_project_is_refused(daemon: Supervisor)
         await other.startup()
 
 
+async def test_over_max_idle_workers_the_least_recently_used_exits(make_project) -> None:  # type: ignore[no-untyped-def]
+    """maxIdleWorkers=2 (workerIdleSeconds stays long).
+    1. Threads A, B and C each run a message, one after the other: when C's ends there are
+       three idle workers, so A's (the least recently used) exits at once; B's and C's stay.
+    2. A's next message comes back on a new worker and resumes A's session; now B's
+       worker is the least recently used idle one and exits."""
+    from claudeclaw.config import load_settings
+
+    paths = make_project(limits={"maxIdleWorkers": 2, "workerIdleSeconds": 600})
+    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    await sup.startup()
+    try:
+        assert sup.pool is not None
+        a, b, c = (SessionKey(f"96000000000000000{i}") for i in range(3))
+        first_a = final(await collect(sup, a, "a1"))
+        await collect(sup, b, "b1")
+        handle_a, handle_b = sup.pool.find(a), sup.pool.find(b)
+        assert handle_a is not None and handle_b is not None
+        assert sup.pool.find(a) is handle_a and handle_a.state == "ready"  # within budget
+        await collect(sup, c, "c1")
+        async with asyncio.timeout(10):
+            await handle_a.exited.wait()
+        assert sup.pool.find(a) is None
+        assert sup.pool.find(b) is handle_b and sup.pool.find(c) is not None
+        again = await collect(sup, a, "a2")
+        assert started(again)[0].resumed is True
+        done = final(again)
+        assert isinstance(done, RunDone) and isinstance(first_a, RunDone)
+        assert done.session_id == first_a.session_id
+        assert done.reply == "FAKE-REPLY turn=2 last=a2"
+        async with asyncio.timeout(10):
+            await handle_b.exited.wait()
+        assert sup.pool.find(b) is None and sup.pool.find(c) is not None
+    finally:
+        await sup.shutdown()
+
+
 async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_project) -> None:  # type: ignore[no-untyped-def]
     """maxWorkers=2.
     1. Threads A and B each run a message, then C arrives: the idlest (A) is retired to
