@@ -498,11 +498,17 @@ class Supervisor:
                 )
             snapshot = self.ledger.snapshot() if len(changes) < len(batch) else None
             try:
+                # different files: written side by side, so a reply waiting for both (its
+                # session's turn and its stored answer) waits for the slower, not the sum
+                writes = []
                 if changes:
-                    await asyncio.to_thread(self.registry.apply, changes)
-                resync = False
+                    writes.append(asyncio.to_thread(self.registry.apply, changes))
                 if snapshot is not None:
-                    await asyncio.to_thread(self.ledger.write, snapshot)
+                    writes.append(asyncio.to_thread(self.ledger.write, snapshot))
+                for outcome in await asyncio.gather(*writes, return_exceptions=True):
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                resync = False
             except Exception as exc:  # a full disk must not stop replies (they wait on us)
                 log.error("sessions.write_failed", changes=len(batch), error=str(exc))
                 resync = True

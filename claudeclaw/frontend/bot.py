@@ -658,8 +658,10 @@ class DiscordFrontend:
             **fields,
         )
         await self.follower.react(message, view, ACCEPTED)
+        now = time.time()
         try:
-            await asyncio.to_thread(self._channels.note, message.channel.id, time.time())
+            if not self._channels.fresh(message.channel.id, now):
+                await asyncio.to_thread(self._channels.note, message.channel.id, now)
         except (OSError, ClaudeclawError) as exc:  # catch-up here is the loss, not the reply
             log.warning("discord.channel_memory_failed", error=str(exc))
         prompt = await self._build_prompt(message, facts, key)

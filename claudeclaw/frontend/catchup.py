@@ -62,6 +62,12 @@ class ChannelMemory:
             }
         return self._stamps
 
+    def fresh(self, channel_id: int, now: float) -> bool:
+        """True when the channel was noted lately (no write due): a dict lookup, so the
+        event loop can skip the thread hop of :meth:`note` for most messages."""
+        stamps = self._stamps
+        return stamps is not None and now - stamps.get(str(channel_id), 0.0) < NOTE_EVERY_SECONDS
+
     def note(self, channel_id: int, now: float) -> bool:
         """Remember the channel (blocking: a thread); True if the file was written."""
         with self._lock:
