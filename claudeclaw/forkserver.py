@@ -88,8 +88,12 @@ def serve(fd: int) -> int:
     sock.setblocking(True)
     # preload everything a worker needs, then keep those objects out of the collector's
     # reach so children do not dirty (copy) the pages they live on
-    import claudeclaw.worker  # noqa: F401
+    import claudeclaw.worker
 
+    claudeclaw.worker.build_parser()
+    claudeclaw.worker.build_parser().parse_args(  # argparse's lazy imports and regexes
+        ["--project", "/", "--key", "global", "--socket", "/"]
+    )
     gc.collect()
     gc.freeze()
 

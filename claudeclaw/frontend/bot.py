@@ -659,13 +659,19 @@ class DiscordFrontend:
         )
         await self.follower.react(message, view, ACCEPTED)
         now = time.time()
-        try:
-            if not self._channels.fresh(message.channel.id, now):
-                await asyncio.to_thread(self._channels.note, message.channel.id, now)
-        except (OSError, ClaudeclawError) as exc:  # catch-up here is the loss, not the reply
-            log.warning("discord.channel_memory_failed", error=str(exc))
+        if not self._channels.fresh(message.channel.id, now):
+            # side by side with queueing the message: once it is queued pending.json keeps
+            # it, so the note only matters while neither is on disk, as before
+            self._tasks.start(self._note_channel(message.channel.id, now), "channel-note")
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
+
+    async def _note_channel(self, channel_id: int, now: float) -> None:
+        """Remember the channel for catch-up after a stop (a file write: in a thread)."""
+        try:
+            await asyncio.to_thread(self._channels.note, channel_id, now)
+        except (OSError, ClaudeclawError) as exc:  # catch-up here is the loss, not the reply
+            log.warning("discord.channel_memory_failed", error=str(exc))
 
     async def _run_prompt(
         self,
