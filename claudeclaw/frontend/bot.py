@@ -660,9 +660,9 @@ class DiscordFrontend:
         await self.follower.react(message, view, ACCEPTED)
         now = time.time()
         if not self._channels.fresh(message.channel.id, now):
-            # side by side with queueing the message: once it is queued pending.json keeps
-            # it, so the note only matters while neither is on disk, as before
-            self._tasks.start(self._note_channel(message.channel.id, now), "channel-note")
+            # on disk before the prompt is built (attachments download meanwhile): until the
+            # message is queued (pending.json) only this lets a catch-up find it
+            await self._note_channel(message.channel.id, now)
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
 
