@@ -28,6 +28,7 @@ from claudeclaw.model import (
     RunStarted,
     SessionKey,
 )
+from claudeclaw.pool import WorkerHandle
 from claudeclaw.procs import find_orphans, project_tag
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import (
@@ -480,6 +481,28 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     assert pool.crash_count == 0 and pool.spawn_count == 1
 
 
+async def freeze_while_running(
+    sup: Supervisor, key: SessionKey
+) -> tuple[asyncio.Task[list[RunEvent]], RunStarted, WorkerHandle]:
+    """Send ``key`` a message that runs a second; once it started, freeze (SIGSTOP) its
+    worker. Returns the message's task, its start, and the frozen worker's handle."""
+    first: list[RunStarted] = []
+    task = asyncio.create_task(
+        collect(
+            sup,
+            key,
+            "frozen SLEEP:1",
+            lambda e: first.append(e) if isinstance(e, RunStarted) else None,
+        )
+    )
+    await wait_for(lambda: bool(first), "run started")
+    assert sup.pool is not None
+    handle = sup.pool.find(key)
+    assert handle is not None
+    os.kill(handle.pid, signal.SIGSTOP)
+    return task, first[0], handle
+
+
 async def test_a_worker_that_stops_answering_is_replaced(
     make_project,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
@@ -496,22 +519,8 @@ async def test_a_worker_that_stops_answering_is_replaced(
     sup = await started_supervisor(paths)
     try:
         key = SessionKey("970000000000000000")
-        task, claude_pid = None, 0
-        first: list[RunStarted] = []
-        task = asyncio.create_task(
-            collect(
-                sup,
-                key,
-                "frozen SLEEP:1",
-                lambda e: first.append(e) if isinstance(e, RunStarted) else None,
-            )
-        )
-        await wait_for(lambda: bool(first), "run started")
-        claude_pid = first[0].pid
-        assert sup.pool is not None
-        handle = sup.pool.find(key)
-        assert handle is not None
-        os.kill(handle.pid, signal.SIGSTOP)
+        task, run, handle = await freeze_while_running(sup, key)
+        claude_pid = run.pid
         events = await task
         assert isinstance(final(events), RunDone)
         assert sup.pool.crash_count == 1
@@ -841,20 +850,7 @@ async def test_a_hung_worker_writes_its_stacks_to_the_log_before_it_is_killed(
     sup = await started_supervisor(paths)
     try:
         key = SessionKey("992000000000000000")
-        first: list[RunStarted] = []
-        task = asyncio.create_task(
-            collect(
-                sup,
-                key,
-                "frozen SLEEP:1",
-                lambda e: first.append(e) if isinstance(e, RunStarted) else None,
-            )
-        )
-        await wait_for(lambda: bool(first), "run started")
-        assert sup.pool is not None
-        handle = sup.pool.find(key)
-        assert handle is not None
-        os.kill(handle.pid, signal.SIGSTOP)
+        task, _, handle = await freeze_while_running(sup, key)
         await wait_for(lambda: handle.hung, "the pool found it hung")
         os.kill(handle.pid, signal.SIGCONT)  # the dump signal is delivered now
         await wait_for(lambda: handle.exited.is_set(), "the hung worker was killed")
