@@ -20,7 +20,12 @@ from claudeclaw.model import RunDone, RunFailed, RunStarted, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
-from tests.fixtures_daemon import SupervisorStarter, discord_settings, new_supervisor
+from tests.fixtures_daemon import (
+    SupervisorStarter,
+    discord_settings,
+    new_supervisor,
+    started_supervisor,
+)
 
 DaemonFactory = Callable[..., Any]
 
@@ -275,11 +280,7 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
         limits={"shutdownGraceSeconds": 0.2},
     )
 
-    def supervisor() -> Supervisor:
-        return new_supervisor(paths, discord=True)
-
-    first = supervisor()
-    await first.startup()
+    first = await started_supervisor(paths, discord=True)
     thread = fake.listen_thread_id
     a = await fake.user_says(thread, "A HANG")
     assert first.pool is not None
@@ -315,8 +316,7 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
     )
     paths.pending_file.write_text(json.dumps(ledger))
 
-    second = supervisor()
-    await second.startup()
+    second = await started_supervisor(paths, discord=True)
     try:
         answer = await fake.wait_for_message(
             thread, reply_to(fake, thread, "Message: B after the restart"), timeout=30
@@ -407,11 +407,8 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
         discord=discord_settings(fake),
     )
 
-    def supervisor() -> Supervisor:
-        return new_supervisor(paths, discord=True)
-
     thread = fake.listen_thread_id
-    first = supervisor()
+    first = new_supervisor(paths, discord=True)
     first.drain_seconds = 0.5
     await first.startup()
     fake.fail_posts[thread] = 500
@@ -427,8 +424,7 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
     assert not fake.bot_messages(thread)
 
     del fake.fail_posts[thread]
-    second = supervisor()
-    await second.startup()
+    second = await started_supervisor(paths, discord=True)
     try:
         answer = await fake.wait_for_message(
             thread, reply_to(fake, thread, "FAKE-REPLY turn=1"), timeout=30
