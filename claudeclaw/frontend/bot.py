@@ -657,11 +657,13 @@ class DiscordFrontend:
             attachments=len(message.attachments),
             **fields,
         )
-        await self.follower.react(message, view, ACCEPTED)
+        # The channel is on disk before the 👀 shows: a daemon killed after that but before
+        # the ledger has the message finds it again by catching up in this channel.
         try:
             await asyncio.to_thread(self._channels.note, message.channel.id, time.time())
         except (OSError, ClaudeclawError) as exc:  # catch-up here is the loss, not the reply
             log.warning("discord.channel_memory_failed", error=str(exc))
+        await self.follower.react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
 
