@@ -100,7 +100,6 @@ async def test_a_due_job_runs_in_its_own_session_and_posts_to_the_notify_channel
     assert message["content"].startswith("🗓️ **Job `report`** · catch-up run\nFAKE-REPLY turn=1")
     assert "summarise @everyone" in message["content"]
     assert fake.sent_payloads[message["id"]]["allowed_mentions"]["parse"] == []
-    await sup._writes.join()  # the registry writer has applied the turns queued so far
     threads = json.loads(sup.paths.thread_sessions_file.read_text())["threads"]
     assert "job:report" in threads
     rows = (await control.request(sup.paths, {"type": "jobs.list"}))["jobs"]
@@ -137,7 +136,6 @@ async def test_heartbeat_ok_is_not_posted_and_anything_else_is(
     assert [m["content"] for m in beats] == ["💓 **Heartbeat**\ndisk-almost-full"]
     assert not posts(fake, channel, "HEARTBEAT_OK")
     # the heartbeat runs in the global session, like the original
-    await sup._writes.join()  # the registry writer has applied the turns queued so far
     assert json.loads(sup.paths.global_session_file.read_text())["turnCount"] == 2
 
 
