@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +54,8 @@ from tests.fixtures_claude import DEFAULT_REAL_CLAUDE, OFFLINE_ENV  # noqa: E402
 MB = 1024 * 1024
 
 
-def tree_rss(pid: int) -> int:
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def tree_cpu(pid: int) -> float:
+def _tree_sum(pid: int, measure: Callable[[psutil.Process], float]) -> float:
+    """``measure`` summed over ``pid`` and its descendants (a process that is gone counts 0)."""
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]
@@ -77,11 +64,22 @@ def tree_cpu(pid: int) -> float:
     total = 0.0
     for p in procs:
         try:
-            times = p.cpu_times()
-            total += times.user + times.system
+            total += measure(p)
         except psutil.Error:
             pass
     return total
+
+
+def tree_rss(pid: int) -> int:
+    return int(_tree_sum(pid, lambda p: p.memory_info().rss))
+
+
+def tree_cpu(pid: int) -> float:
+    def cpu(p: psutil.Process) -> float:
+        times = p.cpu_times()
+        return times.user + times.system
+
+    return _tree_sum(pid, cpu)
 
 
 class Env:

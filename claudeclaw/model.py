@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, NewType
 
 from claudeclaw.errors import InvalidKeyError
@@ -26,6 +27,18 @@ _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 JOB_KEY_PREFIX = "job:"
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A job's name (its file name without ``.md``): no '/', no leading '.', at most 64."""
+
+
+def parse_time(text: object) -> datetime | None:
+    """An ISO 8601 time as the state files and events carry it (``…Z`` too; one without a
+    zone is UTC), always aware; None when it is missing or cannot be read."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def session_key(value: str | int) -> SessionKey:

@@ -38,6 +38,7 @@ from claudeclaw.cron import settings_zone
 from claudeclaw.errors import ClaudeclawError
 from claudeclaw.jobfiles import Job, JobFileError, directory_stamp, load_jobs
 from claudeclaw.logs import get_logger
+from claudeclaw.model import parse_time
 from claudeclaw.paths import ProjectPaths
 
 log = get_logger()
@@ -76,16 +77,6 @@ def jobs_directory(paths: ProjectPaths, settings: Settings) -> Path:
 
 def _iso(moment: datetime | None, tz: tzinfo) -> str:
     return moment.astimezone(tz).isoformat(timespec="seconds") if moment else ""
-
-
-def _parse(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Scheduler:
@@ -151,7 +142,7 @@ class Scheduler:
             entry = self._entry(job.name)
             if not job.catch_up and job.schedule is not None and job.enabled:
                 # a start skips what was missed while the daemon was down
-                slot = _parse(entry.get("last_slot"))
+                slot = parse_time(entry.get("last_slot"))
                 if self._due(job, entry) is not None:
                     entry["last_slot"] = job.schedule.latest_at_or_before(now, self.tz).isoformat()
                     if not job.recurring:
@@ -281,8 +272,8 @@ class Scheduler:
         """The next time ``job`` should run (may be in the past: then it is due)."""
         if job.schedule is None or not job.enabled or entry.get("done"):
             return None
-        armed = _parse(entry.get("armed_at")) or self.started_at
-        slot = _parse(entry.get("last_slot"))
+        armed = parse_time(entry.get("armed_at")) or self.started_at
+        slot = parse_time(entry.get("last_slot"))
         base = max(armed, slot) if slot is not None else armed
         return job.schedule.next_after(base, self.tz)
 
@@ -481,7 +472,7 @@ class Scheduler:
                     "enabled": job.enabled,
                     "running": job.name in self.running,
                     "next_run": _iso(max(due, now) if due else None, tz),
-                    "last_run": _iso(_parse(entry.get("last_run")), tz),
+                    "last_run": _iso(parse_time(entry.get("last_run")), tz),
                     "last_outcome": str(entry.get("last_outcome", "")),
                     "done": bool(entry.get("done")),
                     "error": str(entry.get("error", "")),
@@ -517,7 +508,7 @@ class Scheduler:
                     "enabled": self.settings.heartbeat.enabled,
                     "running": HEARTBEAT in self.running,
                     "next_run": _iso(due, tz),
-                    "last_run": _iso(_parse(beat.get("last_run")), tz),
+                    "last_run": _iso(parse_time(beat.get("last_run")), tz),
                     "last_outcome": str(beat.get("last_outcome", "")),
                     "done": False,
                     "error": str(beat.get("error", "")),

@@ -136,6 +136,48 @@ def echo_proc():
     return json.dumps({**who, "env": dict(os.environ)})
 
 
+def _spawn_children(words):
+    """GRANDCHILD / BACKGROUND: leave a ``sleep`` in our process group (it shares our
+    stdout), its pid in the state dir, for the tests that check the group is emptied."""
+    for word in ("GRANDCHILD", "BACKGROUND"):
+        if word in words:
+            import subprocess
+
+            child = subprocess.Popen(["sleep", "1000"])
+            path = os.path.join(_state_dir(), word.lower() + ".pid")
+            os.makedirs(_state_dir(), exist_ok=True)
+            with open(path + ".tmp", "w") as fh:
+                fh.write(str(child.pid))
+            os.replace(path + ".tmp", path)
+
+
+def _latency(prompt):
+    """Seconds the turn takes: ``SLEEP:<s>``, else ``$FAKE_CLAUDE_LATENCY``, else 0."""
+    sleep = re.search(r"\bSLEEP:([0-9.]+)", prompt)
+    if sleep:
+        return float(sleep.group(1))
+    return float(os.environ.get("FAKE_CLAUDE_LATENCY") or 0)
+
+
+def _echo_reply(prompt, words, args):
+    """The reply an ECHO_*, BIGLINE:<n> or REPLY:<word> directive asks for (None: none)."""
+    if "ECHO_ARGV" in words:
+        return json.dumps(args)
+    if "ECHO_ENV" in words:
+        return json.dumps(dict(os.environ))
+    if "ECHO_PROC" in words:
+        return echo_proc()
+    if "ECHO_CWD" in words:
+        return os.getcwd()
+    bigline = re.search(r"\bBIGLINE:(\d+)", prompt)
+    if bigline:
+        return "x" * int(bigline.group(1))
+    reply = re.search(r"\bREPLY:(\S+)", prompt)
+    if reply:
+        return reply.group(1)
+    return None
+
+
 def parse_args(args):
     opts = {}
     prompt_parts = []
@@ -384,16 +426,7 @@ def main():
         import signal
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for word in ("GRANDCHILD", "BACKGROUND"):
-        if word in words:
-            import subprocess
-
-            child = subprocess.Popen(["sleep", "1000"])  # same process group, same stdout
-            path = os.path.join(_state_dir(), word.lower() + ".pid")
-            os.makedirs(_state_dir(), exist_ok=True)
-            with open(path + ".tmp", "w") as fh:
-                fh.write(str(child.pid))
-            os.replace(path + ".tmp", path)
+    _spawn_children(words)
 
     out.init(os.getcwd(), model)
     if "GARBAGE" in words:
@@ -404,10 +437,7 @@ def main():
     if "HANG" in words or "GRANDCHILD" in words:
         _hang()
     _await_gate(prompt)
-    latency = float(os.environ.get("FAKE_CLAUDE_LATENCY") or 0)
-    sleep = re.search(r"\bSLEEP:([0-9.]+)", prompt)
-    if sleep:
-        latency = float(sleep.group(1))
+    latency = _latency(prompt)
     if latency > 0:
         time.sleep(latency)
     if "CRASH" in words:
@@ -513,19 +543,8 @@ def main():
         )
         num_turns = 2
 
-    if "ECHO_ARGV" in words:
-        reply = json.dumps(args)
-    elif "ECHO_ENV" in words:
-        reply = json.dumps(dict(os.environ))
-    elif "ECHO_PROC" in words:
-        reply = echo_proc()
-    elif "ECHO_CWD" in words:
-        reply = os.getcwd()
-    elif re.search(r"\bBIGLINE:(\d+)", prompt):
-        reply = "x" * int(re.search(r"\bBIGLINE:(\d+)", prompt).group(1))
-    elif re.search(r"\bREPLY:(\S+)", prompt):
-        reply = re.search(r"\bREPLY:(\S+)", prompt).group(1)
-    else:
+    reply = _echo_reply(prompt, words, args)
+    if reply is None:
         reply = f"FAKE-REPLY turn={len(history)} last={prompt}"
     out.assistant([{"type": "text", "text": reply}], model)
     out.result(0, result=reply, num_turns=num_turns)
@@ -736,16 +755,7 @@ class Duplex:
                 "fake": True,
             }
         )
-        for word in ("GRANDCHILD", "BACKGROUND"):
-            if word in words:
-                import subprocess
-
-                child = subprocess.Popen(["sleep", "1000"])  # same process group
-                path = os.path.join(_state_dir(), word.lower() + ".pid")
-                os.makedirs(_state_dir(), exist_ok=True)
-                with open(path + ".tmp", "w") as fh:
-                    fh.write(str(child.pid))
-                os.replace(path + ".tmp", path)
+        _spawn_children(words)
         if "HANG" in words or "GRANDCHILD" in words:
             _hang()
         _await_gate(prompt, lambda: self.interrupted)
@@ -760,10 +770,7 @@ class Duplex:
             sys.stderr.flush()
             os._exit(3)
         tool = re.search(r"\bTOOL:(\w+):", prompt)
-        latency = float(os.environ.get("FAKE_CLAUDE_LATENCY") or 0)
-        sleep = re.search(r"\bSLEEP:([0-9.]+)", prompt)
-        if sleep:
-            latency = float(sleep.group(1))
+        latency = _latency(prompt)
         if tool:
             try:
                 tool_input, _ = json.JSONDecoder().raw_decode(prompt, tool.end())
@@ -880,19 +887,9 @@ class Duplex:
             if answer is None:
                 return self.finish_interrupted()
             reply = f"CONTROL-ANSWER {answer.get('subtype')} {answer.get('error', '')}"
-        elif "ECHO_ARGV" in words:
-            reply = json.dumps(self.args)
-        elif "ECHO_ENV" in words:
-            reply = json.dumps(dict(os.environ))
-        elif "ECHO_PROC" in words:
-            reply = echo_proc()
-        elif "ECHO_CWD" in words:
-            reply = os.getcwd()
-        elif re.search(r"\bBIGLINE:(\d+)", prompt):
-            reply = "x" * int(re.search(r"\bBIGLINE:(\d+)", prompt).group(1))
-        elif re.search(r"\bREPLY:(\S+)", prompt):
-            reply = re.search(r"\bREPLY:(\S+)", prompt).group(1)
         else:
+            reply = _echo_reply(prompt, words, self.args)
+        if reply is None:
             reply = f"FAKE-REPLY turn={len(self.history) + 1} last={prompt}"
             if steers:
                 reply += " steered=" + "|".join(steers)

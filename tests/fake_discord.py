@@ -670,42 +670,14 @@ class FakeDiscord:
         user: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Invoke ``/name`` in ``channel_id``; returns ``(interaction_id, token)``."""
-        user = user or self.alice
         command = next((c for c in self.commands if c["name"] == name), None)
-        interaction_id = snowflake()
-        token = "itok-" + secrets.token_hex(12)
-        channel = self.channels[channel_id]
-        guild_id = channel.get("guild_id")
-        payload: dict[str, Any] = {
-            "id": interaction_id,
-            "application_id": self.application_id,
-            "type": 2,
-            "data": {
-                "id": command["id"] if command else snowflake(),
-                "name": name,
-                "type": 1,
-                "options": options or [],
-            },
-            "channel_id": channel_id,
-            "channel": channel,
-            "token": token,
-            "version": 1,
-            "app_permissions": ALL_PERMISSIONS,
-            "locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": guild_id} if guild_id else {"1": user["id"]},
-            "context": 0 if guild_id else 1,
-            "attachment_size_limit": 26_214_400,
+        data = {
+            "id": command["id"] if command else snowflake(),
+            "name": name,
+            "type": 1,
+            "options": options or [],
         }
-        if guild_id:
-            payload["guild_id"] = guild_id
-            payload["guild_locale"] = "en-US"
-            payload["member"] = self._member(user)
-        else:
-            payload["user"] = user
-        await self.dispatch("INTERACTION_CREATE", payload)
-        self._touch()
-        return interaction_id, token
+        return await self._interact(channel_id, user or self.alice, {"type": 2, "data": data})
 
     async def press_button(
         self,
@@ -716,9 +688,27 @@ class FakeDiscord:
         user: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Press the button ``custom_id`` of a bot message; returns ``(interaction_id, token)``."""
-        user = user or self.alice
         message = self._find_message(channel_id, message_id)
         assert message is not None, f"no message {message_id} in {channel_id}"
+        fields = {
+            "type": 3,  # MESSAGE_COMPONENT
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message,
+        }
+        return await self._interact(
+            channel_id, user or self.alice, fields, pressed=(channel_id, message_id)
+        )
+
+    async def _interact(
+        self,
+        channel_id: str,
+        user: dict[str, Any],
+        fields: dict[str, Any],
+        *,
+        pressed: tuple[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """Dispatch an INTERACTION_CREATE of the kind ``fields`` says (type, data, ...) from
+        ``user`` in ``channel_id``, guild or DM as the channel is."""
         interaction_id = snowflake()
         token = "itok-" + secrets.token_hex(12)
         channel = self.channels[channel_id]
@@ -726,9 +716,7 @@ class FakeDiscord:
         payload: dict[str, Any] = {
             "id": interaction_id,
             "application_id": self.application_id,
-            "type": 3,  # MESSAGE_COMPONENT
-            "data": {"custom_id": custom_id, "component_type": 2},
-            "message": message,
+            **fields,
             "channel_id": channel_id,
             "channel": channel,
             "token": token,
@@ -746,7 +734,8 @@ class FakeDiscord:
             payload["member"] = self._member(user)
         else:
             payload["user"] = user
-        self._pressed[interaction_id] = (channel_id, message_id)
+        if pressed is not None:
+            self._pressed[interaction_id] = pressed
         await self.dispatch("INTERACTION_CREATE", payload)
         self._touch()
         return interaction_id, token

@@ -7,10 +7,13 @@
 * ``fake_anthropic``: the loopback fake Anthropic API, served from a thread.
 * ``real_claude_path`` / ``real_claude_env``: the pinned real CLI and an offline env that
   talks to ``fake_anthropic`` (skips, or fails on CI, when the CLI is missing).
+* ``LiveRun``, ``send_turn``, ``begin_turn``: one message through a warm
+  ``ClaudeSessionRunner`` (the fake's and the real CLI's tests alike).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shlex
@@ -22,7 +25,9 @@ from typing import Any
 
 import pytest
 
+from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import RunnerSettings, SecuritySettings, Settings
+from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunStarted
 from tests.fake_anthropic import FakeAnthropic
 
 FAKE_CLAUDE = Path(__file__).with_name("fake_claude.py")
@@ -189,8 +194,6 @@ async def run_once(
     within: float = 60,
 ) -> Any:
     """One ``run_claude`` with a safety timeout; returns its final event."""
-    import asyncio
-
     from claudeclaw.claude.runner import run_claude
 
     return await asyncio.wait_for(
@@ -205,3 +208,61 @@ async def run_once(
         ),
         within,
     )
+
+
+class LiveRun:
+    """One message through a runner: its events, and an event set when it started, when it
+    made progress, and when that progress was a tool call."""
+
+    def __init__(self) -> None:
+        self.events: list[RunEvent] = []
+        self.started = asyncio.Event()
+        self.progress = asyncio.Event()
+        self.tool = asyncio.Event()
+
+    def __call__(self, event: RunEvent) -> None:
+        self.events.append(event)
+        if isinstance(event, RunStarted):
+            self.started.set()
+        elif isinstance(event, RunProgress):
+            self.progress.set()
+            if event.tool:
+                self.tool.set()
+
+    @property
+    def pids(self) -> list[int]:
+        return [e.pid for e in self.events if isinstance(e, RunStarted)]
+
+
+async def send_turn(
+    runner: ClaudeSessionRunner,
+    settings: Settings,
+    prompt: str,
+    session_id: str | None,
+    run: LiveRun | None = None,
+    *,
+    within: float = 30,
+) -> tuple[RunDone | RunFailed, LiveRun]:
+    """Send ``prompt`` through ``runner`` (a safety timeout); its final event and its run."""
+    run = run or LiveRun()
+    final = await asyncio.wait_for(
+        runner.run(settings, prompt, session_id=session_id, msg_id="m", on_event=run), within
+    )
+    return final, run
+
+
+async def begin_turn(
+    runner: ClaudeSessionRunner,
+    settings: Settings,
+    prompt: str,
+    session_id: str | None,
+    *,
+    until: str = "started",
+    within: float = 30,
+) -> tuple[asyncio.Task[tuple[RunDone | RunFailed, LiveRun]], LiveRun]:
+    """Send ``prompt`` in the background; return once its run has ``until`` (``started``,
+    ``progress`` or ``tool``), with the task that ends with :func:`send_turn`'s answer."""
+    run = LiveRun()
+    task = asyncio.create_task(send_turn(runner, settings, prompt, session_id, run, within=within))
+    await asyncio.wait_for(getattr(run, until).wait(), within)
+    return task, run

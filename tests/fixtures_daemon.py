@@ -2,7 +2,11 @@
 
 * ``make_project``: a project directory with a settings.json (overrides merged in).
 * ``daemon``: a started in-process :class:`Supervisor` for that project (stopped after).
-* ``collect``: submit a message and gather its events up to the final one.
+* ``collect``: submit a message and gather its events up to the final one; ``final``,
+  ``started``, ``wait_for`` to look at them.
+* ``new_supervisor`` / ``started_supervisor``: the daemon for a project as tests run it
+  (``discord=True``: against the fake Discord); ``discord_settings`` for its settings.
+* ``start_supervisor``: ``await start_supervisor(paths)``, shut down after the test.
 * ``daemon_process``: ``claudeclaw run`` as a real subprocess (for signal tests).
 """
 
@@ -17,7 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,10 @@ import pytest
 
 from claudeclaw import control
 from claudeclaw.config import load_settings
-from claudeclaw.model import RunEvent, SessionKey, is_final
+from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted, SessionKey, is_final
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
+from tests.fake_discord import FakeDiscord
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -89,12 +94,61 @@ def make_project(
     return make
 
 
+def discord_settings(fake: FakeDiscord, *, listen: bool = True, **extra: Any) -> dict[str, Any]:
+    """The ``discord`` settings for the fake: its token, alice allowed, the listen channel
+    (unless ``listen=False``), no progress message within a test; ``extra`` on top."""
+    settings: dict[str, Any] = {
+        "token": fake.token,
+        "allowedUserIds": [fake.alice["id"]],
+        "progressAfterSeconds": 60,
+    }
+    if listen:
+        settings["listenChannels"] = [fake.listen_id]
+    settings.update(extra)
+    return settings
+
+
+def new_supervisor(paths: ProjectPaths, *, discord: bool = False) -> Supervisor:
+    """The daemon for ``paths`` (not started), logging JSON. With ``discord``, its client
+    does not wait for more guilds than the fake's (they all come at once)."""
+    return Supervisor(
+        paths,
+        load_settings(paths.settings_file),
+        log_mode="json",
+        frontend_options={"guild_ready_timeout": 0.01} if discord else None,
+    )
+
+
+async def started_supervisor(paths: ProjectPaths, *, discord: bool = False) -> Supervisor:
+    """:func:`new_supervisor`, started; the caller shuts it down."""
+    supervisor = new_supervisor(paths, discord=discord)
+    await supervisor.startup()
+    return supervisor
+
+
+SupervisorStarter = Callable[..., Awaitable[Supervisor]]
+
+
+@pytest.fixture
+async def start_supervisor() -> AsyncIterator[SupervisorStarter]:
+    """``await start_supervisor(paths, discord=...)``: a started daemon, shut down after the
+    test. Request it after ``fake_discord`` so the daemons stop before the fake does."""
+    started: list[Supervisor] = []
+
+    async def start(paths: ProjectPaths, *, discord: bool = False) -> Supervisor:
+        supervisor = await started_supervisor(paths, discord=discord)
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        await supervisor.shutdown()
+
+
 @pytest.fixture
 async def daemon(make_project: ProjectFactory) -> AsyncIterator[Supervisor]:
     """A running in-process supervisor with default test settings."""
-    paths = make_project()
-    supervisor = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await supervisor.startup()
+    supervisor = await started_supervisor(make_project())
     try:
         yield supervisor
     finally:
@@ -117,6 +171,24 @@ async def collect(
             if is_final(event):
                 break
     return events
+
+
+def final(events: list[RunEvent]) -> RunDone | RunFailed:
+    """The last event, which must be the run's end."""
+    last = events[-1]
+    assert isinstance(last, RunDone | RunFailed)
+    return last
+
+
+def started(events: list[RunEvent]) -> list[RunStarted]:
+    return [e for e in events if isinstance(e, RunStarted)]
+
+
+async def wait_for(predicate: Callable[[], object], what: str, within: float = 20.0) -> None:
+    """Await a condition the daemon reaches on its own (a safety net, not a sleep)."""
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
 
 class DaemonProcess:

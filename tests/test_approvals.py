@@ -15,7 +15,6 @@ from structlog.testing import capture_logs
 
 from claudeclaw.approvals import ApprovalBroker, questions_of, summarize
 from claudeclaw.cli import _ask_on_terminal
-from claudeclaw.config import load_settings
 from claudeclaw.model import (
     RunApproval,
     RunApprovalDone,
@@ -27,6 +26,7 @@ from claudeclaw.model import (
 )
 from claudeclaw.redaction import register_secret
 from claudeclaw.supervisor import Supervisor
+from tests.fixtures_daemon import final, started_supervisor
 
 THREAD = SessionKey("520000000000000001")
 WRITE = 'PERMIT:Write:{"file_path": "/w/x.txt", "content": "hello"}'
@@ -34,8 +34,7 @@ WRITE = 'PERMIT:Write:{"file_path": "/w/x.txt", "content": "hello"}'
 
 async def start(make_project: Any, **security: Any) -> Supervisor:
     paths = make_project(security={"approvals": True, **security})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     return sup
 
 
@@ -57,12 +56,6 @@ async def run(
             if is_final(event):
                 break
     return events
-
-
-def final(events: list[RunEvent]) -> RunDone | RunFailed:
-    last = events[-1]
-    assert isinstance(last, RunDone | RunFailed)
-    return last
 
 
 def of(events: list[RunEvent], kind: type[Any]) -> list[Any]:
@@ -370,8 +363,7 @@ async def test_stop_while_a_request_waits_ends_the_request_and_the_run(make_proj
 
 async def test_approvals_off_runs_as_before_with_no_prompt(make_project: Any) -> None:
     paths = make_project()
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         events = await run(sup, THREAD, "ECHO_ARGV")
         argv = json.loads(final(events).reply)  # type: ignore[union-attr]
@@ -386,8 +378,7 @@ async def test_approvals_with_warm_sessions_off_still_ask_and_close_the_process(
     sup = await start(make_project)
     await sup.shutdown()
     paths = make_project(security={"approvals": True}, runner={"warmSessions": False})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         events = await run(sup, THREAD, "ECHO_ARGV")
         argv = json.loads(final(events).reply)  # type: ignore[union-attr]

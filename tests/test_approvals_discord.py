@@ -6,51 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from claudeclaw.config import load_settings
 from claudeclaw.frontend.approvals import GONE, PREFIX, REFUSED
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
+from tests.fixtures_daemon import SupervisorStarter, discord_settings
 
 WRITE = 'PERMIT:Write:{"file_path": "/w/x.txt", "content": "hello"}'
 DaemonFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def approving_daemon(
-    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
-) -> AsyncIterator[DaemonFactory]:
+def approving_daemon(
+    make_project: Callable[..., ProjectPaths],
+    fake_discord: FakeDiscord,
+    start_supervisor: SupervisorStarter,
+) -> DaemonFactory:
     """``await approving_daemon(**security)``: a supervisor with approvals on, on the fake."""
-    started: list[Supervisor] = []
 
     async def start(**security: Any) -> Supervisor:
         paths = make_project(
-            discord={
-                "token": fake_discord.token,
-                "allowedUserIds": [fake_discord.alice["id"]],
-                "listenChannels": [fake_discord.listen_id],
-                "progressAfterSeconds": 60,
-            },
-            security={"approvals": True, **security},
+            discord=discord_settings(fake_discord), security={"approvals": True, **security}
         )
-        sup = Supervisor(
-            paths,
-            load_settings(paths.settings_file),
-            log_mode="json",
-            frontend_options={"guild_ready_timeout": 0.01},
-        )
-        await sup.startup()
-        started.append(sup)
-        return sup
+        return await start_supervisor(paths, discord=True)
 
-    yield start
-    for sup in started:
-        await sup.shutdown()
+    return start
 
 
 def containing(needle: str) -> Callable[[dict[str, Any]], bool]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from claudeclaw.config import load_settings
 from claudeclaw.model import RunApproval, RunApprovalDone, RunDone, SessionKey
 from claudeclaw.supervisor import Supervisor
-from tests.test_approvals import final, of, run
+from tests.fixtures_daemon import SupervisorStarter, final
+from tests.test_approvals import of, run
 
 pytestmark = pytest.mark.realcli
 
@@ -21,30 +21,25 @@ THREAD = SessionKey("530000000000000001")
 
 
 @pytest.fixture
-async def real_daemon(
+def real_daemon(
     make_project: Any,
     real_claude_path: Path,
     real_claude_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
+    start_supervisor: SupervisorStarter,
 ) -> Any:
     """``await real_daemon(**security)``: approvals on, the real CLI offline."""
     for name, value in real_claude_env.items():
         monkeypatch.setenv(name, value)
-    started: list[Supervisor] = []
 
     async def start(**security: Any) -> Supervisor:
         paths = make_project(
             runner={"claudePath": str(real_claude_path)},
             security={"approvals": True, **security},
         )
-        sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-        await sup.startup()
-        started.append(sup)
-        return sup
+        return await start_supervisor(paths)
 
-    yield start
-    for sup in started:
-        await sup.shutdown()
+    return start
 
 
 def write(path: Path, content: str = "hello") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -17,8 +18,8 @@ from claudeclaw.claude import live as live_module
 from claudeclaw.claude.live import NO_APPROVER_MESSAGE, Allow, Deny
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import LimitSettings, Settings
-from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunSession, RunStarted
-from tests.fixtures_claude import SettingsFactory
+from claudeclaw.model import RunDone, RunFailed, RunSession, RunStarted
+from tests.fixtures_claude import SettingsFactory, begin_turn, send_turn
 
 SAFETY = 30
 
@@ -28,38 +29,7 @@ def settings(claude_settings: SettingsFactory, fake_claude_path: Path) -> Settin
     return claude_settings(fake_claude_path, kill_grace_seconds=0.5)
 
 
-class Run:
-    """One message through a runner, with its events and an event for each kind."""
-
-    def __init__(self) -> None:
-        self.events: list[RunEvent] = []
-        self.started = asyncio.Event()
-        self.progress = asyncio.Event()
-
-    def __call__(self, event: RunEvent) -> None:
-        self.events.append(event)
-        if isinstance(event, RunStarted):
-            self.started.set()
-        elif isinstance(event, RunProgress):
-            self.progress.set()
-
-    @property
-    def pids(self) -> list[int]:
-        return [e.pid for e in self.events if isinstance(e, RunStarted)]
-
-
-async def send(
-    runner: ClaudeSessionRunner,
-    settings: Settings,
-    prompt: str,
-    session_id: str | None,
-    run: Run | None = None,
-) -> tuple[RunDone | RunFailed, Run]:
-    run = run or Run()
-    final = await asyncio.wait_for(
-        runner.run(settings, prompt, session_id=session_id, msg_id="m", on_event=run), SAFETY
-    )
-    return final, run
+send = functools.partial(send_turn, within=SAFETY)
 
 
 @pytest.fixture
@@ -120,11 +90,14 @@ async def test_warm_argv_and_env_follow_the_cold_rules(
 async def test_a_steer_reaches_the_running_turn(
     runner: ClaudeSessionRunner, settings: Settings
 ) -> None:
-    run = Run()
-    task = asyncio.create_task(
-        send(runner, settings, 'TOOL:Bash:{"command": "x"} SLEEP:2', None, run)
-    )
-    await asyncio.wait_for(run.progress.wait(), SAFETY)  # the tool call is under way
+    task, run = await begin_turn(
+        runner,
+        settings,
+        'TOOL:Bash:{"command": "x"} SLEEP:2',
+        None,
+        until="progress",
+        within=SAFETY,
+    )  # the tool call is under way
     assert await runner.steer("also this")
     final, _ = await task
     assert isinstance(final, RunDone), final
@@ -141,9 +114,7 @@ async def test_a_steer_too_late_for_the_turn_is_answered_in_the_same_reply(
     """No tool step left: the CLI queues the message as its next turn and starts it only on
     the next stdin line. The runner pokes it and the reply answers both; the turn after
     that is in step again."""
-    run = Run()
-    task = asyncio.create_task(send(runner, settings, "SLEEP:0.5 first", None, run))
-    await asyncio.wait_for(run.started.wait(), SAFETY)
+    task, _ = await begin_turn(runner, settings, "SLEEP:0.5 first", None, within=SAFETY)
     assert await runner.steer("late one")
     final, _ = await task
     assert isinstance(final, RunDone), final
@@ -167,9 +138,7 @@ async def test_interrupt_ends_the_turn_and_keeps_the_process(
 ) -> None:
     first, run1 = await send(runner, settings, "one", None)
     assert isinstance(first, RunDone)
-    run = Run()
-    task = asyncio.create_task(send(runner, settings, "SLEEP:60", first.session_id, run))
-    await asyncio.wait_for(run.started.wait(), SAFETY)
+    task, run = await begin_turn(runner, settings, "SLEEP:60", first.session_id, within=SAFETY)
     assert await runner.interrupt()
     stopped, _ = await task
     assert isinstance(stopped, RunFailed) and stopped.reason == "cancelled", stopped
@@ -186,9 +155,7 @@ async def test_an_ignored_interrupt_kills_the_group_and_the_next_turn_resumes(
     monkeypatch.setattr(live_module, "INTERRUPT_GRACE_SECONDS", 0.3)
     first, _ = await send(runner, settings, "one", None)
     assert isinstance(first, RunDone)
-    run = Run()
-    task = asyncio.create_task(send(runner, settings, "HANG", first.session_id, run))
-    await asyncio.wait_for(run.started.wait(), SAFETY)
+    task, run = await begin_turn(runner, settings, "HANG", first.session_id, within=SAFETY)
     assert await runner.interrupt()
     stopped, _ = await task
     assert isinstance(stopped, RunFailed) and stopped.reason == "cancelled", stopped
@@ -204,9 +171,7 @@ async def test_a_killed_warm_process_is_replaced_by_a_cold_resume_of_the_message
 ) -> None:
     first, _ = await send(runner, settings, "one", None)
     assert isinstance(first, RunDone)
-    run = Run()
-    task = asyncio.create_task(send(runner, settings, "SLEEP:1 two", first.session_id, run))
-    await asyncio.wait_for(run.started.wait(), SAFETY)
+    task, run = await begin_turn(runner, settings, "SLEEP:1 two", first.session_id, within=SAFETY)
     os.kill(run.pids[0], signal.SIGKILL)
     final, _ = await task
     assert isinstance(final, RunDone), final
@@ -268,9 +233,7 @@ async def test_interrupt_stops_a_cold_run(runner: ClaudeSessionRunner, settings:
     cold = dataclasses.replace(
         settings, runner=dataclasses.replace(settings.runner, warm_sessions=False)
     )
-    run = Run()
-    task = asyncio.create_task(send(runner, cold, "SLEEP:60", None, run))
-    await asyncio.wait_for(run.started.wait(), SAFETY)
+    task, run = await begin_turn(runner, cold, "SLEEP:60", None, within=SAFETY)
     assert runner.status().mode == "cold" and runner.status().claude_pid == run.pids[0]
     assert await runner.interrupt()
     final, _ = await task
@@ -392,11 +355,14 @@ async def test_a_steer_whose_echo_is_missed_ends_with_the_turn(
     """A steer the turn took in without echoing it looks queued: the CLI is poked, starts
     no new turn, and after FOLLOWUP_SECONDS the turn ends with its own reply."""
     monkeypatch.setattr(live_module, "FOLLOWUP_SECONDS", 0.3)
-    run = Run()
-    task = asyncio.create_task(
-        send(runner, settings, 'TOOL:Bash:{"command": "x"} SLEEP:2', None, run)
+    task, _ = await begin_turn(
+        runner,
+        settings,
+        'TOOL:Bash:{"command": "x"} SLEEP:2',
+        None,
+        until="progress",
+        within=SAFETY,
     )
-    await asyncio.wait_for(run.progress.wait(), SAFETY)
     assert await runner.steer("NOECHO hidden")
     final, _ = await task
     assert isinstance(final, RunDone), final

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -19,9 +20,9 @@ import pytest
 from claudeclaw.claude.live import Deny
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import Settings
-from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunStarted
+from claudeclaw.model import RunDone, RunFailed, RunStarted
 from tests.fake_anthropic import FakeAnthropic, count_turns
-from tests.fixtures_claude import SettingsFactory
+from tests.fixtures_claude import SettingsFactory, begin_turn, send_turn
 
 pytestmark = pytest.mark.realcli
 
@@ -40,36 +41,7 @@ async def runner(workdir: Path, real_claude_env: dict[str, str]) -> AsyncIterato
     await runner.close()
 
 
-class Run:
-    def __init__(self) -> None:
-        self.events: list[RunEvent] = []
-        self.started = asyncio.Event()
-        self.tool = asyncio.Event()
-
-    def __call__(self, event: RunEvent) -> None:
-        self.events.append(event)
-        if isinstance(event, RunStarted):
-            self.started.set()
-        elif isinstance(event, RunProgress) and event.tool:
-            self.tool.set()
-
-    @property
-    def pids(self) -> list[int]:
-        return [e.pid for e in self.events if isinstance(e, RunStarted)]
-
-
-async def send(
-    runner: ClaudeSessionRunner,
-    settings: Settings,
-    prompt: str,
-    session_id: str | None,
-    run: Run | None = None,
-) -> tuple[RunDone | RunFailed, Run]:
-    run = run or Run()
-    final = await asyncio.wait_for(
-        runner.run(settings, prompt, session_id=session_id, msg_id="m", on_event=run), SAFETY
-    )
-    return final, run
+send = functools.partial(send_turn, within=SAFETY)
 
 
 async def test_warm_turns_carry_the_whole_history_from_one_process(
@@ -91,11 +63,9 @@ async def test_warm_turns_carry_the_whole_history_from_one_process(
 async def test_a_steer_reaches_the_model_inside_the_running_turn(
     runner: ClaudeSessionRunner, settings: Settings, fake_anthropic: FakeAnthropic
 ) -> None:
-    run = Run()
-    task = asyncio.create_task(
-        send(runner, settings, 'TOOL:Bash:{"command": "sleep 2"}', None, run)
-    )
-    await asyncio.wait_for(run.tool.wait(), SAFETY)  # the tool runs: the model waits on it
+    task, run = await begin_turn(
+        runner, settings, 'TOOL:Bash:{"command": "sleep 2"}', None, until="tool", within=SAFETY
+    )  # the tool runs: the model waits on it
     assert await runner.steer("STEER-MARKER please also say hi")
     final, _ = await task
     assert isinstance(final, RunDone), final
@@ -110,9 +80,7 @@ async def test_interrupt_ends_the_turn_and_the_next_turn_runs_in_the_same_proces
 ) -> None:
     first, run1 = await send(runner, settings, "one", None)
     assert isinstance(first, RunDone), first
-    run = Run()
-    task = asyncio.create_task(send(runner, settings, "SLOW:30 long", first.session_id, run))
-    await asyncio.wait_for(run.started.wait(), SAFETY)
+    task, run = await begin_turn(runner, settings, "SLOW:30 long", first.session_id, within=SAFETY)
     assert await runner.interrupt()
     stopped, _ = await task
     assert isinstance(stopped, RunFailed) and stopped.reason == "cancelled", stopped
@@ -127,9 +95,7 @@ async def test_a_sigkilled_warm_process_is_answered_once_by_a_cold_resume(
 ) -> None:
     first, _ = await send(runner, settings, "one", None)
     assert isinstance(first, RunDone), first
-    run = Run()
-    task = asyncio.create_task(send(runner, settings, "SLOW:3 two", first.session_id, run))
-    await asyncio.wait_for(run.started.wait(), SAFETY)
+    task, run = await begin_turn(runner, settings, "SLOW:3 two", first.session_id, within=SAFETY)
     os.kill(run.pids[0], signal.SIGKILL)
     final, _ = await task
     assert isinstance(final, RunDone), final

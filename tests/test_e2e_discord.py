@@ -9,50 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from claudeclaw.config import Settings, load_settings
+from claudeclaw.config import Settings
 from claudeclaw.model import RunDone, RunFailed, RunStarted, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
+from tests.fixtures_daemon import (
+    SupervisorStarter,
+    discord_settings,
+    new_supervisor,
+    started_supervisor,
+)
 
 DaemonFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def discord_daemon(
-    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
-) -> AsyncIterator[DaemonFactory]:
+def discord_daemon(
+    make_project: Callable[..., ProjectPaths],
+    fake_discord: FakeDiscord,
+    start_supervisor: SupervisorStarter,
+) -> DaemonFactory:
     """``await discord_daemon(**settings)``: a started supervisor connected to the fake."""
-    started: list[Supervisor] = []
 
     async def start(**overrides: Any) -> Supervisor:
-        discord_cfg = {
-            "token": fake_discord.token,
-            "allowedUserIds": [fake_discord.alice["id"]],
-            "listenChannels": [fake_discord.listen_id],
-            "progressAfterSeconds": 60,
-        }
-        discord_cfg.update(overrides.pop("discord", {}))
-        paths = make_project(discord=discord_cfg, **overrides)
-        sup = Supervisor(
-            paths,
-            load_settings(paths.settings_file),
-            log_mode="json",
-            frontend_options={"guild_ready_timeout": 0.01},
-        )
-        await sup.startup()
-        started.append(sup)
-        return sup
+        discord_cfg = discord_settings(fake_discord, **overrides.pop("discord", {}))
+        return await start_supervisor(make_project(discord=discord_cfg, **overrides), discord=True)
 
-    yield start
-    for sup in started:
-        await sup.shutdown()
+    return start
 
 
 def pool_order(sup: Supervisor) -> list[tuple[str, str, SessionKey]]:
@@ -194,17 +184,12 @@ async def test_a_rejected_token_stops_the_daemon_with_a_clear_error(
     from claudeclaw.errors import EXIT_LOGIN_FAILED, DiscordLoginRejected
 
     paths = make_project(discord={"token": "wrong-token-0123456789", "allowedUserIds": ["1"]})
-    sup = Supervisor(
-        paths,
-        load_settings(paths.settings_file),
-        log_mode="json",
-        frontend_options={"guild_ready_timeout": 0.01},
-    )
+    sup = new_supervisor(paths, discord=True)
     with pytest.raises(DiscordLoginRejected, match="rejected the token"):
         await sup.run()
     assert not paths.daemon_file.exists()
     assert EXIT_LOGIN_FAILED == 5
-    again = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    again = new_supervisor(paths)
     again.settings = Settings()  # no token: local only
     await again.startup()  # the instance lock was released
     await again.shutdown()
@@ -228,18 +213,9 @@ async def test_discord_down_at_start_the_daemon_serves_and_connects_when_it_is_b
     port = fake.port
     await fake.stop()  # down: nothing listens there
     paths = make_project(
-        discord={
-            "token": fake.token,
-            "allowedUserIds": [fake.alice["id"]],
-            "progressAfterSeconds": 60,
-        }
+        discord=discord_settings(fake, listen=False),
     )
-    sup = Supervisor(
-        paths,
-        load_settings(paths.settings_file),
-        log_mode="json",
-        frontend_options={"guild_ready_timeout": 0.01},
-    )
+    sup = new_supervisor(paths, discord=True)
     sup.discord_retry = {"first_retry": 0.3, "max_retry": 0.6}
     try:
         with capture_logs() as logs:
@@ -283,12 +259,7 @@ async def test_a_gateway_refusal_at_start_stays_fatal(
 
     fake_discord.gateway_close_code = code
     paths = make_project(discord={"token": fake_discord.token, "allowedUserIds": ["1"]})
-    sup = Supervisor(
-        paths,
-        load_settings(paths.settings_file),
-        log_mode="json",
-        frontend_options={"guild_ready_timeout": 0.01},
-    )
+    sup = new_supervisor(paths, discord=True)
     with pytest.raises(DiscordLoginRejected, match=needle):
         await asyncio.wait_for(sup.run(), 20)
     assert not paths.daemon_file.exists()
@@ -305,25 +276,11 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
     one gets an "interrupted, not run again" note; A was told it did not finish."""
     fake = fake_discord
     paths = make_project(
-        discord={
-            "token": fake.token,
-            "allowedUserIds": [fake.alice["id"]],
-            "listenChannels": [fake.listen_id],
-            "progressAfterSeconds": 60,
-        },
+        discord=discord_settings(fake),
         limits={"shutdownGraceSeconds": 0.2},
     )
 
-    def supervisor() -> Supervisor:
-        return Supervisor(
-            paths,
-            load_settings(paths.settings_file),
-            log_mode="json",
-            frontend_options={"guild_ready_timeout": 0.01},
-        )
-
-    first = supervisor()
-    await first.startup()
+    first = await started_supervisor(paths, discord=True)
     thread = fake.listen_thread_id
     a = await fake.user_says(thread, "A HANG")
     assert first.pool is not None
@@ -359,8 +316,7 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
     )
     paths.pending_file.write_text(json.dumps(ledger))
 
-    second = supervisor()
-    await second.startup()
+    second = await started_supervisor(paths, discord=True)
     try:
         answer = await fake.wait_for_message(
             thread, reply_to(fake, thread, "Message: B after the restart"), timeout=30
@@ -448,24 +404,11 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
     again (the session has one turn), and the pending ledger is empty."""
     fake = fake_discord
     paths = make_project(
-        discord={
-            "token": fake.token,
-            "allowedUserIds": [fake.alice["id"]],
-            "listenChannels": [fake.listen_id],
-            "progressAfterSeconds": 60,
-        },
+        discord=discord_settings(fake),
     )
 
-    def supervisor() -> Supervisor:
-        return Supervisor(
-            paths,
-            load_settings(paths.settings_file),
-            log_mode="json",
-            frontend_options={"guild_ready_timeout": 0.01},
-        )
-
     thread = fake.listen_thread_id
-    first = supervisor()
+    first = new_supervisor(paths, discord=True)
     first.drain_seconds = 0.5
     await first.startup()
     fake.fail_posts[thread] = 500
@@ -481,8 +424,7 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
     assert not fake.bot_messages(thread)
 
     del fake.fail_posts[thread]
-    second = supervisor()
-    await second.startup()
+    second = await started_supervisor(paths, discord=True)
     try:
         answer = await fake.wait_for_message(
             thread, reply_to(fake, thread, "FAKE-REPLY turn=1"), timeout=30

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,50 +15,36 @@ import pytest
 from structlog.testing import capture_logs
 
 from claudeclaw import control
-from claudeclaw.config import load_settings
 from claudeclaw.model import RunDone, RunStarted, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
+from tests.fixtures_daemon import SupervisorStarter, discord_settings, new_supervisor
 
 DaemonFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def jobs_daemon(
-    make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
-) -> AsyncIterator[DaemonFactory]:
+def jobs_daemon(
+    make_project: Callable[..., ProjectPaths],
+    fake_discord: FakeDiscord,
+    start_supervisor: SupervisorStarter,
+) -> DaemonFactory:
     """``await jobs_daemon(jobs={name: text}, state=..., **settings)``: a started daemon."""
-    started: list[Supervisor] = []
 
     async def start(
         jobs: dict[str, str] | None = None, state: dict[str, Any] | None = None, **overrides: Any
     ) -> Supervisor:
-        discord_cfg = {
-            "token": fake_discord.token,
-            "allowedUserIds": [fake_discord.alice["id"]],
-            "progressAfterSeconds": 60,
-        }
-        discord_cfg.update(overrides.pop("discord", {}))
+        discord_cfg = discord_settings(fake_discord, listen=False, **overrides.pop("discord", {}))
         paths = make_project(discord=discord_cfg, **overrides)
         paths.jobs_dir.mkdir(parents=True, exist_ok=True)
         for name, text in (jobs or {}).items():
             (paths.jobs_dir / f"{name}.md").write_text(text)
         if state is not None:
             paths.schedule_file.write_text(json.dumps(state))
-        sup = Supervisor(
-            paths,
-            load_settings(paths.settings_file),
-            log_mode="json",
-            frontend_options={"guild_ready_timeout": 0.01},
-        )
-        await sup.startup()
-        started.append(sup)
-        return sup
+        return await start_supervisor(paths, discord=True)
 
-    yield start
-    for sup in started:
-        await sup.shutdown()
+    return start
 
 
 async def run_now(paths: ProjectPaths, message: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +199,7 @@ async def test_the_originals_inert_keys_are_announced_at_start(
     make_project: Callable[..., ProjectPaths],
 ) -> None:
     paths = make_project(telegram={"token": "123:abc"}, agentic={"enabled": True})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    sup = new_supervisor(paths)
     with capture_logs() as logs:
         await sup.startup()
         await sup.shutdown()

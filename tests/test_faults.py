@@ -28,6 +28,7 @@ import pytest
 from claudeclaw import control, jsonstore
 from claudeclaw.paths import ProjectPaths
 from tests.fake_discord import FakeDiscord
+from tests.fixtures_daemon import discord_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 KEPT_PREFIX = "⏸️"
@@ -160,12 +161,7 @@ async def rig(
     fake_discord: FakeDiscord, make_project: Callable[..., ProjectPaths]
 ) -> AsyncIterator[Rig]:
     paths = make_project(
-        discord={
-            "token": fake_discord.token,
-            "allowedUserIds": [fake_discord.alice["id"]],
-            "listenChannels": [fake_discord.listen_id],
-            "progressAfterSeconds": 60,
-        },
+        discord=discord_settings(fake_discord),
         limits={"shutdownGraceSeconds": 1},
     )
     made = Rig(fake_discord, paths)

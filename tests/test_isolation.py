@@ -29,10 +29,9 @@ from claudeclaw.config import load_settings
 from claudeclaw.errors import StateError
 from claudeclaw.model import RunDone
 from claudeclaw.paths import ProjectPaths, ensure_private_dir
-from claudeclaw.supervisor import Supervisor
 from tests.fake_anthropic import FakeAnthropic
 from tests.fixtures_claude import SettingsFactory, run_once
-from tests.fixtures_daemon import ProjectFactory
+from tests.fixtures_daemon import ProjectFactory, started_supervisor
 
 ACCOUNT = AgentAccount("claudeclaw-agent", 990, 991, Path("/var/lib/claudeclaw-agent"))
 
@@ -129,8 +128,7 @@ async def test_workers_inherit_no_credential_but_the_model_providers(
     monkeypatch.setenv("SOME_SERVICE_PASSWORD", "pw")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-dummy")
     paths = make_project()
-    supervisor = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await supervisor.startup()
+    supervisor = await started_supervisor(paths)
     try:
         assert supervisor.pool is not None
         env = supervisor.pool.child_env
@@ -149,8 +147,7 @@ async def test_daemon_json_names_the_agent_and_its_home_for_doctor(
     monkeypatch.setenv("CLAUDECLAW_AGENT_USER", "nobody")
     monkeypatch.setenv("CLAUDECLAW_AGENT_HOME", "/var/lib/claudeclaw-agent/work")
     paths = make_project()
-    supervisor = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await supervisor.startup()
+    supervisor = await started_supervisor(paths)
     try:
         info = json.loads(paths.daemon_file.read_text())
         assert info["agent_user"] == "nobody"

@@ -28,26 +28,17 @@ from claudeclaw.model import (
     RunStarted,
     SessionKey,
 )
+from claudeclaw.pool import WorkerHandle
 from claudeclaw.procs import find_orphans, project_tag
 from claudeclaw.supervisor import Supervisor
-from tests.fixtures_daemon import collect
-
-
-def final(events: list[RunEvent]) -> RunDone | RunFailed:
-    last = events[-1]
-    assert isinstance(last, RunDone | RunFailed)
-    return last
-
-
-def started(events: list[RunEvent]) -> list[RunStarted]:
-    return [e for e in events if isinstance(e, RunStarted)]
-
-
-async def wait_for(predicate, what: str, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    """Await a condition the daemon reaches on its own (a safety net, not a sleep)."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.02)
+from tests.fixtures_daemon import (
+    collect,
+    final,
+    new_supervisor,
+    started,
+    started_supervisor,
+    wait_for,
+)
 
 
 async def test_first_message_creates_session_and_second_resumes(daemon: Supervisor) -> None:
@@ -166,11 +157,9 @@ async def test_idle_worker_exits_and_session_survives(make_project) -> None:  # 
     """1. A thread runs one message; its worker goes idle.
     2. After workerIdleSeconds the worker exits.
     3. The next message starts a new worker that resumes the same Claude session."""
-    from claudeclaw.config import load_settings
 
     paths = make_project(limits={"workerIdleSeconds": 0.3})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         key = SessionKey("400000000000000000")
         first = final(await collect(sup, key, "one"))
@@ -196,11 +185,9 @@ async def test_idle_worker_exits_and_session_survives(make_project) -> None:  # 
 async def test_concurrency_cap_holds_and_threads_take_turns(make_project) -> None:  # type: ignore[no-untyped-def]
     """maxConcurrentRuns=1: thread A has three messages, thread B one.
     Result: never two claude at once, and B runs right after A's first (no starvation)."""
-    from claudeclaw.config import load_settings
 
     paths = make_project(limits={"maxConcurrentRuns": 1})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         a, b = SessionKey("500000000000000001"), SessionKey("500000000000000002")
         order: list[str] = []
@@ -423,11 +410,9 @@ async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_pr
     1. Threads A and B each run a message, then C arrives: the idlest (A) is retired to
        make room, C runs; A's next message comes back on a new worker and resumes.
     2. With B and C both busy, D waits (queued for a slot) until one of them is free."""
-    from claudeclaw.config import load_settings
 
     paths = make_project(limits={"maxWorkers": 2, "maxConcurrentRuns": 2})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         assert sup.pool is not None
         a, b, c, d = (SessionKey(f"95000000000000000{i}") for i in range(4))
@@ -496,6 +481,28 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     assert pool.crash_count == 0 and pool.spawn_count == 1
 
 
+async def freeze_while_running(
+    sup: Supervisor, key: SessionKey
+) -> tuple[asyncio.Task[list[RunEvent]], RunStarted, WorkerHandle]:
+    """Send ``key`` a message that runs a second; once it started, freeze (SIGSTOP) its
+    worker. Returns the message's task, its start, and the frozen worker's handle."""
+    first: list[RunStarted] = []
+    task = asyncio.create_task(
+        collect(
+            sup,
+            key,
+            "frozen SLEEP:1",
+            lambda e: first.append(e) if isinstance(e, RunStarted) else None,
+        )
+    )
+    await wait_for(lambda: bool(first), "run started")
+    assert sup.pool is not None
+    handle = sup.pool.find(key)
+    assert handle is not None
+    os.kill(handle.pid, signal.SIGSTOP)
+    return task, first[0], handle
+
+
 async def test_a_worker_that_stops_answering_is_replaced(
     make_project,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
@@ -505,31 +512,15 @@ async def test_a_worker_that_stops_answering_is_replaced(
     Result: the pool kills it and its claude process group, and the message is run again
     on a new worker and answered."""
     from claudeclaw import pool as pool_module
-    from claudeclaw.config import load_settings
 
     monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
     monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
     paths = make_project()
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         key = SessionKey("970000000000000000")
-        task, claude_pid = None, 0
-        first: list[RunStarted] = []
-        task = asyncio.create_task(
-            collect(
-                sup,
-                key,
-                "frozen SLEEP:1",
-                lambda e: first.append(e) if isinstance(e, RunStarted) else None,
-            )
-        )
-        await wait_for(lambda: bool(first), "run started")
-        claude_pid = first[0].pid
-        assert sup.pool is not None
-        handle = sup.pool.find(key)
-        assert handle is not None
-        os.kill(handle.pid, signal.SIGSTOP)
+        task, run, handle = await freeze_while_running(sup, key)
+        claude_pid = run.pid
         events = await task
         assert isinstance(final(events), RunDone)
         assert sup.pool.crash_count == 1
@@ -543,11 +534,9 @@ async def test_an_api_429_does_not_pause_other_threads(make_project) -> None:  #
     """Thread A's run gets a plain API 429 (no usage-limit text, no reset time); with a
     hard timeout too short for the runner's backoff it fails at once. Result: A is told
     the API was busy (not "usage limit"), the pool is not paused, and thread B answers."""
-    from claudeclaw.config import load_settings
 
     paths = make_project(runner={"hardTimeoutSeconds": 10})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         a, b = SessionKey("981000000000000001"), SessionKey("981000000000000002")
         failed = final(await collect(sup, a, "ERROR:api429"))
@@ -697,11 +686,9 @@ async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None
     """runner.coalesceQueuedMessages: while message 1 runs, messages 2 and 3 arrive.
     Result: 2 and 3 are answered by one run that got both texts; 3 ends merged into 2
     (no reply of its own, but it saw the run start); the session counts two turns."""
-    from claudeclaw.config import load_settings
 
     paths = make_project(runner={"coalesceQueuedMessages": True})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         key = SessionKey("940000000000000000")
         one: list[RunEvent] = []
@@ -729,11 +716,9 @@ async def test_coalescing_never_merges_a_command(make_project) -> None:  # type:
     Result: "/compact" runs alone (its own reply, nothing merged into it or it into
     another), so "compact complete" means what it says; "two" and "three" each run
     separately (a command stands between them)."""
-    from claudeclaw.config import load_settings
 
     paths = make_project(runner={"coalesceQueuedMessages": True})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         key = SessionKey("940000000000000001")
         one: list[RunEvent] = []
@@ -821,11 +806,9 @@ async def test_workers_run_on_the_supervisors_settings_not_the_file(make_project
     3. settings.json is made invalid without reload: a new thread C's worker still boots
        and runs, on model-a.
     4. A valid model-c plus reload: every worker, old and new, runs model-c."""
-    from claudeclaw.config import load_settings
 
     paths = make_project(model="model-a")
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         thread_a, thread_b, thread_c = (SessionKey(f"99100000000000000{i}") for i in range(3))
         assert _model_of(final(await collect(sup, thread_a, "ECHO_ARGV"))) == "model-a"
@@ -859,30 +842,15 @@ async def test_a_hung_worker_writes_its_stacks_to_the_log_before_it_is_killed(
     Result: faulthandler wrote the worker's stacks to its log (stderr) before the kill,
     and the message is answered by a new worker."""
     from claudeclaw import pool as pool_module
-    from claudeclaw.config import load_settings
 
     monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
     monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
     monkeypatch.setattr(pool_module, "DUMP_WAIT_S", 3.0)
     paths = make_project()
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         key = SessionKey("992000000000000000")
-        first: list[RunStarted] = []
-        task = asyncio.create_task(
-            collect(
-                sup,
-                key,
-                "frozen SLEEP:1",
-                lambda e: first.append(e) if isinstance(e, RunStarted) else None,
-            )
-        )
-        await wait_for(lambda: bool(first), "run started")
-        assert sup.pool is not None
-        handle = sup.pool.find(key)
-        assert handle is not None
-        os.kill(handle.pid, signal.SIGSTOP)
+        task, _, handle = await freeze_while_running(sup, key)
         await wait_for(lambda: handle.hung, "the pool found it hung")
         os.kill(handle.pid, signal.SIGCONT)  # the dump signal is delivered now
         await wait_for(lambda: handle.exited.is_set(), "the hung worker was killed")
@@ -912,7 +880,6 @@ async def test_an_api_key_credential_reaches_claude_and_no_log(make_project, tmp
     ANTHROPIC_API_KEY (a Console key, sent as x-api-key), and is a registered secret."""
     from structlog.testing import capture_logs
 
-    from claudeclaw.config import load_settings
     from claudeclaw.redaction import scrub
 
     key = "sk-ant-api03-" + "k" * 40
@@ -922,8 +889,7 @@ async def test_an_api_key_credential_reaches_claude_and_no_log(make_project, tmp
     paths = make_project()
     os.environ["CREDENTIALS_DIRECTORY"] = str(creds)
     try:
-        sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-        await sup.startup()
+        sup = await started_supervisor(paths)
     finally:
         del os.environ["CREDENTIALS_DIRECTORY"]
     try:
@@ -942,13 +908,12 @@ async def test_running_as_root_is_warned_at_start(make_project, monkeypatch) -> 
     from structlog.testing import capture_logs
 
     from claudeclaw import supervisor as supervisor_module
-    from claudeclaw.config import load_settings
 
     paths = make_project()
     monkeypatch.delenv("IS_SANDBOX", raising=False)
     for uid, expected in ((0, True), (1000, False)):
         monkeypatch.setattr(supervisor_module, "_euid", lambda uid=uid: uid)
-        sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+        sup = new_supervisor(paths)
         with capture_logs() as logs:
             await sup.startup()
         await sup.shutdown()

@@ -8,33 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from claudeclaw.config import load_settings
-from claudeclaw.model import RunDone, RunEvent, RunFailed, RunQueued, RunStarted, SessionKey
+from claudeclaw.model import RunDone, RunEvent, RunFailed, RunQueued, SessionKey
 from claudeclaw.supervisor import Supervisor
-from tests.fixtures_daemon import collect
-
-
-def final(events: list[RunEvent]) -> RunDone | RunFailed:
-    last = events[-1]
-    assert isinstance(last, RunDone | RunFailed)
-    return last
-
-
-def started(events: list[RunEvent]) -> list[RunStarted]:
-    return [e for e in events if isinstance(e, RunStarted)]
-
-
-async def wait_for(predicate, what: str, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    """Await a condition the daemon reaches on its own (a safety net, not a sleep)."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.02)
+from tests.fixtures_daemon import collect, final, started, started_supervisor, wait_for
 
 
 async def start(make_project: Any, **overrides: Any) -> Supervisor:
     paths = make_project(**overrides)
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     return sup
 
 

@@ -14,15 +14,19 @@ from structlog.testing import capture_logs
 from claudeclaw import control
 from claudeclaw import supervisor as supervisor_module
 from claudeclaw.claude import transcript_path
-from claudeclaw.config import load_settings
 from claudeclaw.errors import ConfigError
 from claudeclaw.model import GLOBAL_KEY, RunDone, RunEvent, SessionKey, is_final
-from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from claudeclaw.workspace import Workspaces, worktree_path
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_discord import FakeDiscord
-from tests.fixtures_daemon import ProjectFactory, collect
+from tests.fixtures_daemon import (
+    ProjectFactory,
+    collect,
+    discord_settings,
+    new_supervisor,
+    started_supervisor,
+)
 
 T1 = SessionKey("111111111111111111")
 T2 = SessionKey("222222222222222222")
@@ -46,12 +50,6 @@ def make_repo(root: Path) -> None:
     git(root, "commit", "-q", "-m", "init")
 
 
-async def start(paths: ProjectPaths) -> Supervisor:
-    supervisor = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await supervisor.startup()
-    return supervisor
-
-
 async def ask(sup: Supervisor, key: SessionKey, prompt: str, label: str = "") -> RunDone:
     events: list[RunEvent] = []
     async with asyncio.timeout(60):
@@ -68,7 +66,7 @@ async def ask(sup: Supervisor, key: SessionKey, prompt: str, label: str = "") ->
 async def repo_daemon(make_project: ProjectFactory) -> Any:
     paths = make_project(**WORKTREE)
     make_repo(paths.root)
-    sup = await start(paths)
+    sup = await started_supervisor(paths)
     try:
         yield sup
     finally:
@@ -120,7 +118,7 @@ async def test_a_renamed_thread_resumes_in_the_same_directory(
 ) -> None:
     paths = make_project(**WORKTREE)
     make_repo(paths.root)
-    sup = await start(paths)
+    sup = await started_supervisor(paths)
     try:
         first = await ask(sup, T1, "ECHO_CWD", label="First name")
         second = await ask(sup, T1, "ECHO_CWD", label="Renamed thread")
@@ -130,7 +128,7 @@ async def test_a_renamed_thread_resumes_in_the_same_directory(
     finally:
         await sup.shutdown()
     # after a restart the registry puts it back in the same place, resuming the session
-    sup = await start(paths)
+    sup = await started_supervisor(paths)
     try:
         third = await ask(sup, T1, "hello", label="Third name")
         assert "turn=3" in third.reply and third.session_id == first.session_id
@@ -176,13 +174,13 @@ async def test_a_non_git_project_is_refused_at_start_and_on_reload(
     make_project: ProjectFactory,
 ) -> None:
     paths = make_project(**WORKTREE)
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
+    sup = new_supervisor(paths)
     with pytest.raises(ConfigError, match="not inside a git repository") as caught:
         await sup.run()
     assert '"shared"' in str(caught.value) and "git init" in str(caught.value)
     # shared mode starts; switching to worktree by reload is refused and changes nothing
     paths.settings_file.write_text(json.dumps({"runner": {"claudePath": "claude"}}))
-    sup = await start(paths)
+    sup = await started_supervisor(paths)
     try:
         paths.settings_file.write_text(json.dumps(WORKTREE))
         applied, message = await sup.reload()
@@ -197,7 +195,7 @@ async def test_a_session_keeps_its_directory_when_the_setting_changes(
 ) -> None:
     paths = make_project()
     make_repo(paths.root)
-    sup = await start(paths)
+    sup = await started_supervisor(paths)
     try:
         before = await ask(sup, T1, "ECHO_CWD")
         assert before.reply == str(paths.root)
@@ -219,7 +217,7 @@ async def test_orphan_worktrees_are_reported_at_start_not_deleted(
     make_repo(paths.root)
     orphan = await Workspaces(paths).ensure(T2, "left behind")
     with capture_logs() as logs:
-        sup = await start(paths)
+        sup = await started_supervisor(paths)
     try:
         assert [o.path for o in sup.orphan_worktrees] == [orphan.path]
         warned = [e for e in logs if e["event"] == "workspace.orphan"]
@@ -269,7 +267,7 @@ async def test_the_real_cli_runs_in_the_thread_worktree(
     wrapper.chmod(0o755)
     paths = make_project(runner={"claudePath": str(wrapper)}, **WORKTREE)
     make_repo(paths.root)
-    sup = await start(paths)
+    sup = await started_supervisor(paths)
     try:
         done = await ask(sup, T1, "hello from a worktree", label="real cli")
         ws = sup.workspace_of[T1]
@@ -297,22 +295,11 @@ async def test_discord_threads_archive_keeps_delete_removes_diff_posts(
     removes it and saves its uncommitted work as a patch."""
     fake = fake_discord
     paths = make_project(
-        discord={
-            "token": fake.token,
-            "allowedUserIds": [fake.alice["id"]],
-            "listenChannels": [fake.listen_id],
-            "progressAfterSeconds": 60,
-        },
+        discord=discord_settings(fake),
         **WORKTREE,
     )
     make_repo(paths.root)
-    sup = Supervisor(
-        paths,
-        load_settings(paths.settings_file),
-        log_mode="json",
-        frontend_options={"guild_ready_timeout": 0.01},
-    )
-    await sup.startup()
+    sup = await started_supervisor(paths, discord=True)
     try:
         t1, t2 = fake.thread_id, fake.listen_thread_id
         mention = f"<@{fake.bot['id']}>"

@@ -44,7 +44,6 @@ from typing import Any
 
 from claudeclaw.claude.argv import build_live_argv, is_session_id
 from claudeclaw.claude.runner import (
-    MAX_LINE_BYTES,
     PIPE_CLOSE_SECONDS,
     READ_CHUNK,
     TimeoutKind,
@@ -53,6 +52,7 @@ from claudeclaw.claude.runner import (
     _start_claude,
     _timeout_message,
     _wait_exit,
+    read_lines,
     terminate_group,
 )
 from claudeclaw.claude.stream import (
@@ -270,25 +270,8 @@ class LiveClaude:
     async def _read_stdout(self) -> None:
         stream = self.proc.stdout
         assert stream is not None
-        buf = bytearray()
-        discarding = False
         try:
-            while chunk := await stream.read(READ_CHUNK):
-                search_from = len(buf)
-                buf += chunk
-                while (end := buf.find(b"\n", search_from)) >= 0:
-                    if discarding:
-                        discarding = False
-                        self.log.warning("claude.line_too_long", length=end)
-                    else:
-                        self._on_line(bytes(buf[:end]))
-                    del buf[: end + 1]
-                    search_from = 0
-                if len(buf) > MAX_LINE_BYTES:
-                    discarding = True
-                    buf.clear()
-            if buf and not discarding:
-                self._on_line(bytes(buf))
+            await read_lines(stream, self._on_line, self._line_too_long)
         finally:
             self._eof.set()
             for future in self._pending.values():
@@ -303,6 +286,9 @@ class LiveClaude:
         assert stream is not None
         while chunk := await stream.read(READ_CHUNK):
             self.stderr.add(chunk)
+
+    def _line_too_long(self, length: int) -> None:
+        self.log.warning("claude.line_too_long", length=length)
 
     def _on_line(self, line: bytes) -> None:
         turn = self._turn

@@ -68,6 +68,37 @@ API_RETRY_DELAYS: tuple[float, ...] = (30.0, 120.0)  # after an API 429/529, the
 TimeoutKind = Literal["", "idle", "hard"]
 
 
+async def read_lines(
+    stream: asyncio.StreamReader,
+    on_line: Callable[[bytes], None],
+    on_too_long: Callable[[int], None],
+    on_chunk: Callable[[], None] | None = None,
+) -> None:
+    """Hand each stdout line (without its newline) to ``on_line`` until EOF. A line longer
+    than ``MAX_LINE_BYTES`` is not buffered without bound: it is dropped and ``on_too_long``
+    gets the length of its tail. ``on_chunk`` hears of every read (output is flowing)."""
+    buf = bytearray()
+    discarding = False  # inside an over-long line: skip to its end
+    while chunk := await stream.read(READ_CHUNK):
+        if on_chunk is not None:
+            on_chunk()
+        search_from = len(buf)
+        buf += chunk
+        while (end := buf.find(b"\n", search_from)) >= 0:
+            if discarding:
+                discarding = False
+                on_too_long(end)
+            else:
+                on_line(bytes(buf[:end]))
+            del buf[: end + 1]
+            search_from = 0
+        if len(buf) > MAX_LINE_BYTES:
+            discarding = True
+            buf.clear()
+    if buf and not discarding:
+        on_line(bytes(buf))
+
+
 def _now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -233,26 +264,14 @@ class _Attempt:
     async def _pump_stdout(self) -> None:
         stream = self.proc.stdout
         assert stream is not None
-        buf = bytearray()
-        discarding = False  # inside an over-long line: skip to its end
-        while chunk := await stream.read(READ_CHUNK):
-            self.last_output = time.monotonic()
-            search_from = len(buf)
-            buf += chunk
-            while (end := buf.find(b"\n", search_from)) >= 0:
-                if discarding:
-                    discarding = False
-                    self.state.feed(Garbage(end))
-                    self.log.warning("claude.line_too_long", length=end)
-                else:
-                    self._handle_line(bytes(buf[:end]))
-                del buf[: end + 1]
-                search_from = 0
-            if len(buf) > MAX_LINE_BYTES:
-                discarding = True
-                buf.clear()
-        if buf and not discarding:
-            self._handle_line(bytes(buf))
+        await read_lines(stream, self._handle_line, self._line_too_long, self._saw_output)
+
+    def _saw_output(self) -> None:
+        self.last_output = time.monotonic()
+
+    def _line_too_long(self, length: int) -> None:
+        self.state.feed(Garbage(length))
+        self.log.warning("claude.line_too_long", length=length)
 
     async def _drain_stderr(self) -> None:
         stream = self.proc.stderr

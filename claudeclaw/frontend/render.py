@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass
 
-from claudeclaw.model import RunFailed
+from claudeclaw.model import RunFailed, parse_time
 
 DISCORD_LIMIT = 2000
 EMPTY_REPLY = "(empty response)"
@@ -233,12 +232,9 @@ def queued_text(position: int, waiting_for_slot: bool, resets_at: str = "") -> s
 
 
 def _when(iso: str) -> str:
-    try:
-        moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
+    moment = parse_time(iso)
+    if moment is None:
         return iso
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
     stamp = int(moment.timestamp())
     return f"<t:{stamp}:t> (<t:{stamp}:R>)"
 

@@ -20,7 +20,7 @@ import discord
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
-from claudeclaw.model import session_key
+from claudeclaw.model import parse_time, session_key
 
 log = get_logger(component="discord")
 
@@ -30,13 +30,8 @@ PRUNE_AFTER_DAYS = 90.0  # a thread session unused this long is forgotten
 
 def _age_days(stamp: str, now: dt.datetime) -> float | None:
     """Days since an ISO time (``…Z`` too); None when it cannot be read."""
-    try:
-        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return (now - moment).total_seconds() / 86400
+    moment = parse_time(stamp)
+    return None if moment is None else (now - moment).total_seconds() / 86400
 
 
 class ThreadKeeper:
