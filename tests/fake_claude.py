@@ -18,6 +18,8 @@ Directives, anywhere in the prompt (upper case words):
 ``SLEEP:<s>``          sleep s seconds after ``system/init`` (env ``FAKE_CLAUDE_LATENCY`` sets a
                        default for every run)
 ``HANG``               print ``system/init`` then hang forever
+``AWAIT:<name>``       after ``system/init``, wait until the file ``$FAKE_CLAUDE_STATE/<name>``
+                       exists (a gate the test opens), then go on (both modes)
 ``IGNORE_TERM``        ignore SIGTERM (the runner must escalate to SIGKILL); use with HANG
 ``GRANDCHILD``         start ``sleep 1000`` in our process group, write its pid to
                        ``$FAKE_CLAUDE_STATE/grandchild.pid`` (before ``system/init``), hang
@@ -214,6 +216,15 @@ def _state_dir():
     if configured:
         return configured
     return os.path.join(os.environ.get("HOME") or os.path.expanduser("~"), ".fake-claude")
+
+
+def _await_gate(prompt, interrupted=lambda: False):
+    """AWAIT:<name>: block until the test creates the gate file (or an interrupt comes)."""
+    gate = re.search(r"\bAWAIT:([\w.-]+)", prompt)
+    if gate:
+        path = os.path.join(_state_dir(), gate.group(1))
+        while not os.path.exists(path) and not interrupted():
+            time.sleep(0.02)
 
 
 def _session_file(session_id):
@@ -427,6 +438,7 @@ def main():
         out.raw("{truncated")
     if "HANG" in words or "GRANDCHILD" in words:
         _hang()
+    _await_gate(prompt)
     latency = _latency(prompt)
     if latency > 0:
         time.sleep(latency)
@@ -758,6 +770,9 @@ class Duplex:
         _spawn_children(words)
         if "HANG" in words or "GRANDCHILD" in words:
             _hang()
+        _await_gate(prompt, lambda: self.interrupted)
+        if self.interrupted:
+            return self.finish_interrupted()
         if "GARBAGE" in words:
             with self.lock:
                 self.out.raw("this is not json")

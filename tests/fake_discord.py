@@ -17,8 +17,11 @@ Point discord.py at it with ``discord.http.Route.BASE = fake.api_base`` and
 * faults: ``fail_after_create[channel_id] = n``: the next n message POSTs to it are
   processed (a message is created, or found by its nonce), then answered 500 anyway;
   ``reaction_gate`` (an Event) holds every reaction call until it is set (slow
-  reactions); ``reaction_status`` makes them fail. Message nonces with ``enforce_nonce``
-  are honoured as Discord does: a repeat returns the message already created.
+  reactions); ``reaction_status`` makes them fail; ``created_gate`` (an Event) holds the
+  answer to every message POST, the message already created and dispatched, until it is
+  set (people see it before the bot knows it posted it). Message nonces with
+  ``enforce_nonce`` are honoured as Discord does: a repeat returns the message already
+  created.
 * message components: a message keeps the ``components`` (buttons) it was posted or edited
   with; :meth:`press_button` sends a MESSAGE_COMPONENT ``INTERACTION_CREATE``; its
   callback may be a message (4, ephemeral with flag 64), a deferred update (6) or an
@@ -148,6 +151,7 @@ class FakeDiscord:
         self.fail_posts: dict[str, int] = {}
         self.fail_after_create: dict[str, int] = {}
         self.reaction_gate: asyncio.Event | None = None
+        self.created_gate: asyncio.Event | None = None
         self.reaction_status: int | None = None
         self.nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
         self.file_texts: list[str] = []  # the text of every uploaded file (utf-8, replace)
@@ -1008,6 +1012,8 @@ class FakeDiscord:
         self.messages[channel_id].append(message)
         self.sent_payloads[message["id"]] = body
         await self.dispatch("MESSAGE_CREATE", message)
+        if self.created_gate is not None:
+            await self.created_gate.wait()
         return self._after_create(channel_id, message)
 
     def _after_create(self, channel_id: str, message: dict[str, Any]) -> web.Response:

@@ -4,6 +4,7 @@ pressed through the fake's MESSAGE_COMPONENT interactions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +104,27 @@ async def test_allow_by_an_allowlisted_user_and_a_stranger_is_refused(
     late, _ = await fake_discord.press_button(thread, request["id"], allow)  # answered already
     late_answer = await fake_discord.wait_for_callback(late)
     assert late_answer["data"]["content"] == GONE and late_answer["data"]["flags"] & 64
+
+
+async def test_a_press_before_the_bot_knows_its_request_message_is_taken(
+    approving_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """Discord shows the request message (the buttons can be pressed) before the bot's POST
+    is answered: a press in that window decides the request, it is not refused as answered
+    already (this was a race: under load the press got "gone" and the run waited)."""
+    await approving_daemon()
+    thread = fake_discord.listen_thread_id
+    fake_discord.created_gate = asyncio.Event()  # the bot learns of its messages late
+    await fake_discord.user_says(thread, WRITE)
+    request = await request_message(fake_discord, thread)
+    pressed, _ = await fake_discord.press_button(
+        thread, request["id"], button(fake_discord, request, "Allow")
+    )
+    answer = await fake_discord.wait_for_callback(pressed, timeout=30)
+    assert answer["type"] == 6, answer  # taken (deferred: the follower edits the message)
+    fake_discord.created_gate.set()
+    await fake_discord.wait_for_message(thread, containing("PERMISSION allow"), timeout=30)
+    await settled(fake_discord, request, f"✅ `Write` allowed by <@{fake_discord.alice['id']}>")
 
 
 async def test_deny_then_allow_for_this_session_then_status_and_permissions(

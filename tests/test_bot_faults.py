@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import types
+from typing import Any
 
 import discord
 import pytest
@@ -98,12 +99,26 @@ async def test_queue_notices_only_for_real_waits_and_one_per_burst(
 
     frontend.follower.queue_notice_after = 0.05
     gate.clear()
+    # each queued message decides once its wait is over whether to say so; await those
+    # decisions before the queue moves (a late one would rightly see the channel free)
+    decided: list[str] = []
+    original = frontend.follower._queue_notice
+
+    async def queue_notice(channel: Any, text: str, running: asyncio.Event) -> None:
+        try:
+            await original(channel, text, running)
+        finally:
+            decided.append(text)
+
+    frontend.follower._queue_notice = queue_notice
     await fake.user_says(dm, "slow two")
     await dispatcher.wait_until(lambda: len(dispatcher.submissions) == 3 and dispatcher.running)
     for n in range(6):
         await fake.user_says(dm, f"burst {n}")
     await fake.wait_for_message(dm, lambda m: "Queued" in m["content"])
     await dispatcher.wait_until(lambda: len(dispatcher.submissions) == 9)
+    # five stayed quiet; the sixth posted the notice and holds the channel until it runs
+    await fake.wait_until(lambda: len(decided) == 5, what="the queued messages decided")
     gate.set()
     await fake.wait_for_message(dm, lambda m: m["content"] == "echo: burst 5")
     assert sum("Queued" in m["content"] for m in fake.bot_messages(dm)) == 1

@@ -439,3 +439,34 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
         assert len(fake.bot_messages(thread)) == 1
     finally:
         await second.shutdown()
+
+
+async def test_a_messages_channel_is_on_disk_before_it_shows_accepted(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """A daemon killed right after the 👀 shows, before the ledger has the message, finds it
+    again only by catching up in its channel (a DM has no session to name it). So the
+    channel is noted on disk before the 👀 reaction is asked for (this was a race: the
+    fault suite lost a message under load)."""
+    from claudeclaw import jsonstore
+    from claudeclaw.frontend.follow import ACCEPTED
+
+    sup = await discord_daemon()
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    follower = sup.frontend.follower
+    original = follower.react
+    noted_when_shown: list[bool] = []
+
+    async def react(message: Any, view: Any, emoji: str) -> None:
+        if emoji == ACCEPTED:
+            stamps = jsonstore.read_json(sup.paths.discord_channels_file) or {}
+            noted_when_shown.append(str(message.channel.id) in stamps)
+        await original(message, view, emoji)
+
+    follower.react = react
+    said = await fake.user_says(dm, "hello")
+    await fake.wait_for_message(
+        dm, lambda m: (m.get("message_reference") or {}).get("message_id") == said["id"], timeout=30
+    )
+    assert noted_when_shown == [True]

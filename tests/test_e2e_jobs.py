@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,6 +172,7 @@ async def test_results_go_to_allowlisted_dms_by_default_and_wait_while_discord_f
     )
     assert "FAKE-REPLY" in message["content"]
     await fake.wait_until(lambda: not sup.jobs.outbox.items, timeout=10)  # type: ignore[union-attr]
+    await sup.jobs.outbox.flush()  # (its lock) the flush that emptied the queue saved it
     assert json.loads(sup.paths.outbox_notices_file.read_text()) == []
 
 
@@ -240,9 +242,11 @@ async def test_a_long_result_is_attached_and_a_bad_notify_channel_is_saved_not_r
 
 
 async def test_a_job_runs_in_parallel_with_a_chat_in_its_own_worker(
-    jobs_daemon: DaemonFactory, fake_discord: FakeDiscord
+    jobs_daemon: DaemonFactory, fake_discord: FakeDiscord, fake_claude_env: dict[str, str]
 ) -> None:
-    sup = await jobs_daemon(jobs={"slow": "---\nschedule: @daily\n---\nSLEEP:1.5 slow job\n"})
+    """The job's claude waits at a gate that opens only after the chat is answered, so the
+    chat can only finish first if the two run at once (no race against a sleep)."""
+    sup = await jobs_daemon(jobs={"slow": "---\nschedule: @daily\n---\nAWAIT:go slow job\n"})
     started: dict[str, asyncio.Event] = {"job:slow": asyncio.Event(), "global": asyncio.Event()}
     ended: list[str] = []
     assert sup.pool is not None
@@ -260,7 +264,9 @@ async def test_a_job_runs_in_parallel_with_a_chat_in_its_own_worker(
     await asyncio.wait_for(started["job:slow"].wait(), 20)
     chat = [e async for e in sup.submit(SessionKey("global"), "SLEEP:0.1 hi", origin="cli")]
     assert isinstance(chat[-1], RunDone)
-    assert ended[0] == "global"  # the chat finished while the job was still running
+    assert ended == ["global"]  # the chat finished while the job was still running
+    (Path(fake_claude_env["FAKE_CLAUDE_STATE"]) / "go").touch()  # let the job finish
     assert (await job)["ok"]
+    assert ended == ["global", "job:slow"]
     workers = {w.key for w in sup.pool.status()}
     assert {"job:slow", "global"} <= workers

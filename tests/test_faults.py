@@ -113,11 +113,18 @@ class Rig:
             await self.fake.wait_until(self.settled, timeout=60, what="every message answered")
         except AssertionError:
             pass  # counted as lost below
-        # a sentinel through the same session: whatever was still queued has run by now
+        # a sentinel through every session used (each is a FIFO queue): once they are
+        # answered, whatever was still queued in them has run, however slow the machine
         dm = self.fake.dm_channel(self.fake.alice)
-        sentinel = await self.fake.user_says(dm, "sentinel")
+        at_bot = f"<@{self.fake.bot['id']}>"
+        sentinels = [
+            (c, await self.fake.user_says(c, f"{at_bot} sentinel", mentions=[self.fake.bot]))
+            for c in dict.fromkeys([dm, *(c for c, _ in self.sent)])
+        ]
         await self.fake.wait_until(
-            lambda: self.finals(dm, sentinel["id"]), timeout=30, what="the sentinel answered"
+            lambda: all(self.finals(c, s["id"]) for c, s in sentinels),
+            timeout=30,
+            what="the sentinels answered",
         )
         lost = sum(1 for c, m in self.sent if not self.finals(c, m))
         doubled = sum(1 for c, m in self.sent if len(self.finals(c, m)) > 1)

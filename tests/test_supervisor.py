@@ -703,9 +703,9 @@ async def test_a_run_retried_after_the_limit_keeps_its_place_ahead_of_the_queue(
     t2 = asyncio.create_task(collect(daemon, key, "second"))
     await wait_for(lambda: any(isinstance(e, RunQueued) and e.resets_at for e in one), "1 waits")
     assert daemon.pool is not None
-    waiting = daemon.pool.slots.waiting
+    slots = daemon.pool.slots  # (its ``waiting`` deque is replaced on release: read it fresh)
     await wait_for(  # the worker put 1 back at the head and asks for a slot for it
-        lambda: [m for _, m in waiting] == [one[0].msg_id],
+        lambda: [m for _, m in slots.waiting] == [one[0].msg_id],
         "1 asks again, ahead of 2",
     )
     assert daemon.rate_limited_until is not None

@@ -148,16 +148,21 @@ class ApprovalPrompts:
         self.open: dict[str, tuple[RunApproval, discord.Message | None, discord.ui.View]] = {}
 
     async def show(self, channel: discord.abc.Messageable, event: RunApproval) -> None:
-        """Post the request with its buttons (a failed post: it waits for its timeout)."""
-        message: discord.Message | None = None
+        """Post the request with its buttons (a failed post: it waits for its timeout).
+
+        The request is open before the post: people see the message (and press its
+        buttons) as soon as Discord has it, before our POST is answered."""
         view = request_view(event)
+        self.open[event.request_id] = (event, None, view)
         try:
             message = await channel.send(
                 request_text(event), view=view, allowed_mentions=NO_MENTIONS
             )
         except discord.HTTPException as exc:
             log.error("discord.approval_post_failed", status=exc.status, tool=event.tool)
-        self.open[event.request_id] = (event, message, view)
+            return
+        if event.request_id in self.open:  # (settled only after this returns: same follower)
+            self.open[event.request_id] = (event, message, view)
 
     async def settled(self, done: RunApprovalDone) -> None:
         """Edit the request message to its outcome and who decided (buttons removed)."""

@@ -657,12 +657,12 @@ class DiscordFrontend:
             attachments=len(message.attachments),
             **fields,
         )
-        await self.follower.react(message, view, ACCEPTED)
         now = time.time()
         if not self._channels.fresh(message.channel.id, now):
-            # on disk before the prompt is built (attachments download meanwhile): until the
-            # message is queued (pending.json) only this lets a catch-up find it
+            # The channel is on disk before the 👀 shows: a daemon killed after that but
+            # before the ledger has the message finds it again by catching up in this channel.
             await self._note_channel(message.channel.id, now)
+        await self.follower.react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
 
