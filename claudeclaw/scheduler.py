@@ -129,7 +129,7 @@ class Scheduler:
             # keep the bad file for a look, start again: this is run history, not work
             aside = self.paths.schedule_file.with_name("schedule.json.corrupt")
             with contextlib.suppress(OSError):
-                self.paths.schedule_file.replace(aside)
+                await asyncio.to_thread(self.paths.schedule_file.replace, aside)
             log.error("scheduler.state_unreadable", error=str(exc), moved_to=str(aside))
             data = None
         if isinstance(data, dict):

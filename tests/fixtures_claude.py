@@ -266,3 +266,10 @@ async def begin_turn(
     task = asyncio.create_task(send_turn(runner, settings, prompt, session_id, run, within=within))
     await asyncio.wait_for(getattr(run, until).wait(), within)
     return task, run
+
+
+def with_approvals(settings: Settings) -> Settings:
+    """``settings`` with ``security.approvals`` on: the CLI asks us (``can_use_tool``)."""
+    return dataclasses.replace(
+        settings, security=dataclasses.replace(settings.security, approvals=True)
+    )

@@ -20,7 +20,7 @@ from claudeclaw.claude.live import NO_APPROVER_MESSAGE, Allow, Deny
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import LimitSettings, Settings
 from claudeclaw.model import RunDone, RunFailed, RunSession, RunStarted
-from tests.fixtures_claude import SettingsFactory, begin_turn, send_turn
+from tests.fixtures_claude import SettingsFactory, begin_turn, send_turn, with_approvals
 
 SAFETY = 30
 
@@ -305,9 +305,7 @@ async def test_permission_requests_reach_the_approver(
         return Deny("not that one")
 
     runner = ClaudeSessionRunner(workdir, env=fake_claude_env, can_use_tool=approve)
-    settings = dataclasses.replace(
-        settings, security=dataclasses.replace(settings.security, approvals=True)
-    )
+    settings = with_approvals(settings)
     try:
         argv_reply, _ = await send(runner, settings, "ECHO_ARGV", None)
         assert isinstance(argv_reply, RunDone)
@@ -512,9 +510,7 @@ async def test_an_interrupt_withdraws_a_pending_permission_question(
         return Deny("unreachable")
 
     runner = ClaudeSessionRunner(workdir, env=fake_claude_env, can_use_tool=approve)
-    settings = dataclasses.replace(
-        settings, security=dataclasses.replace(settings.security, approvals=True)
-    )
+    settings = with_approvals(settings)
     try:
         task = asyncio.create_task(send(runner, settings, "PERMIT:Write:{}", None))
         await asyncio.wait_for(asked.wait(), SAFETY)

@@ -22,7 +22,7 @@ from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import Settings
 from claudeclaw.model import RunDone, RunFailed, RunStarted
 from tests.fake_anthropic import FakeAnthropic, count_turns
-from tests.fixtures_claude import SettingsFactory, begin_turn, send_turn
+from tests.fixtures_claude import SettingsFactory, begin_turn, send_turn, with_approvals
 
 pytestmark = pytest.mark.realcli
 
@@ -130,9 +130,7 @@ async def test_a_permission_prompt_reaches_the_approver_and_its_denial_the_model
         return Deny("DENIED-BY-HOST")
 
     runner = ClaudeSessionRunner(workdir, env=real_claude_env, can_use_tool=approve)
-    settings = dataclasses.replace(
-        settings, security=dataclasses.replace(settings.security, approvals=True)
-    )
+    settings = with_approvals(settings)
     try:
         path = workdir / "x.txt"
         prompt = f'TOOL:Write:{{"file_path": "{path}", "content": "hi"}}'
