@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -185,10 +186,19 @@ def started(events: list[RunEvent]) -> list[RunStarted]:
 
 
 async def wait_for(predicate: Callable[[], object], what: str, within: float = 20.0) -> None:
-    """Await a condition the daemon reaches on its own (a safety net, not a sleep)."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.02)
+    """Await a condition the daemon reaches on its own (the timeout is a safety net, not a
+    sleep). ``predicate`` may be a coroutine function; ``what`` names it on a timeout."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                result = predicate()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within} s waiting for {what}") from None
 
 
 class DaemonProcess:

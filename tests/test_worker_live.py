@@ -140,9 +140,7 @@ async def test_over_max_warm_sessions_the_least_recently_used_is_closed(
             modes["a"] = (await claude_status(sup, a))[0]
             return modes["a"] == ""
 
-        async with asyncio.timeout(20):
-            while not await a_closed():
-                await asyncio.sleep(0.05)
+        await wait_for(a_closed, "the least recently used warm claude to close")
         assert (await claude_status(sup, b))[0] == "warm"
         again = final(await collect(sup, a, "a2"))
         assert isinstance(again, RunDone) and again.reply == "FAKE-REPLY turn=2 last=a2"
