@@ -46,14 +46,14 @@ from claudeclaw.claude.argv import build_live_argv, is_session_id
 from claudeclaw.claude.runner import (
     PIPE_CLOSE_SECONDS,
     READ_CHUNK,
+    CappedText,
     TimeoutKind,
-    _CappedText,
-    _run_to_completion,
-    _start_claude,
-    _timeout_message,
-    _wait_exit,
     read_lines,
+    run_to_completion,
+    start_claude,
     terminate_group,
+    timeout_message,
+    wait_exit,
 )
 from claudeclaw.claude.stream import (
     Garbage,
@@ -168,7 +168,7 @@ class LiveClaude:
         self.resumed = bool(session_id)
         self.can_use_tool = can_use_tool
         self.log = log
-        self.stderr = _CappedText()
+        self.stderr = CappedText()
         self.turns = 0
         self.last_used = time.monotonic()
         self.broken = ""  # why this process must not take another turn
@@ -202,7 +202,7 @@ class LiveClaude:
         argv = build_live_argv(
             settings, resume, cwd=cwd, scope=scope, permission_prompts=can_use_tool is not None
         )
-        proc = await _start_claude(argv, cwd, dict(env), duplex=True)
+        proc = await start_claude(argv, cwd, dict(env), duplex=True)
         if isinstance(proc, str):
             return proc
         live = cls(proc, settings, session_id=resume or "", can_use_tool=can_use_tool, log=log)
@@ -463,7 +463,7 @@ class LiveClaude:
         except BaseException:
             # Cancelled (shutdown) or a bug: this process is in an unknown state; end it.
             self.broken = "cancelled"
-            await _run_to_completion(self.kill())
+            await run_to_completion(self.kill())
             raise
         finally:
             self._turn = None
@@ -515,7 +515,7 @@ class LiveClaude:
             return RunFailed(
                 msg_id=turn.msg_id,
                 reason="timeout",
-                message=_timeout_message(self.settings, turn.timed_out),
+                message=timeout_message(self.settings, turn.timed_out),
                 session_id=session_id,
             )
         if turn.interrupted:
@@ -622,7 +622,7 @@ class LiveClaude:
             if stdin is not None and not stdin.is_closing():
                 stdin.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_wait_exit(self.proc), CLOSE_SECONDS)
+                await asyncio.wait_for(wait_exit(self.proc), CLOSE_SECONDS)
         await self.kill()  # also after a clean exit: no tool child may outlive it
         self.log.info("claude.live_closed", pid=self.pid, rc=self.proc.returncode)
 

@@ -103,7 +103,7 @@ def _now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-class _CappedText:
+class CappedText:
     """Keeps the first and last ``limit / 2`` bytes of a stream; counts the rest."""
 
     def __init__(self, limit: int = STDERR_KEEP_BYTES) -> None:
@@ -171,7 +171,7 @@ def _group_has_live_members(pgid: int) -> bool:
     return False
 
 
-async def _wait_exit(proc: asyncio.subprocess.Process) -> None:
+async def wait_exit(proc: asyncio.subprocess.Process) -> None:
     """Until the process has exited and been reaped (``returncode`` set).
 
     Unlike ``proc.wait()`` this does not also wait for the pipes to close, which a leftover
@@ -211,10 +211,10 @@ async def terminate_group(proc: asyncio.subprocess.Process, grace: float, log: A
                     log.warning("claude.group_killed", pgid=pgid, grace_s=grace)
                 break
             await asyncio.sleep(GROUP_POLL_SECONDS)
-    await _wait_exit(proc)
+    await wait_exit(proc)
 
 
-async def _run_to_completion(awaitable: Awaitable[Any]) -> None:
+async def run_to_completion(awaitable: Awaitable[Any]) -> None:
     """Await ``awaitable`` to the end even if we are cancelled meanwhile (cleanup code)."""
     task = asyncio.ensure_future(awaitable)
     while not task.done():
@@ -246,7 +246,7 @@ class _Attempt:
         self.hard_deadline = hard_deadline
         self.log = log
         self.state = StreamState()
-        self.stderr = _CappedText()
+        self.stderr = CappedText()
         self.last_output = time.monotonic()
         self.timed_out: TimeoutKind = ""
 
@@ -290,7 +290,7 @@ class _Attempt:
         idle = self.settings.runner.idle_timeout_seconds
         pump = asyncio.create_task(self._pump_stdout(), name=f"claude-stdout-{self.run_id}")
         drain = asyncio.create_task(self._drain_stderr(), name=f"claude-stderr-{self.run_id}")
-        waiter = asyncio.create_task(_wait_exit(self.proc), name=f"claude-wait-{self.run_id}")
+        waiter = asyncio.create_task(wait_exit(self.proc), name=f"claude-wait-{self.run_id}")
         try:
             exited_at: float | None = None
             while not (pump.done() and waiter.done()):
@@ -330,7 +330,7 @@ class _Attempt:
                 self.log.warning("claude.read_failed", error=repr(task.exception()))
 
 
-async def _start_claude(
+async def start_claude(
     argv: list[str],
     cwd: Path,
     env: dict[str, str],
@@ -398,7 +398,7 @@ async def _feed(proc: asyncio.subprocess.Process, text: str) -> None:
         proc.stdin.close()
 
 
-def _timeout_message(settings: Settings, kind: TimeoutKind) -> str:
+def timeout_message(settings: Settings, kind: TimeoutKind) -> str:
     if kind == "idle":
         return (
             f"Claude produced no output for {settings.runner.idle_timeout_seconds:g} s and was "
@@ -509,7 +509,7 @@ def _judge(settings: Settings, attempt: _Attempt, msg_id: str) -> RunDone | RunF
         return RunFailed(
             msg_id=msg_id,
             reason="timeout",
-            message=_timeout_message(settings, attempt.timed_out),
+            message=timeout_message(settings, attempt.timed_out),
             session_id=attempt.state.session_id,
         )
     return verdict(
@@ -538,7 +538,7 @@ async def _run_attempt(
 ) -> _Attempt | RunFailed:
     argv = build_argv(settings, prompt, resume, cwd=cwd, scope=scope)
     started = time.monotonic()
-    proc = await _start_claude(argv, cwd, env, prompt if prompt_via_stdin(prompt) else None)
+    proc = await start_claude(argv, cwd, env, prompt if prompt_via_stdin(prompt) else None)
     if isinstance(proc, str):
         log.error("claude.spawn_failed", claude_path=argv[0], error=proc)
         return RunFailed(msg_id=msg_id, reason="spawn", message=proc, session_id=resume or "")
@@ -564,7 +564,7 @@ async def _run_attempt(
         await attempt.supervise()
     except BaseException:
         # Cancelled (or a bug): the group must not outlive us. Then propagate.
-        await _run_to_completion(attempt.terminate_group())
+        await run_to_completion(attempt.terminate_group())
         log.info(
             "claude.exited",
             pid=proc.pid,

@@ -37,7 +37,7 @@ import psutil
 
 from claudeclaw.claude.argv import build_env, build_live_argv
 from claudeclaw.claude.live import CanUseTool, LiveClaude, LiveDied
-from claudeclaw.claude.runner import _run_to_completion, run_claude, share_transcript_if_agent
+from claudeclaw.claude.runner import run_claude, run_to_completion, share_transcript_if_agent
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
@@ -302,7 +302,7 @@ class ClaudeSessionRunner:
             await asyncio.wait({task})
         except asyncio.CancelledError:
             task.cancel()
-            await _run_to_completion(asyncio.wait({task}))
+            await run_to_completion(asyncio.wait({task}))
             raise
         finally:
             self._cold_task = None
