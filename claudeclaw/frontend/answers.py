@@ -4,7 +4,9 @@ The answer (or the failure note) goes out through :mod:`~claudeclaw.frontend.del
 only once Discord took it does the daemon's pending ledger let the message go
 (:meth:`~claudeclaw.api.Dispatcher.delivered`). An answer Discord did not take is posted
 again with growing pauses, and after a restart the bot hands over what an earlier run left
-(:meth:`AnswerPoster.post_left_over`).
+(:meth:`AnswerPoster.post_left_over`). An answer Discord will never take (the channel is
+gone, the bot lost access) is given up: it stays saved under ``undelivered/``, the ledger
+lets it go, and ``discord.answer_undeliverable`` names it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class AnswerPoster:
         self._tasks = tasks
         # pauses before posting again an answer Discord did not take (then every 10 min)
         self.redeliver_delays: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
+        self.undeliverable = 0  # answers given up since the start (claudeclaw status)
 
     async def post_answer(
         self,
@@ -72,7 +75,8 @@ class AnswerPoster:
             return
         if posted:
             self._dispatcher.delivered(final.msg_id)
-        else:  # saved to disk meanwhile; the ledger keeps it across a restart too
+        elif not await self._given_up(message, final.msg_id, view, fields):
+            # saved to disk meanwhile; the ledger keeps it across a restart too
             self._tasks.start(self._post_later(message, key, final, view, fields), "redeliver")
 
     async def _post_later(
@@ -90,6 +94,30 @@ class AnswerPoster:
             if await self.post(message, key, final, view, fields):
                 self._dispatcher.delivered(final.msg_id)
                 return
+            if await self._given_up(message, final.msg_id, view, fields):
+                return
+
+    async def _given_up(
+        self, message: discord.Message, msg_id: str, view: RunView, fields: dict[str, Any]
+    ) -> bool:
+        """True when Discord said no attempt can ever post this answer: it stays on disk,
+        the ledger lets it go (not tried again after a restart), and the log says where."""
+        refusal = self._delivery.take_refusal(message.id)
+        if refusal is None:
+            return False  # Discord may take it later
+        self.undeliverable += 1
+        log.warning(
+            "discord.answer_undeliverable",
+            reason=refusal.reason,
+            status=refusal.status,
+            code=refusal.code,
+            file=str(refusal.path) if refusal.path is not None else None,
+            hint="the answer is not posted again; read it in that file",
+            **fields,
+        )
+        self._dispatcher.delivered(msg_id)
+        await self._follower.react(message, view, FAILED)  # if the message is still there
+        return True
 
     async def post(
         self,
@@ -160,7 +188,10 @@ class AnswerPoster:
             return
         log.info("discord.pending_interrupted", **fields)
         if await self._delivery.deliver(message, item.key, [INTERRUPTED]):
-            self._dispatcher.delivered(item.msg_id)  # else the next start tells them
+            self._dispatcher.delivered(item.msg_id)
+        elif await self._given_up(message, item.msg_id, view, fields):
+            return
+        # else the next start tells them
         await self._follower.react(message, view, FAILED)
 
 

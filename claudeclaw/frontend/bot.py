@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -371,6 +371,7 @@ class DiscordFrontend:
             "guilds": len(self._client.guilds),
             "latency_ms": round(latency * 1000) if math.isfinite(latency) else None,
             "user_id": self._bot_id() or None,
+            "undeliverable_answers": self.answers.undeliverable,
         }
 
     def _log_access(self) -> None:
@@ -697,20 +698,14 @@ class DiscordFrontend:
         self._maybe_catch_up()
 
     async def _resume_one(self, item: PendingMessage, turn: _IntakeTurn) -> None:
-        fields = {"session_key": item.key, "message_id": item.reply_to.message_id}
-        try:
-            channel: Any = self._client.get_channel(int(item.reply_to.channel_id))
-            if channel is None:
-                channel = await self._client.fetch_channel(int(item.reply_to.channel_id))
-            message = await channel.fetch_message(int(item.reply_to.message_id))
-        except (discord.HTTPException, AttributeError, ValueError) as exc:
-            gone = not isinstance(exc, discord.HTTPException) or isinstance(
-                exc, discord.NotFound | discord.Forbidden
-            )
-            log.warning("discord.pending_lost", error=type(exc).__name__, gone=gone, **fields)
+        fields = {
+            "session_key": item.key,
+            "message_id": item.reply_to.message_id,
+            "channel_id": item.reply_to.channel_id,
+        }
+        message = await self._pending_message(item, fields)
+        if message is None:
             turn.done()
-            if gone:  # else Discord failed for now: the ledger keeps it for the next start
-                self._dispatcher.delivered(item.msg_id)
             return
         view = RunView(reaction=KEPT, accepted_at=_wall_time(item.accepted_at))
         if item.answer is not None or item.started:  # not run again
@@ -723,6 +718,35 @@ class DiscordFrontend:
             await self._run_prompt(message, item.key, item.prompt, view, turn)
         finally:
             turn.done()
+
+    async def _pending_message(
+        self, item: PendingMessage, fields: dict[str, Any]
+    ) -> discord.Message | None:
+        """The message ``item`` answers; None when there is nothing to post there (the
+        ledger lets ``item`` go if Discord says it is gone, else keeps it for the next
+        start). An answer is posted even when its message or channel is gone: beside a
+        deleted message as a plain message; to a channel gone or barred it is refused,
+        kept on disk and given up (:mod:`~claudeclaw.frontend.answers`)."""
+        channel: Any = None
+        try:
+            channel_id = int(item.reply_to.channel_id)
+            message_id = int(item.reply_to.message_id)
+            channel = self._client.get_channel(channel_id)
+            if channel is None:
+                channel = await self._client.fetch_channel(channel_id)
+            return await channel.fetch_message(message_id)  # type: ignore[no-any-return]
+        except (discord.HTTPException, AttributeError, ValueError) as exc:
+            final = isinstance(exc, discord.NotFound | discord.Forbidden)
+            if final and item.answer is not None:  # Claude's answer is not thrown away
+                log.info("discord.pending_message_gone", error=type(exc).__name__, **fields)
+                partial = channel or self._client.get_partial_messageable(channel_id)
+                # a PartialMessage has all that posting uses: id, channel, to_reference
+                return cast(discord.Message, partial.get_partial_message(message_id))
+            gone = final or not isinstance(exc, discord.HTTPException)
+            log.warning("discord.pending_lost", error=type(exc).__name__, gone=gone, **fields)
+            if gone:  # else Discord failed for now: the ledger keeps it for the next start
+                self._dispatcher.delivered(item.msg_id)
+            return None
 
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)
