@@ -124,6 +124,7 @@ class WorkerHandle:
     warm_pid: int = 0  # its warm claude (``warm`` frames); 0: none
     warm: ProcessIdentity | None = None  # the same, to end it if the worker dies
     warm_used: float = 0.0  # when it last reported it: the least recently used closes first
+    born_spare: bool = False  # forked before its key was known (its hello names no key)
 
     @property
     def pid(self) -> int:
@@ -219,6 +220,11 @@ class WorkerPool:
         # a forked worker can say hello before _start_worker() has resumed to register its pid
         self._pid_waiters: dict[int, asyncio.Future[WorkerHandle]] = {}
         self.boot_failures: dict[SessionKey, int] = {}
+        # a worker forked, connected and greeted before any key needs it: a new key's first
+        # message takes it instead of waiting for a fork (see _refill_spare)
+        self.spare: WorkerHandle | None = None
+        self.spare_failures = 0  # spares that died unused in a row; at MAX_BOOT_FAILURES: none
+        self.keep_spare = True  # False: no spares (tests of the plain fork path)
         self.slots = SlotScheduler(settings.limits.max_concurrent_runs, self._send_grant)
         self.closing = False
         self.last_health_check = time.monotonic()
@@ -250,6 +256,7 @@ class WorkerPool:
             log.error("forkserver.start_failed", error=str(exc), hint="starting workers by exec")
             self.spawner = ExecSpawner(self.paths.root)
         self._tasks.start(self._health_loop(), "health")
+        self._refill_spare()
 
     def live_handles(self) -> list[WorkerHandle]:
         return [*self.workers.values(), *self.leaving]
@@ -259,6 +266,8 @@ class WorkerPool:
         self.settings = settings
         self.settings_wire = settings_to_wire(settings)
         self.slots.resize(settings.limits.max_concurrent_runs)
+        if self.spare is not None and self._live_count() + 1 > settings.limits.max_workers:
+            self._drop_spare("limits.maxWorkers was lowered")
         for handle in self.live_handles():
             if handle.channel is not None and handle.state == "ready":
                 handle.channel.send_nowait({"type": "reload", "settings": self.settings_wire})
@@ -269,6 +278,7 @@ class WorkerPool:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; running runs get ``grace`` s to finish; then nothing of ours runs."""
         self.closing = True
+        spare = self._drop_spare("stopping")
         for handle in list(self.blocked):
             self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
         self.blocked.clear()
@@ -281,6 +291,8 @@ class WorkerPool:
             elif handle.process is not None:
                 self._kill(handle, "stopping before it said hello")
             handle.state = "stopping"
+        if spare is not None:
+            handles.append(spare)
         waits = [h.exited.wait() for h in handles if h.process is not None]
         kill_grace = self.settings.runner.kill_grace_seconds
         if waits:
@@ -452,10 +464,21 @@ class WorkerPool:
 
     # ---- spawning -----------------------------------------------------------------------
 
+    def _live_count(self) -> int:
+        """Worker processes that count against ``limits.maxWorkers`` (not the spare)."""
+        return sum(1 for h in self.workers.values() if h.state != "blocked") + len(self.leaving)
+
     def _new_worker(self, key: SessionKey) -> WorkerHandle:
+        spare = self.spare
+        if (
+            spare is not None
+            and spare.state == "spare"
+            and (spare.process is None or spare.process.returncode is None)
+        ):
+            return self._adopt_spare(spare, key)
         handle = WorkerHandle(key)
         self.workers[key] = handle
-        live = sum(1 for h in self.workers.values() if h.state != "blocked") - 1 + len(self.leaving)
+        live = self._live_count() - 1 + (1 if self.spare is not None else 0)
         if live >= self.settings.limits.max_workers and not self._evict_idlest(exclude=handle):
             handle.state = "blocked"
             self.blocked.append(handle)
@@ -465,6 +488,53 @@ class WorkerPool:
             return handle
         self._tasks.start(self._start_worker(handle), "start-worker")
         return handle
+
+    def _adopt_spare(self, handle: WorkerHandle, key: SessionKey) -> WorkerHandle:
+        """Give the spare its key: it is configured now (or on its hello, if that is still
+        to come) instead of a worker being forked; the next spare is forked behind it. It was
+        one process already, so maxWorkers still holds."""
+        self.spare = None
+        self.spare_failures = 0
+        handle.key = key
+        handle.last_activity = time.monotonic()
+        self.spawn_count += 1
+        self.workers[key] = handle
+        if handle.channel is not None:
+            handle.state = "ready"
+            self._configure(handle)
+        else:
+            handle.state = "starting"
+        log.info("worker.spare_used", session_key=key, worker_pid=handle.pid)
+        self._refill_spare()
+        return handle
+
+    def _refill_spare(self) -> None:
+        """Fork the next spare if there is room for it under ``limits.maxWorkers`` and
+        nothing waits for that room. Only through the fork server: by exec a spare would
+        cost a whole interpreter (~17 MB) to save ~120 ms once."""
+        if (
+            self.closing
+            or not self.keep_spare
+            or self.spare is not None
+            or self.blocked
+            or not isinstance(self.spawner, ForkServerSpawner)
+            or self.spawner.broken
+            or self.spare_failures >= MAX_BOOT_FAILURES
+            or self._live_count() + 1 > self.settings.limits.max_workers
+        ):
+            return
+        handle = WorkerHandle(SessionKey(""), state="spare", born_spare=True)
+        self.spare = handle
+        self._tasks.start(self._start_worker(handle), "start-spare")
+
+    def _drop_spare(self, why: str) -> WorkerHandle | None:
+        """End the spare (it holds nothing); returns it so a caller can await its exit."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.state = "stopping"
+            if spare.process is not None:
+                self._kill(spare, why)
+        return spare
 
     def _evict_idlest(self, exclude: WorkerHandle) -> bool:
         idle = [
@@ -481,9 +551,7 @@ class WorkerPool:
 
     def _unblock(self) -> None:
         while self.blocked:
-            live = len([h for h in self.workers.values() if h.state != "blocked"]) + len(
-                self.leaving
-            )
+            live = self._live_count() + (1 if self.spare is not None else 0)
             handle = self.blocked[0]
             if live >= self.settings.limits.max_workers and not self._evict_idlest(handle):
                 return
@@ -492,13 +560,13 @@ class WorkerPool:
                 continue
             handle.state = "starting"
             self._tasks.start(self._start_worker(handle), "start-worker")
+        self._refill_spare()
 
     async def _start_worker(self, handle: WorkerHandle) -> None:
         args = [
             "--project",
             str(self.paths.root),
-            "--key",
-            handle.key,
+            *([] if handle.born_spare else ["--key", handle.key]),
             "--socket",
             str(self.socket_path),
             "--log-mode",
@@ -521,16 +589,22 @@ class WorkerPool:
                 process = await self.spawner.spawn(args, self.child_env)
         except OSError as exc:
             log.error("worker.spawn_failed", session_key=handle.key, error=str(exc))
+            if self.spare is handle:
+                self.spare = None
+                return
             if self.workers.get(handle.key) is handle:
                 del self.workers[handle.key]
             self._fail_all(handle, "spawn", f"Could not start a worker: {exc}")
             return
         handle.process = process
         self.by_pid[process.pid] = handle
+        if handle.state == "stopping" and handle.born_spare and not handle.key:
+            self._kill(handle, "a spare no longer wanted")  # dropped while it was forked
         waiter = self._pid_waiters.pop(process.pid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(handle)
-        self.spawn_count += 1
+        if not handle.born_spare:  # a spare counts when it takes a key
+            self.spawn_count += 1
         log.info(
             "worker.spawned",
             session_key=handle.key,
@@ -546,6 +620,7 @@ class WorkerPool:
 
     def kill_all(self, why: str) -> None:
         """SIGKILL every worker and the claude process group each is running."""
+        self._drop_spare(why)
         for handle in self.live_handles():
             if handle.process is not None and handle.process.returncode is None:
                 self._kill(handle, why)
@@ -592,6 +667,10 @@ class WorkerPool:
 
     def _on_exit(self, handle: WorkerHandle, rc: int) -> None:
         self.by_pid.pop(handle.pid, None)
+        if self.spare is handle:  # died unused: replaced (unless spares keep dying)
+            self.spare = None
+            self.spare_failures += 1
+            log.warning("worker.spare_exited", worker_pid=handle.pid, rc=rc)
         self.leaving.discard(handle)
         if self.workers.get(handle.key) is handle:
             del self.workers[handle.key]
@@ -675,7 +754,7 @@ class WorkerPool:
             if first is None or first["type"] != "hello":
                 raise IpcError("the first frame must be hello")
             handle = await self._handle_for_pid(pid) if uid == os.getuid() else None
-            if handle is None or first.get("key") != handle.key:
+            if handle is None or first.get("key") != ("" if handle.born_spare else handle.key):
                 raise IpcError(f"unexpected peer pid={pid} uid={uid} key={first.get('key')!r}")
             self._on_hello(handle, channel)
             while True:
@@ -716,6 +795,13 @@ class WorkerPool:
         handle.ready_at = time.monotonic()
         handle.last_pong = time.monotonic()
         handle.hello.set()
+        if not handle.key:  # a spare: it waits for a key (and is not pinged until then)
+            log.info(
+                "worker.spare_ready",
+                worker_pid=handle.pid,
+                spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),
+            )
+            return
         self.boot_failures.pop(handle.key, None)
         if handle.state == "starting":
             handle.state = "ready"
@@ -725,14 +811,7 @@ class WorkerPool:
             worker_pid=handle.pid,
             spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),
         )
-        channel.send_nowait(
-            {
-                "type": "configure",
-                "session_id": self.session_lookup(handle.key),
-                "settings": self.settings_wire,
-                "cwd": self.cwd_lookup(handle.key),
-            }
-        )
+        self._configure(handle)
         if handle.state == "stopping":
             channel.send_nowait({"type": "shutdown", "grace": 0})
             return
@@ -741,6 +820,19 @@ class WorkerPool:
             self._send_run(handle, ticket)
         if not held:
             self._arm_idle_timer(handle)
+
+    def _configure(self, handle: WorkerHandle) -> None:
+        """The worker's first frame after its hello: its key, session, settings and cwd."""
+        assert handle.channel is not None
+        handle.channel.send_nowait(
+            {
+                "type": "configure",
+                "key": handle.key,
+                "session_id": self.session_lookup(handle.key),
+                "settings": self.settings_wire,
+                "cwd": self.cwd_lookup(handle.key),
+            }
+        )
 
     def _on_frame(self, handle: WorkerHandle, message: ipc.Message) -> None:
         kind = message["type"]

@@ -670,20 +670,36 @@ class Worker:
         self.finished.set()
 
 
-async def serve(paths: ProjectPaths, key: SessionKey, socket_path: str) -> int:
+def _bind_key(key: SessionKey) -> None:
+    """Every log line of this worker names its session key (and Discord thread)."""
+    bind(session_key=key)
+    if key.isdigit():
+        bind(thread_id=key)  # (job:<name> keys get job_name from the log processor)
+
+
+async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -> int:
+    """Connect, say hello, take the ``configure`` frame, then serve the key's queue.
+    ``key`` None: a spare, forked ahead of need; ``configure`` names the key it serves."""
     try:
         channel = await ipc.Channel.connect(socket_path)
     except OSError as exc:
         log.error("worker.connect_failed", socket=socket_path, error=str(exc))
         return EXIT_WORKER_BOOT_FAILED
-    await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
+    await channel.send({"type": "hello", "key": key or "", "pid": os.getpid()})
+    first: ipc.Message | None = None
     try:
         # the supervisor's settings, never settings.json: one truth for every worker
         first = await channel.recv()
         if first is None or first["type"] != "configure":
             raise IpcError("the first frame must be configure")
         settings = settings_from_wire(first["settings"])
-    except (IpcError, ConnectionError, KeyError) as exc:
+        if key is None:
+            key = session_key(str(first["key"]))
+            _bind_key(key)
+    except (IpcError, ConnectionError, KeyError, ValueError) as exc:
+        if key is None and first is None:  # a spare the supervisor no longer needs
+            await channel.close()
+            return EXIT_OK
         log.error("worker.configure_failed", error=str(exc))
         await channel.close()
         return EXIT_WORKER_BOOT_FAILED
@@ -713,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     if _PARSER is None:
         parser = argparse.ArgumentParser(prog="claudeclaw-worker")
         parser.add_argument("--project", required=True)
-        parser.add_argument("--key", required=True)
+        parser.add_argument("--key", help="the session key; none: a spare (see configure)")
         parser.add_argument("--socket", required=True)
         parser.add_argument("--log-mode", default="auto")
         parser.add_argument("--log-level", default="info")
@@ -733,11 +749,11 @@ def main(argv: list[str] | None = None) -> int:
         # under CPU contention the supervisor (Discord heartbeats, progress, control) goes
         # first; claude processes inherit this (a forked worker has it from the fork server)
         os.nice(args.nice - current)
-    key = session_key(args.key)
+    key = session_key(args.key) if args.key is not None else None
     configure_logging(level=args.log_level, mode=args.log_mode, process="worker")
-    bind(session_key=key, worker_pid=os.getpid())
-    if key.isdigit():
-        bind(thread_id=key)  # (job:<name> keys get job_name from the log processor)
+    bind(worker_pid=os.getpid())
+    if key is not None:
+        _bind_key(key)
     paths = ProjectPaths.for_project(args.project)
     return asyncio.run(serve(paths, key, args.socket))
 

@@ -28,7 +28,7 @@ from claudeclaw.model import (
     RunStarted,
     SessionKey,
 )
-from claudeclaw.pool import WorkerHandle
+from claudeclaw.pool import WorkerHandle, WorkerPool
 from claudeclaw.procs import find_orphans, project_tag
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import (
@@ -493,6 +493,22 @@ async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_pr
         await sup.shutdown()
 
 
+async def _without_spare(pool: WorkerPool) -> None:
+    """No pre-forked spare from now on: new keys fork their worker (the plain path)."""
+    pool.keep_spare = False
+    spare = pool._drop_spare("test")
+    if spare is not None and spare.process is not None:
+        await spare.exited.wait()
+
+
+def _ready_spare(pool: WorkerPool, other_than: int = 0) -> WorkerHandle | None:
+    """The pool's spare once it has said hello (and is not the process ``other_than``)."""
+    spare = pool.spare
+    if spare is None or spare.channel is None or spare.pid in (0, other_than):
+        return None
+    return spare
+
+
 async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accepted(
     daemon: Supervisor,
 ) -> None:
@@ -501,6 +517,7 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     refusing the worker; no crash, no second spawn."""
     assert daemon.pool is not None
     pool = daemon.pool
+    await _without_spare(pool)  # the key's worker must be forked for it
     original = pool.spawner.spawn
     held = asyncio.Event()
 
@@ -516,6 +533,40 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     assert held.is_set()
     assert isinstance(done, RunDone)
     assert pool.crash_count == 0 and pool.spawn_count == 1
+
+
+async def test_a_new_key_is_served_by_the_pre_forked_spare_and_a_dead_spare_is_replaced(
+    daemon: Supervisor,
+) -> None:
+    """The pool keeps one worker forked, connected and greeted before any key needs it.
+    Result: a new key's first message runs on that very process (no fork on its path),
+    the next spare is forked behind it, a spare killed while unused is replaced, and the
+    replacement serves the next new key with its session."""
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    first = _ready_spare(pool)
+    assert first is not None and first.key == ""
+    spawns = pool.spawn_count
+    key = SessionKey("961000000000000000")
+    events = await collect(daemon, key, "hello")
+    assert isinstance(final(events), RunDone)
+    handle = pool.find(key)
+    assert handle is first and handle.pid == first.pid and handle.key == key
+    assert pool.spawn_count == spawns + 1
+    await wait_for(lambda: _ready_spare(pool, first.pid), "the next spare")
+    second = _ready_spare(pool, first.pid)
+    assert second is not None
+    os.kill(second.pid, signal.SIGKILL)
+    await second.exited.wait()
+    await wait_for(lambda: _ready_spare(pool, second.pid), "a replacement for the dead spare")
+    third = _ready_spare(pool, second.pid)
+    assert third is not None and third.pid != first.pid
+    other = SessionKey("962000000000000000")
+    assert isinstance(final(await collect(daemon, other, "again")), RunDone)
+    assert pool.find(other) is third and pool.crash_count == 0
+    again = await collect(daemon, key, "resume")
+    assert started(again)[0].resumed is True and pool.find(key) is first
 
 
 async def freeze_while_running(
@@ -634,7 +685,10 @@ async def test_if_the_fork_server_dies_workers_start_by_exec(daemon: Supervisor)
     await spawner.server.wait()
     await wait_for(lambda: spawner.broken, "the pool noticed")
     after = final(await collect(daemon, SessionKey("990000000000000002"), "after"))
-    assert isinstance(after, RunDone)
+    assert isinstance(after, RunDone)  # (on the spare forked before, if there was one)
+    assert daemon.pool.spare is None  # no new spare without the fork server
+    later = final(await collect(daemon, SessionKey("990000000000000003"), "later"))
+    assert isinstance(later, RunDone)
     assert isinstance(daemon.pool.spawner, ExecSpawner)
     again = final(await collect(daemon, SessionKey("990000000000000001"), "again"))
     assert isinstance(again, RunDone) and again.reply.startswith("FAKE-REPLY turn=2")
@@ -648,6 +702,7 @@ async def test_a_worker_that_cannot_start_fails_its_message_instead_of_looping(
     the daemon does not respawn forever and keeps serving other keys."""
     assert daemon.pool is not None
     pool = daemon.pool
+    await _without_spare(pool)  # the key's own workers are the ones that cannot start
     original = pool.spawner.spawn
 
     async def broken(args, env):  # type: ignore[no-untyped-def]
