@@ -496,7 +496,7 @@ class WorkerPool:
         self.spare = None
         self.spare_failures = 0
         handle.key = key
-        handle.last_activity = time.monotonic()
+        handle.last_activity = handle.last_pong = time.monotonic()  # pinged from now on
         self.spawn_count += 1
         self.workers[key] = handle
         if handle.channel is not None:

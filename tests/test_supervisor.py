@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import struct
+import time
 
 import psutil
 import pytest
@@ -536,17 +537,34 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
 
 
 async def test_a_new_key_is_served_by_the_pre_forked_spare_and_a_dead_spare_is_replaced(
-    daemon: Supervisor,
+    make_project,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     """The pool keeps one worker forked, connected and greeted before any key needs it.
     Result: a new key's first message runs on that very process (no fork on its path),
+    even when the spare waited longer than the ping timeout (it is not taken for hung),
     the next spare is forked behind it, a spare killed while unused is replaced, and the
     replacement serves the next new key with its session."""
+    from claudeclaw import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
+    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
+    daemon = await started_supervisor(make_project())
+    try:
+        await _spare_scenario(daemon)
+    finally:
+        await daemon.shutdown()
+
+
+async def _spare_scenario(daemon: Supervisor) -> None:
     assert daemon.pool is not None
     pool = daemon.pool
     await wait_for(lambda: _ready_spare(pool), "the first spare")
     first = _ready_spare(pool)
     assert first is not None and first.key == ""
+    checks = pool.last_health_check
+    await wait_for(lambda: time.monotonic() - first.last_pong > 0.6, "past the ping timeout")
+    await wait_for(lambda: pool.last_health_check > checks, "a health check since")
     spawns = pool.spawn_count
     key = SessionKey("961000000000000000")
     events = await collect(daemon, key, "hello")
@@ -554,6 +572,9 @@ async def test_a_new_key_is_served_by_the_pre_forked_spare_and_a_dead_spare_is_r
     handle = pool.find(key)
     assert handle is first and handle.pid == first.pid and handle.key == key
     assert pool.spawn_count == spawns + 1
+    after = pool.last_health_check
+    await wait_for(lambda: pool.last_health_check > after + 0.15, "two health checks since")
+    assert not first.hung  # it answers its pings: its long wait as a spare is not a hang
     await wait_for(lambda: _ready_spare(pool, first.pid), "the next spare")
     second = _ready_spare(pool, first.pid)
     assert second is not None
