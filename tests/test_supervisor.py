@@ -590,6 +590,62 @@ async def _spare_scenario(daemon: Supervisor) -> None:
     assert started(again)[0].resumed is True and pool.find(key) is first
 
 
+async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
+    make_project,  # type: ignore[no-untyped-def]
+) -> None:
+    """1. The spare is forked and has taken its settings (model-a) at its hello.
+    2. settings.json says model-b; reload.
+    3. A new key's first message.
+    Result: it runs on that spare, with model-b (the spare got the settings again when it
+    was given its key, as they had changed)."""
+    paths = make_project(model="model-a")
+    sup = await started_supervisor(paths)
+    try:
+        assert sup.pool is not None
+        pool = sup.pool
+        await wait_for(lambda: _ready_spare(pool), "a spare")
+        spare = _ready_spare(pool)
+        assert spare is not None and spare.settings_sent is pool.settings_wire
+        good = json.loads(paths.settings_file.read_text())
+        paths.settings_file.write_text(json.dumps({**good, "model": "model-b"}))
+        applied, _message = await sup.reload()
+        assert applied and spare.settings_sent is not pool.settings_wire
+        key = SessionKey("964000000000000000")
+        assert _model_of(final(await collect(sup, key, "ECHO_ARGV"))) == "model-b"
+        assert pool.find(key) is spare
+    finally:
+        await sup.shutdown()
+
+
+async def test_a_message_with_nothing_ahead_gets_its_slot_with_its_run(
+    daemon: Supervisor,
+) -> None:
+    """1. A key's first message, its worker idle and a slot free.
+    2. A message sent while another of the same key runs.
+    Result: the first never asks for a slot (it is granted with the run, saving a round
+    trip); the second asks (acquire) when its turn comes, as the cap requires."""
+    assert daemon.pool is not None
+    pool = daemon.pool
+    asked: list[str] = []
+    acquire = pool.slots.acquire
+
+    def counting_acquire(handle: WorkerHandle, msg_id: str) -> int:
+        asked.append(msg_id)
+        return acquire(handle, msg_id)
+
+    pool.slots.acquire = counting_acquire  # type: ignore[method-assign]
+    key = SessionKey("965000000000000000")
+    assert isinstance(final(await collect(daemon, key, "alone")), RunDone)
+    assert asked == []
+    gate = asyncio.Event()
+    slow = asyncio.create_task(collect(daemon, key, "slow", on_event=lambda e: gate.set()))
+    await gate.wait()
+    await wait_for(lambda: pool.find(key) is not None and pool.running_on(pool.find(key)), "run")
+    behind = final(await collect(daemon, key, "behind"))
+    assert isinstance(final(await slow), RunDone) and isinstance(behind, RunDone)
+    assert asked == [behind.msg_id]
+
+
 async def freeze_while_running(
     sup: Supervisor, key: SessionKey
 ) -> tuple[asyncio.Task[list[RunEvent]], RunStarted, WorkerHandle]:
