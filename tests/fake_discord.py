@@ -21,7 +21,8 @@ Point discord.py at it with ``discord.http.Route.BASE = fake.api_base`` and
 * faults: ``fail_after_create[channel_id] = n``: the next n message POSTs to it are
   processed (a message is created, or found by its nonce), then answered 500 anyway;
   ``reaction_gate`` (an Event) holds every reaction call until it is set (slow
-  reactions); ``reaction_status`` makes them fail; ``created_gate`` (an Event) holds the
+  reactions); ``typing_gate`` holds every typing call the same way; ``reaction_status``
+  makes reaction calls fail; ``created_gate`` (an Event) holds the
   answer to every message POST, the message already created and dispatched, until it is
   set (people see it before the bot knows it posted it). Message nonces with
   ``enforce_nonce`` are honoured as Discord does: a repeat returns the message already
@@ -172,6 +173,7 @@ class FakeDiscord:
         self.refuse_posts: dict[str, int] = {}  # channel -> a DISCORD_ERRORS code
         self.fail_after_create: dict[str, int] = {}
         self.reaction_gate: asyncio.Event | None = None
+        self.typing_gate: asyncio.Event | None = None
         self.created_gate: asyncio.Event | None = None
         self.reaction_status: int | None = None
         self.nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
@@ -959,6 +961,8 @@ class FakeDiscord:
 
     async def _post_typing(self, _body: Any, channel_id: str) -> web.Response:
         self.typing[channel_id] += 1
+        if self.typing_gate is not None:
+            await self.typing_gate.wait()
         return web.Response(status=204)
 
     async def _get_messages(self, _body: Any, channel_id: str) -> web.Response:

@@ -643,7 +643,10 @@ class DiscordFrontend:
         if not self._channels.fresh(message.channel.id, now):
             # The channel is on disk before the 👀 shows: a daemon killed after that but
             # before the ledger has the message finds it again by catching up in this channel.
-            await self._note_channel(message.channel.id, now)
+            # The write heads the message's reaction chain, so the message need not wait.
+            view.reacting = self.follower.tasks.start(
+                self._note_channel(message.channel.id, now), "channel-note"
+            )
         await self.follower.react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
