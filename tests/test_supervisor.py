@@ -637,10 +637,14 @@ async def test_a_message_with_nothing_ahead_gets_its_slot_with_its_run(
     key = SessionKey("965000000000000000")
     assert isinstance(final(await collect(daemon, key, "alone")), RunDone)
     assert asked == []
-    gate = asyncio.Event()
-    slow = asyncio.create_task(collect(daemon, key, "slow", on_event=lambda e: gate.set()))
-    await gate.wait()
-    await wait_for(lambda: pool.find(key) is not None and pool.running_on(pool.find(key)), "run")
+    running = asyncio.Event()
+
+    def note(event: RunEvent) -> None:
+        if isinstance(event, RunStarted):
+            running.set()
+
+    slow = asyncio.create_task(collect(daemon, key, "slow SLEEP:1", on_event=note))
+    await running.wait()
     behind = final(await collect(daemon, key, "behind"))
     assert isinstance(final(await slow), RunDone) and isinstance(behind, RunDone)
     assert asked == [behind.msg_id]
