@@ -14,6 +14,8 @@ import copy
 import fcntl
 import json
 import os
+import secrets
+import stat
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,9 +183,31 @@ def write_json(path: Path, data: Any, *, validate: Validator | None = None) -> N
         except _Corrupt:
             pass
         else:
-            atomic_write_bytes(backup_path(path), current)
+            _keep_as_backup(path, current)
     atomic_write_bytes(path, payload)
     _fsync_dir(path.parent)
+
+
+def _keep_as_backup(path: Path, current: bytes) -> None:
+    """Make ``path``'s current good file its ``.bak``: by a hard link, so its data (durable
+    since it was written) is neither written nor fsynced again, which halves the cost of
+    every state write; by a copy where links fail or the file changed under us. The
+    caller's directory fsync makes the rename durable."""
+    bak = backup_path(path)
+    tmp = bak.with_name(f".{bak.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(path, tmp, follow_symlinks=False)
+    except OSError:
+        atomic_write_bytes(bak, current)
+        return
+    try:
+        if stat.S_ISREG(os.lstat(tmp).st_mode) and tmp.read_bytes() == current:
+            os.replace(tmp, bak)
+            return
+    except OSError:
+        pass
+    tmp.unlink(missing_ok=True)
+    atomic_write_bytes(bak, current)
 
 
 def remove_json(path: Path) -> bool:

@@ -48,6 +48,28 @@ def test_write_keeps_previous_good_copy_as_bak(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"v": 2}
 
 
+def test_bak_is_the_previous_file_itself_or_a_copy_where_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous file becomes the .bak by a hard link (no second data write and fsync);
+    where links fail, by a copy. Either way no temp file is left behind."""
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1})
+    inode = path.stat().st_ino
+    jsonstore.write_json(path, {"v": 2})
+    bak = jsonstore.backup_path(path)
+    assert bak.stat().st_ino == inode and bak.stat().st_nlink == 1
+    assert json.loads(bak.read_text()) == {"v": 1}
+
+    def no_links(*_args: object, **_kwargs: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(jsonstore.os, "link", no_links)
+    jsonstore.write_json(path, {"v": 3})
+    assert json.loads(bak.read_text()) == {"v": 2} and _mode(bak) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.json.bak"]
+
+
 def test_corrupt_current_never_overwrites_good_bak(tmp_path: Path) -> None:
     path = tmp_path / "x.json"
     jsonstore.write_json(path, {"v": 1})
