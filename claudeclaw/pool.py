@@ -300,6 +300,8 @@ class WorkerPool:
             await self._server.wait_closed()
         await self.spawner.close()
         await self._tasks.cancel_all()
+        for handle in self.live_handles():  # a worker start the cancel above cut short
+            self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
