@@ -183,6 +183,10 @@ class ForkServerSpawner:
             if not future.done():
                 future.set_exception(OSError("the fork server went away"))
         self.replies.clear()
+        # nobody will report how the workers it forked end: their wait() need not wait for it
+        for child in self.children.values():
+            child.report_exit(-1)
+        self.children.clear()
         if not self._closing:
             log.error("forkserver.lost", hint="new workers will be started by exec")
 

@@ -1,9 +1,12 @@
-"""Starting workers while the daemon stops: a cancel reaches the start, and its message ends.
+"""Worker starts and exits at the edges: a stop during a start, a dead fork server.
 
 The pool's shutdown closes the fork server and then cancels the worker starts still in
 flight. A start that the closed fork server made fall back to exec is itself inside
 ``ForkServerSpawner.close()`` then; if that swallowed the cancel, the start went on, spawned
 a worker that could no longer connect, and the stop waited out the 15 s hello timeout.
+
+A worker of a fork server that died: its exit is seen at once, not after waiting for a
+report that cannot come.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from claudeclaw.model import RunFailed, SessionKey
-from claudeclaw.spawn import ForkServerSpawner
+from claudeclaw.spawn import ForkedProcess, ForkServerSpawner
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import collect, final
 
@@ -107,3 +110,31 @@ async def test_a_stop_while_a_worker_starts_ends_its_message_at_once(daemon: Sup
         await daemon.shutdown()
         failed = final(await run)
     assert isinstance(failed, RunFailed) and failed.reason == "shutdown"
+
+
+class EndedChannel:
+    """The fork server's socket after the server died: end of stream at once."""
+
+    async def recv(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_worker_of_a_dead_fork_server_is_seen_to_exit_at_once(tmp_path: Path) -> None:
+    """1. A worker forked by the fork server is running; the fork server dies.
+    2. The worker exits.
+    Result: its wait() returns at once (exit code unknown: -1), not after waiting 2 s for
+    the report a dead server cannot send (the pool notices the exit that much later)."""
+    spawner = ForkServerSpawner(tmp_path)
+    worker = await asyncio.create_subprocess_exec("sleep", "60")
+    child = ForkedProcess(worker.pid)
+    spawner.children[worker.pid] = child
+    spawner.channel = EndedChannel()  # type: ignore[assignment]
+    await spawner._read()
+    assert spawner.broken and not spawner.children
+    worker.kill()
+    async with asyncio.timeout(1):  # the old wait: 2 s for the report
+        assert await child.wait() == -1
+    await worker.wait()
