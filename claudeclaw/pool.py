@@ -325,6 +325,10 @@ class WorkerPool:
             await self._server.wait_closed()
         await self.spawner.close()
         await self._tasks.cancel_all()
+        # a worker whose start the cancel above cut short (no watcher of its exit is left
+        # either): what it holds ends now ("shutdown": kept for the restart if not started)
+        for handle in self.live_handles():
+            self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 

@@ -99,7 +99,8 @@ class ForkedProcess:
         await self._exited.wait()
         if self.returncode is None:
             try:  # the server's report normally arrives within microseconds of the exit
-                self.returncode = await asyncio.wait_for(asyncio.shield(self._rc_reported), 2)
+                async with asyncio.timeout(2):
+                    self.returncode = await asyncio.shield(self._rc_reported)
             except TimeoutError:
                 self.returncode = -1
         return self.returncode
@@ -182,6 +183,10 @@ class ForkServerSpawner:
             if not future.done():
                 future.set_exception(OSError("the fork server went away"))
         self.replies.clear()
+        # nobody will report how the workers it forked end: their wait() need not wait for it
+        for child in self.children.values():
+            child.report_exit(-1)
+        self.children.clear()
         if not self._closing:
             log.error("forkserver.lost", hint="new workers will be started by exec")
 
@@ -194,7 +199,8 @@ class ForkServerSpawner:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.replies[req] = future
         await self.channel.send({"type": "spawn", "req": req, "args": args, "env": dict(env)})
-        pid = await asyncio.wait_for(future, 10)
+        async with asyncio.timeout(10):
+            pid = await future
         child = ForkedProcess(pid)
         if pid in self.early_exits:
             child.report_exit(self.early_exits.pop(pid))
@@ -206,12 +212,16 @@ class ForkServerSpawner:
         self._closing = True
         if self.channel is not None:
             await self.channel.close()
+        # a cancel of the task calling close() (the pool's shutdown cancelling a worker start
+        # that is falling back to exec) must reach it: so asyncio.wait, not a suppressed
+        # await, and asyncio.timeout, not 3.11's wait_for (it returns the inner result
+        # instead of raising the cancel when that result is already there)
         if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await asyncio.wait([self._reader])
         if self.server is not None:
             try:
-                await asyncio.wait_for(self.server.wait(), 5)
+                async with asyncio.timeout(5):
+                    await self.server.wait()
             except TimeoutError:
                 self.server.kill()
                 await self.server.wait()

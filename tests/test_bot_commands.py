@@ -292,7 +292,12 @@ async def test_reset_names_the_kept_branch_and_the_patch(fake_discord, dispatche
     )
 
 
-async def test_a_slow_reset_is_deferred_then_answered(fake_discord, dispatcher, frontend):
+async def test_a_slow_reset_is_deferred_then_answered(
+    fake_discord, dispatcher, frontend, monkeypatch
+):
+    from claudeclaw.frontend import commands
+
+    monkeypatch.setattr(commands, "RESPOND_WITHIN", 0.1)  # (the reset is gated: still slow)
     fake = fake_discord
     dispatcher.add_session(fake.thread_id)
     dispatcher.workspace_notes[fake.thread_id] = "Removed the worktree /w."

@@ -352,7 +352,8 @@ async def test_a_steer_whose_echo_is_missed_ends_with_the_turn(
     runner: ClaudeSessionRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A steer the turn took in without echoing it looks queued: the CLI is poked, starts
-    no new turn, and after FOLLOWUP_SECONDS the turn ends with its own reply."""
+    no new turn, and after FOLLOWUP_SECONDS the turn ends with its own reply (then, not
+    at the idle timeout, 20 s here)."""
     monkeypatch.setattr(live_module, "FOLLOWUP_SECONDS", 0.3)
     task, _ = await begin_turn(
         runner,
@@ -363,7 +364,8 @@ async def test_a_steer_whose_echo_is_missed_ends_with_the_turn(
         within=SAFETY,
     )
     assert await runner.steer("NOECHO hidden")
-    final, _ = await task
+    async with asyncio.timeout(10):  # SLEEP:2 + FOLLOWUP_SECONDS, far from the idle 20 s
+        final, _ = await task
     assert isinstance(final, RunDone), final
     assert final.reply.endswith("steered=NOECHO hidden") and "\n\n" not in final.reply
     nxt, _ = await send(runner, settings, "next", final.session_id)

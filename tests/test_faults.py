@@ -105,6 +105,13 @@ class Rig:
             and not m["content"].startswith(KEPT_PREFIX)
         ]
 
+    def start_recorded(self, message_id: str) -> bool:
+        """The daemon's pending.json says the run of ``message_id`` started (so a restart
+        must not run it again). The ⚙️ reaction can come before that write reaches the
+        disk; a SIGKILL in between makes the restart run the message again."""
+        pending = jsonstore.read_json(self.paths.pending_file) or []
+        return any(p["reply_to"]["message_id"] == message_id and p.get("started") for p in pending)
+
     def settled(self) -> bool:
         pending = jsonstore.read_json(self.paths.pending_file) or []
         return not pending and all(self.finals(c, m) for c, m in self.sent)
@@ -209,6 +216,7 @@ async def test_stop_while_one_runs_and_one_waits(rig: Rig, sig: int) -> None:
     dm = fake.dm_channel(fake.alice)
     a = await rig.says(dm, "first SLEEP:30")
     await fake.wait_until(reacted(fake, a["id"], "⚙️"), what="A running")
+    await fake.wait_until(lambda: rig.start_recorded(a["id"]), what="A's start on disk")
     b = await rig.says(dm, "second")
     await fake.wait_until(reacted(fake, b["id"], "👀"), what="B accepted")
     await rig.stop(sig)

@@ -41,6 +41,11 @@ from tests.fixtures_daemon import (
     wait_for,
 )
 
+# A run that lasts until the test stops it. Not HANG: the fake ignores an interrupt then,
+# and every stop would wait out the worker's 5 s interrupt grace before the kill (that
+# escalation has its own test: test_claude_live.py, an ignored interrupt).
+LONG = "SLEEP:60"
+
 
 async def test_first_message_creates_session_and_second_resumes(daemon: Supervisor) -> None:
     """1. A new thread's first message runs without --resume and records the session.
@@ -66,7 +71,7 @@ async def test_first_message_creates_session_and_second_resumes(daemon: Supervis
 
 
 async def test_threads_run_in_parallel(daemon: Supervisor) -> None:
-    """1. Four threads each get a message that hangs.
+    """1. Four threads each get a long message (one that an interrupt stops at once).
     2. Wait until all four claude processes have started.
     Result: four runs were in flight at once (parallel); cancelling ends each."""
     keys = [SessionKey(f"20000000000000000{i}") for i in range(4)]
@@ -79,7 +84,7 @@ async def test_threads_run_in_parallel(daemon: Supervisor) -> None:
 
         return on_event
 
-    tasks = [asyncio.create_task(collect(daemon, k, "HANG", note(k))) for k in keys]
+    tasks = [asyncio.create_task(collect(daemon, k, LONG, note(k))) for k in keys]
     await wait_for(lambda: len(running) == 4, "four runs in flight")
     for key in keys:
         assert await daemon.cancel(key)
@@ -211,7 +216,7 @@ async def test_concurrency_cap_holds_and_threads_take_turns(make_project) -> Non
             return on_event
 
         timeline = record_order(sup)
-        a1 = asyncio.create_task(collect(sup, a, "HANG", track("A1")))
+        a1 = asyncio.create_task(collect(sup, a, LONG, track("A1")))
         await wait_for(lambda: order == ["A1"], "A1 running")
         rest_a = [asyncio.create_task(collect(sup, a, f"a{i}", track(f"A{i}"))) for i in (2, 3)]
         b1 = asyncio.create_task(collect(sup, b, "b1", track("B1")))
@@ -286,9 +291,7 @@ async def test_status_reports_what_is_really_running(daemon: Supervisor) -> None
     key = SessionKey("700000000000000000")
     begun: list[RunStarted] = []
     running = asyncio.create_task(
-        collect(
-            daemon, key, "HANG", lambda e: begun.append(e) if isinstance(e, RunStarted) else None
-        )
+        collect(daemon, key, LONG, lambda e: begun.append(e) if isinstance(e, RunStarted) else None)
     )
     await wait_for(lambda: bool(begun), "run started")
     queued = asyncio.create_task(collect(daemon, key, "next"))
@@ -466,14 +469,10 @@ async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_pr
         # B and C busy; D must wait for room
         b_started, c_started = asyncio.Event(), asyncio.Event()
         tb = asyncio.create_task(
-            collect(
-                sup, b, "HANG", lambda e: b_started.set() if isinstance(e, RunStarted) else None
-            )
+            collect(sup, b, LONG, lambda e: b_started.set() if isinstance(e, RunStarted) else None)
         )
         tc = asyncio.create_task(
-            collect(
-                sup, c, "HANG", lambda e: c_started.set() if isinstance(e, RunStarted) else None
-            )
+            collect(sup, c, LONG, lambda e: c_started.set() if isinstance(e, RunStarted) else None)
         )
         async with asyncio.timeout(20):
             await b_started.wait()

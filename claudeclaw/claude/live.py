@@ -138,6 +138,7 @@ class _Turn:
     replies: list[str] = field(default_factory=list)  # results before a steered follow-up
     before_followup: StreamState | None = None  # the state at the result that was poked
     followup_since: float = 0.0  # when poked; 0: not waiting for a follow-up turn
+    rethink: asyncio.Event = field(default_factory=asyncio.Event)  # a new deadline (poked)
     last_output: float = field(default_factory=time.monotonic)
     acked: asyncio.Event = field(default_factory=asyncio.Event)  # the turn's first line
     interrupted: bool = False  # by the caller (stop)
@@ -357,6 +358,7 @@ class LiveClaude:
                 StreamState(), session_id=turn.state.session_id, session_announced=True
             )
             turn.followup_since = time.monotonic()
+            turn.rethink.set()  # the supervisor is asleep until the idle deadline
             self.log.info("claude.live_steer_followup", pid=self.pid, queued=len(turn.unechoed))
             self._poke()
             return
@@ -480,6 +482,7 @@ class LiveClaude:
     async def _supervise(self, turn: _Turn, hard_deadline: float) -> None:
         idle = self.settings.runner.idle_timeout_seconds
         while not turn.done.done():
+            turn.rethink.clear()
             now = time.monotonic()
             limit = idle if turn.acked.is_set() else min(idle, ACK_SECONDS)
             if self._answering:
@@ -505,7 +508,14 @@ class LiveClaude:
                 self.log.warning("claude.timed_out", kind=turn.timed_out, pgid=self.pid)
                 await self._interrupt_turn(turn)
                 return
-            await asyncio.wait({turn.done}, timeout=deadline - now)
+            rethink = asyncio.ensure_future(turn.rethink.wait())
+            either: set[asyncio.Future[Any]] = {turn.done, rethink}
+            try:
+                await asyncio.wait(
+                    either, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                rethink.cancel()
 
     async def _judge(self, turn: _Turn) -> RunDone | RunFailed | LiveDied:
         state = turn.state
