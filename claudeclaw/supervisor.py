@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import IO, Any
 
-import claudeclaw
 from claudeclaw import __version__, ipc
 from claudeclaw.agent import agent_account, share_state_dirs
 from claudeclaw.approvals import ApprovalBroker
@@ -52,7 +51,7 @@ from claudeclaw.errors import (
 )
 from claudeclaw.jobservice import JobService, next_due_text
 from claudeclaw.ledger import KEPT_TEXT, PendingLedger
-from claudeclaw.logs import get_logger, register_secret
+from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     GLOBAL_KEY,
     ApprovalOutcome,
@@ -72,7 +71,7 @@ from claudeclaw.model import (
     WorkspaceStatus,
     session_key,
 )
-from claudeclaw.notify import Notifier, child_env
+from claudeclaw.notify import Notifier
 from claudeclaw.paths import (
     ProjectPaths,
     ensure_private_dir,
@@ -80,21 +79,16 @@ from claudeclaw.paths import (
     write_private_text,
 )
 from claudeclaw.pool import WorkerPool
-from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
-from claudeclaw.redaction import is_secret_env
+from claudeclaw.procs import StatsCache, project_tag, sweep_orphans
 from claudeclaw.secretenv import erase_initial_environ
-from claudeclaw.service import API_KEY_CREDENTIAL, read_credential
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 from claudeclaw.tasks import TaskSet
+from claudeclaw.workerenv import TEST_HOOKS_ENV, worker_env
 from claudeclaw.workspace import Orphan, Workspaces, repo_problem
 
 log = get_logger()
 
-TEST_HOOKS_ENV = "CLAUDECLAW_TEST_HOOKS"  # set by test harnesses only: see testhooks.py
-SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", TEST_HOOKS_ENV)
 STATUS_WITHIN = 2.0  # seconds /status waits for a worktree's git numbers
-# Where this claudeclaw is imported from: its workers import the same code.
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 
 
 # How long start-up (and a reload with a new token) waits for Discord before saying READY
@@ -224,22 +218,7 @@ class Supervisor:
         if recovered:
             log.info("daemon.pending_recovered", count=len(recovered))
 
-        env = child_env(dict(os.environ))
-        for name in [*SECRET_ENV, *filter(is_secret_env, env)]:
-            env.pop(name, None)
-        token = self.settings.discord.token
-        if token:
-            env = {k: v for k, v in env.items() if v != token}
-        env[OWNER_ENV] = owner_value(tag)
-        api_key = read_credential(API_KEY_CREDENTIAL)
-        if api_key:  # a systemd credential: never in Environment=, which anyone can list
-            register_secret(api_key)
-            env["ANTHROPIC_API_KEY"] = api_key
-        # workers and the fork server import exactly the code this supervisor runs, whatever
-        # else is installed (claude's own environment drops PYTHONPATH again)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [PACKAGE_ROOT, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-        )
+        env = worker_env(os.environ, token=self.settings.discord.token, tag=tag)
         self.pool = WorkerPool(
             self.paths,
             self.settings,
