@@ -82,6 +82,7 @@ from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import StatsCache, project_tag, sweep_orphans
 from claudeclaw.secretenv import erase_initial_environ
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
+from claudeclaw.statewriter import Change, StateWriter
 from claudeclaw.tasks import TaskSet
 from claudeclaw.workerenv import TEST_HOOKS_ENV, worker_env
 from claudeclaw.workspace import Orphan, Workspaces, repo_problem
@@ -150,7 +151,6 @@ class Supervisor:
         self.jobs: JobService | None = None  # scheduled jobs, heartbeat, bot-started posts
         self.stats = StatsCache()
         self._lock_file: IO[str] | None = None
-        self._writes: asyncio.Queue[tuple[str, SessionKey, str]] = asyncio.Queue()
         self._tasks = TaskSet("daemon")
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
@@ -159,9 +159,9 @@ class Supervisor:
         # stays in the pending ledger and is posted after the restart
         self.drain_seconds = 10.0
         # messages from a frontend, kept until answered (pending.json)
-        self.ledger = PendingLedger(
-            paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
-        )
+        self.ledger = PendingLedger(paths.pending_file, lambda: self._writes.ledger_changed())
+        # the one writer of the session files and pending.json
+        self._writes = StateWriter(self.registry, self.ledger, self._known_state)
         self.approvals: ApprovalBroker | None = None  # security.approvals; made with the pool
         self.requests = ControlRequests(self)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
@@ -242,7 +242,7 @@ class Supervisor:
         await self.pool.start()
         self.control = ControlServer(runtime / "control.sock", self.requests.handle)
         await self.control.start()
-        self._tasks.start(self._registry_writer(), "registry-writer")
+        self._tasks.start(self._writes.run(), "registry-writer")
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
@@ -429,7 +429,7 @@ class Supervisor:
         workspace = self.workspace_of.get(key)
         return workspace.cwd if workspace is not None else None
 
-    def _workspace_change(self, key: SessionKey) -> tuple[str, SessionKey, str]:
+    def _workspace_change(self, key: SessionKey) -> Change:
         return ("workspace", key, json.dumps(self.workspace_of[key].to_json()))
 
     def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
@@ -457,43 +457,13 @@ class Supervisor:
                 )
         self._mark_status_dirty()
 
-    async def _registry_writer(self) -> None:
-        """Apply registry changes in order, off the event loop, everything queued at once;
-        ``ledger`` entries write the current pending.json snapshot once per batch."""
-        resync = False
-        while True:
-            batch = [await self._writes.get()]
-            while not self._writes.empty():
-                batch.append(self._writes.get_nowait())
-            changes = [change for change in batch if change[0] != "ledger"]
-            if resync:  # an earlier write failed: write what we know, all of it, first
-                changes = (
-                    [
-                        ("record", key, sid) if sid else ("remove", key, "")
-                        for key, sid in self.sessions.items()
-                    ]
-                    + [self._workspace_change(key) for key in self.workspace_of]
-                    + changes
-                )
-            snapshot = self.ledger.snapshot() if len(changes) < len(batch) else None
-            try:
-                # different files: written side by side, so a reply waiting for both (its
-                # session's turn and its stored answer) waits for the slower, not the sum
-                writes = []
-                if changes:
-                    writes.append(asyncio.to_thread(self.registry.apply, changes))
-                if snapshot is not None:
-                    writes.append(asyncio.to_thread(self.ledger.write, snapshot))
-                for outcome in await asyncio.gather(*writes, return_exceptions=True):
-                    if isinstance(outcome, Exception):
-                        raise outcome
-                resync = False
-            except Exception as exc:  # a full disk must not stop replies (they wait on us)
-                log.error("sessions.write_failed", changes=len(batch), error=str(exc))
-                resync = True
-            finally:
-                for _ in batch:
-                    self._writes.task_done()
+    def _known_state(self) -> list[Change]:
+        """Every session and worktree the daemon knows, as changes (rewritten after a
+        failed write)."""
+        return [
+            ("record", key, sid) if sid else ("remove", key, "")
+            for key, sid in self.sessions.items()
+        ] + [self._workspace_change(key) for key in self.workspace_of]
 
     def take_pending(self) -> list[PendingMessage]:
         """Messages the previous run accepted but did not answer (handed out once)."""
