@@ -68,7 +68,6 @@ from claudeclaw.model import (
     SessionRecord,
     Workspace,
     WorkspaceDiff,
-    WorkspaceStatus,
     session_key,
 )
 from claudeclaw.notify import Notifier
@@ -81,15 +80,14 @@ from claudeclaw.paths import (
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import StatsCache, project_tag, sweep_orphans
 from claudeclaw.secretenv import erase_initial_environ
+from claudeclaw.session_workspaces import SessionWorkspaces
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 from claudeclaw.statewriter import Change, StateWriter
 from claudeclaw.tasks import TaskSet
 from claudeclaw.workerenv import TEST_HOOKS_ENV, worker_env
-from claudeclaw.workspace import Orphan, Workspaces, repo_problem
+from claudeclaw.workspace import Orphan
 
 log = get_logger()
-
-STATUS_WITHIN = 2.0  # seconds /status waits for a worktree's git numbers
 
 
 # How long start-up (and a reload with a new token) waits for Discord before saying READY
@@ -135,9 +133,7 @@ class Supervisor:
         self.started_monotonic = time.monotonic()
         self.sessions: dict[SessionKey, str | None] = {}  # what workers resume
         # where each thread's runs happen, fixed with its session (threads.workspace)
-        self.workspaces = Workspaces(paths)
-        self.workspace_of: dict[SessionKey, Workspace] = {}
-        self.orphan_worktrees: list[Orphan] = []
+        self.worktrees = SessionWorkspaces(paths)
         self._intake_locks: dict[SessionKey, asyncio.Lock] = {}
         self.last_error: dict[SessionKey, str] = {}
         self.closing = False
@@ -198,7 +194,7 @@ class Supervisor:
         self._warn_if_root()
         for inert in self.settings.inert_keys:
             log.warning("settings.upstream_key_inert", detail=inert)
-        problem = await self._workspace_problem(self.settings)
+        problem = await self.worktrees.problem(self.settings)
         if problem:
             raise ConfigError(problem)
         runtime = ensure_runtime_dir(self.paths)
@@ -211,7 +207,7 @@ class Supervisor:
             self.sessions[record.key] = record.session_id
             if record.workspace is not None:
                 self.workspace_of[record.key] = record.workspace
-        await self.report_orphan_worktrees()
+        await self.worktrees.report_orphans(self.sessions)
         global_record = await asyncio.to_thread(self.registry.get, GLOBAL_KEY)
         self.sessions[GLOBAL_KEY] = global_record.session_id if global_record else None
         recovered = await asyncio.to_thread(self.ledger.read)
@@ -224,7 +220,7 @@ class Supervisor:
             self.settings,
             runtime / "workers.sock",
             session_lookup=self._session_lookup,
-            cwd_lookup=self._cwd_lookup,
+            cwd_lookup=self.worktrees.cwd,
             on_event=self._on_run_event,
             child_env=env,
             log_mode=self.log_mode,
@@ -425,13 +421,6 @@ class Supervisor:
     def _session_lookup(self, key: SessionKey) -> str | None:
         return self.sessions.get(key)
 
-    def _cwd_lookup(self, key: SessionKey) -> str | None:
-        workspace = self.workspace_of.get(key)
-        return workspace.cwd if workspace is not None else None
-
-    def _workspace_change(self, key: SessionKey) -> Change:
-        return ("workspace", key, json.dumps(self.workspace_of[key].to_json()))
-
     def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
         """Record session ids as soon as the CLI reports them (even if the run then fails)."""
         self.ledger.note_event(event)
@@ -440,7 +429,7 @@ class Supervisor:
                 self.sessions[key] = event.session_id
                 self._writes.put_nowait(("record", key, event.session_id))
                 if key in self.workspace_of:  # its worktree belongs with the session now
-                    self._writes.put_nowait(self._workspace_change(key))
+                    self._writes.put_nowait(self.worktrees.change(key))
                 if self.approvals is not None:  # approvals belong to the session they were for
                     self.approvals.session_changed(key, event.session_id)
         if isinstance(event, RunDone):
@@ -463,7 +452,7 @@ class Supervisor:
         return [
             ("record", key, sid) if sid else ("remove", key, "")
             for key, sid in self.sessions.items()
-        ] + [self._workspace_change(key) for key in self.workspace_of]
+        ] + [self.worktrees.change(key) for key in self.workspace_of]
 
     def take_pending(self) -> list[PendingMessage]:
         """Messages the previous run accepted but did not answer (handed out once)."""
@@ -482,67 +471,25 @@ class Supervisor:
         """The reset time while Claude's usage limit holds, else None."""
         return self.pool.limit_holds() if self.pool is not None else None
 
-    # ---- thread workspaces ---------------------------------------------------------------
+    # ---- thread workspaces (session_workspaces.py) ---------------------------------------
 
-    async def _workspace_problem(self, settings: Settings) -> str:
-        """Why ``threads.workspace`` cannot work here ("" when it can)."""
-        if settings.threads.workspace != "worktree":
-            return ""
-        return await repo_problem(self.paths.root) or ""
+    @property
+    def workspace_of(self) -> dict[SessionKey, Workspace]:
+        """The worktree of each key that has one."""
+        return self.worktrees.of
 
-    async def report_orphan_worktrees(self) -> list[Orphan]:
-        """Log the worktrees under the state directory that no session owns (never
-        deleting them: they may hold work)."""
-        live: dict[SessionKey, Workspace | None] = {
-            key: self.workspace_of.get(key) for key, sid in self.sessions.items() if sid
-        }
-        self.orphan_worktrees = await self.workspaces.report_orphans(live)
-        return self.orphan_worktrees
+    @property
+    def orphan_worktrees(self) -> list[Orphan]:
+        """The worktrees no session owned at start (kept on disk)."""
+        return self.worktrees.orphans
 
     def _intake_lock(self, key: SessionKey) -> asyncio.Lock:
         """Per key: messages reach the pool in order even when one waits for its worktree,
         and a reset (which removes the worktree) never overlaps a new first message."""
         return self._intake_locks.setdefault(key, asyncio.Lock())
 
-    async def _prepare_workspace(self, key: SessionKey, label: str) -> None:
-        """Before ``key``'s first message is queued: the worktree it runs in, when
-        ``threads.workspace`` is "worktree". A session keeps the directory it started in
-        (Claude files its transcript under it), whatever the setting says later."""
-        if key == GLOBAL_KEY:
-            return
-        recorded = self.workspace_of.get(key)
-        if recorded is not None:
-            # deleted by hand: recreated on its branch; not this key's own: refused (ensure)
-            if not self.workspaces.is_own(key, recorded) or not await asyncio.to_thread(
-                os.path.isdir, recorded.path
-            ):
-                self.workspace_of[key] = await self.workspaces.ensure(key, label, recorded)
-            return
-        if self.sessions.get(key) is not None or self.settings.threads.workspace != "worktree":
-            return
-        self.workspace_of[key] = await self.workspaces.ensure(key, label)
-
-    async def _remove_workspace(self, key: SessionKey, workspace: Workspace, handle: Any) -> str:
-        """Remove ``key``'s worktree once its worker (and its claude) is gone; the words
-        for the reply (kept branch, saved patch)."""
-        if handle is not None:
-            wait = self.settings.runner.kill_grace_seconds + 10.0
-            try:
-                await asyncio.wait_for(handle.exited.wait(), wait)
-            except TimeoutError:
-                log.warning("workspace.kept_busy", session_key=key, path=workspace.path)
-                return (
-                    f"The worktree {workspace.path} was kept: its run did not stop in time "
-                    "(it is reported at the next start)."
-                )
-        removal = await self.workspaces.remove(key, workspace)
-        return removal.summary()
-
     async def workspace_diff(self, key: SessionKey) -> WorkspaceDiff | None:
-        workspace = self.workspace_of.get(session_key(key))
-        if workspace is None:
-            return None
-        return await self.workspaces.diff(workspace)
+        return await self.worktrees.diff(key)
 
     # ---- the routing API (Dispatcher) ---------------------------------------------------
 
@@ -577,7 +524,9 @@ class Supervisor:
             return
         async with self._intake_lock(key):  # no await inside unless a worktree is made
             try:
-                await self._prepare_workspace(key, label)
+                await self.worktrees.prepare(
+                    key, label, self.settings, has_session=self.sessions.get(key) is not None
+                )
             except WorkspaceError as exc:
                 problem = str(exc)
             else:
@@ -663,10 +612,8 @@ class Supervisor:
             await self.pool.reset(key)
             self._writes.put_nowait(("remove", key, ""))
             await self._writes.join()
-            workspace = self.workspace_of.pop(key, None)
-            note = ""
-            if workspace is not None:
-                note = await self._remove_workspace(key, workspace, handle)
+            wait = self.settings.runner.kill_grace_seconds + 10.0
+            note = await self.worktrees.remove(key, handle, wait)
         log.info("session.reset", session_key=key, had_session=had, workspace=note)
         return ResetOutcome(had, note)
 
@@ -675,25 +622,10 @@ class Supervisor:
         await self._writes.join()
         record = await asyncio.to_thread(self.registry.get, key)
         info = self._info(key, record)
-        workspace = self.workspace_of.get(key)
-        if workspace is not None:
-            info = dataclasses.replace(info, workspace=await self._workspace_status(workspace))
+        status = await self.worktrees.status(key)
+        if status is not None:
+            info = dataclasses.replace(info, workspace=status)
         return info
-
-    async def _workspace_status(self, workspace: Workspace) -> WorkspaceStatus:
-        """Its status, within the time a Discord interaction may wait for its answer."""
-        try:
-            return await asyncio.wait_for(self.workspaces.status(workspace), STATUS_WITHIN)
-        except TimeoutError:
-            return WorkspaceStatus(
-                workspace.path,
-                workspace.branch,
-                workspace.base,
-                0,
-                0,
-                0,
-                problem=f"git took longer than {STATUS_WITHIN:.0f} s to count the changes",
-            )
 
     async def list_sessions(self) -> list[SessionInfo]:
         await self._writes.join()
@@ -762,7 +694,7 @@ class Supervisor:
                 self.notifier.ready(self.status_line())
                 return False, str(exc)
             self._log_settings_warnings(settings)
-            problem = await self._workspace_problem(settings)
+            problem = await self.worktrees.problem(settings)
             if problem:
                 log.error("daemon.reload_failed", error=problem)
                 self.notifier.ready(self.status_line())
