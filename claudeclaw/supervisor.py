@@ -14,62 +14,35 @@ Its life is three phases (``startup``, ``serve``, ``shutdown``):
 * **shutdown**: ``STOPPING=1``, take no new work, give running runs the grace period,
   kill what remains (whole process groups), close Discord after the last replies.
 
-It is the :class:`~claudeclaw.api.Dispatcher` every frontend talks to, and the only
-process that writes the session files and ``pending.json`` (kept by ``ledger.py``) while
-it runs; ``control_requests.py`` answers its control socket. It never touches ``claude``
-itself.
+It is the :class:`~claudeclaw.api.Dispatcher` every frontend talks to (the routing API
+itself is ``dispatch.py``, which this class extends with its life), and the only process
+that writes the session files and ``pending.json`` (``statewriter.py``) while it runs;
+``control_requests.py`` answers its control socket. It never touches ``claude`` itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import IO, Any
 
-from claudeclaw import __version__, ipc
+from claudeclaw import __version__
 from claudeclaw.agent import agent_account, share_state_dirs
 from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
-from claudeclaw.errors import (
-    ClaudeclawError,
-    ConfigError,
-    DiscordLoginRejected,
-    StateError,
-    WorkspaceError,
-)
+from claudeclaw.dispatch import SessionDispatcher
+from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected, StateError
 from claudeclaw.jobservice import JobService, next_due_text
-from claudeclaw.ledger import KEPT_TEXT, PendingLedger
 from claudeclaw.logs import get_logger
-from claudeclaw.model import (
-    GLOBAL_KEY,
-    ApprovalOutcome,
-    PendingMessage,
-    Remembered,
-    ReplyTo,
-    ResetOutcome,
-    RunDone,
-    RunEvent,
-    RunFailed,
-    RunSession,
-    SessionInfo,
-    SessionKey,
-    SessionRecord,
-    Workspace,
-    WorkspaceDiff,
-    session_key,
-)
+from claudeclaw.model import GLOBAL_KEY
 from claudeclaw.notify import Notifier
 from claudeclaw.paths import (
     ProjectPaths,
@@ -80,12 +53,7 @@ from claudeclaw.paths import (
 from claudeclaw.pool import WorkerPool
 from claudeclaw.procs import StatsCache, project_tag, sweep_orphans
 from claudeclaw.secretenv import erase_initial_environ
-from claudeclaw.session_workspaces import SessionWorkspaces
-from claudeclaw.sessions import SessionRegistry, utc_now_iso
-from claudeclaw.statewriter import Change, StateWriter
-from claudeclaw.tasks import TaskSet
 from claudeclaw.workerenv import TEST_HOOKS_ENV, worker_env
-from claudeclaw.workspace import Orphan
 
 log = get_logger()
 
@@ -100,16 +68,7 @@ def _euid() -> int:
     return os.geteuid()
 
 
-def too_large_text(size: int) -> str:
-    """Why a prompt is refused, and what to do instead."""
-    return (
-        f"This message is too large for claudeclaw ({size / 2**20:.1f} MB as sent to a "
-        f"session; the limit is {ipc.MAX_PROMPT_BYTES / 2**20:.1f} MB, and non-ASCII text "
-        "counts up to 6 bytes a character). Send the text as a file attachment, or split it."
-    )
-
-
-class Supervisor:
+class Supervisor(SessionDispatcher):
     """See the module docstring. ``run()`` is the whole daemon."""
 
     def __init__(
@@ -121,44 +80,26 @@ class Supervisor:
         log_level: str = "info",
         frontend_options: dict[str, Any] | None = None,
     ) -> None:
-        self.paths = paths
+        super().__init__(paths, settings)
         self.frontend_options = frontend_options  # discord.Client options (tests)
         self.log_level = log_level
-        self.settings = settings
         self.log_mode = log_mode
-        self.registry = SessionRegistry(paths)
         self.notifier = Notifier()
         self.stop_requested = asyncio.Event()
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
-        self.sessions: dict[SessionKey, str | None] = {}  # what workers resume
-        # where each thread's runs happen, fixed with its session (threads.workspace)
-        self.worktrees = SessionWorkspaces(paths)
-        self._intake_locks: dict[SessionKey, asyncio.Lock] = {}
-        self.last_error: dict[SessionKey, str] = {}
-        self.closing = False
         self.forced = False
-        self.frontend: Any = None
         self.keeper: Any = None  # frontend.keeper.DiscordKeeper once there is a token
         self.discord_retry: dict[str, float] = {}  # its backoff (first_retry, max_retry)
         self._fatal: DiscordLoginRejected | None = None
-        self.pool: WorkerPool | None = None
         self.control: ControlServer | None = None
-        self.jobs: JobService | None = None  # scheduled jobs, heartbeat, bot-started posts
         self.stats = StatsCache()
         self._lock_file: IO[str] | None = None
-        self._tasks = TaskSet("daemon")
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
-        self._orphans: list[str] = []  # answers whose follower went away, for the next frontend
         # a stop lets the frontend post its last answers this long; what it could not post
         # stays in the pending ledger and is posted after the restart
         self.drain_seconds = 10.0
-        # messages from a frontend, kept until answered (pending.json)
-        self.ledger = PendingLedger(paths.pending_file, lambda: self._writes.ledger_changed())
-        # the one writer of the session files and pending.json
-        self._writes = StateWriter(self.registry, self.ledger, self._known_state)
-        self.approvals: ApprovalBroker | None = None  # security.approvals; made with the pool
         self.requests = ControlRequests(self)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             from claudeclaw import testhooks  # test-only requests, never imported otherwise
@@ -415,271 +356,6 @@ class Supervisor:
     def _on_frontend_connected(self) -> None:
         if self.jobs is not None:
             self.jobs.outbox.kick()  # post what waited while Discord was away
-
-    # ---- sessions -----------------------------------------------------------------------
-
-    def _session_lookup(self, key: SessionKey) -> str | None:
-        return self.sessions.get(key)
-
-    def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
-        """Record session ids as soon as the CLI reports them (even if the run then fails)."""
-        self.ledger.note_event(event)
-        if isinstance(event, RunSession | RunDone) and event.session_id:
-            if self.sessions.get(key) != event.session_id:
-                self.sessions[key] = event.session_id
-                self._writes.put_nowait(("record", key, event.session_id))
-                if key in self.workspace_of:  # its worktree belongs with the session now
-                    self._writes.put_nowait(self.worktrees.change(key))
-                if self.approvals is not None:  # approvals belong to the session they were for
-                    self.approvals.session_changed(key, event.session_id)
-        if isinstance(event, RunDone):
-            if not event.merged_into:  # one turn per run, not per message it answered
-                self._writes.put_nowait(("touch", key, event.session_id))
-            self.last_error.pop(key, None)
-        elif isinstance(event, RunFailed):
-            self.last_error[key] = f"{event.reason}: {event.message}"[:300]
-            if event.reason == "rate_limited" and self.jobs is not None:
-                # the pool pauses right after this callback: tell the notice channel then
-                jobs = self.jobs
-                asyncio.get_running_loop().call_soon(
-                    lambda: jobs.note_usage_limit(self.rate_limit_holds())
-                )
-        self._mark_status_dirty()
-
-    def _known_state(self) -> list[Change]:
-        """Every session and worktree the daemon knows, as changes (rewritten after a
-        failed write)."""
-        return [
-            ("record", key, sid) if sid else ("remove", key, "")
-            for key, sid in self.sessions.items()
-        ] + [self.worktrees.change(key) for key in self.workspace_of]
-
-    def take_pending(self) -> list[PendingMessage]:
-        """Messages the previous run accepted but did not answer (handed out once)."""
-        return self.ledger.take_recovered()
-
-    def delivered(self, msg_id: str) -> None:
-        """The frontend posted the answer (or a note) of ``msg_id``: the ledger lets it go."""
-        self.ledger.delivered(msg_id)
-
-    @property
-    def rate_limited_until(self) -> datetime | None:
-        """When Claude's usage limit resets, while it holds (the pool pauses the runs)."""
-        return self.pool.limit_until if self.pool is not None else None
-
-    def rate_limit_holds(self) -> datetime | None:
-        """The reset time while Claude's usage limit holds, else None."""
-        return self.pool.limit_holds() if self.pool is not None else None
-
-    # ---- thread workspaces (session_workspaces.py) ---------------------------------------
-
-    @property
-    def workspace_of(self) -> dict[SessionKey, Workspace]:
-        """The worktree of each key that has one."""
-        return self.worktrees.of
-
-    @property
-    def orphan_worktrees(self) -> list[Orphan]:
-        """The worktrees no session owned at start (kept on disk)."""
-        return self.worktrees.orphans
-
-    def _intake_lock(self, key: SessionKey) -> asyncio.Lock:
-        """Per key: messages reach the pool in order even when one waits for its worktree,
-        and a reset (which removes the worktree) never overlaps a new first message."""
-        return self._intake_locks.setdefault(key, asyncio.Lock())
-
-    async def workspace_diff(self, key: SessionKey) -> WorkspaceDiff | None:
-        return await self.worktrees.diff(key)
-
-    # ---- the routing API (Dispatcher) ---------------------------------------------------
-
-    async def submit(
-        self,
-        key: SessionKey,
-        prompt: str,
-        *,
-        origin: str = "discord",
-        reply_to: ReplyTo | None = None,
-        overrides: dict[str, Any] | None = None,
-        label: str = "",
-    ) -> AsyncIterator[RunEvent]:
-        """Queue ``prompt`` for ``key``; yield its events until done or failed.
-        ``overrides`` (``model``, ``timeout_s``): this run only (a job's frontmatter)."""
-        key = session_key(key)
-        if self.pool is None or self.closing:
-            if reply_to is not None:  # a frontend message: keep it, it runs after the restart
-                item = PendingMessage(
-                    uuid.uuid4().hex[:12], key, prompt, origin, reply_to, accepted_at=utc_now_iso()
-                )
-                self.ledger.accept(item)  # (in place of the earlier run's entry, if it is one)
-                log.info("message.kept_for_restart", session_key=key, msg_id=item.msg_id)
-                yield RunFailed(item.msg_id, "kept", KEPT_TEXT)
-                return
-            yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
-            return
-        size = ipc.json_size(prompt)
-        if size > ipc.MAX_PROMPT_BYTES:  # it could never reach a worker: refuse it here
-            log.warning("message.too_large", session_key=key, origin=origin, bytes=size)
-            yield RunFailed("", "error", too_large_text(size))
-            return
-        async with self._intake_lock(key):  # no await inside unless a worktree is made
-            try:
-                await self.worktrees.prepare(
-                    key, label, self.settings, has_session=self.sessions.get(key) is not None
-                )
-            except WorkspaceError as exc:
-                problem = str(exc)
-            else:
-                problem = ""
-                ticket = self.pool.enqueue(key, prompt, origin, overrides)
-        if problem:
-            log.error("workspace.unavailable", session_key=key, error=problem)
-            yield RunFailed("", "error", f"This thread's git worktree is not available: {problem}")
-            return
-        if reply_to is not None and not ticket.finished:
-            self.ledger.accept(
-                PendingMessage(
-                    ticket.msg_id, key, prompt, origin, reply_to, accepted_at=utc_now_iso()
-                )
-            )
-        log.info(
-            "message.submitted",
-            session_key=key,
-            msg_id=ticket.msg_id,
-            origin=origin,
-            prompt_chars=len(prompt),
-        )
-        self._mark_status_dirty()
-        settled: RunDone | RunFailed | None = None
-        handed = False
-        try:
-            while True:
-                event = await ticket.events.get()
-                if isinstance(event, RunDone | RunFailed):
-                    settled = self.ledger.settle(event)
-                    await self._writes.join()  # the reply is seen once its session is on disk
-                    handed = True
-                    yield settled
-                    return
-                yield event
-        finally:
-            if not handed and reply_to is not None:  # its follower went away (a frontend
-                # closed for a new token): the answer is stored and the next frontend posts it
-                self._tasks.start(self._answer_orphan(ticket.msg_id, ticket, settled), "orphan")
-
-    async def _answer_orphan(
-        self, msg_id: str, ticket: Any, settled: RunDone | RunFailed | None
-    ) -> None:
-        """Wait for the final event of a message nobody follows any more, store it in the
-        ledger, and hand it to the frontend (now, or when one connects) to post."""
-        if settled is None:
-            while not isinstance(event := await ticket.events.get(), RunDone | RunFailed):
-                pass
-            settled = self.ledger.settle(event)
-            await self._writes.join()
-        log.info("message.answer_adopted", msg_id=msg_id, outcome=settled.kind)
-        self._orphans.append(msg_id)
-        await self._hand_orphans()
-
-    async def _hand_orphans(self) -> None:
-        """Give the frontend the adopted answers to post (they stay in the ledger until it
-        reports them posted; while stopping they are posted after the restart)."""
-        frontend = self.frontend
-        if frontend is None or self.closing or not self._orphans:
-            return
-        items = [self.ledger.accepted[m] for m in self._orphans if m in self.ledger.accepted]
-        self._orphans.clear()
-        if items:
-            await frontend.resume(items)
-
-    async def cancel(self, key: SessionKey) -> bool:
-        assert self.pool is not None
-        return await self.pool.cancel(session_key(key))
-
-    async def reset(self, key: SessionKey) -> bool:
-        return (await self.reset_session(key)).had_session
-
-    async def reset_session(self, key: SessionKey) -> ResetOutcome:
-        key = session_key(key)
-        assert self.pool is not None
-        async with self._intake_lock(key):
-            had = self.sessions.get(key) is not None
-            self.sessions[key] = None
-            if self.approvals is not None:
-                self.approvals.forget(key, "reset")
-                self.approvals.drop(key, note="the session was reset")
-            handle = self.pool.find(key)
-            await self.pool.reset(key)
-            self._writes.put_nowait(("remove", key, ""))
-            await self._writes.join()
-            wait = self.settings.runner.kill_grace_seconds + 10.0
-            note = await self.worktrees.remove(key, handle, wait)
-        log.info("session.reset", session_key=key, had_session=had, workspace=note)
-        return ResetOutcome(had, note)
-
-    async def session_info(self, key: SessionKey) -> SessionInfo:
-        key = session_key(key)
-        await self._writes.join()
-        record = await asyncio.to_thread(self.registry.get, key)
-        info = self._info(key, record)
-        status = await self.worktrees.status(key)
-        if status is not None:
-            info = dataclasses.replace(info, workspace=status)
-        return info
-
-    async def list_sessions(self) -> list[SessionInfo]:
-        await self._writes.join()
-        records = await asyncio.to_thread(self.registry.list)
-        return [self._info(r.key, r) for r in records]
-
-    async def list_jobs(self) -> list[dict[str, Any]]:
-        return await self.jobs.fresh_listing() if self.jobs is not None else []
-
-    def _info(self, key: SessionKey, record: SessionRecord | None) -> SessionInfo:
-        assert self.pool is not None
-        handle = self.pool.find(key)
-        running = False
-        queue = 0
-        pid = 0
-        elapsed = 0.0
-        if handle is not None:
-            running = self.pool.running_on(handle) is not None
-            queue = max(0, len(self.pool.held_by(handle)) - (1 if running else 0))
-            pid = handle.pid
-            elapsed = float(handle.stats.get("run_elapsed_s", 0.0))
-        return SessionInfo(
-            key=key,
-            record=record,
-            running=running,
-            queue_length=queue,
-            worker_pid=pid,
-            run_elapsed_s=elapsed,
-            last_error=self.last_error.get(key, ""),
-        )
-
-    # ---- approvals (security.approvals) --------------------------------------------------
-
-    def decide_approval(
-        self,
-        request_id: str,
-        outcome: ApprovalOutcome,
-        by: str,
-        *,
-        question: int = -1,
-        option: int = -1,
-    ) -> str:
-        if self.approvals is None:
-            return "not waiting"
-        return self.approvals.decide(request_id, outcome, by, question=question, option=option)
-
-    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
-        if self.approvals is None:
-            return []
-        key = session_key(key)
-        return self.approvals.remembered(key, self.sessions.get(key) or "")
-
-    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
-        return self.approvals is not None and self.approvals.revoke(session_key(key), tool)
 
     # ---- reload, status, watchdog -------------------------------------------------------
 
