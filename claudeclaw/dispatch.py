@@ -169,6 +169,15 @@ class SessionDispatcher:
                 # closed for a new token): the answer is stored and the next frontend posts it
                 self._tasks.start(self._answer_orphan(ticket.msg_id, ticket, settled), "orphan")
 
+    async def attach_frontend(self, frontend: Any) -> None:
+        """``frontend`` is connected: it posts what waited for one (the previous run's
+        unanswered messages, answers adopted since)."""
+        self.frontend = frontend
+        # what this run of the daemon holds already is not caught up again (a new token)
+        frontend.mark_seen(p.reply_to.message_id for p in self.ledger.accepted.values())
+        await frontend.resume(self.take_pending())
+        await self._hand_orphans()
+
     async def _answer_orphan(
         self, msg_id: str, ticket: Any, settled: RunDone | RunFailed | None
     ) -> None:

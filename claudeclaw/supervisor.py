@@ -4,10 +4,10 @@ Its life is three phases (``startup``, ``serve``, ``shutdown``):
 
 * **startup**: take the project's single-instance lock, end processes a dead predecessor
   left behind, load the session registry, open the worker and control sockets, start
-  keeping Discord connected when there is a token (``frontend/keeper.py``: a bounded wait
-  for the first attempt; an unreachable Discord is retried in the background, only its
-  refusal of the token or an intent ends the daemon), and tell systemd ``READY=1`` once
-  the local side can really serve;
+  keeping Discord connected when there is a token (``discord_link.py`` with
+  ``frontend/keeper.py``: a bounded wait for the first attempt; an unreachable Discord
+  is retried in the background, only its refusal of the token or an intent ends the
+  daemon), and tell systemd ``READY=1`` once the local side can really serve;
 * **serve**: react to signals (TERM/INT stop, HUP reloads), control requests and run
   events; keep ``STATUS=`` current; ping the systemd watchdog only while the event loop
   and the worker pool prove alive;
@@ -38,6 +38,7 @@ from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
+from claudeclaw.discord_link import DiscordLink
 from claudeclaw.dispatch import SessionDispatcher
 from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected, StateError
 from claudeclaw.jobservice import JobService, next_due_text
@@ -81,7 +82,6 @@ class Supervisor(SessionDispatcher):
         frontend_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(paths, settings)
-        self.frontend_options = frontend_options  # discord.Client options (tests)
         self.log_level = log_level
         self.log_mode = log_mode
         self.notifier = Notifier()
@@ -89,8 +89,14 @@ class Supervisor(SessionDispatcher):
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
         self.forced = False
-        self.keeper: Any = None  # frontend.keeper.DiscordKeeper once there is a token
-        self.discord_retry: dict[str, float] = {}  # its backoff (first_retry, max_retry)
+        self.discord = DiscordLink(
+            self,
+            client_options=frontend_options,
+            on_connected=self._on_frontend_connected,
+            on_fatal=self._on_discord_refused,
+            on_change=self._flush_status,
+        )
+        self.discord_retry: dict[str, float] = {}  # the keeper's backoff (first_retry, max_retry)
         self._fatal: DiscordLoginRejected | None = None
         self.control: ControlServer | None = None
         self.stats = StatsCache()
@@ -186,14 +192,14 @@ class Supervisor(SessionDispatcher):
         loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.start(self.reload(), "reload"))
 
         if self.settings.discord.token:
-            await self._begin_discord(DISCORD_START_WAIT_SECONDS)
+            await self.discord.begin(DISCORD_START_WAIT_SECONDS, **self.discord_retry)
         else:
             log.warning(
                 "daemon.local_only",
                 hint="no Discord token: serving the local control socket only; set "
                 "discord.token, DISCORD_TOKEN or the discord-token credential to connect",
             )
-        self.jobs = JobService(self, self.paths, self.settings, sink=self._notice_sink)
+        self.jobs = JobService(self, self.paths, self.settings, sink=self.discord.notices)
         await self.jobs.start()
         await asyncio.to_thread(self._write_daemon_info, runtime)
         self.notifier.ready(self.status_line())
@@ -232,8 +238,7 @@ class Supervisor(SessionDispatcher):
             return
         self.closing = True
         self.notifier.stopping()
-        if self.keeper is not None:
-            await self.keeper.stop()  # no new connection while we stop
+        await self.discord.stop_keeping()  # no new connection while we stop
         if self.jobs is not None:  # no new job starts while the runs wind down
             with contextlib.suppress(Exception):
                 await self.jobs.stop_notice()
@@ -243,11 +248,7 @@ class Supervisor(SessionDispatcher):
             self.approvals.deny_all("claudeclaw is restarting")
         if self.pool is not None:
             await self.pool.shutdown(grace)
-        if self.frontend is not None:
-            with contextlib.suppress(Exception):
-                await self.frontend.drain(within=self.drain_seconds)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.frontend.close(), 15)
+        await self.discord.close(self.drain_seconds)
         if self.control is not None:
             await self.control.close()
         await self._writes.join()  # let queued registry changes land before we go
@@ -308,54 +309,14 @@ class Supervisor(SessionDispatcher):
         }
         write_private_text(self.paths.daemon_file, json.dumps(info, indent=2) + "\n")
 
-    async def _begin_discord(self, wait: float) -> None:
-        """Keep Discord connected from now on (frontend/keeper.py); wait up to ``wait`` s
-        for the first attempt. Raises DiscordLoginRejected only for Discord's refusal."""
-        from claudeclaw.frontend.bot import DiscordFrontend  # discord.py only when needed
-        from claudeclaw.frontend.keeper import DiscordKeeper
-
-        def make() -> DiscordFrontend:
-            frontend = DiscordFrontend(
-                self.settings, self, self.paths, client_options=self.frontend_options
-            )
-            frontend.on_connected = self._on_frontend_connected
-            return frontend
-
-        async def on_ready(frontend: Any) -> None:
-            self.frontend = frontend
-            # what this run of the daemon holds already is not caught up again (a new token)
-            frontend.mark_seen(p.reply_to.message_id for p in self.ledger.accepted.values())
-            await frontend.resume(self.take_pending())
-            await self._hand_orphans()
-
-        def on_lost() -> None:
-            self.frontend = None
-
-        def on_fatal(exc: DiscordLoginRejected) -> None:
-            self._fatal = exc
-            self.stop_requested.set()
-
-        self.keeper = DiscordKeeper(
-            make,
-            on_ready=on_ready,
-            on_lost=on_lost,
-            on_fatal=on_fatal,
-            on_change=self._flush_status,
-            **self.discord_retry,
-        )
-        try:
-            await self.keeper.start(wait)
-        except DiscordLoginRejected:
-            self.keeper = None
-            raise
-
-    def _notice_sink(self) -> Any:
-        """Where the jobs' notices go: the Discord frontend's poster, while there is one."""
-        return self.frontend.notices if self.frontend is not None else None
-
     def _on_frontend_connected(self) -> None:
         if self.jobs is not None:
             self.jobs.outbox.kick()  # post what waited while Discord was away
+
+    def _on_discord_refused(self, exc: DiscordLoginRejected) -> None:
+        """Discord refused the token or an intent after start: the daemon ends (serve)."""
+        self._fatal = exc
+        self.stop_requested.set()
 
     # ---- reload, status, watchdog -------------------------------------------------------
 
@@ -384,15 +345,10 @@ class Supervisor(SessionDispatcher):
             if self.frontend is not None and not token_changed:
                 self.frontend.apply_settings(settings)
             elif token_changed:
-                if self.keeper is not None:
-                    await self.keeper.stop()
-                    self.keeper = None
-                if self.frontend is not None:
-                    await self.frontend.close()
-                    self.frontend = None
+                await self.discord.end()
                 if settings.discord.token:
                     try:
-                        await self._begin_discord(DISCORD_START_WAIT_SECONDS)
+                        await self.discord.begin(DISCORD_START_WAIT_SECONDS, **self.discord_retry)
                         await self._hand_orphans()
                     except ClaudeclawError as exc:
                         log.error("daemon.reload_frontend_failed", error=str(exc))
@@ -409,12 +365,7 @@ class Supervisor(SessionDispatcher):
     def status_line(self) -> str:
         """One ASCII-clean line for systemd's STATUS=."""
         counts = self.pool.counts() if self.pool else {"workers": 0, "running": 0, "queued": 0}
-        discord = "local only"
-        if self.frontend is not None:
-            summary = self.frontend.summary()
-            discord = "discord connected" if summary.get("connected") else "discord reconnecting"
-        elif self.keeper is not None and self.keeper.active:
-            discord = self.keeper.status()
+        discord = self.discord.status()
         limit = ""
         until = self.rate_limit_holds()
         if until is not None:
