@@ -196,6 +196,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  {daemon['recovered_messages']} message(s) kept from before a restart wait for "
             "Discord to connect"
         )
+    given_up = (daemon.get("discord") or {}).get("undeliverable_answers")
+    if given_up:
+        undelivered = ProjectPaths(Path(daemon["project"])).undelivered_dir
+        print(
+            f"  {given_up} answer(s) Discord will never take (channel or message gone, or no "
+            f"access) since the start: read them in {undelivered}"
+        )
     for orphan in daemon.get("orphan_worktrees", []):
         print(f"  orphan worktree (no session owns it; not deleted): {orphan}")
     workers = report["workers"]

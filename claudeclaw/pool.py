@@ -73,6 +73,9 @@ PING_INTERVAL_S = 5.0
 PING_TIMEOUT_S = 20.0
 HELLO_TIMEOUT_S = 15.0
 MAX_BOOT_FAILURES = 3
+# the next spare is forked this long after one is taken: not while the taken one starts its
+# claude (on a 2-core server a fork beside that start delays the first answer by ~2 ms)
+SPARE_REFILL_DELAY_S = 0.5
 DUMP_WAIT_S = 1.0  # a hung worker writes its stacks to the log in this time, then dies
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
 RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset time
@@ -124,6 +127,8 @@ class WorkerHandle:
     warm_pid: int = 0  # its warm claude (``warm`` frames); 0: none
     warm: ProcessIdentity | None = None  # the same, to end it if the worker dies
     warm_used: float = 0.0  # when it last reported it: the least recently used closes first
+    born_spare: bool = False  # forked before its key was known (its hello names no key)
+    settings_sent: dict[str, Any] | None = None  # the settings wire its configure carried
 
     @property
     def pid(self) -> int:
@@ -150,6 +155,14 @@ class SlotScheduler:
             return 0
         self.waiting.append((handle, msg_id))
         return len(self.waiting)
+
+    def take_if_free(self, handle: WorkerHandle, msg_id: str) -> bool:
+        """Take a slot for ``msg_id`` before it is asked for, if one is free and nobody
+        waits for one (the caller tells the worker, with its run)."""
+        if len(self.active) < self.capacity and not self.waiting and not self.paused:
+            self.active[msg_id] = handle
+            return True
+        return False
 
     def release(self, msg_id: str) -> None:
         self.active.pop(msg_id, None)
@@ -219,6 +232,12 @@ class WorkerPool:
         # a forked worker can say hello before _start_worker() has resumed to register its pid
         self._pid_waiters: dict[int, asyncio.Future[WorkerHandle]] = {}
         self.boot_failures: dict[SessionKey, int] = {}
+        # a worker forked, connected and greeted before any key needs it: a new key's first
+        # message takes it instead of waiting for a fork (see _refill_spare)
+        self.spare: WorkerHandle | None = None
+        self.spare_failures = 0  # spares that died unused in a row; at MAX_BOOT_FAILURES: none
+        self.keep_spare = True  # False: no spares (tests of the plain fork path)
+        self._refill_timer: asyncio.TimerHandle | None = None
         self.slots = SlotScheduler(settings.limits.max_concurrent_runs, self._send_grant)
         self.closing = False
         self.last_health_check = time.monotonic()
@@ -250,6 +269,7 @@ class WorkerPool:
             log.error("forkserver.start_failed", error=str(exc), hint="starting workers by exec")
             self.spawner = ExecSpawner(self.paths.root)
         self._tasks.start(self._health_loop(), "health")
+        self._refill_spare()
 
     def live_handles(self) -> list[WorkerHandle]:
         return [*self.workers.values(), *self.leaving]
@@ -259,6 +279,8 @@ class WorkerPool:
         self.settings = settings
         self.settings_wire = settings_to_wire(settings)
         self.slots.resize(settings.limits.max_concurrent_runs)
+        if self.spare is not None and self._live_count() + 1 > settings.limits.max_workers:
+            self._drop_spare("limits.maxWorkers was lowered")
         for handle in self.live_handles():
             if handle.channel is not None and handle.state == "ready":
                 handle.channel.send_nowait({"type": "reload", "settings": self.settings_wire})
@@ -269,6 +291,7 @@ class WorkerPool:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; running runs get ``grace`` s to finish; then nothing of ours runs."""
         self.closing = True
+        spare = self._drop_spare("stopping")
         for handle in list(self.blocked):
             self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
         self.blocked.clear()
@@ -281,6 +304,8 @@ class WorkerPool:
             elif handle.process is not None:
                 self._kill(handle, "stopping before it said hello")
             handle.state = "stopping"
+        if spare is not None:
+            handles.append(spare)
         waits = [h.exited.wait() for h in handles if h.process is not None]
         kill_grace = self.settings.runner.kill_grace_seconds
         if waits:
@@ -347,24 +372,30 @@ class WorkerPool:
             handle.idle_timer.cancel()
             handle.idle_timer = None
         if handle.state == "ready":
-            self._send_run(handle, ticket)
+            # nothing ahead of it on its worker: its slot comes with it, not after an
+            # acquire round trip (~0.5 ms of every message's way to claude)
+            alone = all(t is ticket for t in self.held_by(handle))
+            self._send_run(handle, ticket, granted=alone)
         elif handle.state == "blocked":
             ahead = len(self.held_by(handle)) - 1
             ticket.push(RunQueued(ticket.msg_id, ahead, waiting_for_slot=True))
 
-    def _send_run(self, handle: WorkerHandle, ticket: Ticket) -> None:
+    def _send_run(self, handle: WorkerHandle, ticket: Ticket, *, granted: bool = False) -> None:
+        """Hand ``ticket`` to its worker; ``granted``: it will be the worker's next run, so
+        it takes its slot now if one is free (the worker need not ``acquire`` it)."""
         assert handle.channel is not None
         ticket.attempts += 1
         ticket.claude = None
-        handle.channel.send_nowait(
-            {
-                "type": "run",
-                "msg_id": ticket.msg_id,
-                "prompt": ticket.prompt,
-                "origin": ticket.origin,
-                **ticket.overrides,
-            }
-        )
+        frame: ipc.Message = {
+            "type": "run",
+            "msg_id": ticket.msg_id,
+            "prompt": ticket.prompt,
+            "origin": ticket.origin,
+            **ticket.overrides,
+        }
+        if granted and self.slots.take_if_free(handle, ticket.msg_id):
+            frame["granted"] = True
+        handle.channel.send_nowait(frame)
 
     def find(self, key: SessionKey) -> WorkerHandle | None:
         return self.workers.get(key)
@@ -452,10 +483,21 @@ class WorkerPool:
 
     # ---- spawning -----------------------------------------------------------------------
 
+    def _live_count(self) -> int:
+        """Worker processes that count against ``limits.maxWorkers`` (not the spare)."""
+        return sum(1 for h in self.workers.values() if h.state != "blocked") + len(self.leaving)
+
     def _new_worker(self, key: SessionKey) -> WorkerHandle:
+        spare = self.spare
+        if (
+            spare is not None
+            and spare.state == "spare"
+            and (spare.process is None or spare.process.returncode is None)
+        ):
+            return self._adopt_spare(spare, key)
         handle = WorkerHandle(key)
         self.workers[key] = handle
-        live = sum(1 for h in self.workers.values() if h.state != "blocked") - 1 + len(self.leaving)
+        live = self._live_count() - 1 + (1 if self.spare is not None else 0)
         if live >= self.settings.limits.max_workers and not self._evict_idlest(exclude=handle):
             handle.state = "blocked"
             self.blocked.append(handle)
@@ -465,6 +507,66 @@ class WorkerPool:
             return handle
         self._tasks.start(self._start_worker(handle), "start-worker")
         return handle
+
+    def _adopt_spare(self, handle: WorkerHandle, key: SessionKey) -> WorkerHandle:
+        """Give the spare its key: it is configured now (or on its hello, if that is still
+        to come) instead of a worker being forked; the next spare is forked behind it. It was
+        one process already, so maxWorkers still holds."""
+        self.spare = None
+        self.spare_failures = 0
+        handle.key = key
+        handle.last_activity = handle.last_pong = time.monotonic()  # pinged from now on
+        self.spawn_count += 1
+        self.workers[key] = handle
+        if handle.channel is not None:
+            handle.state = "ready"
+            self._configure(handle)
+        else:
+            handle.state = "starting"
+        log.info("worker.spare_used", session_key=key, worker_pid=handle.pid)
+        self._refill_spare_soon()
+        return handle
+
+    def _refill_spare_soon(self) -> None:
+        """Fork the next spare a little later: not while a message is on its way."""
+        if self._refill_timer is None and self.spare is None and not self.closing:
+            self._refill_timer = asyncio.get_running_loop().call_later(
+                SPARE_REFILL_DELAY_S, self._refill_spare
+            )
+
+    def _refill_spare(self) -> None:
+        """Fork the next spare if there is room for it under ``limits.maxWorkers`` and
+        nothing waits for that room. Only through the fork server: by exec a spare would
+        cost a whole interpreter (~17 MB) to save ~120 ms once."""
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
+            self._refill_timer = None
+        if (
+            self.closing
+            or not self.keep_spare
+            or self.spare is not None
+            or self.blocked
+            or not isinstance(self.spawner, ForkServerSpawner)
+            or self.spawner.broken
+            or self.spare_failures >= MAX_BOOT_FAILURES
+            or self._live_count() + 1 > self.settings.limits.max_workers
+        ):
+            return
+        handle = WorkerHandle(SessionKey(""), state="spare", born_spare=True)
+        self.spare = handle
+        self._tasks.start(self._start_worker(handle), "start-spare")
+
+    def _drop_spare(self, why: str) -> WorkerHandle | None:
+        """End the spare (it holds nothing); returns it so a caller can await its exit."""
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
+            self._refill_timer = None
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.state = "stopping"
+            if spare.process is not None:
+                self._kill(spare, why)
+        return spare
 
     def _evict_idlest(self, exclude: WorkerHandle) -> bool:
         idle = [
@@ -481,9 +583,7 @@ class WorkerPool:
 
     def _unblock(self) -> None:
         while self.blocked:
-            live = len([h for h in self.workers.values() if h.state != "blocked"]) + len(
-                self.leaving
-            )
+            live = self._live_count() + (1 if self.spare is not None else 0)
             handle = self.blocked[0]
             if live >= self.settings.limits.max_workers and not self._evict_idlest(handle):
                 return
@@ -492,13 +592,13 @@ class WorkerPool:
                 continue
             handle.state = "starting"
             self._tasks.start(self._start_worker(handle), "start-worker")
+        self._refill_spare_soon()
 
     async def _start_worker(self, handle: WorkerHandle) -> None:
         args = [
             "--project",
             str(self.paths.root),
-            "--key",
-            handle.key,
+            *([] if handle.born_spare else ["--key", handle.key]),
             "--socket",
             str(self.socket_path),
             "--log-mode",
@@ -521,16 +621,22 @@ class WorkerPool:
                 process = await self.spawner.spawn(args, self.child_env)
         except OSError as exc:
             log.error("worker.spawn_failed", session_key=handle.key, error=str(exc))
+            if self.spare is handle:
+                self.spare = None
+                return
             if self.workers.get(handle.key) is handle:
                 del self.workers[handle.key]
             self._fail_all(handle, "spawn", f"Could not start a worker: {exc}")
             return
         handle.process = process
         self.by_pid[process.pid] = handle
+        if handle.state == "stopping" and handle.born_spare and not handle.key:
+            self._kill(handle, "a spare no longer wanted")  # dropped while it was forked
         waiter = self._pid_waiters.pop(process.pid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(handle)
-        self.spawn_count += 1
+        if not handle.born_spare:  # a spare counts when it takes a key
+            self.spawn_count += 1
         log.info(
             "worker.spawned",
             session_key=handle.key,
@@ -546,6 +652,7 @@ class WorkerPool:
 
     def kill_all(self, why: str) -> None:
         """SIGKILL every worker and the claude process group each is running."""
+        self._drop_spare(why)
         for handle in self.live_handles():
             if handle.process is not None and handle.process.returncode is None:
                 self._kill(handle, why)
@@ -592,6 +699,10 @@ class WorkerPool:
 
     def _on_exit(self, handle: WorkerHandle, rc: int) -> None:
         self.by_pid.pop(handle.pid, None)
+        if self.spare is handle:  # died unused: replaced (unless spares keep dying)
+            self.spare = None
+            self.spare_failures += 1
+            log.warning("worker.spare_exited", worker_pid=handle.pid, rc=rc)
         self.leaving.discard(handle)
         if self.workers.get(handle.key) is handle:
             del self.workers[handle.key]
@@ -675,7 +786,7 @@ class WorkerPool:
             if first is None or first["type"] != "hello":
                 raise IpcError("the first frame must be hello")
             handle = await self._handle_for_pid(pid) if uid == os.getuid() else None
-            if handle is None or first.get("key") != handle.key:
+            if handle is None or first.get("key") != ("" if handle.born_spare else handle.key):
                 raise IpcError(f"unexpected peer pid={pid} uid={uid} key={first.get('key')!r}")
             self._on_hello(handle, channel)
             while True:
@@ -716,6 +827,14 @@ class WorkerPool:
         handle.ready_at = time.monotonic()
         handle.last_pong = time.monotonic()
         handle.hello.set()
+        if not handle.key:  # a spare: it waits for a key (and is not pinged until then)
+            log.info(
+                "worker.spare_ready",
+                worker_pid=handle.pid,
+                spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),
+            )
+            self._configure(handle)  # the settings now: it parses them while nobody waits
+            return
         self.boot_failures.pop(handle.key, None)
         if handle.state == "starting":
             handle.state = "ready"
@@ -725,22 +844,28 @@ class WorkerPool:
             worker_pid=handle.pid,
             spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),
         )
-        channel.send_nowait(
-            {
-                "type": "configure",
-                "session_id": self.session_lookup(handle.key),
-                "settings": self.settings_wire,
-                "cwd": self.cwd_lookup(handle.key),
-            }
-        )
+        self._configure(handle)
         if handle.state == "stopping":
             channel.send_nowait({"type": "shutdown", "grace": 0})
             return
         held = self.held_by(handle)
-        for ticket in held:
-            self._send_run(handle, ticket)
+        for i, ticket in enumerate(held):  # the first runs first on a new worker
+            self._send_run(handle, ticket, granted=i == 0)
         if not held:
             self._arm_idle_timer(handle)
+
+    def _configure(self, handle: WorkerHandle) -> None:
+        """The worker's first frame after its hello: its key, session, settings and cwd.
+        A spare gets one without a key at its hello, and one with its key when taken; the
+        settings only if they changed in between."""
+        assert handle.channel is not None
+        frame: ipc.Message = {"type": "configure", "key": handle.key}
+        if handle.key:
+            frame["session_id"] = self.session_lookup(handle.key)
+            frame["cwd"] = self.cwd_lookup(handle.key)
+        if handle.settings_sent is not self.settings_wire:
+            frame["settings"] = handle.settings_sent = self.settings_wire
+        handle.channel.send_nowait(frame)
 
     def _on_frame(self, handle: WorkerHandle, message: ipc.Message) -> None:
         kind = message["type"]

@@ -170,6 +170,7 @@ class Worker:
         self.run_started = 0.0
         self.claude_pid = 0
         self.waiting_grant: tuple[str, asyncio.Future[None]] | None = None
+        self.granted_early: set[str] = set()  # runs whose slot came with them
         self.work_ready = asyncio.Event()
         self.stopping = False
         self.finished = asyncio.Event()
@@ -254,10 +255,12 @@ class Worker:
             return
         handler(message)
 
-    def handle_configure(self, message: ipc.Message) -> None:
+    def handle_configure(self, message: ipc.Message, *, parsed: bool = False) -> None:
+        """The session, cwd and (unless ``parsed`` already, or unchanged) settings."""
         session_id = message.get("session_id")
         self.session_id = str(session_id) if session_id else None
-        self.settings = settings_from_wire(message["settings"])
+        if "settings" in message and not parsed:
+            self.settings = settings_from_wire(message["settings"])
         cwd = message.get("cwd")  # the thread's own worktree; none: the project directory
         self.cwd = Path(str(cwd)) if cwd else self.paths.root
         self.claude.cwd = self.cwd
@@ -271,6 +274,8 @@ class Worker:
             model=str(message.get("model") or ""),
             timeout_s=float(message.get("timeout_s") or 0.0),
         )
+        if message.get("granted"):  # its slot came with it (nothing was ahead of it)
+            self.granted_early.add(item.msg_id)
         if self.stopping:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
             return
@@ -451,6 +456,7 @@ class Worker:
         """Run queued messages in order, one ``claude`` at a time, each with a granted slot."""
         while not self.stopping:
             if not self.queue:
+                self.granted_early.clear()  # (for messages that left the queue unrun)
                 self.work_ready.clear()
                 await self.work_ready.wait()
                 continue
@@ -488,6 +494,9 @@ class Worker:
         """Ask the supervisor for a run slot for ``head`` (``acquire``) and wait for its
         ``grant``; False if ``head`` was cancelled (or reset) before it started. The slot is
         the supervisor's again with the message's final event."""
+        if head.msg_id in self.granted_early:
+            self.granted_early.discard(head.msg_id)
+            return True
         grant: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting_grant = (head.msg_id, grant)
         self._send({"type": "acquire", "msg_id": head.msg_id})
@@ -670,25 +679,62 @@ class Worker:
         self.finished.set()
 
 
-async def serve(paths: ProjectPaths, key: SessionKey, socket_path: str) -> int:
+def _bind_key(key: SessionKey) -> None:
+    """Every log line of this worker names its session key (and Discord thread)."""
+    bind(session_key=key)
+    if key.isdigit():
+        bind(thread_id=key)  # (job:<name> keys get job_name from the log processor)
+
+
+class _HungUp(Exception):
+    """The supervisor closed the connection before configuring this worker."""
+
+
+async def _configured(channel: ipc.Channel) -> ipc.Message:
+    """The next frame, which must be ``configure``."""
+    message = await channel.recv()
+    if message is None:
+        raise _HungUp
+    if message["type"] != "configure":
+        raise IpcError("the first frame must be configure")
+    return message
+
+
+async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -> int:
+    """Connect, say hello, take the ``configure`` frame, then serve the key's queue.
+
+    ``key`` None: a spare, forked ahead of need. Its first ``configure`` (empty key) brings
+    the settings, so it parses them and builds its worker while nobody waits; a second one
+    names the key it serves (with settings again only if they changed meanwhile)."""
     try:
         channel = await ipc.Channel.connect(socket_path)
     except OSError as exc:
         log.error("worker.connect_failed", socket=socket_path, error=str(exc))
         return EXIT_WORKER_BOOT_FAILED
-    await channel.send({"type": "hello", "key": key, "pid": os.getpid()})
+    await channel.send({"type": "hello", "key": key or "", "pid": os.getpid()})
     try:
         # the supervisor's settings, never settings.json: one truth for every worker
-        first = await channel.recv()
-        if first is None or first["type"] != "configure":
-            raise IpcError("the first frame must be configure")
+        first = await _configured(channel)
         settings = settings_from_wire(first["settings"])
-    except (IpcError, ConnectionError, KeyError) as exc:
+        worker = Worker(paths, key or SessionKey(""), channel, settings)
+        parsed = True
+        if key is None and not first.get("key"):  # a spare, configured ahead of its key:
+            # the next one names it (and has the settings again only if they changed)
+            first, parsed = await _configured(channel), False
+        if key is None:
+            key = worker.key = session_key(str(first["key"]))
+            _bind_key(key)
+    except _HungUp:
+        await channel.close()
+        if key is None:
+            return EXIT_OK  # a spare the supervisor no longer needs
+        log.error("worker.configure_failed", error="the supervisor hung up before configure")
+        return EXIT_WORKER_BOOT_FAILED
+    except (IpcError, ConnectionError, KeyError, ValueError) as exc:
         log.error("worker.configure_failed", error=str(exc))
         await channel.close()
         return EXIT_WORKER_BOOT_FAILED
-    worker = Worker(paths, key, channel, settings)
-    worker.handle_configure(first)
+    worker.handle_configure(first, parsed=parsed)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(
         signal.SIGTERM, lambda: worker.tasks.start(worker.abort("SIGTERM received"), "abort")
@@ -713,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     if _PARSER is None:
         parser = argparse.ArgumentParser(prog="claudeclaw-worker")
         parser.add_argument("--project", required=True)
-        parser.add_argument("--key", required=True)
+        parser.add_argument("--key", help="the session key; none: a spare (see configure)")
         parser.add_argument("--socket", required=True)
         parser.add_argument("--log-mode", default="auto")
         parser.add_argument("--log-level", default="info")
@@ -733,11 +779,11 @@ def main(argv: list[str] | None = None) -> int:
         # under CPU contention the supervisor (Discord heartbeats, progress, control) goes
         # first; claude processes inherit this (a forked worker has it from the fork server)
         os.nice(args.nice - current)
-    key = session_key(args.key)
+    key = session_key(args.key) if args.key is not None else None
     configure_logging(level=args.log_level, mode=args.log_mode, process="worker")
-    bind(session_key=key, worker_pid=os.getpid())
-    if key.isdigit():
-        bind(thread_id=key)  # (job:<name> keys get job_name from the log processor)
+    bind(worker_pid=os.getpid())
+    if key is not None:
+        _bind_key(key)
     paths = ProjectPaths.for_project(args.project)
     return asyncio.run(serve(paths, key, args.socket))
 

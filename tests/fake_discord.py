@@ -13,11 +13,16 @@ Point discord.py at it with ``discord.http.Route.BASE = fake.api_base`` and
 * REST: users/@me, oauth2 application, command sync, channels, messages (JSON or
   multipart; content over 2000 UTF-16 units -> 400 code 50035), edits, deletes, reactions,
   typing, thread members, interaction callbacks, webhook follow-ups and @original edits,
-  attachment downloads. ``fail_posts[channel_id] = status`` makes message POSTs fail.
+  attachment downloads. ``fail_posts[channel_id] = status`` makes message POSTs fail;
+  ``refuse_posts[channel_id] = code`` answers them with that JSON error code and its real
+  status (:data:`DISCORD_ERRORS`: 10003 Unknown Channel, 50013 Missing Permissions…). A
+  reply to a message that is gone is refused (400 50035) unless ``fail_if_not_exists`` is
+  false, then posted as a plain message.
 * faults: ``fail_after_create[channel_id] = n``: the next n message POSTs to it are
   processed (a message is created, or found by its nonce), then answered 500 anyway;
   ``reaction_gate`` (an Event) holds every reaction call until it is set (slow
-  reactions); ``reaction_status`` makes them fail; ``created_gate`` (an Event) holds the
+  reactions); ``typing_gate`` holds every typing call the same way; ``reaction_status``
+  makes reaction calls fail; ``created_gate`` (an Event) holds the
   answer to every message POST, the message already created and dispatched, until it is
   set (people see it before the bot knows it posted it). Message nonces with
   ``enforce_nonce`` are honoured as Discord does: a repeat returns the message already
@@ -26,8 +31,9 @@ Point discord.py at it with ``discord.http.Route.BASE = fake.api_base`` and
   with; :meth:`press_button` sends a MESSAGE_COMPONENT ``INTERACTION_CREATE``; its
   callback may be a message (4, ephemeral with flag 64), a deferred update (6) or an
   update of the pressed message (7);
-* helpers: :meth:`user_says`, :meth:`create_thread`, :meth:`archive_thread`,
-  :meth:`delete_thread`, :meth:`slash_command`, :meth:`press_button`, and awaitables such as
+* helpers: :meth:`user_says`, :meth:`user_deletes`, :meth:`create_thread`,
+  :meth:`archive_thread`, :meth:`delete_thread`, :meth:`delete_channel`,
+  :meth:`slash_command`, :meth:`press_button`, and awaitables such as
   :meth:`wait_for_message` (no sleeping and hoping).
 
 Everything is recorded: ``requests``, ``messages`` (per channel), ``sent_payloads`` (the
@@ -109,6 +115,21 @@ def _error(status: int, message: str, code: int, **extra: Any) -> web.Response:
     return _json({"message": message, "code": code, **extra}, status)
 
 
+# Discord's JSON error codes (as it sends them) that the fake can answer with
+DISCORD_ERRORS: dict[int, tuple[int, str]] = {
+    10003: (404, "Unknown Channel"),
+    10008: (404, "Unknown Message"),
+    50001: (403, "Missing Access"),
+    50013: (403, "Missing Permissions"),
+    160005: (403, "Thread is locked"),
+}
+
+
+def discord_error(code: int) -> web.Response:
+    status, message = DISCORD_ERRORS[code]
+    return _error(status, message, code)
+
+
 @dataclass
 class Recorded:
     method: str
@@ -149,8 +170,10 @@ class FakeDiscord:
         self.unhandled: list[Recorded] = []
         self.gateway_log: list[dict[str, Any]] = []
         self.fail_posts: dict[str, int] = {}
+        self.refuse_posts: dict[str, int] = {}  # channel -> a DISCORD_ERRORS code
         self.fail_after_create: dict[str, int] = {}
         self.reaction_gate: asyncio.Event | None = None
+        self.typing_gate: asyncio.Event | None = None
         self.created_gate: asyncio.Event | None = None
         self.reaction_status: int | None = None
         self.nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
@@ -631,6 +654,27 @@ class FakeDiscord:
         self._touch()
         return message
 
+    async def user_deletes(self, channel_id: str, message_id: str) -> None:
+        """Its author deletes a message; dispatches MESSAGE_DELETE."""
+        message = self._find_message(channel_id, message_id)
+        assert message is not None, f"no message {message_id} in {channel_id}"
+        self.messages[channel_id].remove(message)
+        self.deleted[message_id] = message
+        event = {"id": message_id, "channel_id": channel_id}
+        guild_id = self._guild_of(channel_id)
+        if guild_id is not None:
+            event["guild_id"] = guild_id
+        await self.dispatch("MESSAGE_DELETE", event)
+        self._touch()
+
+    async def delete_channel(self, channel_id: str) -> None:
+        """An admin deletes a text channel (its threads go with it); CHANNEL_DELETE."""
+        channel = self.channels.pop(channel_id)
+        for thread_id in [k for k, c in self.channels.items() if c.get("parent_id") == channel_id]:
+            del self.channels[thread_id]
+        await self.dispatch("CHANNEL_DELETE", channel)
+        self._touch()
+
     async def create_thread(
         self, parent_id: str, name: str = "new thread", *, owner: dict[str, Any] | None = None
     ) -> str:
@@ -917,6 +961,8 @@ class FakeDiscord:
 
     async def _post_typing(self, _body: Any, channel_id: str) -> web.Response:
         self.typing[channel_id] += 1
+        if self.typing_gate is not None:
+            await self.typing_gate.wait()
         return web.Response(status=204)
 
     async def _get_messages(self, _body: Any, channel_id: str) -> web.Response:
@@ -975,6 +1021,8 @@ class FakeDiscord:
         if channel_id in self.fail_posts:
             status = self.fail_posts[channel_id]
             return _error(status, "Missing Access" if status == 403 else "Failed", 50001)
+        if channel_id in self.refuse_posts:
+            return discord_error(self.refuse_posts[channel_id])
         body = body or {}
         content = body.get("content") or ""
         if utf16_len(content) > 2000:
@@ -996,7 +1044,16 @@ class FakeDiscord:
         if reference:
             referenced = self._find_message(channel_id, str(reference.get("message_id")))
             if referenced is None and reference.get("fail_if_not_exists", True):
-                return _error(400, "Invalid Form Body", 50035)
+                unknown = {
+                    "code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
+                    "message": "Unknown message",
+                }
+                return _error(
+                    400,
+                    "Invalid Form Body",
+                    50035,
+                    errors={"message_reference": {"_errors": [unknown]}},
+                )
         message = self._message_payload(
             channel_id,
             self.bot,

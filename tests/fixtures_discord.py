@@ -329,7 +329,7 @@ async def make_frontend(
         )
         frontend.delivery.retry_delays = (0.01, 0.02)
         frontend.follower.queue_notice_after = 0.0  # tests of the notice set their own
-        frontend.redeliver_delays = (0.05, 0.1)
+        frontend.answers.redeliver_delays = (0.05, 0.1)
         made.append(frontend)
         await frontend.start()
         if wait_ready:

@@ -72,6 +72,30 @@ async def test_slow_reactions_do_not_hold_up_the_reply(fake_discord, dispatcher,
     await final_reactions(fake, msg["id"], "✅")
 
 
+async def test_a_hanging_typing_indicator_does_not_hold_up_the_reply(
+    fake_discord, dispatcher, frontend
+):
+    """The typing call still hangs when the answer is ready: the answer goes out anyway
+    (posting it ends the indicator on Discord)."""
+    fake = fake_discord
+    fake.typing_gate = asyncio.Event()
+    dm = fake.dm_channel(fake.alice)
+    typing_asked = asyncio.Event()
+    dispatcher.script = lambda key, prompt: [typing_asked]  # the answer waits for the call
+
+    async def answer_once_typing_is_asked() -> None:
+        await fake.wait_until(lambda: fake.typing[dm], what="the typing call")
+        typing_asked.set()
+
+    answering = asyncio.create_task(answer_once_typing_is_asked())
+    msg = await fake.user_says(dm, "typing is slow")
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: typing is slow")
+    await final_reactions(fake, msg["id"], "✅")
+    assert not fake.typing_gate.is_set() and fake.typing[dm] == 1  # still unanswered
+    fake.typing_gate.set()
+    await answering
+
+
 async def test_failing_reactions_do_not_stop_the_reply(fake_discord, dispatcher, frontend):
     fake = fake_discord
     fake.reaction_status = 403

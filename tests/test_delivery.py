@@ -13,7 +13,7 @@ import discord
 from structlog.testing import capture_logs
 
 from claudeclaw.config import Settings
-from claudeclaw.frontend.delivery import ReplyDelivery, chunk_nonce
+from claudeclaw.frontend.delivery import ReplyDelivery, chunk_nonce, final_refusal
 from claudeclaw.frontend.render import utf16_len
 from claudeclaw.model import GLOBAL_KEY
 from claudeclaw.paths import ProjectPaths
@@ -110,3 +110,35 @@ async def test_a_refused_file_falls_back_to_messages(tmp_path: Any) -> None:
     chunks = ["a", "b"]
     ok = await delivery(tmp_path).deliver_as_file(FakeMessage(channel), GLOBAL_KEY, "a b", chunks)  # type: ignore[arg-type]
     assert ok and [s["content"] for s in channel.sends[1:]] == ["a", "b"]
+
+
+def refused(status: int, code: int) -> discord.HTTPException:
+    response = SimpleNamespace(status=status, reason="x")
+    kind = {403: discord.Forbidden, 404: discord.NotFound}.get(status, discord.HTTPException)
+    return kind(response, {"message": "m", "code": code})  # type: ignore[arg-type]
+
+
+def test_only_a_404_or_403_is_a_final_refusal() -> None:
+    """Gone or barred: no later attempt can succeed. A 5xx, a 429, a 400 or the network:
+    it may (they keep being retried)."""
+    assert "channel is gone" in (final_refusal(refused(404, 10003)) or "")
+    assert "message is gone" in (final_refusal(refused(404, 10008)) or "")
+    assert "no access" in (final_refusal(refused(403, 50001)) or "")
+    assert "lacks a permission" in (final_refusal(refused(403, 50013)) or "")
+    assert "403 (code 160005" in (final_refusal(refused(403, 160005)) or "")
+    for transient in (http_error(503), refused(429, 0), http_error(400), ConnectionResetError()):
+        assert final_refusal(transient) is None
+
+
+async def test_a_final_refusal_is_told_once_with_the_saved_file(tmp_path: Any) -> None:
+    out = delivery(tmp_path)
+    down: Any = FakeMessage(ScriptedChannel(*[http_error(503)] * 4))
+    assert not await out.deliver(down, GLOBAL_KEY, ["a"])
+    assert out.take_refusal(7) is None  # a 5xx: Discord may take it later
+    gone: Any = FakeMessage(ScriptedChannel(refused(404, 10003)))
+    assert not await out.deliver(gone, GLOBAL_KEY, ["a"])
+    refusal = out.take_refusal(7)
+    assert refusal is not None and (refusal.status, refusal.code) == (404, 10003)
+    assert refusal.path is not None and "never: the channel is gone" in refusal.path.read_text()
+    assert out.take_refusal(7) is None
+    assert len(list(out.paths.undelivered_dir.glob("*.md"))) == 1  # one file, rewritten

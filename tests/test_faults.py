@@ -14,6 +14,8 @@ one note (the interim "⏸️ kept, runs when it is back" note does not count) �
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -283,6 +285,100 @@ async def test_stop_in_a_burst_over_three_sessions_then_again_while_catching_up(
     await rig.stop(sig)
     await rig.start()
     await rig.settle_and_count(f"burst-twice/{signal.Signals(sig).name}")
+
+
+async def answer_kept_in_the_ledger(rig: Rig, channel: str, text: str) -> dict[str, Any]:
+    """Alice asks in ``channel``; Discord answers 503 to every post there, so the answer
+    is stored in pending.json and not posted. Returns her message."""
+    fake = rig.fake
+    fake.fail_posts[channel] = 503
+    at_bot = f"<@{fake.bot['id']}>"
+    message = await rig.says(channel, f"{at_bot} {text}", mentions=[fake.bot])
+
+    def stored() -> bool:
+        pending = jsonstore.read_json(rig.paths.pending_file) or []
+        return any(p.get("answer") for p in pending)
+
+    await fake.wait_until(stored, timeout=30, what="the answer stored in the ledger")
+    return message
+
+
+def events(rig: Rig, name: str) -> list[dict[str, Any]]:
+    found = []
+    for line in rig.log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == name:
+                found.append(entry)
+    return found
+
+
+@SIGNALS
+async def test_an_answer_whose_thread_was_deleted_meanwhile_is_kept_on_disk_not_retried(
+    rig: Rig, sig: int
+) -> None:
+    """The answer waits in the ledger (Discord 503); the daemon stops; the thread is
+    deleted; at the start Discord answers its post 404 Unknown Channel. Result: it stays
+    on disk, the ledger lets it go, one warning names it, `claudeclaw status` counts it,
+    and the next start does not try it again."""
+    fake = rig.fake
+    thread = fake.thread_id
+    await rig.start()
+    asked = await answer_kept_in_the_ledger(rig, thread, "answer me REPLY:kept-answer")
+    await rig.stop(sig)
+    del fake.fail_posts[thread]
+    await fake.delete_thread(thread)
+    await rig.start()
+    await fake.wait_until(
+        lambda: events(rig, "discord.answer_undeliverable"), timeout=30, what="given up"
+    )
+    await fake.wait_until(lambda: not jsonstore.read_json(rig.paths.pending_file), what="settled")
+    [event] = events(rig, "discord.answer_undeliverable")
+    assert event["level"] == "warning" and event["code"] == 10003
+    assert (str(event["message_id"]), str(event["channel_id"])) == (asked["id"], thread)
+    assert "channel is gone" in event["reason"]
+    assert "kept-answer" in Path(event["file"]).read_text()
+    status = await control.request(rig.paths, {"type": "status"})
+    assert status["daemon"]["discord"]["undeliverable_answers"] == 1
+    human = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "claudeclaw", "status", "--project", str(rig.paths.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "1 answer(s) Discord will never take" in human.stdout, human.stderr
+    posts = rig.posts_to(thread)
+    await rig.stop(signal.SIGTERM)
+    await rig.start()
+    dm = fake.dm_channel(fake.alice)
+    await rig.says(dm, "sentinel after the second start")
+    await fake.wait_until(lambda: rig.finals(dm, rig.sent[-1][1]), timeout=30, what="sentinel")
+    assert rig.posts_to(thread) == posts  # settled: never tried again
+    assert len(events(rig, "discord.answer_undeliverable")) == 1
+
+
+@SIGNALS
+async def test_an_answer_whose_message_was_deleted_meanwhile_is_still_posted(
+    rig: Rig, sig: int
+) -> None:
+    """The same, but Alice deleted her message while the daemon was down: the answer goes
+    to the thread as a plain message (no reply reference), and the ledger lets it go."""
+    fake = rig.fake
+    thread = fake.thread_id
+    await rig.start()
+    asked = await answer_kept_in_the_ledger(rig, thread, "answer me REPLY:still-posted")
+    await rig.stop(sig)
+    del fake.fail_posts[thread]
+    await fake.user_deletes(thread, asked["id"])
+    await rig.start()
+    reply = await fake.wait_for_message(
+        thread, lambda m: m["content"] == "still-posted", timeout=30
+    )
+    assert "message_reference" not in reply
+    await fake.wait_until(lambda: not jsonstore.read_json(rig.paths.pending_file), what="settled")
+    assert [m["content"] for m in fake.bot_messages(thread)].count("still-posted") == 1
+    assert not events(rig, "discord.answer_undeliverable")
 
 
 async def test_gateway_drop_while_running(rig: Rig) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import struct
+import time
 
 import psutil
 import pytest
@@ -28,7 +29,7 @@ from claudeclaw.model import (
     RunStarted,
     SessionKey,
 )
-from claudeclaw.pool import WorkerHandle
+from claudeclaw.pool import WorkerHandle, WorkerPool
 from claudeclaw.procs import find_orphans, project_tag
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import (
@@ -493,6 +494,22 @@ async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_pr
         await sup.shutdown()
 
 
+async def _without_spare(pool: WorkerPool) -> None:
+    """No pre-forked spare from now on: new keys fork their worker (the plain path)."""
+    pool.keep_spare = False
+    spare = pool._drop_spare("test")
+    if spare is not None and spare.process is not None:
+        await spare.exited.wait()
+
+
+def _ready_spare(pool: WorkerPool, other_than: int = 0) -> WorkerHandle | None:
+    """The pool's spare once it has said hello (and is not the process ``other_than``)."""
+    spare = pool.spare
+    if spare is None or spare.channel is None or spare.pid in (0, other_than):
+        return None
+    return spare
+
+
 async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accepted(
     daemon: Supervisor,
 ) -> None:
@@ -501,6 +518,7 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     refusing the worker; no crash, no second spawn."""
     assert daemon.pool is not None
     pool = daemon.pool
+    await _without_spare(pool)  # the key's worker must be forked for it
     original = pool.spawner.spawn
     held = asyncio.Event()
 
@@ -516,6 +534,116 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     assert held.is_set()
     assert isinstance(done, RunDone)
     assert pool.crash_count == 0 and pool.spawn_count == 1
+
+
+async def test_a_new_key_is_served_by_the_pre_forked_spare_and_a_dead_spare_is_replaced(
+    make_project,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """The pool keeps one worker forked, connected and greeted before any key needs it.
+    Result: a new key's first message runs on that very process (no fork on its path),
+    even when the spare waited longer than the ping timeout (it is not taken for hung),
+    the next spare is forked behind it, a spare killed while unused is replaced, and the
+    replacement serves the next new key with its session."""
+    from claudeclaw import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
+    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
+    daemon = await started_supervisor(make_project())
+    try:
+        await _spare_scenario(daemon)
+    finally:
+        await daemon.shutdown()
+
+
+async def _spare_scenario(daemon: Supervisor) -> None:
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    first = _ready_spare(pool)
+    assert first is not None and first.key == ""
+    checks = pool.last_health_check
+    await wait_for(lambda: time.monotonic() - first.last_pong > 0.6, "past the ping timeout")
+    await wait_for(lambda: pool.last_health_check > checks, "a health check since")
+    spawns = pool.spawn_count
+    key = SessionKey("961000000000000000")
+    events = await collect(daemon, key, "hello")
+    assert isinstance(final(events), RunDone)
+    handle = pool.find(key)
+    assert handle is first and handle.pid == first.pid and handle.key == key
+    assert pool.spawn_count == spawns + 1
+    after = pool.last_health_check
+    await wait_for(lambda: pool.last_health_check > after + 0.15, "two health checks since")
+    assert not first.hung  # it answers its pings: its long wait as a spare is not a hang
+    await wait_for(lambda: _ready_spare(pool, first.pid), "the next spare")
+    second = _ready_spare(pool, first.pid)
+    assert second is not None
+    os.kill(second.pid, signal.SIGKILL)
+    await second.exited.wait()
+    await wait_for(lambda: _ready_spare(pool, second.pid), "a replacement for the dead spare")
+    third = _ready_spare(pool, second.pid)
+    assert third is not None and third.pid != first.pid
+    other = SessionKey("962000000000000000")
+    assert isinstance(final(await collect(daemon, other, "again")), RunDone)
+    assert pool.find(other) is third and pool.crash_count == 0
+    again = await collect(daemon, key, "resume")
+    assert started(again)[0].resumed is True and pool.find(key) is first
+
+
+async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
+    make_project,  # type: ignore[no-untyped-def]
+) -> None:
+    """1. The spare is forked and has taken its settings (model-a) at its hello.
+    2. settings.json says model-b; reload.
+    3. A new key's first message.
+    Result: it runs on that spare, with model-b (the spare got the settings again when it
+    was given its key, as they had changed)."""
+    paths = make_project(model="model-a")
+    sup = await started_supervisor(paths)
+    try:
+        assert sup.pool is not None
+        pool = sup.pool
+        await wait_for(lambda: _ready_spare(pool), "a spare")
+        spare = _ready_spare(pool)
+        assert spare is not None and spare.settings_sent is pool.settings_wire
+        good = json.loads(paths.settings_file.read_text())
+        paths.settings_file.write_text(json.dumps({**good, "model": "model-b"}))
+        applied, _message = await sup.reload()
+        assert applied and spare.settings_sent is not pool.settings_wire
+        key = SessionKey("964000000000000000")
+        assert _model_of(final(await collect(sup, key, "ECHO_ARGV"))) == "model-b"
+        assert pool.find(key) is spare
+    finally:
+        await sup.shutdown()
+
+
+async def test_a_message_with_nothing_ahead_gets_its_slot_with_its_run(
+    daemon: Supervisor,
+) -> None:
+    """1. A key's first message, its worker idle and a slot free.
+    2. A message sent while another of the same key runs.
+    Result: the first never asks for a slot (it is granted with the run, saving a round
+    trip); the second asks (acquire) when its turn comes, as the cap requires."""
+    assert daemon.pool is not None
+    pool = daemon.pool
+    asked: list[str] = []
+    acquire = pool.slots.acquire
+
+    def counting_acquire(handle: WorkerHandle, msg_id: str) -> int:
+        asked.append(msg_id)
+        return acquire(handle, msg_id)
+
+    pool.slots.acquire = counting_acquire  # type: ignore[method-assign]
+    key = SessionKey("965000000000000000")
+    assert isinstance(final(await collect(daemon, key, "alone")), RunDone)
+    assert asked == []
+    gate = asyncio.Event()
+    slow = asyncio.create_task(collect(daemon, key, "slow", on_event=lambda e: gate.set()))
+    await gate.wait()
+    await wait_for(lambda: pool.find(key) is not None and pool.running_on(pool.find(key)), "run")
+    behind = final(await collect(daemon, key, "behind"))
+    assert isinstance(final(await slow), RunDone) and isinstance(behind, RunDone)
+    assert asked == [behind.msg_id]
 
 
 async def freeze_while_running(
@@ -634,7 +762,10 @@ async def test_if_the_fork_server_dies_workers_start_by_exec(daemon: Supervisor)
     await spawner.server.wait()
     await wait_for(lambda: spawner.broken, "the pool noticed")
     after = final(await collect(daemon, SessionKey("990000000000000002"), "after"))
-    assert isinstance(after, RunDone)
+    assert isinstance(after, RunDone)  # (on the spare forked before, if there was one)
+    assert daemon.pool.spare is None  # no new spare without the fork server
+    later = final(await collect(daemon, SessionKey("990000000000000003"), "later"))
+    assert isinstance(later, RunDone)
     assert isinstance(daemon.pool.spawner, ExecSpawner)
     again = final(await collect(daemon, SessionKey("990000000000000001"), "again"))
     assert isinstance(again, RunDone) and again.reply.startswith("FAKE-REPLY turn=2")
@@ -648,6 +779,7 @@ async def test_a_worker_that_cannot_start_fails_its_message_instead_of_looping(
     the daemon does not respawn forever and keeps serving other keys."""
     assert daemon.pool is not None
     pool = daemon.pool
+    await _without_spare(pool)  # the key's own workers are the ones that cannot start
     original = pool.spawner.spawn
 
     async def broken(args, env):  # type: ignore[no-untyped-def]

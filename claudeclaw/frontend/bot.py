@@ -4,12 +4,8 @@ One :class:`DiscordFrontend` per daemon. For every message it asks
 :func:`~claudeclaw.frontend.routing.route_message` whether to answer and under which
 session key, builds the prompt (downloading attachments), submits it through the
 :class:`~claudeclaw.api.Dispatcher` in its channel's arrival order, has
-:mod:`~claudeclaw.frontend.follow` show the run, and posts the answer:
-
-* the reply, split by :mod:`~claudeclaw.frontend.render`, first chunk as a native reply;
-  nothing in it can ping anyone (``AllowedMentions.none()``, except the replied-to author);
-  a reply Discord will not take is retried, then saved under ``undelivered/``
-  (:mod:`~claudeclaw.frontend.delivery`).
+:mod:`~claudeclaw.frontend.follow` show the run, and has
+:mod:`~claudeclaw.frontend.answers` post the answer (until Discord took it).
 
 Thread events (delete, archive, create, rejoin) go to :mod:`~claudeclaw.frontend.threads`.
 """
@@ -20,13 +16,12 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import itertools
 import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -38,6 +33,7 @@ from claudeclaw.config import Settings
 from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected
 from claudeclaw.frontend import outbound
 from claudeclaw.frontend.announce import NoticePoster
+from claudeclaw.frontend.answers import AnswerPoster
 from claudeclaw.frontend.approvals import ApprovalPrompts
 from claudeclaw.frontend.attachments import (
     AttachmentFacts,
@@ -47,15 +43,9 @@ from claudeclaw.frontend.attachments import (
 )
 from claudeclaw.frontend.catchup import ChannelMemory, missed_messages
 from claudeclaw.frontend.commands import build_commands
-from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, ReplyDelivery
-from claudeclaw.frontend.follow import ACCEPTED, DONE, FAILED, KEPT, RunFollower, RunView
+from claudeclaw.frontend.delivery import NO_MENTIONS, ReplyDelivery
+from claudeclaw.frontend.follow import ACCEPTED, KEPT, RunFollower, RunView
 from claudeclaw.frontend.prompt import PromptParts, build_prompt
-from claudeclaw.frontend.render import (
-    failure_text,
-    render_reply,
-    with_context_note,
-    without_paths,
-)
 from claudeclaw.frontend.routing import (
     NOT_FOR_US,
     MessageFacts,
@@ -70,14 +60,12 @@ from claudeclaw.logs import get_logger
 from claudeclaw.model import (
     PendingMessage,
     ReplyTo,
-    RunDone,
     RunEvent,
-    RunFailed,
     SessionKey,
     session_key,
 )
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
-from claudeclaw.redaction import register_secret, scrub_outbound
+from claudeclaw.redaction import register_secret
 from claudeclaw.service import find_service, token_source_text
 from claudeclaw.tasks import TaskSet
 
@@ -93,12 +81,6 @@ def _save_private(path: Path, text: str) -> None:
     ensure_private_dir(path.parent)
     write_private_text(path, text)
 
-
-INTERRUPTED = (
-    "⚠️ claudeclaw restarted while Claude was working on this, so it did not finish "
-    "(it is not run again: its tools may already have acted). Send it again if you still "
-    "need it."
-)
 
 LOGIN_REJECTED = (
     "Discord rejected the token (401) from {source}: check it (Discord Developer Portal → "
@@ -247,9 +229,8 @@ class DiscordFrontend:
         self.threads = ThreadKeeper(self._client, dispatcher, settings)
         self.notices = NoticePoster(self._client, settings, paths)  # job results, notices
         self.on_connected: Callable[[], None] | None = None  # the daemon: post what waited
+        self.answers = AnswerPoster(dispatcher, self.delivery, self.follower, self._tasks)
         self.prune_interval_seconds = 3600.0
-        # pauses before posting again an answer Discord did not take (then every 10 min)
-        self.redeliver_delays: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0)
         for command in build_commands(self):
             self._client.tree.add_command(command)
         self._client.tree.error(self._on_command_error)
@@ -390,6 +371,7 @@ class DiscordFrontend:
             "guilds": len(self._client.guilds),
             "latency_ms": round(latency * 1000) if math.isfinite(latency) else None,
             "user_id": self._bot_id() or None,
+            "undeliverable_answers": self.answers.undeliverable,
         }
 
     def _log_access(self) -> None:
@@ -661,7 +643,10 @@ class DiscordFrontend:
         if not self._channels.fresh(message.channel.id, now):
             # The channel is on disk before the 👀 shows: a daemon killed after that but
             # before the ledger has the message finds it again by catching up in this channel.
-            await self._note_channel(message.channel.id, now)
+            # The write heads the message's reaction chain, so the message need not wait.
+            view.reacting = self.follower.tasks.start(
+                self._note_channel(message.channel.id, now), "channel-note"
+            )
         await self.follower.react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
@@ -697,93 +682,7 @@ class DiscordFrontend:
         )
         # each event says it is in its session's queue: the next message may follow
         final = await self.follower.follow(message, stream, view, fields, turn.done)
-        await self._post_answer(message, key, final, view, fields)
-
-    async def _post_answer(
-        self,
-        message: discord.Message,
-        key: SessionKey,
-        final: RunDone | RunFailed,
-        view: RunView,
-        fields: dict[str, Any],
-    ) -> None:
-        """Post ``final`` as the answer to ``message``, then tell the daemon it is posted
-        (its pending ledger keeps it until then, across a restart too)."""
-        posted = await self._post(message, key, final, view, fields)
-        if isinstance(final, RunFailed) and final.reason == "kept":
-            return
-        if posted:
-            self._dispatcher.delivered(final.msg_id)
-        else:  # saved to disk meanwhile; the ledger keeps it across a restart too
-            self._tasks.start(self._post_later(message, key, final, view, fields), "redeliver")
-
-    async def _post_later(
-        self,
-        message: discord.Message,
-        key: SessionKey,
-        final: RunDone | RunFailed,
-        view: RunView,
-        fields: dict[str, Any],
-    ) -> None:
-        """Try an answer Discord did not take again, with growing pauses, until it is in."""
-        for delay in itertools.chain(self.redeliver_delays, itertools.repeat(600.0)):
-            await asyncio.sleep(delay)
-            log.info("discord.reply_redelivering", **fields)
-            if await self._post(message, key, final, view, fields):
-                self._dispatcher.delivered(final.msg_id)
-                return
-
-    async def _post(
-        self,
-        message: discord.Message,
-        key: SessionKey,
-        final: RunDone | RunFailed,
-        view: RunView,
-        fields: dict[str, Any],
-    ) -> bool:
-        """Post the answer; True when it is in Discord (✅ only then)."""
-        if isinstance(final, RunDone) and final.merged_into:
-            log.info("discord.run_merged", into=final.merged_into, **fields)
-            await self.follower.react(message, view, DONE)  # the reply to the first one answers it
-            return True
-        if isinstance(final, RunDone) and final.reply_file:  # too large for a frame
-            whole = await self.delivery.read_spilled_reply(final.reply_file)
-            reply = scrub_outbound(whole if whole is not None else final.reply)
-            rendered = render_reply(with_context_note(final.reply, final.context_reset))
-            log.info("discord.run_done", as_file=True, length=len(reply), **fields)
-            delivered = await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
-            if not delivered:
-                return False
-            if whole is not None:  # a file of ours (checked when read)
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(Path(final.reply_file).unlink)
-            await self.follower.react(message, view, DONE)
-            return True
-        if isinstance(final, RunDone):
-            reply = scrub_outbound(final.reply)  # a key Claude read must not reach the chat
-            images = await self.delivery.images_to_upload(reply, view.accepted_at)
-            if images:
-                reply = without_paths(reply, [str(p) for p in images])
-            rendered = render_reply(with_context_note(reply, final.context_reset))
-            log.info(
-                "discord.run_done", chunks=len(rendered.chunks), length=len(final.reply), **fields
-            )
-            if len(rendered.chunks) > MAX_REPLY_MESSAGES:
-                posted = await self.delivery.deliver_as_file(message, key, reply, rendered.chunks)
-            else:
-                posted = await self.delivery.deliver(message, key, rendered.chunks)
-            if not posted:
-                return False  # no ✅: the answer is not in Discord (yet)
-            if images:
-                await self.delivery.upload_images(message, key, images)
-            if rendered.reactions:
-                self.follower.add_reaction(message, view, rendered.reactions[0])
-            await self.follower.react(message, view, DONE)
-            return True
-        log.info("discord.run_failed", reason=final.reason, **fields)
-        posted = await self.delivery.deliver(message, key, [scrub_outbound(failure_text(final))])
-        await self.follower.react(message, view, KEPT if final.reason == "kept" else FAILED)
-        return posted
+        await self.answers.post_answer(message, key, final, view, fields)
 
     async def resume(self, items: list[PendingMessage]) -> None:
         """Answer the messages an earlier run of the daemon accepted but did not answer.
@@ -802,33 +701,19 @@ class DiscordFrontend:
         self._maybe_catch_up()
 
     async def _resume_one(self, item: PendingMessage, turn: _IntakeTurn) -> None:
-        fields = {"session_key": item.key, "message_id": item.reply_to.message_id}
-        try:
-            channel: Any = self._client.get_channel(int(item.reply_to.channel_id))
-            if channel is None:
-                channel = await self._client.fetch_channel(int(item.reply_to.channel_id))
-            message = await channel.fetch_message(int(item.reply_to.message_id))
-        except (discord.HTTPException, AttributeError, ValueError) as exc:
-            gone = not isinstance(exc, discord.HTTPException) or isinstance(
-                exc, discord.NotFound | discord.Forbidden
-            )
-            log.warning("discord.pending_lost", error=type(exc).__name__, gone=gone, **fields)
+        fields = {
+            "session_key": item.key,
+            "message_id": item.reply_to.message_id,
+            "channel_id": item.reply_to.channel_id,
+        }
+        message = await self._pending_message(item, fields)
+        if message is None:
             turn.done()
-            if gone:  # else Discord failed for now: the ledger keeps it for the next start
-                self._dispatcher.delivered(item.msg_id)
             return
         view = RunView(reaction=KEPT, accepted_at=_wall_time(item.accepted_at))
-        if item.answer is not None:  # it was answered, but the answer was not posted
-            log.info("discord.pending_answer_posted", **fields)
+        if item.answer is not None or item.started:  # not run again
             turn.done()
-            await self._post_answer(message, item.key, item.answer, view, fields)
-            return
-        if item.started:
-            log.info("discord.pending_interrupted", **fields)
-            turn.done()
-            if await self.delivery.deliver(message, item.key, [INTERRUPTED]):
-                self._dispatcher.delivered(item.msg_id)  # else the next start tells them
-            await self.follower.react(message, view, FAILED)
+            await self.answers.post_left_over(item, message, view, fields)
             return
         log.info("discord.pending_resumed", **fields)
         await self.follower.react(message, view, ACCEPTED)
@@ -836,6 +721,35 @@ class DiscordFrontend:
             await self._run_prompt(message, item.key, item.prompt, view, turn)
         finally:
             turn.done()
+
+    async def _pending_message(
+        self, item: PendingMessage, fields: dict[str, Any]
+    ) -> discord.Message | None:
+        """The message ``item`` answers; None when there is nothing to post there (the
+        ledger lets ``item`` go if Discord says it is gone, else keeps it for the next
+        start). An answer is posted even when its message or channel is gone: beside a
+        deleted message as a plain message; to a channel gone or barred it is refused,
+        kept on disk and given up (:mod:`~claudeclaw.frontend.answers`)."""
+        channel: Any = None
+        try:
+            channel_id = int(item.reply_to.channel_id)
+            message_id = int(item.reply_to.message_id)
+            channel = self._client.get_channel(channel_id)
+            if channel is None:
+                channel = await self._client.fetch_channel(channel_id)
+            return await channel.fetch_message(message_id)  # type: ignore[no-any-return]
+        except (discord.HTTPException, AttributeError, ValueError) as exc:
+            final = isinstance(exc, discord.NotFound | discord.Forbidden)
+            if final and item.answer is not None:  # Claude's answer is not thrown away
+                log.info("discord.pending_message_gone", error=type(exc).__name__, **fields)
+                partial = channel or self._client.get_partial_messageable(channel_id)
+                # a PartialMessage has all that posting uses: id, channel, to_reference
+                return cast(discord.Message, partial.get_partial_message(message_id))
+            gone = final or not isinstance(exc, discord.HTTPException)
+            log.warning("discord.pending_lost", error=type(exc).__name__, gone=gone, **fields)
+            if gone:  # else Discord failed for now: the ledger keeps it for the next start
+                self._dispatcher.delivered(item.msg_id)
+            return None
 
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)

@@ -3,7 +3,9 @@
 Replies go out as a native reply plus follow-up messages; an answer too long for that
 goes as its start plus a file; images Claude made in the outbox are uploaded; a message
 Discord will not take is retried with backoff and finally saved under
-``.claude/claudeclaw/undelivered/`` (0600) and logged, so nothing is lost.
+``.claude/claudeclaw/undelivered/`` (0600) and logged, so nothing is lost. When Discord
+says no attempt can ever succeed (the channel is gone, the bot has no access there),
+:meth:`ReplyDelivery.take_refusal` says so, and where the reply was saved.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import gzip
 import hashlib
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,35 @@ def chunk_nonce(message_id: int, index: int, text: str) -> str:
     return digest[:25]  # Discord takes nonces of up to 25 characters
 
 
+# Discord's JSON error codes that say a reply can never be posted where it should go
+FINAL_REFUSALS = {
+    10003: "the channel is gone (Unknown Channel)",
+    10008: "the message is gone (Unknown Message)",
+    50001: "the bot has no access to the channel (Missing Access)",
+    50013: "the bot lacks a permission in the channel (Missing Permissions)",
+}
+
+
+def final_refusal(exc: Exception) -> str | None:
+    """Why no later attempt can post there (Discord answered 404 or 403: the channel or
+    message is gone, or the bot lost access); None when a later attempt may succeed."""
+    if not isinstance(exc, discord.NotFound | discord.Forbidden):
+        return None
+    return FINAL_REFUSALS.get(exc.code) or (
+        f"Discord answered {exc.status} (code {exc.code}: {exc.text or 'no reason given'})"
+    )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Discord's final no to a reply, and where the reply is kept instead."""
+
+    reason: str
+    status: int
+    code: int
+    path: Path | None  # the copy under undelivered/ (None: it could not be written)
+
+
 def _retryable(exc: Exception) -> bool:
     """Can a later attempt succeed? Server errors and network trouble: yes. A 4xx (bad
     request, missing permission, unknown channel) fails the same way every time."""
@@ -88,6 +120,7 @@ class ReplyDelivery:
         self.retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)
         self._forbidden_logged: set[int] = set()  # channels whose 403 was logged
         self._saved: dict[int, Path] = {}  # message id -> its reply saved in undelivered/
+        self._refused: dict[int, Refusal] = {}  # message id -> Discord's final no to it
 
     async def read_spilled_reply(self, path: str) -> str | None:
         """The whole reply a worker wrote to ``replies/`` (too large for a frame); None if
@@ -194,6 +227,9 @@ class ReplyDelivery:
         could not be sent. Each chunk keeps one nonce across every attempt, so a chunk
         Discord created behind an error is not posted twice."""
         channel = message.channel
+        self._refused.pop(message.id, None)
+        # fail_if_not_exists=False: the answer to a message its author deleted since is
+        # still posted, as a plain message (Discord would refuse the reply: 400 50035)
         reference = message.to_reference(fail_if_not_exists=False)
         for index, chunk in enumerate(chunks):
 
@@ -211,10 +247,26 @@ class ReplyDelivery:
                 channel, key, payload, nonce=chunk_nonce(message.id, index, chunk), chunk=index
             )
             if error is not None:
-                await self._save_undelivered(message, key, chunks, index)
+                reason = final_refusal(error)
+                await self._save_undelivered(message, key, chunks, index, reason)
+                if reason is not None:
+                    self._refused[message.id] = Refusal(
+                        reason,
+                        getattr(error, "status", 0),
+                        getattr(error, "code", 0),
+                        self._saved.get(message.id),
+                    )
                 return False
         await self._delivered_at_last(message, key)
         return True
+
+    def take_refusal(self, message_id: int) -> Refusal | None:
+        """Discord's final no to the last reply to ``message_id`` (no later attempt can
+        succeed), if it said one; the reply's saved copy then stays where it is."""
+        refusal = self._refused.pop(message_id, None)
+        if refusal is not None:
+            self._saved.pop(message_id, None)
+        return refusal
 
     async def _delivered_at_last(self, message: discord.Message, key: SessionKey) -> None:
         """A reply saved to disk earlier went through now: its saved copy goes."""
@@ -290,11 +342,19 @@ class ReplyDelivery:
         )
 
     async def _save_undelivered(
-        self, message: discord.Message, key: SessionKey, chunks: list[str], first_missing: int
+        self,
+        message: discord.Message,
+        key: SessionKey,
+        chunks: list[str],
+        first_missing: int,
+        final: str | None = None,
     ) -> None:
+        """Keep the reply on disk; ``final``: why Discord will never take it (the header
+        says so, for the operator who reads it)."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        never = f"; never: {final.replace('--', '-')}" if final else ""
         header = (
-            f"<!-- claudeclaw: reply Discord did not accept; key={key} "
+            f"<!-- claudeclaw: reply Discord did not accept{never}; key={key} "
             f"channel={message.channel.id} message={message.id} "
             f"delivered_chunks={first_missing}/{len(chunks)} -->\n\n"
         )

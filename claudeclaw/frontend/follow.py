@@ -107,6 +107,7 @@ class RunFollower:
         stop = asyncio.Event()
         running = asyncio.Event()  # started or finished: a queue notice is moot
         helpers: list[asyncio.Task[None]] = []
+        typing: asyncio.Task[None] | None = None
         said_queued = False
         asked: list[str] = []  # approval requests waiting for a person
         final: RunDone | RunFailed | None = None
@@ -130,7 +131,8 @@ class RunFollower:
                     if not view.started:
                         view.started = time.monotonic()
                         await self.react(message, view, STEERED if event.steered else RUNNING)
-                        helpers.append(asyncio.create_task(self._typing(message.channel, stop)))
+                        typing = asyncio.create_task(self._typing(message.channel, stop))
+                        helpers.append(typing)
                         helpers.append(
                             asyncio.create_task(self._progress(message.channel, view, stop))
                         )
@@ -158,6 +160,9 @@ class RunFollower:
         finally:
             stop.set()
             running.set()
+            if typing is not None:
+                # the reply ends the indicator on Discord anyway: never wait for its request
+                typing.cancel()
             if helpers:
                 await asyncio.gather(*helpers, return_exceptions=True)
             closer = getattr(stream, "aclose", None)
