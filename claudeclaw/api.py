@@ -1,7 +1,8 @@
 """The routing API: what a frontend (Discord, the control socket) may ask of the daemon.
 
-The supervisor implements :class:`Dispatcher`; frontends depend only on this protocol, so
-they can be tested against a fake and never reach into the worker pool.
+``SessionDispatcher`` in ``dispatch.py`` implements :class:`Dispatcher` (the supervisor
+is one); frontends depend only on this protocol, so they can be tested against a fake and
+never reach into the worker pool.
 """
 
 from __future__ import annotations

@@ -4,75 +4,47 @@ Its life is three phases (``startup``, ``serve``, ``shutdown``):
 
 * **startup**: take the project's single-instance lock, end processes a dead predecessor
   left behind, load the session registry, open the worker and control sockets, start
-  keeping Discord connected when there is a token (``frontend/keeper.py``: a bounded wait
-  for the first attempt; an unreachable Discord is retried in the background, only its
-  refusal of the token or an intent ends the daemon), and tell systemd ``READY=1`` once
-  the local side can really serve;
+  keeping Discord connected when there is a token (``discord_link.py`` with
+  ``frontend/keeper.py``: a bounded wait for the first attempt; an unreachable Discord
+  is retried in the background, only its refusal of the token or an intent ends the
+  daemon), and tell systemd ``READY=1`` once the local side can really serve;
 * **serve**: react to signals (TERM/INT stop, HUP reloads), control requests and run
   events; keep ``STATUS=`` current; ping the systemd watchdog only while the event loop
   and the worker pool prove alive;
 * **shutdown**: ``STOPPING=1``, take no new work, give running runs the grace period,
   kill what remains (whole process groups), close Discord after the last replies.
 
-It is the :class:`~claudeclaw.api.Dispatcher` every frontend talks to, and the only
-process that writes the session files and ``pending.json`` (kept by ``ledger.py``) while
-it runs; ``control_requests.py`` answers its control socket. It never touches ``claude``
-itself.
+It is the :class:`~claudeclaw.api.Dispatcher` every frontend talks to (the routing API
+itself is ``dispatch.py``, which this class extends with its life), and the only process
+that writes the session files and ``pending.json`` (``statewriter.py``) while it runs;
+``control_requests.py`` answers its control socket. It never touches ``claude`` itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import IO, Any
 
-import claudeclaw
-from claudeclaw import __version__, ipc
+from claudeclaw import __version__
 from claudeclaw.agent import agent_account, share_state_dirs
 from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings, load_settings
 from claudeclaw.control import ControlServer
 from claudeclaw.control_requests import ControlRequests
-from claudeclaw.errors import (
-    ClaudeclawError,
-    ConfigError,
-    DiscordLoginRejected,
-    StateError,
-    WorkspaceError,
-)
+from claudeclaw.discord_link import DiscordLink
+from claudeclaw.dispatch import SessionDispatcher
+from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected, StateError
 from claudeclaw.jobservice import JobService, next_due_text
-from claudeclaw.ledger import KEPT_TEXT, PendingLedger
-from claudeclaw.logs import get_logger, register_secret
-from claudeclaw.model import (
-    GLOBAL_KEY,
-    ApprovalOutcome,
-    PendingMessage,
-    Remembered,
-    ReplyTo,
-    ResetOutcome,
-    RunDone,
-    RunEvent,
-    RunFailed,
-    RunSession,
-    SessionInfo,
-    SessionKey,
-    SessionRecord,
-    Workspace,
-    WorkspaceDiff,
-    WorkspaceStatus,
-    session_key,
-)
-from claudeclaw.notify import Notifier, child_env
+from claudeclaw.logs import get_logger
+from claudeclaw.model import GLOBAL_KEY
+from claudeclaw.notify import Notifier
 from claudeclaw.paths import (
     ProjectPaths,
     ensure_private_dir,
@@ -80,21 +52,11 @@ from claudeclaw.paths import (
     write_private_text,
 )
 from claudeclaw.pool import WorkerPool
-from claudeclaw.procs import OWNER_ENV, StatsCache, owner_value, project_tag, sweep_orphans
-from claudeclaw.redaction import is_secret_env
+from claudeclaw.procs import StatsCache, project_tag, sweep_orphans
 from claudeclaw.secretenv import erase_initial_environ
-from claudeclaw.service import API_KEY_CREDENTIAL, read_credential
-from claudeclaw.sessions import SessionRegistry, utc_now_iso
-from claudeclaw.tasks import TaskSet
-from claudeclaw.workspace import Orphan, Workspaces, repo_problem
+from claudeclaw.workerenv import TEST_HOOKS_ENV, worker_env
 
 log = get_logger()
-
-TEST_HOOKS_ENV = "CLAUDECLAW_TEST_HOOKS"  # set by test harnesses only: see testhooks.py
-SECRET_ENV = ("DISCORD_TOKEN", "CREDENTIALS_DIRECTORY", TEST_HOOKS_ENV)
-STATUS_WITHIN = 2.0  # seconds /status waits for a worktree's git numbers
-# Where this claudeclaw is imported from: its workers import the same code.
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(claudeclaw.__file__)))
 
 
 # How long start-up (and a reload with a new token) waits for Discord before saying READY
@@ -107,16 +69,7 @@ def _euid() -> int:
     return os.geteuid()
 
 
-def too_large_text(size: int) -> str:
-    """Why a prompt is refused, and what to do instead."""
-    return (
-        f"This message is too large for claudeclaw ({size / 2**20:.1f} MB as sent to a "
-        f"session; the limit is {ipc.MAX_PROMPT_BYTES / 2**20:.1f} MB, and non-ASCII text "
-        "counts up to 6 bytes a character). Send the text as a file attachment, or split it."
-    )
-
-
-class Supervisor:
+class Supervisor(SessionDispatcher):
     """See the module docstring. ``run()`` is the whole daemon."""
 
     def __init__(
@@ -128,47 +81,31 @@ class Supervisor:
         log_level: str = "info",
         frontend_options: dict[str, Any] | None = None,
     ) -> None:
-        self.paths = paths
-        self.frontend_options = frontend_options  # discord.Client options (tests)
+        super().__init__(paths, settings)
         self.log_level = log_level
-        self.settings = settings
         self.log_mode = log_mode
-        self.registry = SessionRegistry(paths)
         self.notifier = Notifier()
         self.stop_requested = asyncio.Event()
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
-        self.sessions: dict[SessionKey, str | None] = {}  # what workers resume
-        # where each thread's runs happen, fixed with its session (threads.workspace)
-        self.workspaces = Workspaces(paths)
-        self.workspace_of: dict[SessionKey, Workspace] = {}
-        self.orphan_worktrees: list[Orphan] = []
-        self._intake_locks: dict[SessionKey, asyncio.Lock] = {}
-        self.last_error: dict[SessionKey, str] = {}
-        self.closing = False
         self.forced = False
-        self.frontend: Any = None
-        self.keeper: Any = None  # frontend.keeper.DiscordKeeper once there is a token
-        self.discord_retry: dict[str, float] = {}  # its backoff (first_retry, max_retry)
+        self.discord = DiscordLink(
+            self,
+            client_options=frontend_options,
+            on_connected=self._on_frontend_connected,
+            on_fatal=self._on_discord_refused,
+            on_change=self._flush_status,
+        )
+        self.discord_retry: dict[str, float] = {}  # the keeper's backoff (first_retry, max_retry)
         self._fatal: DiscordLoginRejected | None = None
-        self.pool: WorkerPool | None = None
         self.control: ControlServer | None = None
-        self.jobs: JobService | None = None  # scheduled jobs, heartbeat, bot-started posts
         self.stats = StatsCache()
         self._lock_file: IO[str] | None = None
-        self._writes: asyncio.Queue[tuple[str, SessionKey, str]] = asyncio.Queue()
-        self._tasks = TaskSet("daemon")
         self._status_dirty = False
         self._reload_lock = asyncio.Lock()
-        self._orphans: list[str] = []  # answers whose follower went away, for the next frontend
         # a stop lets the frontend post its last answers this long; what it could not post
         # stays in the pending ledger and is posted after the restart
         self.drain_seconds = 10.0
-        # messages from a frontend, kept until answered (pending.json)
-        self.ledger = PendingLedger(
-            paths.pending_file, lambda: self._writes.put_nowait(("ledger", GLOBAL_KEY, ""))
-        )
-        self.approvals: ApprovalBroker | None = None  # security.approvals; made with the pool
         self.requests = ControlRequests(self)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             from claudeclaw import testhooks  # test-only requests, never imported otherwise
@@ -204,7 +141,7 @@ class Supervisor:
         self._warn_if_root()
         for inert in self.settings.inert_keys:
             log.warning("settings.upstream_key_inert", detail=inert)
-        problem = await self._workspace_problem(self.settings)
+        problem = await self.worktrees.problem(self.settings)
         if problem:
             raise ConfigError(problem)
         runtime = ensure_runtime_dir(self.paths)
@@ -217,35 +154,20 @@ class Supervisor:
             self.sessions[record.key] = record.session_id
             if record.workspace is not None:
                 self.workspace_of[record.key] = record.workspace
-        await self.report_orphan_worktrees()
+        await self.worktrees.report_orphans(self.sessions)
         global_record = await asyncio.to_thread(self.registry.get, GLOBAL_KEY)
         self.sessions[GLOBAL_KEY] = global_record.session_id if global_record else None
         recovered = await asyncio.to_thread(self.ledger.read)
         if recovered:
             log.info("daemon.pending_recovered", count=len(recovered))
 
-        env = child_env(dict(os.environ))
-        for name in [*SECRET_ENV, *filter(is_secret_env, env)]:
-            env.pop(name, None)
-        token = self.settings.discord.token
-        if token:
-            env = {k: v for k, v in env.items() if v != token}
-        env[OWNER_ENV] = owner_value(tag)
-        api_key = read_credential(API_KEY_CREDENTIAL)
-        if api_key:  # a systemd credential: never in Environment=, which anyone can list
-            register_secret(api_key)
-            env["ANTHROPIC_API_KEY"] = api_key
-        # workers and the fork server import exactly the code this supervisor runs, whatever
-        # else is installed (claude's own environment drops PYTHONPATH again)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [PACKAGE_ROOT, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-        )
+        env = worker_env(os.environ, token=self.settings.discord.token, tag=tag)
         self.pool = WorkerPool(
             self.paths,
             self.settings,
             runtime / "workers.sock",
             session_lookup=self._session_lookup,
-            cwd_lookup=self._cwd_lookup,
+            cwd_lookup=self.worktrees.cwd,
             on_event=self._on_run_event,
             child_env=env,
             log_mode=self.log_mode,
@@ -263,21 +185,21 @@ class Supervisor:
         await self.pool.start()
         self.control = ControlServer(runtime / "control.sock", self.requests.handle)
         await self.control.start()
-        self._tasks.start(self._registry_writer(), "registry-writer")
+        self._tasks.start(self._writes.run(), "registry-writer")
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.start(self.reload(), "reload"))
 
         if self.settings.discord.token:
-            await self._begin_discord(DISCORD_START_WAIT_SECONDS)
+            await self.discord.begin(DISCORD_START_WAIT_SECONDS, **self.discord_retry)
         else:
             log.warning(
                 "daemon.local_only",
                 hint="no Discord token: serving the local control socket only; set "
                 "discord.token, DISCORD_TOKEN or the discord-token credential to connect",
             )
-        self.jobs = JobService(self, self.paths, self.settings, sink=self._notice_sink)
+        self.jobs = JobService(self, self.paths, self.settings, sink=self.discord.notices)
         await self.jobs.start()
         await asyncio.to_thread(self._write_daemon_info, runtime)
         self.notifier.ready(self.status_line())
@@ -316,8 +238,7 @@ class Supervisor:
             return
         self.closing = True
         self.notifier.stopping()
-        if self.keeper is not None:
-            await self.keeper.stop()  # no new connection while we stop
+        await self.discord.stop_keeping()  # no new connection while we stop
         if self.jobs is not None:  # no new job starts while the runs wind down
             with contextlib.suppress(Exception):
                 await self.jobs.stop_notice()
@@ -327,11 +248,7 @@ class Supervisor:
             self.approvals.deny_all("claudeclaw is restarting")
         if self.pool is not None:
             await self.pool.shutdown(grace)
-        if self.frontend is not None:
-            with contextlib.suppress(Exception):
-                await self.frontend.drain(within=self.drain_seconds)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.frontend.close(), 15)
+        await self.discord.close(self.drain_seconds)
         if self.control is not None:
             await self.control.close()
         await self._writes.join()  # let queued registry changes land before we go
@@ -392,413 +309,14 @@ class Supervisor:
         }
         write_private_text(self.paths.daemon_file, json.dumps(info, indent=2) + "\n")
 
-    async def _begin_discord(self, wait: float) -> None:
-        """Keep Discord connected from now on (frontend/keeper.py); wait up to ``wait`` s
-        for the first attempt. Raises DiscordLoginRejected only for Discord's refusal."""
-        from claudeclaw.frontend.bot import DiscordFrontend  # discord.py only when needed
-        from claudeclaw.frontend.keeper import DiscordKeeper
-
-        def make() -> DiscordFrontend:
-            frontend = DiscordFrontend(
-                self.settings, self, self.paths, client_options=self.frontend_options
-            )
-            frontend.on_connected = self._on_frontend_connected
-            return frontend
-
-        async def on_ready(frontend: Any) -> None:
-            self.frontend = frontend
-            # what this run of the daemon holds already is not caught up again (a new token)
-            frontend.mark_seen(p.reply_to.message_id for p in self.ledger.accepted.values())
-            await frontend.resume(self.take_pending())
-            await self._hand_orphans()
-
-        def on_lost() -> None:
-            self.frontend = None
-
-        def on_fatal(exc: DiscordLoginRejected) -> None:
-            self._fatal = exc
-            self.stop_requested.set()
-
-        self.keeper = DiscordKeeper(
-            make,
-            on_ready=on_ready,
-            on_lost=on_lost,
-            on_fatal=on_fatal,
-            on_change=self._flush_status,
-            **self.discord_retry,
-        )
-        try:
-            await self.keeper.start(wait)
-        except DiscordLoginRejected:
-            self.keeper = None
-            raise
-
-    def _notice_sink(self) -> Any:
-        """Where the jobs' notices go: the Discord frontend's poster, while there is one."""
-        return self.frontend.notices if self.frontend is not None else None
-
     def _on_frontend_connected(self) -> None:
         if self.jobs is not None:
             self.jobs.outbox.kick()  # post what waited while Discord was away
 
-    # ---- sessions -----------------------------------------------------------------------
-
-    def _session_lookup(self, key: SessionKey) -> str | None:
-        return self.sessions.get(key)
-
-    def _cwd_lookup(self, key: SessionKey) -> str | None:
-        workspace = self.workspace_of.get(key)
-        return workspace.cwd if workspace is not None else None
-
-    def _workspace_change(self, key: SessionKey) -> tuple[str, SessionKey, str]:
-        return ("workspace", key, json.dumps(self.workspace_of[key].to_json()))
-
-    def _on_run_event(self, key: SessionKey, event: RunEvent) -> None:
-        """Record session ids as soon as the CLI reports them (even if the run then fails)."""
-        self.ledger.note_event(event)
-        if isinstance(event, RunSession | RunDone) and event.session_id:
-            if self.sessions.get(key) != event.session_id:
-                self.sessions[key] = event.session_id
-                self._writes.put_nowait(("record", key, event.session_id))
-                if key in self.workspace_of:  # its worktree belongs with the session now
-                    self._writes.put_nowait(self._workspace_change(key))
-                if self.approvals is not None:  # approvals belong to the session they were for
-                    self.approvals.session_changed(key, event.session_id)
-        if isinstance(event, RunDone):
-            if not event.merged_into:  # one turn per run, not per message it answered
-                self._writes.put_nowait(("touch", key, event.session_id))
-            self.last_error.pop(key, None)
-        elif isinstance(event, RunFailed):
-            self.last_error[key] = f"{event.reason}: {event.message}"[:300]
-            if event.reason == "rate_limited" and self.jobs is not None:
-                # the pool pauses right after this callback: tell the notice channel then
-                jobs = self.jobs
-                asyncio.get_running_loop().call_soon(
-                    lambda: jobs.note_usage_limit(self.rate_limit_holds())
-                )
-        self._mark_status_dirty()
-
-    async def _registry_writer(self) -> None:
-        """Apply registry changes in order, off the event loop, everything queued at once;
-        ``ledger`` entries write the current pending.json snapshot once per batch."""
-        resync = False
-        while True:
-            batch = [await self._writes.get()]
-            while not self._writes.empty():
-                batch.append(self._writes.get_nowait())
-            changes = [change for change in batch if change[0] != "ledger"]
-            if resync:  # an earlier write failed: write what we know, all of it, first
-                changes = (
-                    [
-                        ("record", key, sid) if sid else ("remove", key, "")
-                        for key, sid in self.sessions.items()
-                    ]
-                    + [self._workspace_change(key) for key in self.workspace_of]
-                    + changes
-                )
-            snapshot = self.ledger.snapshot() if len(changes) < len(batch) else None
-            try:
-                # different files: written side by side, so a reply waiting for both (its
-                # session's turn and its stored answer) waits for the slower, not the sum
-                writes = []
-                if changes:
-                    writes.append(asyncio.to_thread(self.registry.apply, changes))
-                if snapshot is not None:
-                    writes.append(asyncio.to_thread(self.ledger.write, snapshot))
-                for outcome in await asyncio.gather(*writes, return_exceptions=True):
-                    if isinstance(outcome, Exception):
-                        raise outcome
-                resync = False
-            except Exception as exc:  # a full disk must not stop replies (they wait on us)
-                log.error("sessions.write_failed", changes=len(batch), error=str(exc))
-                resync = True
-            finally:
-                for _ in batch:
-                    self._writes.task_done()
-
-    def take_pending(self) -> list[PendingMessage]:
-        """Messages the previous run accepted but did not answer (handed out once)."""
-        return self.ledger.take_recovered()
-
-    def delivered(self, msg_id: str) -> None:
-        """The frontend posted the answer (or a note) of ``msg_id``: the ledger lets it go."""
-        self.ledger.delivered(msg_id)
-
-    @property
-    def rate_limited_until(self) -> datetime | None:
-        """When Claude's usage limit resets, while it holds (the pool pauses the runs)."""
-        return self.pool.limit_until if self.pool is not None else None
-
-    def rate_limit_holds(self) -> datetime | None:
-        """The reset time while Claude's usage limit holds, else None."""
-        return self.pool.limit_holds() if self.pool is not None else None
-
-    # ---- thread workspaces ---------------------------------------------------------------
-
-    async def _workspace_problem(self, settings: Settings) -> str:
-        """Why ``threads.workspace`` cannot work here ("" when it can)."""
-        if settings.threads.workspace != "worktree":
-            return ""
-        return await repo_problem(self.paths.root) or ""
-
-    async def report_orphan_worktrees(self) -> list[Orphan]:
-        """Log the worktrees under the state directory that no session owns (never
-        deleting them: they may hold work)."""
-        live: dict[SessionKey, Workspace | None] = {
-            key: self.workspace_of.get(key) for key, sid in self.sessions.items() if sid
-        }
-        self.orphan_worktrees = await self.workspaces.report_orphans(live)
-        return self.orphan_worktrees
-
-    def _intake_lock(self, key: SessionKey) -> asyncio.Lock:
-        """Per key: messages reach the pool in order even when one waits for its worktree,
-        and a reset (which removes the worktree) never overlaps a new first message."""
-        return self._intake_locks.setdefault(key, asyncio.Lock())
-
-    async def _prepare_workspace(self, key: SessionKey, label: str) -> None:
-        """Before ``key``'s first message is queued: the worktree it runs in, when
-        ``threads.workspace`` is "worktree". A session keeps the directory it started in
-        (Claude files its transcript under it), whatever the setting says later."""
-        if key == GLOBAL_KEY:
-            return
-        recorded = self.workspace_of.get(key)
-        if recorded is not None:
-            # deleted by hand: recreated on its branch; not this key's own: refused (ensure)
-            if not self.workspaces.is_own(key, recorded) or not await asyncio.to_thread(
-                os.path.isdir, recorded.path
-            ):
-                self.workspace_of[key] = await self.workspaces.ensure(key, label, recorded)
-            return
-        if self.sessions.get(key) is not None or self.settings.threads.workspace != "worktree":
-            return
-        self.workspace_of[key] = await self.workspaces.ensure(key, label)
-
-    async def _remove_workspace(self, key: SessionKey, workspace: Workspace, handle: Any) -> str:
-        """Remove ``key``'s worktree once its worker (and its claude) is gone; the words
-        for the reply (kept branch, saved patch)."""
-        if handle is not None:
-            wait = self.settings.runner.kill_grace_seconds + 10.0
-            try:
-                await asyncio.wait_for(handle.exited.wait(), wait)
-            except TimeoutError:
-                log.warning("workspace.kept_busy", session_key=key, path=workspace.path)
-                return (
-                    f"The worktree {workspace.path} was kept: its run did not stop in time "
-                    "(it is reported at the next start)."
-                )
-        removal = await self.workspaces.remove(key, workspace)
-        return removal.summary()
-
-    async def workspace_diff(self, key: SessionKey) -> WorkspaceDiff | None:
-        workspace = self.workspace_of.get(session_key(key))
-        if workspace is None:
-            return None
-        return await self.workspaces.diff(workspace)
-
-    # ---- the routing API (Dispatcher) ---------------------------------------------------
-
-    async def submit(
-        self,
-        key: SessionKey,
-        prompt: str,
-        *,
-        origin: str = "discord",
-        reply_to: ReplyTo | None = None,
-        overrides: dict[str, Any] | None = None,
-        label: str = "",
-    ) -> AsyncIterator[RunEvent]:
-        """Queue ``prompt`` for ``key``; yield its events until done or failed.
-        ``overrides`` (``model``, ``timeout_s``): this run only (a job's frontmatter)."""
-        key = session_key(key)
-        if self.pool is None or self.closing:
-            if reply_to is not None:  # a frontend message: keep it, it runs after the restart
-                item = PendingMessage(
-                    uuid.uuid4().hex[:12], key, prompt, origin, reply_to, accepted_at=utc_now_iso()
-                )
-                self.ledger.accept(item)  # (in place of the earlier run's entry, if it is one)
-                log.info("message.kept_for_restart", session_key=key, msg_id=item.msg_id)
-                yield RunFailed(item.msg_id, "kept", KEPT_TEXT)
-                return
-            yield RunFailed("", "shutdown", "claudeclaw is stopping; send it again later.")
-            return
-        size = ipc.json_size(prompt)
-        if size > ipc.MAX_PROMPT_BYTES:  # it could never reach a worker: refuse it here
-            log.warning("message.too_large", session_key=key, origin=origin, bytes=size)
-            yield RunFailed("", "error", too_large_text(size))
-            return
-        async with self._intake_lock(key):  # no await inside unless a worktree is made
-            try:
-                await self._prepare_workspace(key, label)
-            except WorkspaceError as exc:
-                problem = str(exc)
-            else:
-                problem = ""
-                ticket = self.pool.enqueue(key, prompt, origin, overrides)
-        if problem:
-            log.error("workspace.unavailable", session_key=key, error=problem)
-            yield RunFailed("", "error", f"This thread's git worktree is not available: {problem}")
-            return
-        if reply_to is not None and not ticket.finished:
-            self.ledger.accept(
-                PendingMessage(
-                    ticket.msg_id, key, prompt, origin, reply_to, accepted_at=utc_now_iso()
-                )
-            )
-        log.info(
-            "message.submitted",
-            session_key=key,
-            msg_id=ticket.msg_id,
-            origin=origin,
-            prompt_chars=len(prompt),
-        )
-        self._mark_status_dirty()
-        settled: RunDone | RunFailed | None = None
-        handed = False
-        try:
-            while True:
-                event = await ticket.events.get()
-                if isinstance(event, RunDone | RunFailed):
-                    settled = self.ledger.settle(event)
-                    await self._writes.join()  # the reply is seen once its session is on disk
-                    handed = True
-                    yield settled
-                    return
-                yield event
-        finally:
-            if not handed and reply_to is not None:  # its follower went away (a frontend
-                # closed for a new token): the answer is stored and the next frontend posts it
-                self._tasks.start(self._answer_orphan(ticket.msg_id, ticket, settled), "orphan")
-
-    async def _answer_orphan(
-        self, msg_id: str, ticket: Any, settled: RunDone | RunFailed | None
-    ) -> None:
-        """Wait for the final event of a message nobody follows any more, store it in the
-        ledger, and hand it to the frontend (now, or when one connects) to post."""
-        if settled is None:
-            while not isinstance(event := await ticket.events.get(), RunDone | RunFailed):
-                pass
-            settled = self.ledger.settle(event)
-            await self._writes.join()
-        log.info("message.answer_adopted", msg_id=msg_id, outcome=settled.kind)
-        self._orphans.append(msg_id)
-        await self._hand_orphans()
-
-    async def _hand_orphans(self) -> None:
-        """Give the frontend the adopted answers to post (they stay in the ledger until it
-        reports them posted; while stopping they are posted after the restart)."""
-        frontend = self.frontend
-        if frontend is None or self.closing or not self._orphans:
-            return
-        items = [self.ledger.accepted[m] for m in self._orphans if m in self.ledger.accepted]
-        self._orphans.clear()
-        if items:
-            await frontend.resume(items)
-
-    async def cancel(self, key: SessionKey) -> bool:
-        assert self.pool is not None
-        return await self.pool.cancel(session_key(key))
-
-    async def reset(self, key: SessionKey) -> bool:
-        return (await self.reset_session(key)).had_session
-
-    async def reset_session(self, key: SessionKey) -> ResetOutcome:
-        key = session_key(key)
-        assert self.pool is not None
-        async with self._intake_lock(key):
-            had = self.sessions.get(key) is not None
-            self.sessions[key] = None
-            if self.approvals is not None:
-                self.approvals.forget(key, "reset")
-                self.approvals.drop(key, note="the session was reset")
-            handle = self.pool.find(key)
-            await self.pool.reset(key)
-            self._writes.put_nowait(("remove", key, ""))
-            await self._writes.join()
-            workspace = self.workspace_of.pop(key, None)
-            note = ""
-            if workspace is not None:
-                note = await self._remove_workspace(key, workspace, handle)
-        log.info("session.reset", session_key=key, had_session=had, workspace=note)
-        return ResetOutcome(had, note)
-
-    async def session_info(self, key: SessionKey) -> SessionInfo:
-        key = session_key(key)
-        await self._writes.join()
-        record = await asyncio.to_thread(self.registry.get, key)
-        info = self._info(key, record)
-        workspace = self.workspace_of.get(key)
-        if workspace is not None:
-            info = dataclasses.replace(info, workspace=await self._workspace_status(workspace))
-        return info
-
-    async def _workspace_status(self, workspace: Workspace) -> WorkspaceStatus:
-        """Its status, within the time a Discord interaction may wait for its answer."""
-        try:
-            return await asyncio.wait_for(self.workspaces.status(workspace), STATUS_WITHIN)
-        except TimeoutError:
-            return WorkspaceStatus(
-                workspace.path,
-                workspace.branch,
-                workspace.base,
-                0,
-                0,
-                0,
-                problem=f"git took longer than {STATUS_WITHIN:.0f} s to count the changes",
-            )
-
-    async def list_sessions(self) -> list[SessionInfo]:
-        await self._writes.join()
-        records = await asyncio.to_thread(self.registry.list)
-        return [self._info(r.key, r) for r in records]
-
-    async def list_jobs(self) -> list[dict[str, Any]]:
-        return await self.jobs.fresh_listing() if self.jobs is not None else []
-
-    def _info(self, key: SessionKey, record: SessionRecord | None) -> SessionInfo:
-        assert self.pool is not None
-        handle = self.pool.find(key)
-        running = False
-        queue = 0
-        pid = 0
-        elapsed = 0.0
-        if handle is not None:
-            running = self.pool.running_on(handle) is not None
-            queue = max(0, len(self.pool.held_by(handle)) - (1 if running else 0))
-            pid = handle.pid
-            elapsed = float(handle.stats.get("run_elapsed_s", 0.0))
-        return SessionInfo(
-            key=key,
-            record=record,
-            running=running,
-            queue_length=queue,
-            worker_pid=pid,
-            run_elapsed_s=elapsed,
-            last_error=self.last_error.get(key, ""),
-        )
-
-    # ---- approvals (security.approvals) --------------------------------------------------
-
-    def decide_approval(
-        self,
-        request_id: str,
-        outcome: ApprovalOutcome,
-        by: str,
-        *,
-        question: int = -1,
-        option: int = -1,
-    ) -> str:
-        if self.approvals is None:
-            return "not waiting"
-        return self.approvals.decide(request_id, outcome, by, question=question, option=option)
-
-    def remembered_approvals(self, key: SessionKey) -> list[Remembered]:
-        if self.approvals is None:
-            return []
-        key = session_key(key)
-        return self.approvals.remembered(key, self.sessions.get(key) or "")
-
-    def revoke_approval(self, key: SessionKey, tool: str) -> bool:
-        return self.approvals is not None and self.approvals.revoke(session_key(key), tool)
+    def _on_discord_refused(self, exc: DiscordLoginRejected) -> None:
+        """Discord refused the token or an intent after start: the daemon ends (serve)."""
+        self._fatal = exc
+        self.stop_requested.set()
 
     # ---- reload, status, watchdog -------------------------------------------------------
 
@@ -813,7 +331,7 @@ class Supervisor:
                 self.notifier.ready(self.status_line())
                 return False, str(exc)
             self._log_settings_warnings(settings)
-            problem = await self._workspace_problem(settings)
+            problem = await self.worktrees.problem(settings)
             if problem:
                 log.error("daemon.reload_failed", error=problem)
                 self.notifier.ready(self.status_line())
@@ -827,15 +345,10 @@ class Supervisor:
             if self.frontend is not None and not token_changed:
                 self.frontend.apply_settings(settings)
             elif token_changed:
-                if self.keeper is not None:
-                    await self.keeper.stop()
-                    self.keeper = None
-                if self.frontend is not None:
-                    await self.frontend.close()
-                    self.frontend = None
+                await self.discord.end()
                 if settings.discord.token:
                     try:
-                        await self._begin_discord(DISCORD_START_WAIT_SECONDS)
+                        await self.discord.begin(DISCORD_START_WAIT_SECONDS, **self.discord_retry)
                         await self._hand_orphans()
                     except ClaudeclawError as exc:
                         log.error("daemon.reload_frontend_failed", error=str(exc))
@@ -852,12 +365,7 @@ class Supervisor:
     def status_line(self) -> str:
         """One ASCII-clean line for systemd's STATUS=."""
         counts = self.pool.counts() if self.pool else {"workers": 0, "running": 0, "queued": 0}
-        discord = "local only"
-        if self.frontend is not None:
-            summary = self.frontend.summary()
-            discord = "discord connected" if summary.get("connected") else "discord reconnecting"
-        elif self.keeper is not None and self.keeper.active:
-            discord = self.keeper.status()
+        discord = self.discord.status()
         limit = ""
         until = self.rate_limit_holds()
         if until is not None:

@@ -96,7 +96,7 @@ async def test_workers_run_the_same_code_as_their_supervisor(daemon: Supervisor)
     import psutil
 
     from claudeclaw.model import SessionKey
-    from claudeclaw.supervisor import PACKAGE_ROOT
+    from claudeclaw.workerenv import PACKAGE_ROOT
     from tests.fixtures_daemon import collect
 
     events = await collect(daemon, SessionKey("123"), "ECHO_ENV")

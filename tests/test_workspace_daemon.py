@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from claudeclaw import control
-from claudeclaw import supervisor as supervisor_module
+from claudeclaw import control, session_workspaces
 from claudeclaw.claude import transcript_path
 from claudeclaw.errors import ConfigError
 from claudeclaw.model import GLOBAL_KEY, RunDone, RunEvent, SessionKey, is_final
@@ -357,7 +356,7 @@ async def test_status_gives_up_on_slow_git_in_time_for_discord(
 ) -> None:
     sup = repo_daemon
     await ask(sup, T1, "hello")
-    monkeypatch.setattr(supervisor_module, "STATUS_WITHIN", 0.0)
+    monkeypatch.setattr(session_workspaces, "STATUS_WITHIN", 0.0)
     info = await sup.session_info(T1)
     assert info.workspace is not None and "took longer than" in info.workspace.problem
     assert info.workspace.branch == sup.workspace_of[T1].branch
