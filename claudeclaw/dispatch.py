@@ -230,7 +230,7 @@ class SessionDispatcher:
 
     async def session_info(self, key: SessionKey) -> SessionInfo:
         key = session_key(key)
-        await self._writes.join()
+        await self._writes.flush()
         record = await asyncio.to_thread(self.registry.get, key)
         info = self._info(key, record)
         status = await self.worktrees.status(key)
@@ -239,7 +239,7 @@ class SessionDispatcher:
         return info
 
     async def list_sessions(self) -> list[SessionInfo]:
-        await self._writes.join()
+        await self._writes.flush()
         records = await asyncio.to_thread(self.registry.list)
         return [self._info(r.key, r) for r in records]
 

@@ -251,7 +251,7 @@ class Supervisor(SessionDispatcher):
         await self.discord.close(self.drain_seconds)
         if self.control is not None:
             await self.control.close()
-        await self._writes.join()  # let queued registry changes land before we go
+        await self._writes.flush()  # let queued state changes land before we go
         if self.approvals is not None:
             await self.approvals.flush()
         await self._tasks.cancel_all()

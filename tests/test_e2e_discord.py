@@ -91,6 +91,7 @@ async def test_thread_message_gets_its_own_session_and_dm_uses_global(
     await fake_discord.user_says(dm, "hello in a DM")
     await fake_discord.wait_for_message(dm, reply_to(fake_discord, dm, "turn=1"), timeout=30)
 
+    await sup._writes.flush()  # (turn counts reach the disk a few seconds later)
     threads = json.loads(sup.paths.thread_sessions_file.read_text())["threads"]
     assert list(threads) == [thread] and threads[thread]["turnCount"] == 2
     glob = json.loads(sup.paths.global_session_file.read_text())

@@ -65,6 +65,7 @@ async def test_first_message_creates_session_and_second_resumes(daemon: Supervis
     assert started(second)[0].resumed is True
     assert done2.session_id == done1.session_id
     assert done2.reply == "FAKE-REPLY turn=2 last=again"
+    await daemon._writes.flush()  # (turn counts reach the disk a few seconds later)
     stored = json.loads(daemon.paths.thread_sessions_file.read_text())
     entry = stored["threads"][key]
     assert entry["sessionId"] == done1.session_id and entry["turnCount"] == 2
@@ -877,6 +878,7 @@ async def test_coalescing_answers_what_piled_up_in_one_run(make_project) -> None
         assert d2.reply == "FAKE-REPLY turn=2 last=two\n\nthree"
         assert d3.reply == "" and d3.merged_into == d2.msg_id
         assert started(r3) and started(r3)[0].pid == started(r2)[0].pid
+        await sup._writes.flush()
         record = await asyncio.to_thread(sup.registry.get, key)
         assert record is not None and record.turn_count == 2
     finally:
@@ -961,6 +963,7 @@ async def test_a_failing_state_write_does_not_stop_replies(
     monkeypatch.setattr(daemon.registry, "apply", original)
     again = final(await collect(daemon, key, "disk ok"))
     assert isinstance(again, RunDone)
+    await daemon._writes.flush()  # (its turn's touch would write within TOUCH_DELAY_S)
     assert await asyncio.to_thread(daemon.registry.get, key) is not None
 
 
