@@ -264,7 +264,9 @@ async def per_message(
         await rig.start()
         if pyspy:  # a flame graph of the daemon's processes (py-spy must be installed)
             assert rig.proc is not None
-            spy_args = os.environ.get("BENCH_PYSPY_ARGS", "record --gil --nonblocking --subprocesses -r 500 -f raw").split()
+            spy_args = os.environ.get(
+                "BENCH_PYSPY_ARGS", "record --gil --nonblocking --subprocesses -r 500 -f raw"
+            ).split()
             spy = subprocess.Popen(
                 ["py-spy", *spy_args, "-o", pyspy, "-p", str(rig.proc.pid)],
                 stdout=subprocess.DEVNULL,
