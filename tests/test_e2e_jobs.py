@@ -122,6 +122,7 @@ async def test_heartbeat_ok_is_not_posted_and_anything_else_is(
     assert [m["content"] for m in beats] == ["💓 **Heartbeat**\ndisk-almost-full"]
     assert not posts(fake, channel, "HEARTBEAT_OK")
     # the heartbeat runs in the global session, like the original
+    await sup._writes.flush()  # (turn counts reach the disk a few seconds later)
     assert json.loads(sup.paths.global_session_file.read_text())["turnCount"] == 2
 
 
