@@ -924,10 +924,11 @@ class LimitSettings:
         "maxIdleWorkers",
         Whole(0, 1024),
         "Idle workers kept across all sessions (each ~8 MB of its own, its warm `claude` "
-        "~200 MB more); beyond it the least recently used idle one exits at once, closing "
-        "its warm `claude`: that thread's next message starts cold (a worker in ~15 ms, "
-        "then `claude --resume`), as after `workerIdleSeconds`. It bounds the sessions "
-        "kept warm while idle too. 0: a worker exits as soon as it is idle.",
+        "~200 MB more); beyond it the least recently used idle one exits within a second "
+        "(not beside the reply that made one idle), closing its warm `claude`: that "
+        "thread's next message starts cold (a worker in ~15 ms, then `claude --resume`), "
+        "as after `workerIdleSeconds`. It bounds the sessions kept warm while idle too. "
+        "0: a worker exits within a second of becoming idle.",
     )
 
 

@@ -20,7 +20,8 @@ enqueued them (each message's :class:`Ticket`). It owns:
 * **the usage-limit pause**: no slot is granted until Claude's usage limit resets;
 * **limits on workers**: ``limits.maxWorkers`` live processes (the idlest is retired to make
   room), ``limits.workerIdleSeconds`` before an idle worker is retired, and at most
-  ``limits.maxIdleWorkers`` idle ones (the least recently used beyond that exits at once);
+  ``limits.maxIdleWorkers`` idle ones (the least recently used beyond that exits within a
+  second: not beside the reply that made one idle);
 * **health**: a ping every few seconds answered by the worker's event loop; a worker that
   stops answering is killed (and its ``claude`` process group with it) and replaced.
 
@@ -76,6 +77,9 @@ MAX_BOOT_FAILURES = 3
 # the next spare is forked this long after one is taken: not while the taken one starts its
 # claude (on a 2-core server a fork beside that start delays the first answer by ~2 ms)
 SPARE_REFILL_DELAY_S = 0.5
+# over limits.maxIdleWorkers, the least recently used idle worker exits this long after a
+# worker went idle: its exit is not beside the reply that made it idle (~1 ms of it here)
+IDLE_CAP_DELAY_S = 1.0
 DUMP_WAIT_S = 1.0  # a hung worker writes its stacks to the log in this time, then dies
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
 RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset time
@@ -238,6 +242,7 @@ class WorkerPool:
         self.spare_failures = 0  # spares that died unused in a row; at MAX_BOOT_FAILURES: none
         self.keep_spare = True  # False: no spares (tests of the plain fork path)
         self._refill_timer: asyncio.TimerHandle | None = None
+        self._idle_cap_timer: asyncio.TimerHandle | None = None
         self.slots = SlotScheduler(settings.limits.max_concurrent_runs, self._send_grant)
         self.closing = False
         self.last_health_check = time.monotonic()
@@ -980,15 +985,20 @@ class WorkerPool:
         if handle.retire_when_idle and handle.state == "ready":
             self._retire(handle)
             return
-        handle.idle_timer = asyncio.get_running_loop().call_later(
+        loop = asyncio.get_running_loop()
+        handle.idle_timer = loop.call_later(
             self.settings.limits.worker_idle_seconds, self._retire_if_idle, handle
         )
-        self._enforce_idle_cap()
+        if self._idle_cap_timer is None:  # not now: the answer that made it idle is on its way
+            self._idle_cap_timer = loop.call_later(IDLE_CAP_DELAY_S, self._enforce_idle_cap)
 
     def _enforce_idle_cap(self) -> None:
         """Over ``limits.maxIdleWorkers`` idle workers: the least recently used ones exit
         (with their warm ``claude``). An idle worker costs ~8 MB and its warm ``claude``
         ~200 MB; a thread whose worker left starts cold, which is all it loses."""
+        self._idle_cap_timer = None
+        if self.closing:
+            return
         idle = [h for h in self.workers.values() if h.state == "ready" and not self.holds(h)]
         excess = len(idle) - self.settings.limits.max_idle_workers
         for handle in sorted(idle, key=lambda h: h.last_activity)[: max(0, excess)]:
