@@ -150,11 +150,7 @@ class SlotScheduler:
 
     def acquire(self, handle: WorkerHandle, msg_id: str) -> int:
         """Request a slot; returns 0 if granted now, else the place in line (1 = next)."""
-        if msg_id in self.active:
-            self._grant(handle, msg_id)
-            return 0
-        if len(self.active) < self.capacity and not self.waiting and not self.paused:
-            self.active[msg_id] = handle
+        if msg_id in self.active or self.take_if_free(handle, msg_id):
             self._grant(handle, msg_id)
             return 0
         self.waiting.append((handle, msg_id))
