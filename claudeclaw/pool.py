@@ -573,15 +573,15 @@ class WorkerPool:
                 self._kill(spare, why)
         return spare
 
+    def _idle_workers(self) -> list[WorkerHandle]:
+        """The ready workers that hold no message, least recently used first."""
+        idle = [h for h in self.workers.values() if h.state == "ready" and not self.holds(h)]
+        return sorted(idle, key=lambda h: h.last_activity)
+
     def _evict_idlest(self, exclude: WorkerHandle) -> bool:
-        idle = [
-            h
-            for h in self.workers.values()
-            if h is not exclude and h.state == "ready" and not self.holds(h)
-        ]
-        if not idle:
+        victim = next((h for h in self._idle_workers() if h is not exclude), None)
+        if victim is None:
             return False
-        victim = min(idle, key=lambda h: h.last_activity)
         log.info("worker.evicted", session_key=victim.key, pid=victim.pid)
         self._retire(victim)
         return True
@@ -995,9 +995,9 @@ class WorkerPool:
         self._idle_cap_timer = None
         if self.closing:
             return
-        idle = [h for h in self.workers.values() if h.state == "ready" and not self.holds(h)]
+        idle = self._idle_workers()
         excess = len(idle) - self.settings.limits.max_idle_workers
-        for handle in sorted(idle, key=lambda h: h.last_activity)[: max(0, excess)]:
+        for handle in idle[: max(0, excess)]:
             log.info("worker.idle_exit", session_key=handle.key, worker_pid=handle.pid, lru=True)
             self._retire(handle)
 
