@@ -317,10 +317,6 @@ class ApprovalBroker:
         self._finish(request_id, outcome, by)
         return ""
 
-    def answers_so_far(self, request_id: str) -> dict[int, str]:
-        pending = self.pending.get(request_id)
-        return dict(pending.answers) if pending is not None else {}
-
     def _finish(self, request_id: str, outcome: ApprovalOutcome, by: str, note: str = "") -> None:
         pending = self.pending.pop(request_id, None)
         if pending is None:
@@ -387,9 +383,6 @@ class ApprovalBroker:
         """The daemon stops: every waiting request is denied (its run ends as interrupted)."""
         for request_id in list(self.pending):
             self._finish(request_id, "shutdown", "", note)
-
-    def pending_for(self, key: SessionKey) -> list[RunApproval]:
-        return [p.event for p in self.pending.values() if p.key == key]
 
 
 def _denial(outcome: ApprovalOutcome, by: str, timeout: float) -> str:
