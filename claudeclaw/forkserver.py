@@ -90,8 +90,9 @@ def serve(fd: int) -> int:
     # reach so children do not dirty (copy) the pages they live on
     import claudeclaw.worker
 
-    claudeclaw.worker.build_parser()
-    claudeclaw.worker.build_parser().parse_args(  # argparse's lazy imports and regexes
+    # the worker's parser, built once for every child, and used once: argparse's lazy
+    # imports and regexes load now, not in each forked worker
+    claudeclaw.worker.build_parser().parse_args(
         ["--project", "/", "--key", "global", "--socket", "/"]
     )
     gc.collect()
