@@ -45,7 +45,7 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
-from claudeclaw.pool import WorkerPool
+from claudeclaw.pool import Ticket, WorkerPool
 from claudeclaw.session_workspaces import SessionWorkspaces
 from claudeclaw.sessions import SessionRegistry, utc_now_iso
 from claudeclaw.statewriter import Change, StateWriter
@@ -167,7 +167,7 @@ class SessionDispatcher:
         finally:
             if not handed and reply_to is not None:  # its follower went away (a frontend
                 # closed for a new token): the answer is stored and the next frontend posts it
-                self._tasks.start(self._answer_orphan(ticket.msg_id, ticket, settled), "orphan")
+                self._tasks.start(self._answer_orphan(ticket, settled), "orphan")
 
     async def attach_frontend(self, frontend: Any) -> None:
         """``frontend`` is connected: it posts what waited for one (the previous run's
@@ -178,9 +178,7 @@ class SessionDispatcher:
         await frontend.resume(self.take_pending())
         await self._hand_orphans()
 
-    async def _answer_orphan(
-        self, msg_id: str, ticket: Any, settled: RunDone | RunFailed | None
-    ) -> None:
+    async def _answer_orphan(self, ticket: Ticket, settled: RunDone | RunFailed | None) -> None:
         """Wait for the final event of a message nobody follows any more, store it in the
         ledger, and hand it to the frontend (now, or when one connects) to post."""
         if settled is None:
@@ -188,8 +186,8 @@ class SessionDispatcher:
                 pass
             settled = self.ledger.settle(event)
             await self._writes.join()
-        log.info("message.answer_adopted", msg_id=msg_id, outcome=settled.kind)
-        self._orphans.append(msg_id)
+        log.info("message.answer_adopted", msg_id=ticket.msg_id, outcome=settled.kind)
+        self._orphans.append(ticket.msg_id)
         await self._hand_orphans()
 
     async def _hand_orphans(self) -> None:
