@@ -416,11 +416,8 @@ async def test_over_max_idle_workers_the_least_recently_used_exits(make_project)
        three idle workers, so A's (the least recently used) exits at once; B's and C's stay.
     2. A's next message comes back on a new worker and resumes A's session; now B's
        worker is the least recently used idle one and exits."""
-    from claudeclaw.config import load_settings
-
     paths = make_project(limits={"maxIdleWorkers": 2, "workerIdleSeconds": 600})
-    sup = Supervisor(paths, load_settings(paths.settings_file), log_mode="json")
-    await sup.startup()
+    sup = await started_supervisor(paths)
     try:
         assert sup.pool is not None
         a, b, c = (SessionKey(f"96000000000000000{i}") for i in range(3))
