@@ -211,19 +211,27 @@ class SessionRegistry:
 
     # ---- file plumbing ------------------------------------------------------------------
 
-    def _read(self, key: SessionKey) -> Any:
-        """The raw entry for ``key`` (None if absent); reads only."""
-        if key == GLOBAL_KEY:
-            return jsonstore.read_json(
-                self._paths.global_session_file,
-                validate=jsonstore.is_object,
-                lock_path=self._paths.lock_file,
-            )
-        data = jsonstore.read_json(
+    def _read_global(self) -> Any:
+        """session.json (None if absent); reads only."""
+        return jsonstore.read_json(
+            self._paths.global_session_file,
+            validate=jsonstore.is_object,
+            lock_path=self._paths.lock_file,
+        )
+
+    def _read_threads(self) -> Any:
+        """The sessions.json document (None if absent); reads only."""
+        return jsonstore.read_json(
             self._paths.thread_sessions_file,
             validate=_is_registry,
             lock_path=self._paths.lock_file,
         )
+
+    def _read(self, key: SessionKey) -> Any:
+        """The raw entry for ``key`` (None if absent); reads only."""
+        if key == GLOBAL_KEY:
+            return self._read_global()
+        data = self._read_threads()
         if data is None:
             return None
         return data.get(_THREADS, {}).get(key)
@@ -347,18 +355,10 @@ class SessionRegistry:
         other entries are kept and nothing is rewritten. Returns the problems found."""
         problems: list[str] = []
         found: list[tuple[str, Any]] = []
-        glob = jsonstore.read_json(
-            self._paths.global_session_file,
-            validate=jsonstore.is_object,
-            lock_path=self._paths.lock_file,
-        )
+        glob = self._read_global()
         if glob is not None:
             found.append((GLOBAL_KEY, glob))
-        data = jsonstore.read_json(
-            self._paths.thread_sessions_file,
-            validate=_is_registry,
-            lock_path=self._paths.lock_file,
-        )
+        data = self._read_threads()
         if data is not None:
             found.extend(data.get(_THREADS, {}).items())
         for raw_key, entry in found:
@@ -378,11 +378,7 @@ class SessionRegistry:
     def list(self) -> list[SessionRecord]:
         """Thread (and channel) sessions in insertion order; not the global one, not job
         entries such as ``daily-report``, not placeholders with an empty id."""
-        data = jsonstore.read_json(
-            self._paths.thread_sessions_file,
-            validate=_is_registry,
-            lock_path=self._paths.lock_file,
-        )
+        data = self._read_threads()
         if data is None:
             return []
         records: list[SessionRecord] = []
