@@ -61,6 +61,7 @@ from claudeclaw.model import (
     WorkerStatus,
     event_from_dict,
     is_final,
+    parse_time,
 )
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.procs import ProcessIdentity
@@ -435,14 +436,11 @@ class WorkerPool:
     def note_rate_limit(self, retry_at: str) -> None:
         """A run was refused by Claude's usage limit: start nothing until it resets (the
         time the CLI named, else a few minutes from now); messages wait, queued."""
-        until = self.now() + RATE_LIMIT_DEFAULT_PAUSE
-        if retry_at:
-            try:
-                until = datetime.fromisoformat(retry_at)
-            except ValueError:
+        until = parse_time(retry_at)  # aware: one without a zone is UTC
+        if until is None:
+            if retry_at:
                 log.warning("pool.rate_limit_unparsed", retry_at=retry_at)
-        if until.tzinfo is None:
-            until = until.replace(tzinfo=UTC)
+            until = self.now() + RATE_LIMIT_DEFAULT_PAUSE
         if until <= self.now():
             return
         self.limit_until = until
