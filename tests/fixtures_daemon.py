@@ -4,6 +4,7 @@
 * ``daemon``: a started in-process :class:`Supervisor` for that project (stopped after).
 * ``collect``: submit a message and gather its events up to the final one; ``final``,
   ``started``, ``wait_for`` to look at them.
+* ``without_spare``: the pool keeps no pre-forked spare (a new key's worker is forked).
 * ``new_supervisor`` / ``started_supervisor``: the daemon for a project as tests run it
   (``discord=True``: against the fake Discord); ``discord_settings`` for its settings.
 * ``start_supervisor``: ``await start_supervisor(paths)``, shut down after the test.
@@ -32,6 +33,7 @@ from claudeclaw import control
 from claudeclaw.config import load_settings
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted, SessionKey, is_final
 from claudeclaw.paths import ProjectPaths
+from claudeclaw.pool import WorkerPool
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
 
@@ -172,6 +174,14 @@ async def collect(
             if is_final(event):
                 break
     return events
+
+
+async def without_spare(pool: WorkerPool) -> None:
+    """No pre-forked spare from now on: new keys fork their worker (the plain path)."""
+    pool.keep_spare = False
+    spare = pool._drop_spare("test")
+    if spare is not None and spare.process is not None:
+        await spare.exited.wait()
 
 
 def final(events: list[RunEvent]) -> RunDone | RunFailed:

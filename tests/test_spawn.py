@@ -18,7 +18,7 @@ from typing import Any
 from claudeclaw.model import RunFailed, SessionKey
 from claudeclaw.spawn import ForkedProcess, ForkServerSpawner
 from claudeclaw.supervisor import Supervisor
-from tests.fixtures_daemon import collect, final
+from tests.fixtures_daemon import collect, final, without_spare
 
 
 class ExitingServer:
@@ -95,10 +95,7 @@ async def test_a_stop_while_a_worker_starts_ends_its_message_at_once(daemon: Sup
     Result: the stop does not wait for the start; the message ends with reason
     ``shutdown`` (so a frontend keeps it for the restart), not never."""
     assert daemon.pool is not None
-    daemon.pool.keep_spare = False  # no pre-forked spare: the message's worker is spawned
-    spare = daemon.pool._drop_spare("test")
-    if spare is not None and spare.process is not None:
-        await spare.exited.wait()
+    await without_spare(daemon.pool)  # the message's worker is spawned
     spawning = asyncio.Event()
 
     async def hanging(args: Any, env: Any) -> Any:

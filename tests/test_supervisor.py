@@ -39,6 +39,7 @@ from tests.fixtures_daemon import (
     started,
     started_supervisor,
     wait_for,
+    without_spare,
 )
 
 # A run that lasts until the test stops it. Not HANG: the fake ignores an interrupt then,
@@ -491,14 +492,6 @@ async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_pr
         await sup.shutdown()
 
 
-async def _without_spare(pool: WorkerPool) -> None:
-    """No pre-forked spare from now on: new keys fork their worker (the plain path)."""
-    pool.keep_spare = False
-    spare = pool._drop_spare("test")
-    if spare is not None and spare.process is not None:
-        await spare.exited.wait()
-
-
 def _ready_spare(pool: WorkerPool, other_than: int = 0) -> WorkerHandle | None:
     """The pool's spare once it has said hello (and is not the process ``other_than``)."""
     spare = pool.spare
@@ -515,7 +508,7 @@ async def test_a_worker_that_says_hello_before_its_spawn_is_registered_is_accept
     refusing the worker; no crash, no second spawn."""
     assert daemon.pool is not None
     pool = daemon.pool
-    await _without_spare(pool)  # the key's worker must be forked for it
+    await without_spare(pool)  # the key's worker must be forked for it
     original = pool.spawner.spawn
     held = asyncio.Event()
 
@@ -780,7 +773,7 @@ async def test_a_worker_that_cannot_start_fails_its_message_instead_of_looping(
     the daemon does not respawn forever and keeps serving other keys."""
     assert daemon.pool is not None
     pool = daemon.pool
-    await _without_spare(pool)  # the key's own workers are the ones that cannot start
+    await without_spare(pool)  # the key's own workers are the ones that cannot start
     original = pool.spawner.spawn
 
     async def broken(args, env):  # type: ignore[no-untyped-def]
