@@ -8,11 +8,14 @@ one connection. Nothing a peer sends can take the process down.
 
 Message types (see docs/MULTI_SESSION.md for fields):
 
-* worker → supervisor: ``hello``, ``event``, ``acquire``, ``limited``, ``pong``, ``bye``
-* supervisor → worker: ``configure``, ``run``, ``grant``, ``cancel``, ``reset``, ``ping``,
-  ``reload``, ``shutdown``
-* CLI → daemon: ``status``, ``send``, ``cancel``, ``sessions.list``, ``sessions.show``,
-  ``sessions.rm``, ``reload``, ``debug.hang``; daemon → CLI: ``result``, ``error``, ``event``
+* worker → supervisor: ``hello``, ``event``, ``acquire``, ``limited``, ``warm``,
+  ``approval``, ``approval_cancel``, ``pong``, ``bye``
+* supervisor → worker: ``configure``, ``run``, ``grant``, ``cancel``, ``close_warm``,
+  ``approval_answer``, ``reset``, ``ping``, ``reload``, ``shutdown``
+* CLI → daemon: ``status``, ``send`` (then ``approval.answer`` on the same connection),
+  ``cancel``, ``sessions.list``, ``sessions.show``, ``sessions.rm``, ``reload``,
+  ``jobs.list``, ``jobs.run``, ``heartbeat.run``, ``debug.hang`` (tests only); daemon →
+  CLI: ``result``, ``error``, ``event``
 """
 
 from __future__ import annotations
