@@ -281,7 +281,7 @@ class WorkerPool:
         self.settings = settings
         self.settings_wire = settings_to_wire(settings)
         self.slots.resize(settings.limits.max_concurrent_runs)
-        if self.spare is not None and self._live_count() + 1 > settings.limits.max_workers:
+        if self.spare is not None and self._processes() > settings.limits.max_workers:
             self._drop_spare("limits.maxWorkers was lowered")
         for handle in self.live_handles():
             if handle.channel is not None and handle.state == "ready":
@@ -486,9 +486,11 @@ class WorkerPool:
 
     # ---- spawning -----------------------------------------------------------------------
 
-    def _live_count(self) -> int:
-        """Worker processes that count against ``limits.maxWorkers`` (not the spare)."""
-        return sum(1 for h in self.workers.values() if h.state != "blocked") + len(self.leaving)
+    def _processes(self) -> int:
+        """Worker processes that count against ``limits.maxWorkers``: the keys' (not those
+        still waiting for room), the leaving ones and the spare."""
+        keyed = sum(1 for h in self.workers.values() if h.state != "blocked")
+        return keyed + len(self.leaving) + (1 if self.spare is not None else 0)
 
     def _new_worker(self, key: SessionKey) -> WorkerHandle:
         spare = self.spare
@@ -498,10 +500,10 @@ class WorkerPool:
             and (spare.process is None or spare.process.returncode is None)
         ):
             return self._adopt_spare(spare, key)
+        full = self._processes() >= self.settings.limits.max_workers  # before it counts
         handle = WorkerHandle(key)
         self.workers[key] = handle
-        live = self._live_count() - 1 + (1 if self.spare is not None else 0)
-        if live >= self.settings.limits.max_workers and not self._evict_idlest(exclude=handle):
+        if full and not self._evict_idlest(exclude=handle):
             handle.state = "blocked"
             self.blocked.append(handle)
             log.info(
@@ -552,7 +554,7 @@ class WorkerPool:
             or not isinstance(self.spawner, ForkServerSpawner)
             or self.spawner.broken
             or self.spare_failures >= MAX_BOOT_FAILURES
-            or self._live_count() + 1 > self.settings.limits.max_workers
+            or self._processes() >= self.settings.limits.max_workers
         ):
             return
         handle = WorkerHandle(SessionKey(""), state="spare", born_spare=True)
@@ -586,9 +588,9 @@ class WorkerPool:
 
     def _unblock(self) -> None:
         while self.blocked:
-            live = self._live_count() + (1 if self.spare is not None else 0)
             handle = self.blocked[0]
-            if live >= self.settings.limits.max_workers and not self._evict_idlest(handle):
+            full = self._processes() >= self.settings.limits.max_workers
+            if full and not self._evict_idlest(handle):
                 return
             self.blocked.popleft()
             if self.workers.get(handle.key) is not handle:
