@@ -607,6 +607,39 @@ async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
         await sup.shutdown()
 
 
+async def test_a_reload_that_lowers_max_workers_to_the_keys_workers_ends_the_spare(
+    make_project,  # type: ignore[no-untyped-def]
+) -> None:
+    """maxWorkers=2: one key's worker and the spare fill it.
+    1. A reload keeps maxWorkers at 2: the spare stays.
+    2. A reload lowers it to 1: the spare is killed and exits (it held nothing); the
+       key's worker stays and answers."""
+    paths = make_project(limits={"maxWorkers": 2})
+    sup = await started_supervisor(paths)
+    try:
+        assert sup.pool is not None
+        pool = sup.pool
+        key = SessionKey("966000000000000000")
+        assert isinstance(final(await collect(sup, key, "one")), RunDone)
+        worker = pool.find(key)
+        await wait_for(lambda: _ready_spare(pool, worker.pid if worker else 0), "a spare")
+        spare = _ready_spare(pool)
+        assert spare is not None and spare is not worker
+        settings = json.loads(paths.settings_file.read_text())
+        applied, _message = await sup.reload()
+        assert applied and pool.spare is spare
+        settings["limits"]["maxWorkers"] = 1
+        paths.settings_file.write_text(json.dumps(settings))
+        applied, _message = await sup.reload()
+        assert applied and pool.spare is None
+        async with asyncio.timeout(10):
+            await spare.exited.wait()
+        assert pool.find(key) is worker and worker is not None and worker.state == "ready"
+        assert isinstance(final(await collect(sup, key, "two")), RunDone)
+    finally:
+        await sup.shutdown()
+
+
 async def test_a_message_with_nothing_ahead_gets_its_slot_with_its_run(
     daemon: Supervisor,
 ) -> None:
