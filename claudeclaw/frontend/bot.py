@@ -40,6 +40,7 @@ from claudeclaw.frontend.attachments import (
     Download,
     collect_attachments,
     prune_inbox,
+    store_inbox_file,
 )
 from claudeclaw.frontend.catchup import ChannelMemory, missed_messages
 from claudeclaw.frontend.commands import build_commands
@@ -64,7 +65,7 @@ from claudeclaw.model import (
     SessionKey,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.paths import ProjectPaths
 from claudeclaw.redaction import register_secret
 from claudeclaw.service import find_service, token_source_text
 from claudeclaw.tasks import TaskSet
@@ -74,12 +75,6 @@ log = get_logger(component="discord")
 UNAUTHORIZED = "Unauthorized."
 SEEN_MESSAGES = 5000  # message ids remembered to drop a replayed MESSAGE_CREATE
 MAX_INLINE_PROMPT_BYTES = 1024 * 1024  # a larger prompt is saved to a file Claude reads
-
-
-def _save_private(path: Path, text: str) -> None:
-    ensure_private_dir(path.parent.parent)
-    ensure_private_dir(path.parent)
-    write_private_text(path, text)
 
 
 LOGIN_REJECTED = (
@@ -612,9 +607,15 @@ class DiscordFrontend:
         # Too large to pass to a session (a long text, many big attachments): Claude reads
         # it from a file instead of the message never reaching it.
         body = "\n".join([f"Message: {parts.text}" if parts.text else "", *lines]).strip()
-        path = self._paths.inbox_dir / str(key) / f"{message.id}-message.txt"
+        inbox = self._paths.inbox_dir
         try:
-            await asyncio.to_thread(_save_private, path, body)
+            path = await asyncio.to_thread(
+                store_inbox_file,
+                inbox / str(key),
+                inbox,
+                f"{message.id}-message.txt",
+                body.encode(),
+            )
         except (OSError, ClaudeclawError) as exc:  # the daemon refuses it clearly then
             log.error("discord.prompt_save_failed", error=str(exc), message_id=message.id)
             return prompt
