@@ -63,6 +63,7 @@ from claudeclaw.model import (
     ReplyTo,
     RunEvent,
     SessionKey,
+    parse_time,
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
@@ -711,7 +712,8 @@ class DiscordFrontend:
         if message is None:
             turn.done()
             return
-        view = RunView(reaction=KEPT, accepted_at=_wall_time(item.accepted_at))
+        accepted = parse_time(item.accepted_at)  # images Claude wrote since then are posted
+        view = RunView(reaction=KEPT, accepted_at=accepted.timestamp() if accepted else time.time())
         if item.answer is not None or item.started:  # not run again
             turn.done()
             await self.answers.post_left_over(item, message, view, fields)
@@ -754,14 +756,6 @@ class DiscordFrontend:
 
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)
-
-
-def _wall_time(iso_time: str) -> float:
-    """``iso_time`` as a Unix time (now if it is not one)."""
-    try:
-        return dt.datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time()
 
 
 __all__ = ["DiscordFrontend", "bot_intents"]

@@ -10,7 +10,6 @@ the :class:`~claudeclaw.api.Dispatcher` protocol.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
 import shlex
 from pathlib import Path
@@ -34,6 +33,7 @@ from claudeclaw.model import (
     SessionInfo,
     SessionKey,
     WorkspaceDiff,
+    parse_time,
 )
 from claudeclaw.redaction import scrub_outbound
 
@@ -202,9 +202,8 @@ def status_text(
 
 def _when(iso: str) -> str:
     """An ISO time as a Discord timestamp (each reader sees it in their own zone)."""
-    try:
-        moment = dt.datetime.fromisoformat(iso)
-    except ValueError:
+    moment = parse_time(iso)
+    if moment is None:
         return iso or "-"
     return f"<t:{int(moment.timestamp())}:f>"
 
