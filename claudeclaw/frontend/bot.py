@@ -646,8 +646,9 @@ class DiscordFrontend:
             # The channel is on disk before the 👀 shows: a daemon killed after that but
             # before the ledger has the message finds it again by catching up in this channel.
             # The write heads the message's reaction chain, so the message need not wait.
-            view.reacting = self.follower.tasks.start(
-                self._note_channel(message.channel.id, now), "channel-note"
+            channel_id = message.channel.id
+            self.follower.in_order(
+                view, lambda: self._note_channel(channel_id, now), "channel-note"
             )
         await self.follower.react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ class RunView:
     reaction: str | None = None
     status_message: discord.Message | None = None
     status_text: str = ""
-    reacting: asyncio.Task[None] | None = None  # the last reaction change, in the background
+    reacting: asyncio.Task[None] | None = None  # the last step of its reaction chain (in_order)
 
 
 class RunFollower:
@@ -233,23 +233,24 @@ class RunFollower:
         Best effort, in the background: returns at once (a failing or rate-limited reaction
         call must never delay a reply); the changes on one message keep their order."""
         previous, view.reaction = view.reaction, emoji
-        self._chain(message, view, emoji, previous)
+        self.in_order(view, lambda: self._set_reaction(message, emoji, previous), "reaction")
 
     def add_reaction(self, message: discord.Message, view: RunView, emoji: str) -> None:
         """One more reaction (a ``[react:…]`` in the answer), after the status ones."""
-        self._chain(message, view, emoji, None)
+        self.in_order(view, lambda: self._set_reaction(message, emoji, None), "reaction")
 
-    def _chain(
-        self, message: discord.Message, view: RunView, emoji: str, previous: str | None
-    ) -> None:
+    def in_order(self, view: RunView, step: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``step`` in the background after the message's earlier reaction work, and
+        before its later one (a 👀 queued after it shows once it is done); nothing else
+        waits for it."""
         before = view.reacting
 
-        async def in_order() -> None:
+        async def after_before() -> None:
             if before is not None and not before.done():
                 await asyncio.wait({before})
-            await self._set_reaction(message, emoji, previous)
+            await step()
 
-        view.reacting = self.tasks.start(in_order(), "reaction")
+        view.reacting = self.tasks.start(after_before(), name)
 
     async def _set_reaction(
         self, message: discord.Message, emoji: str, previous: str | None
