@@ -695,9 +695,8 @@ class DiscordFrontend:
         stopped is not run again (its tools may have acted): its author is told it was
         interrupted; the others run now.
         """
+        self.mark_seen(item.reply_to.message_id for item in items)  # not caught up again
         for item in items:
-            with contextlib.suppress(ValueError):
-                self._first_sight(int(item.reply_to.message_id))  # not caught up again
             turn = self._intake_turn(int(item.reply_to.channel_id))
             self._tasks.start(self._resume_one(item, turn), "message")
         self._ledger_handed = True
