@@ -131,7 +131,7 @@ class RunFollower:
                     if not view.started:
                         view.started = time.monotonic()
                         await self.react(message, view, STEERED if event.steered else RUNNING)
-                        typing = asyncio.create_task(self._typing(message.channel, stop))
+                        typing = asyncio.create_task(self._typing(message.channel))
                         helpers.append(typing)
                         helpers.append(
                             asyncio.create_task(self._progress(message.channel, view, stop))
@@ -160,8 +160,7 @@ class RunFollower:
         finally:
             stop.set()
             running.set()
-            if typing is not None:
-                # the reply ends the indicator on Discord anyway: never wait for its request
+            if typing is not None:  # never wait for its request: the reply ends it anyway
                 typing.cancel()
             if helpers:
                 await asyncio.gather(*helpers, return_exceptions=True)
@@ -191,10 +190,12 @@ class RunFollower:
         finally:
             self._noticed.discard(channel_id)
 
-    async def _typing(self, channel: discord.abc.Messageable, stop: asyncio.Event) -> None:
+    async def _typing(self, channel: discord.abc.Messageable) -> None:
+        """The typing indicator until the run ends; :meth:`follow` cancels it then, also
+        while its first request still waits for Discord (the reply ends it anyway)."""
         try:
             async with channel.typing():
-                await stop.wait()
+                await asyncio.Future()  # until cancelled
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             log.debug("discord.typing_failed", error=type(exc).__name__)
 
