@@ -256,8 +256,12 @@ async def context_text(
     if info.record is None:
         return "🧠 No active session here, so no context yet."
     session_id = info.record.session_id
-    base = config_dir or ctx.claude_config_dir()
-    path = await asyncio.to_thread(ctx.find_transcript, session_id, project_root, base)
+
+    def find() -> Path | None:  # blocking: the files, and a passwd lookup in two-user mode
+        base = config_dir or ctx.claude_config_dir()
+        return ctx.find_transcript(session_id, project_root, base)
+
+    path = await asyncio.to_thread(find)
     if path is None:
         return f"🧠 No transcript found for session `{session_id[:8]}`."
     usage = await asyncio.to_thread(ctx.read_context_usage, path)
