@@ -69,6 +69,11 @@ def message_text(prompt: str) -> str:
     return ""
 
 
+def containing(needle: str) -> Callable[[dict[str, Any]], bool]:
+    """A ``wait_for_message`` predicate: the message's text holds ``needle``."""
+    return lambda m: needle in m.get("content", "")
+
+
 def echo_script(_key: SessionKey, _prompt: str) -> list[Step]:
     return []
 

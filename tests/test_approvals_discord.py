@@ -16,6 +16,7 @@ from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
 from tests.fake_discord import FakeDiscord
 from tests.fixtures_daemon import SupervisorStarter, discord_settings
+from tests.fixtures_discord import containing
 
 WRITE = 'PERMIT:Write:{"file_path": "/w/x.txt", "content": "hello"}'
 DaemonFactory = Callable[..., Any]
@@ -36,10 +37,6 @@ def approving_daemon(
         return await start_supervisor(paths, discord=True)
 
     return start
-
-
-def containing(needle: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda m: needle in m.get("content", "")
 
 
 async def request_message(fake: FakeDiscord, channel: str, tool: str = "Write") -> dict[str, Any]:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import types
 from typing import Any
 
 import discord
 import pytest
 
+from claudeclaw.agent import INBOX_FILE_MODE
+from claudeclaw.frontend import attachments
 from claudeclaw.model import GLOBAL_KEY, RunDone, RunFailed, RunProgress
+from claudeclaw.paths import PRIVATE_FILE_MODE
 from tests.fixtures_discord import message_text
 
 KEY = "sk-ant-api03-" + "Q" * 40  # shaped like an Anthropic key: must never reach Discord
@@ -230,11 +234,16 @@ async def test_messages_sent_while_the_bot_was_away_are_answered_in_order(
     assert replies.index("echo: missed one") < replies.index("echo: missed two")
 
 
+@pytest.mark.parametrize("two_users", [False, True], ids=["one-user", "two-users"])
 async def test_huge_attachments_reach_claude_as_a_file_not_a_poison_prompt(
-    fake_discord, dispatcher, frontend
+    fake_discord, dispatcher, frontend, monkeypatch: pytest.MonkeyPatch, two_users: bool
 ):
     """Ten text attachments of 51,200 emoji each (6 MB once JSON-escaped: more than an
-    IPC frame). Result: the prompt stays small and points at a file holding all of it."""
+    IPC frame). Result: the prompt stays small and points at a file holding all of it,
+    private to the daemon, or readable by the agent that runs claude in two-user mode
+    (shared like the attachments themselves)."""
+    if two_users:
+        monkeypatch.setattr(attachments, "agent_account", lambda: object())
     fake = fake_discord
     dm = fake.dm_channel(fake.alice)
     big = ("😀" * 51_200).encode()
@@ -249,6 +258,8 @@ async def test_huge_attachments_reach_claude_as_a_file_not_a_poison_prompt(
     assert len(saved) == 1 and str(saved[0]) in prompt
     text = saved[0].read_text()
     assert text.startswith("Message: read these") and text.count("😀") == 10 * 51_200
+    mode = stat.S_IMODE(saved[0].stat().st_mode)
+    assert mode == (INBOX_FILE_MODE if two_users else PRIVATE_FILE_MODE)
 
 
 async def test_a_reply_sent_as_a_file_by_the_worker_is_uploaded_whole(

@@ -26,6 +26,7 @@ from tests.fixtures_daemon import (
     new_supervisor,
     started_supervisor,
 )
+from tests.fixtures_discord import containing
 
 DaemonFactory = Callable[..., Any]
 
@@ -62,10 +63,6 @@ def pool_order(sup: Supervisor) -> list[tuple[str, str, SessionKey]]:
     return timeline
 
 
-def reply_to(fake: FakeDiscord, channel_id: str, needle: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda m: needle in m.get("content", "")
-
-
 async def test_thread_message_gets_its_own_session_and_dm_uses_global(
     discord_daemon: DaemonFactory, fake_discord: FakeDiscord
 ) -> None:
@@ -76,20 +73,16 @@ async def test_thread_message_gets_its_own_session_and_dm_uses_global(
     sup = await discord_daemon()
     thread = fake_discord.listen_thread_id
     await fake_discord.user_says(thread, "first in thread")
-    await fake_discord.wait_for_message(
-        thread, reply_to(fake_discord, thread, "turn=1"), timeout=30
-    )
+    await fake_discord.wait_for_message(thread, containing("turn=1"), timeout=30)
     await fake_discord.user_says(thread, "second in thread")
-    reply = await fake_discord.wait_for_message(
-        thread, reply_to(fake_discord, thread, "turn=2"), timeout=30
-    )
+    reply = await fake_discord.wait_for_message(thread, containing("turn=2"), timeout=30)
     assert "last=" in reply["content"] and "second in thread" in reply["content"]
     sent = fake_discord.sent_payloads[reply["id"]]
     assert sent["allowed_mentions"]["parse"] == []  # model output can never ping anyone
 
     dm = fake_discord.dm_channel(fake_discord.alice)
     await fake_discord.user_says(dm, "hello in a DM")
-    await fake_discord.wait_for_message(dm, reply_to(fake_discord, dm, "turn=1"), timeout=30)
+    await fake_discord.wait_for_message(dm, containing("turn=1"), timeout=30)
 
     await sup._writes.flush()  # (turn counts reach the disk a few seconds later)
     threads = json.loads(sup.paths.thread_sessions_file.read_text())["threads"]
@@ -114,9 +107,7 @@ async def test_two_threads_run_in_parallel_while_the_global_queue_is_serial(
     await fake_discord.user_says(dm, "dm-a SLEEP:0.3")
     await fake_discord.user_says(dm, "dm-b SLEEP:0.3")
     for channel, needle in ((t1, "one"), (t2, "two"), (dm, "dm-a"), (dm, "dm-b")):
-        await fake_discord.wait_for_message(
-            channel, reply_to(fake_discord, channel, needle), timeout=30
-        )
+        await fake_discord.wait_for_message(channel, containing(needle), timeout=30)
     by_key: dict[str, list[str]] = {}
     for kind, _msg, key in timeline:
         by_key.setdefault(key, []).append(kind)
@@ -133,8 +124,8 @@ async def test_deleting_a_thread_removes_its_session_archiving_keeps_it(
     mention = [fake_discord.bot]
     await fake_discord.user_says(t1, f"<@{fake_discord.bot['id']}> keep me", mentions=mention)
     await fake_discord.user_says(t2, "delete me")
-    await fake_discord.wait_for_message(t1, reply_to(fake_discord, t1, "keep me"), timeout=30)
-    await fake_discord.wait_for_message(t2, reply_to(fake_discord, t2, "delete me"), timeout=30)
+    await fake_discord.wait_for_message(t1, containing("keep me"), timeout=30)
+    await fake_discord.wait_for_message(t2, containing("delete me"), timeout=30)
     await fake_discord.archive_thread(t1)
     await fake_discord.delete_thread(t2)
     async with asyncio.timeout(10):
@@ -145,9 +136,7 @@ async def test_deleting_a_thread_removes_its_session_archiving_keeps_it(
     assert sup.pool is not None and sup.pool.find(SessionKey(t2)) is None  # worker retired
     # the archived thread resumes its session when the user comes back
     await fake_discord.user_says(t1, f"<@{fake_discord.bot['id']}> back again", mentions=mention)
-    reply = await fake_discord.wait_for_message(
-        t1, reply_to(fake_discord, t1, "back again"), timeout=30
-    )
+    reply = await fake_discord.wait_for_message(t1, containing("back again"), timeout=30)
     assert "turn=2" in reply["content"]
 
 
@@ -166,14 +155,10 @@ async def test_real_claude_cli_answers_in_a_thread_and_resumes(
     await discord_daemon(runner={"claudePath": str(real_claude_path)})
     thread = fake_discord.listen_thread_id
     await fake_discord.user_says(thread, "hello real cli")
-    first = await fake_discord.wait_for_message(
-        thread, reply_to(fake_discord, thread, "FAKE-REPLY"), timeout=60
-    )
+    first = await fake_discord.wait_for_message(thread, containing("FAKE-REPLY"), timeout=60)
     assert "user_msgs=1" in first["content"]
     await fake_discord.user_says(thread, "and again")
-    second = await fake_discord.wait_for_message(
-        thread, reply_to(fake_discord, thread, "user_msgs=2"), timeout=60
-    )
+    second = await fake_discord.wait_for_message(thread, containing("user_msgs=2"), timeout=60)
     assert "assistant_msgs=1" in second["content"]
 
 
@@ -296,9 +281,9 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
     await fake.wait_until(lambda: len(first.ledger.accepted) == 2, what="B accepted")
     await first.shutdown()
 
-    kept = await fake.wait_for_message(thread, reply_to(fake, thread, "is kept"))
+    kept = await fake.wait_for_message(thread, containing("is kept"))
     assert kept["message_reference"]["message_id"] == b["id"]
-    cut = await fake.wait_for_message(thread, reply_to(fake, thread, "shutting down"))
+    cut = await fake.wait_for_message(thread, containing("shutting down"))
     assert cut["message_reference"]["message_id"] == a["id"]
     ledger = json.loads(paths.pending_file.read_text())
     assert [e["reply_to"]["message_id"] for e in ledger] == [b["id"]]
@@ -320,10 +305,10 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
     second = await started_supervisor(paths, discord=True)
     try:
         answer = await fake.wait_for_message(
-            thread, reply_to(fake, thread, "Message: B after the restart"), timeout=30
+            thread, containing("Message: B after the restart"), timeout=30
         )
         assert answer["message_reference"]["message_id"] == b["id"]
-        note = await fake.wait_for_message(fake.general_id, reply_to(fake, "", "did not finish"))
+        note = await fake.wait_for_message(fake.general_id, containing("did not finish"))
         assert note["message_reference"]["message_id"] == crashed["id"]
         await fake.wait_until(
             lambda: second.ledger.accepted == {} and second.ledger.recovered == []
@@ -367,10 +352,10 @@ async def test_reload_with_a_new_token_reconnects_with_it(
     assert applied, message
     assert fake.identify_count == identified + 1
     await fake.user_says(dm, "after the new token")
-    await fake.wait_for_message(dm, reply_to(fake, dm, "after the new token"), timeout=30)
-    await fake.wait_for_message(dm, reply_to(fake, dm, "in flight SLEEP:1"), timeout=30)
+    await fake.wait_for_message(dm, containing("after the new token"), timeout=30)
+    await fake.wait_for_message(dm, containing("in flight SLEEP:1"), timeout=30)
     await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
-    await fake.wait_for_message(dm, reply_to(fake, dm, "queued behind it"), timeout=30)
+    await fake.wait_for_message(dm, containing("queued behind it"), timeout=30)
     await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
     assert len([m for m in fake.bot_messages(dm) if "queued behind it" in m["content"]]) == 1
     answers = [m for m in fake.bot_messages(dm) if "in flight SLEEP:1" in m["content"]]
@@ -427,9 +412,7 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
     del fake.fail_posts[thread]
     second = await started_supervisor(paths, discord=True)
     try:
-        answer = await fake.wait_for_message(
-            thread, reply_to(fake, thread, "FAKE-REPLY turn=1"), timeout=30
-        )
+        answer = await fake.wait_for_message(thread, containing("FAKE-REPLY turn=1"), timeout=30)
         assert answer["message_reference"]["message_id"] == asked["id"]
         assert "the answer must arrive" in answer["content"]
         await fake.wait_until(

@@ -128,7 +128,9 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, PRIVATE_FILE_MODE)
 
 
-def _store(dest_dir: Path, inbox_root: Path, name: str, data: bytes) -> Path:
+def store_inbox_file(dest_dir: Path, inbox_root: Path, name: str, data: bytes) -> Path:
+    """Save ``data`` as ``dest_dir/name`` in the inbox, private to the daemon, or readable
+    by the agent in two-user mode (claude runs as the agent and reads it; blocking I/O)."""
     ensure_private_dir(inbox_root)
     ensure_private_dir(dest_dir)
     path = dest_dir / name
@@ -193,7 +195,7 @@ async def collect_attachments(
                 lines.append(_too_large_line(att, kind, max_bytes))
                 continue
             name = f"{att.id}-{safe_filename(att.filename)}"
-            path = await asyncio.to_thread(_store, dest_dir, inbox_root, name, data)
+            path = await asyncio.to_thread(store_inbox_file, dest_dir, inbox_root, name, data)
         except Exception as exc:  # any download or disk failure: tell Claude, not the user
             log.warning(
                 "attachment.download_failed",

@@ -40,6 +40,7 @@ from claudeclaw.frontend.attachments import (
     Download,
     collect_attachments,
     prune_inbox,
+    store_inbox_file,
 )
 from claudeclaw.frontend.catchup import ChannelMemory, missed_messages
 from claudeclaw.frontend.commands import build_commands
@@ -62,9 +63,10 @@ from claudeclaw.model import (
     ReplyTo,
     RunEvent,
     SessionKey,
+    parse_time,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.paths import ProjectPaths
 from claudeclaw.redaction import register_secret
 from claudeclaw.service import find_service, token_source_text
 from claudeclaw.tasks import TaskSet
@@ -74,12 +76,6 @@ log = get_logger(component="discord")
 UNAUTHORIZED = "Unauthorized."
 SEEN_MESSAGES = 5000  # message ids remembered to drop a replayed MESSAGE_CREATE
 MAX_INLINE_PROMPT_BYTES = 1024 * 1024  # a larger prompt is saved to a file Claude reads
-
-
-def _save_private(path: Path, text: str) -> None:
-    ensure_private_dir(path.parent.parent)
-    ensure_private_dir(path.parent)
-    write_private_text(path, text)
 
 
 LOGIN_REJECTED = (
@@ -612,9 +608,15 @@ class DiscordFrontend:
         # Too large to pass to a session (a long text, many big attachments): Claude reads
         # it from a file instead of the message never reaching it.
         body = "\n".join([f"Message: {parts.text}" if parts.text else "", *lines]).strip()
-        path = self._paths.inbox_dir / str(key) / f"{message.id}-message.txt"
+        inbox = self._paths.inbox_dir
         try:
-            await asyncio.to_thread(_save_private, path, body)
+            path = await asyncio.to_thread(
+                store_inbox_file,
+                inbox / str(key),
+                inbox,
+                f"{message.id}-message.txt",
+                body.encode(),
+            )
         except (OSError, ClaudeclawError) as exc:  # the daemon refuses it clearly then
             log.error("discord.prompt_save_failed", error=str(exc), message_id=message.id)
             return prompt
@@ -644,8 +646,9 @@ class DiscordFrontend:
             # The channel is on disk before the 👀 shows: a daemon killed after that but
             # before the ledger has the message finds it again by catching up in this channel.
             # The write heads the message's reaction chain, so the message need not wait.
-            view.reacting = self.follower.tasks.start(
-                self._note_channel(message.channel.id, now), "channel-note"
+            channel_id = message.channel.id
+            self.follower.in_order(
+                view, lambda: self._note_channel(channel_id, now), "channel-note"
             )
         await self.follower.react(message, view, ACCEPTED)
         prompt = await self._build_prompt(message, facts, key)
@@ -692,9 +695,8 @@ class DiscordFrontend:
         stopped is not run again (its tools may have acted): its author is told it was
         interrupted; the others run now.
         """
+        self.mark_seen(item.reply_to.message_id for item in items)  # not caught up again
         for item in items:
-            with contextlib.suppress(ValueError):
-                self._first_sight(int(item.reply_to.message_id))  # not caught up again
             turn = self._intake_turn(int(item.reply_to.channel_id))
             self._tasks.start(self._resume_one(item, turn), "message")
         self._ledger_handed = True
@@ -710,7 +712,8 @@ class DiscordFrontend:
         if message is None:
             turn.done()
             return
-        view = RunView(reaction=KEPT, accepted_at=_wall_time(item.accepted_at))
+        accepted = parse_time(item.accepted_at)  # images Claude wrote since then are posted
+        view = RunView(reaction=KEPT, accepted_at=accepted.timestamp() if accepted else time.time())
         if item.answer is not None or item.started:  # not run again
             turn.done()
             await self.answers.post_left_over(item, message, view, fields)
@@ -753,14 +756,6 @@ class DiscordFrontend:
 
     def is_authorized(self, user_id: str) -> bool:
         return is_authorized(user_id, self._settings.discord)
-
-
-def _wall_time(iso_time: str) -> float:
-    """``iso_time`` as a Unix time (now if it is not one)."""
-    try:
-        return dt.datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time()
 
 
 __all__ = ["DiscordFrontend", "bot_intents"]

@@ -10,7 +10,6 @@ the :class:`~claudeclaw.api.Dispatcher` protocol.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
 import shlex
 from pathlib import Path
@@ -34,6 +33,7 @@ from claudeclaw.model import (
     SessionInfo,
     SessionKey,
     WorkspaceDiff,
+    parse_time,
 )
 from claudeclaw.redaction import scrub_outbound
 
@@ -202,9 +202,8 @@ def status_text(
 
 def _when(iso: str) -> str:
     """An ISO time as a Discord timestamp (each reader sees it in their own zone)."""
-    try:
-        moment = dt.datetime.fromisoformat(iso)
-    except ValueError:
+    moment = parse_time(iso)
+    if moment is None:
         return iso or "-"
     return f"<t:{int(moment.timestamp())}:f>"
 
@@ -257,8 +256,12 @@ async def context_text(
     if info.record is None:
         return "🧠 No active session here, so no context yet."
     session_id = info.record.session_id
-    base = config_dir or ctx.claude_config_dir()
-    path = await asyncio.to_thread(ctx.find_transcript, session_id, project_root, base)
+
+    def find() -> Path | None:  # blocking: the files, and a passwd lookup in two-user mode
+        base = config_dir or ctx.claude_config_dir()
+        return ctx.find_transcript(session_id, project_root, base)
+
+    path = await asyncio.to_thread(find)
     if path is None:
         return f"🧠 No transcript found for session `{session_id[:8]}`."
     usage = await asyncio.to_thread(ctx.read_context_usage, path)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ class RunView:
     reaction: str | None = None
     status_message: discord.Message | None = None
     status_text: str = ""
-    reacting: asyncio.Task[None] | None = None  # the last reaction change, in the background
+    reacting: asyncio.Task[None] | None = None  # the last step of its reaction chain (in_order)
 
 
 class RunFollower:
@@ -131,7 +131,7 @@ class RunFollower:
                     if not view.started:
                         view.started = time.monotonic()
                         await self.react(message, view, STEERED if event.steered else RUNNING)
-                        typing = asyncio.create_task(self._typing(message.channel, stop))
+                        typing = asyncio.create_task(self._typing(message.channel))
                         helpers.append(typing)
                         helpers.append(
                             asyncio.create_task(self._progress(message.channel, view, stop))
@@ -160,8 +160,7 @@ class RunFollower:
         finally:
             stop.set()
             running.set()
-            if typing is not None:
-                # the reply ends the indicator on Discord anyway: never wait for its request
+            if typing is not None:  # never wait for its request: the reply ends it anyway
                 typing.cancel()
             if helpers:
                 await asyncio.gather(*helpers, return_exceptions=True)
@@ -191,10 +190,12 @@ class RunFollower:
         finally:
             self._noticed.discard(channel_id)
 
-    async def _typing(self, channel: discord.abc.Messageable, stop: asyncio.Event) -> None:
+    async def _typing(self, channel: discord.abc.Messageable) -> None:
+        """The typing indicator until the run ends; :meth:`follow` cancels it then, also
+        while its first request still waits for Discord (the reply ends it anyway)."""
         try:
             async with channel.typing():
-                await stop.wait()
+                await asyncio.Future()  # until cancelled
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             log.debug("discord.typing_failed", error=type(exc).__name__)
 
@@ -233,23 +234,24 @@ class RunFollower:
         Best effort, in the background: returns at once (a failing or rate-limited reaction
         call must never delay a reply); the changes on one message keep their order."""
         previous, view.reaction = view.reaction, emoji
-        self._chain(message, view, emoji, previous)
+        self.in_order(view, lambda: self._set_reaction(message, emoji, previous), "reaction")
 
     def add_reaction(self, message: discord.Message, view: RunView, emoji: str) -> None:
         """One more reaction (a ``[react:…]`` in the answer), after the status ones."""
-        self._chain(message, view, emoji, None)
+        self.in_order(view, lambda: self._set_reaction(message, emoji, None), "reaction")
 
-    def _chain(
-        self, message: discord.Message, view: RunView, emoji: str, previous: str | None
-    ) -> None:
+    def in_order(self, view: RunView, step: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``step`` in the background after the message's earlier reaction work, and
+        before its later one (a 👀 queued after it shows once it is done); nothing else
+        waits for it."""
         before = view.reacting
 
-        async def in_order() -> None:
+        async def after_before() -> None:
             if before is not None and not before.done():
                 await asyncio.wait({before})
-            await self._set_reaction(message, emoji, previous)
+            await step()
 
-        view.reacting = self.tasks.start(in_order(), "reaction")
+        view.reacting = self.tasks.start(after_before(), name)
 
     async def _set_reaction(
         self, message: discord.Message, emoji: str, previous: str | None
