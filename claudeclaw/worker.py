@@ -168,7 +168,6 @@ class Worker:
         self.current: _Queued | None = None
         self.current_task: asyncio.Task[RunDone | RunFailed] | None = None
         self.run_started = 0.0
-        self.claude_pid = 0
         self.waiting_grant: tuple[str, asyncio.Future[None]] | None = None
         self.granted_early: set[str] = set()  # runs whose slot came with them
         self.work_ready = asyncio.Event()
@@ -200,7 +199,6 @@ class Worker:
         if isinstance(event, RunSession) and event.session_id:
             self.session_id = event.session_id
         elif isinstance(event, RunStarted):
-            self.claude_pid = event.pid
             self.started_event = event
             for rider in self.riders:  # messages answered by this run see it start too
                 self._send(
@@ -578,7 +576,6 @@ class Worker:
         self.current_task = None
         self.current = None
         self.riders = []
-        self.claude_pid = 0
         self.started_event = None
         if self.claude.warm:
             self._report_warm()  # also its place in the pool's least-recently-used order

@@ -171,7 +171,6 @@ class LiveClaude:
         self.log = log
         self.stderr = CappedText()
         self.turns = 0
-        self.last_used = time.monotonic()
         self.broken = ""  # why this process must not take another turn
         self.frozen = False  # SIGSTOPped between turns (see freeze)
         self._cost_seen = 0.0  # result.total_cost_usd is cumulative over the process
@@ -470,7 +469,6 @@ class LiveClaude:
         finally:
             self._turn = None
             self.turns += 1
-            self.last_used = time.monotonic()
             self.log.info(
                 "claude.live_turn",
                 pid=self.pid,

@@ -58,7 +58,6 @@ class RunnerStatus:
     claude_pid: int = 0
     rss_bytes: int = 0
     running: bool = False
-    idle_s: float = 0.0  # since the warm process's last turn
     frozen: bool = False  # the idle warm process is stopped (no CPU) until the next message
 
 
@@ -152,10 +151,6 @@ class ClaudeSessionRunner:
     @property
     def warm(self) -> bool:
         return self._live is not None and self._live.alive
-
-    @property
-    def last_used(self) -> float:
-        return self._live.last_used if self._live is not None else 0.0
 
     async def run(
         self,
@@ -337,7 +332,6 @@ class ClaudeSessionRunner:
                 claude_pid=live.pid,
                 rss_bytes=_rss(live.pid),
                 running=live.busy,
-                idle_s=0.0 if live.busy else round(time.monotonic() - live.last_used, 1),
                 frozen=live.frozen,
             )
         if self._cold_task is not None and self._cold_pid:
