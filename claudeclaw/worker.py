@@ -282,6 +282,10 @@ class Worker:
             self.steering.add(task)
             task.add_done_callback(self.steering.discard)
             return
+        self._enqueue(item)
+
+    def _enqueue(self, item: _Queued) -> None:
+        """Put ``item`` at the back of the queue and tell its sender how many are ahead."""
         self.queue.append(item)
         ahead = len(self.queue) - 1 + (1 if self.current else 0)
         self._emit(RunQueued(item.msg_id, ahead))
@@ -405,9 +409,7 @@ class Worker:
                     }
                 )
             return
-        self.queue.append(item)
-        self._emit(RunQueued(item.msg_id, len(self.queue) - 1 + (1 if self.current else 0)))
-        self.work_ready.set()
+        self._enqueue(item)
 
     def handle_reset(self, message: ipc.Message) -> None:
         """Forget the session: cancel what runs, drop what waits, start fresh next time."""
