@@ -38,6 +38,7 @@ import psutil
 from claudeclaw.claude.argv import build_env, build_live_argv
 from claudeclaw.claude.live import CanUseTool, LiveClaude, LiveDied
 from claudeclaw.claude.runner import run_claude, run_to_completion, share_transcript_if_agent
+from claudeclaw.claude.stream import is_session_gone
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
@@ -232,7 +233,7 @@ class ClaudeSessionRunner:
             )
             if isinstance(started, str):
                 log.warning("claude.live_start_failed", error=started[:500])
-                if "No conversation found" not in started:  # not just this session: a while
+                if not is_session_gone(started):  # not just this session: for a while
                     self._cold_until = time.monotonic() + WARM_RETRY_SECONDS
                 return None
             live, self._live, self._live_key = started, started, key
