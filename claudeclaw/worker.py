@@ -176,7 +176,6 @@ class Worker:
         self.cancel_reason = ""
         self.riders: list[_Queued] = []  # merged into the current run (coalescing)
         self.steered: list[_Queued] = []  # written into the current run (busyPolicy steer)
-        self.steering: set[asyncio.Task[None]] = set()  # steers being written
         self.run_task: asyncio.Task[None] | None = None  # run_loop(), set by serve()
         self.tasks = TaskSet("worker")
         self.claude = ClaudeSessionRunner(
@@ -278,9 +277,7 @@ class Worker:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
             return
         if self._may_steer(item):
-            task = self.tasks.start(self._steer(item), "steer")
-            self.steering.add(task)
-            task.add_done_callback(self.steering.discard)
+            self.tasks.start(self._steer(item), "steer")  # the run loop waits for these
             return
         self._enqueue(item)
 
@@ -470,8 +467,8 @@ class Worker:
             for item in batch:
                 self.queue.remove(item)
             final = await self._run(batch)
-            if self.steering:
-                await asyncio.wait(self.steering)
+            if steering := self.tasks.named("steer"):  # steers still being written
+                await asyncio.wait(steering)
             batch += self.steered
             self.steered = []
             if not self._wait_for_limit_reset(batch, final):
