@@ -168,7 +168,6 @@ class Worker:
         self.current: _Queued | None = None
         self.current_task: asyncio.Task[RunDone | RunFailed] | None = None
         self.run_started = 0.0
-        self.claude_pid = 0
         self.waiting_grant: tuple[str, asyncio.Future[None]] | None = None
         self.granted_early: set[str] = set()  # runs whose slot came with them
         self.work_ready = asyncio.Event()
@@ -177,7 +176,6 @@ class Worker:
         self.cancel_reason = ""
         self.riders: list[_Queued] = []  # merged into the current run (coalescing)
         self.steered: list[_Queued] = []  # written into the current run (busyPolicy steer)
-        self.steering: set[asyncio.Task[None]] = set()  # steers being written
         self.run_task: asyncio.Task[None] | None = None  # run_loop(), set by serve()
         self.tasks = TaskSet("worker")
         self.claude = ClaudeSessionRunner(
@@ -200,7 +198,6 @@ class Worker:
         if isinstance(event, RunSession) and event.session_id:
             self.session_id = event.session_id
         elif isinstance(event, RunStarted):
-            self.claude_pid = event.pid
             self.started_event = event
             for rider in self.riders:  # messages answered by this run see it start too
                 self._send(
@@ -280,10 +277,12 @@ class Worker:
             self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
             return
         if self._may_steer(item):
-            task = self.tasks.start(self._steer(item), "steer")
-            self.steering.add(task)
-            task.add_done_callback(self.steering.discard)
+            self.tasks.start(self._steer(item), "steer")  # the run loop waits for these
             return
+        self._enqueue(item)
+
+    def _enqueue(self, item: _Queued) -> None:
+        """Put ``item`` at the back of the queue and tell its sender how many are ahead."""
         self.queue.append(item)
         ahead = len(self.queue) - 1 + (1 if self.current else 0)
         self._emit(RunQueued(item.msg_id, ahead))
@@ -407,9 +406,7 @@ class Worker:
                     }
                 )
             return
-        self.queue.append(item)
-        self._emit(RunQueued(item.msg_id, len(self.queue) - 1 + (1 if self.current else 0)))
-        self.work_ready.set()
+        self._enqueue(item)
 
     def handle_reset(self, message: ipc.Message) -> None:
         """Forget the session: cancel what runs, drop what waits, start fresh next time."""
@@ -470,8 +467,8 @@ class Worker:
             for item in batch:
                 self.queue.remove(item)
             final = await self._run(batch)
-            if self.steering:
-                await asyncio.wait(self.steering)
+            if steering := self.tasks.named("steer"):  # steers still being written
+                await asyncio.wait(steering)
             batch += self.steered
             self.steered = []
             if not self._wait_for_limit_reset(batch, final):
@@ -578,7 +575,6 @@ class Worker:
         self.current_task = None
         self.current = None
         self.riders = []
-        self.claude_pid = 0
         self.started_event = None
         if self.claude.warm:
             self._report_warm()  # also its place in the pool's least-recently-used order

@@ -69,6 +69,10 @@ async def test_warm_argv_and_env_follow_the_cold_rules(
     runner: ClaudeSessionRunner, claude_settings: SettingsFactory, fake_claude_path: Path
 ) -> None:
     settings = claude_settings(fake_claude_path, discord_token="tok-SECRET-123", model="m1")
+    # the daemon's environment holds the token (as `claudeclaw run` by hand may): the warm
+    # claude must get it under no name
+    assert runner.env is not None
+    runner.env = {**runner.env, "DISCORD_TOKEN": "tok-SECRET-123", "COPY": "tok-SECRET-123"}
     argv_reply, _ = await send(runner, settings, "ECHO_ARGV", None)
     assert isinstance(argv_reply, RunDone), argv_reply
     argv = json.loads(argv_reply.reply)

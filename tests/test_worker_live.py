@@ -6,17 +6,34 @@ A real in-process supervisor with real workers running the fake ``claude`` in du
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunQueued, SessionKey
 from claudeclaw.supervisor import Supervisor
-from tests.fixtures_daemon import collect, final, started, started_supervisor, wait_for
+from tests.fixtures_daemon import (
+    ProjectFactory,
+    SupervisorStarter,
+    collect,
+    final,
+    started,
+    wait_for,
+)
+
+Starter = Callable[..., Awaitable[Supervisor]]
 
 
-async def start(make_project: Any, **overrides: Any) -> Supervisor:
-    paths = make_project(**overrides)
-    sup = await started_supervisor(paths)
-    return sup
+@pytest.fixture
+def start(make_project: ProjectFactory, start_supervisor: SupervisorStarter) -> Starter:
+    """``await start(**settings_overrides)``: a daemon on a project with those settings,
+    shut down after the test."""
+
+    async def start(**overrides: Any) -> Supervisor:
+        return await start_supervisor(make_project(**overrides))
+
+    return start
 
 
 async def claude_status(sup: Supervisor, key: SessionKey) -> tuple[str, int, int]:
@@ -56,109 +73,88 @@ async def test_stop_interrupts_the_turn_and_the_session_stays_warm(daemon: Super
     assert [s.pid for s in started(long) + started(after)] == [pid, pid]
 
 
-async def test_steer_passes_a_message_into_the_running_turn(make_project: Any) -> None:
+async def test_steer_passes_a_message_into_the_running_turn(start: Starter) -> None:
     """runner.busyPolicy "steer": message 2 arrives while message 1's tool runs.
     Result: 2 is marked steered at once, the turn's reply answers both, and 2 ends merged
     into 1 (no reply of its own)."""
-    sup = await start(make_project, runner={"busyPolicy": "steer"})
-    try:
-        key = SessionKey("520000000000000001")
-        await collect(sup, key, "warm up")
-        one: list[RunEvent] = []
-        t1 = asyncio.create_task(
-            collect(sup, key, 'TOOL:Bash:{"command": "x"} SLEEP:3', one.append)
-        )
-        await wait_for(lambda: bool(started(one)), "1 running")
-        two = await collect(sup, key, "two")
-        d1, d2 = final(await t1), final(two)
-        assert isinstance(d1, RunDone) and isinstance(d2, RunDone)
-        assert d1.reply.endswith("steered=two")
-        assert d2.merged_into == d1.msg_id and d2.reply == ""
-        assert [s.steered for s in started(two)] == [True]
-        assert not [e for e in two if isinstance(e, RunQueued)]
-    finally:
-        await sup.shutdown()
+    sup = await start(runner={"busyPolicy": "steer"})
+    key = SessionKey("520000000000000001")
+    await collect(sup, key, "warm up")
+    one: list[RunEvent] = []
+    t1 = asyncio.create_task(collect(sup, key, 'TOOL:Bash:{"command": "x"} SLEEP:3', one.append))
+    await wait_for(lambda: bool(started(one)), "1 running")
+    two = await collect(sup, key, "two")
+    d1, d2 = final(await t1), final(two)
+    assert isinstance(d1, RunDone) and isinstance(d2, RunDone)
+    assert d1.reply.endswith("steered=two")
+    assert d2.merged_into == d1.msg_id and d2.reply == ""
+    assert [s.steered for s in started(two)] == [True]
+    assert not [e for e in two if isinstance(e, RunQueued)]
 
 
-async def test_slash_commands_are_never_steered_or_merged(make_project: Any) -> None:
-    """busyPolicy "steer": a /command arriving mid-turn queues and runs on its own; with
-    "coalesce", a /command ends the batch of what piled up."""
-    sup = await start(make_project, runner={"busyPolicy": "steer"})
-    try:
-        key = SessionKey("530000000000000001")
-        one: list[RunEvent] = []
-        t1 = asyncio.create_task(
-            collect(sup, key, 'TOOL:Bash:{"command": "x"} SLEEP:1', one.append)
-        )
-        await wait_for(lambda: bool(started(one)), "1 running")
-        cmd = await collect(sup, key, "/compact")
-        d1, dc = final(await t1), final(cmd)
-        assert isinstance(d1, RunDone) and "steered" not in d1.reply
-        assert isinstance(dc, RunDone) and dc.reply == "FAKE-REPLY turn=2 last=/compact"
-        assert [s.steered for s in started(cmd)] == [False]
-    finally:
-        await sup.shutdown()
-
-    sup = await start(make_project, runner={"busyPolicy": "coalesce"})
-    try:
-        key = SessionKey("530000000000000002")
-        one = []
-        t1 = asyncio.create_task(collect(sup, key, "one SLEEP:0.5", one.append))
-        await wait_for(lambda: bool(started(one)), "1 running")
-        rest = [
-            asyncio.create_task(collect(sup, key, text)) for text in ("two", "/compact", "four")
-        ]
-        assert sup.pool is not None
-        await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 4, "all queued")  # type: ignore[union-attr]
-        replies = [final(r) for r in [await t1, *await asyncio.gather(*rest)]]
-        assert all(isinstance(r, RunDone) for r in replies)
-        assert [r.reply for r in replies if isinstance(r, RunDone)] == [
-            "FAKE-REPLY turn=1 last=one SLEEP:0.5",
-            "FAKE-REPLY turn=2 last=two",
-            "FAKE-REPLY turn=3 last=/compact",
-            "FAKE-REPLY turn=4 last=four",
-        ]
-    finally:
-        await sup.shutdown()
+async def test_a_slash_command_is_never_steered(start: Starter) -> None:
+    """busyPolicy "steer": a /command arriving mid-turn queues and runs on its own."""
+    sup = await start(runner={"busyPolicy": "steer"})
+    key = SessionKey("530000000000000001")
+    one: list[RunEvent] = []
+    t1 = asyncio.create_task(collect(sup, key, 'TOOL:Bash:{"command": "x"} SLEEP:1', one.append))
+    await wait_for(lambda: bool(started(one)), "1 running")
+    cmd = await collect(sup, key, "/compact")
+    d1, dc = final(await t1), final(cmd)
+    assert isinstance(d1, RunDone) and "steered" not in d1.reply
+    assert isinstance(dc, RunDone) and dc.reply == "FAKE-REPLY turn=2 last=/compact"
+    assert [s.steered for s in started(cmd)] == [False]
 
 
-async def test_over_max_warm_sessions_the_least_recently_used_is_closed(
-    make_project: Any,
-) -> None:
+async def test_a_slash_command_is_never_merged(start: Starter) -> None:
+    """busyPolicy "coalesce": a /command ends the batch of what piled up, and runs alone."""
+    sup = await start(runner={"busyPolicy": "coalesce"})
+    key = SessionKey("530000000000000002")
+    one: list[RunEvent] = []
+    t1 = asyncio.create_task(collect(sup, key, "one SLEEP:0.5", one.append))
+    await wait_for(lambda: bool(started(one)), "1 running")
+    rest = [asyncio.create_task(collect(sup, key, text)) for text in ("two", "/compact", "four")]
+    assert sup.pool is not None
+    await wait_for(lambda: len(sup.pool.held_by(sup.pool.find(key))) == 4, "all queued")  # type: ignore[union-attr]
+    replies = [final(r) for r in [await t1, *await asyncio.gather(*rest)]]
+    assert all(isinstance(r, RunDone) for r in replies)
+    assert [r.reply for r in replies if isinstance(r, RunDone)] == [
+        "FAKE-REPLY turn=1 last=one SLEEP:0.5",
+        "FAKE-REPLY turn=2 last=two",
+        "FAKE-REPLY turn=3 last=/compact",
+        "FAKE-REPLY turn=4 last=four",
+    ]
+
+
+async def test_over_max_warm_sessions_the_least_recently_used_is_closed(start: Starter) -> None:
     """limits.maxWarmSessions 1: thread A, then thread B answer a message.
     Result: A's warm claude is closed (B's stays); A's next message resumes its session."""
-    sup = await start(make_project, limits={"maxWarmSessions": 1})
-    try:
-        a, b = SessionKey("540000000000000001"), SessionKey("540000000000000002")
-        first_a = final(await collect(sup, a, "a1"))
-        assert isinstance(first_a, RunDone)
-        assert (await claude_status(sup, a))[0] == "warm"
-        assert isinstance(final(await collect(sup, b, "b1")), RunDone)
-        modes: dict[str, str] = {}
+    sup = await start(limits={"maxWarmSessions": 1})
+    a, b = SessionKey("540000000000000001"), SessionKey("540000000000000002")
+    first_a = final(await collect(sup, a, "a1"))
+    assert isinstance(first_a, RunDone)
+    assert (await claude_status(sup, a))[0] == "warm"
+    assert isinstance(final(await collect(sup, b, "b1")), RunDone)
+    modes: dict[str, str] = {}
 
-        async def a_closed() -> bool:
-            modes["a"] = (await claude_status(sup, a))[0]
-            return modes["a"] == ""
+    async def a_closed() -> bool:
+        modes["a"] = (await claude_status(sup, a))[0]
+        return modes["a"] == ""
 
-        await wait_for(a_closed, "the least recently used warm claude to close")
-        assert (await claude_status(sup, b))[0] == "warm"
-        again = final(await collect(sup, a, "a2"))
-        assert isinstance(again, RunDone) and again.reply == "FAKE-REPLY turn=2 last=a2"
-    finally:
-        await sup.shutdown()
+    await wait_for(a_closed, "the least recently used warm claude to close")
+    assert (await claude_status(sup, b))[0] == "warm"
+    again = final(await collect(sup, a, "a2"))
+    assert isinstance(again, RunDone) and again.reply == "FAKE-REPLY turn=2 last=a2"
 
 
-async def test_warm_sessions_off_runs_each_message_cold(make_project: Any) -> None:
-    sup = await start(make_project, runner={"warmSessions": False})
-    try:
-        key = SessionKey("550000000000000001")
-        one = await collect(sup, key, "one")
-        two = await collect(sup, key, "two")
-        assert final(two).reply == "FAKE-REPLY turn=2 last=two"  # type: ignore[union-attr]
-        assert started(one)[0].pid != started(two)[0].pid
-        assert (await claude_status(sup, key))[0] == ""
-    finally:
-        await sup.shutdown()
+async def test_warm_sessions_off_runs_each_message_cold(start: Starter) -> None:
+    sup = await start(runner={"warmSessions": False})
+    key = SessionKey("550000000000000001")
+    one = await collect(sup, key, "one")
+    two = await collect(sup, key, "two")
+    assert final(two).reply == "FAKE-REPLY turn=2 last=two"  # type: ignore[union-attr]
+    assert started(one)[0].pid != started(two)[0].pid
+    assert (await claude_status(sup, key))[0] == ""
 
 
 async def test_a_sigkilled_warm_claude_answers_its_message_once(daemon: Supervisor) -> None:

@@ -45,9 +45,9 @@ from typing import Any
 from claudeclaw.claude.argv import build_live_argv, is_session_id
 from claudeclaw.claude.runner import (
     PIPE_CLOSE_SECONDS,
-    READ_CHUNK,
     CappedText,
     TimeoutKind,
+    drain_into,
     read_lines,
     run_to_completion,
     start_claude,
@@ -171,7 +171,6 @@ class LiveClaude:
         self.log = log
         self.stderr = CappedText()
         self.turns = 0
-        self.last_used = time.monotonic()
         self.broken = ""  # why this process must not take another turn
         self.frozen = False  # SIGSTOPped between turns (see freeze)
         self._cost_seen = 0.0  # result.total_cost_usd is cumulative over the process
@@ -181,7 +180,9 @@ class LiveClaude:
         self._write_lock = asyncio.Lock()
         self._eof = asyncio.Event()
         self._reader = asyncio.create_task(self._read_stdout(), name=f"claude-live-{proc.pid}")
-        self._drainer = asyncio.create_task(self._drain_stderr(), name=f"claude-err-{proc.pid}")
+        self._drainer = asyncio.create_task(
+            drain_into(proc.stderr, self.stderr), name=f"claude-err-{proc.pid}"
+        )
 
     # ---- start / state ------------------------------------------------------------------
 
@@ -281,12 +282,6 @@ class LiveClaude:
             turn = self._turn
             if turn is not None and not turn.done.done():
                 turn.done.set_result(None)
-
-    async def _drain_stderr(self) -> None:
-        stream = self.proc.stderr
-        assert stream is not None
-        while chunk := await stream.read(READ_CHUNK):
-            self.stderr.add(chunk)
 
     def _line_too_long(self, length: int) -> None:
         self.log.warning("claude.line_too_long", length=length)
@@ -470,7 +465,6 @@ class LiveClaude:
         finally:
             self._turn = None
             self.turns += 1
-            self.last_used = time.monotonic()
             self.log.info(
                 "claude.live_turn",
                 pid=self.pid,

@@ -99,6 +99,14 @@ async def read_lines(
         on_line(bytes(buf))
 
 
+async def drain_into(stream: asyncio.StreamReader | None, sink: CappedText) -> None:
+    """Read ``stream`` (a child's stderr) to EOF into ``sink``: a chatty stderr that nobody
+    reads would fill its pipe and stall the child."""
+    assert stream is not None
+    while chunk := await stream.read(READ_CHUNK):
+        sink.add(chunk)
+
+
 def _now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -273,12 +281,6 @@ class _Attempt:
         self.state.feed(Garbage(length))
         self.log.warning("claude.line_too_long", length=length)
 
-    async def _drain_stderr(self) -> None:
-        stream = self.proc.stderr
-        assert stream is not None
-        while chunk := await stream.read(READ_CHUNK):
-            self.stderr.add(chunk)
-
     # -- lifetime --------------------------------------------------------------------------
 
     async def terminate_group(self) -> None:
@@ -289,7 +291,9 @@ class _Attempt:
         """Read until EOF and exit, enforcing the idle and hard timeouts; empty the group."""
         idle = self.settings.runner.idle_timeout_seconds
         pump = asyncio.create_task(self._pump_stdout(), name=f"claude-stdout-{self.run_id}")
-        drain = asyncio.create_task(self._drain_stderr(), name=f"claude-stderr-{self.run_id}")
+        drain = asyncio.create_task(
+            drain_into(self.proc.stderr, self.stderr), name=f"claude-stderr-{self.run_id}"
+        )
         waiter = asyncio.create_task(wait_exit(self.proc), name=f"claude-wait-{self.run_id}")
         try:
             exited_at: float | None = None

@@ -38,6 +38,7 @@ import psutil
 from claudeclaw.claude.argv import build_env, build_live_argv
 from claudeclaw.claude.live import CanUseTool, LiveClaude, LiveDied
 from claudeclaw.claude.runner import run_claude, run_to_completion, share_transcript_if_agent
+from claudeclaw.claude.stream import is_session_gone
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
@@ -58,7 +59,6 @@ class RunnerStatus:
     claude_pid: int = 0
     rss_bytes: int = 0
     running: bool = False
-    idle_s: float = 0.0  # since the warm process's last turn
     frozen: bool = False  # the idle warm process is stopped (no CPU) until the next message
 
 
@@ -153,10 +153,6 @@ class ClaudeSessionRunner:
     def warm(self) -> bool:
         return self._live is not None and self._live.alive
 
-    @property
-    def last_used(self) -> float:
-        return self._live.last_used if self._live is not None else 0.0
-
     async def run(
         self,
         settings: Settings,
@@ -237,7 +233,7 @@ class ClaudeSessionRunner:
             )
             if isinstance(started, str):
                 log.warning("claude.live_start_failed", error=started[:500])
-                if "No conversation found" not in started:  # not just this session: a while
+                if not is_session_gone(started):  # not just this session: for a while
                     self._cold_until = time.monotonic() + WARM_RETRY_SECONDS
                 return None
             live, self._live, self._live_key = started, started, key
@@ -337,7 +333,6 @@ class ClaudeSessionRunner:
                 claude_pid=live.pid,
                 rss_bytes=_rss(live.pid),
                 running=live.busy,
-                idle_s=0.0 if live.busy else round(time.monotonic() - live.last_used, 1),
                 frozen=live.frozen,
             )
         if self._cold_task is not None and self._cold_pid:

@@ -33,6 +33,7 @@ __all__ = [
     "error_detail",
     "is_api_throttled",
     "is_rate_limited",
+    "is_session_gone",
     "needs_new_session",
     "parse_line",
     "parse_retry_at",
@@ -344,7 +345,12 @@ def needs_new_session(state: StreamState, rc: int | None, stderr: str) -> bool:
     (``Invalid signature in thinking block``). Only meaningful for a failed resumed run."""
     failed = rc != 0 or (state.result is not None and state.result.is_error)
     text = _failed_texts(state, stderr)
-    return failed and bool(_STALE_SESSION.search(text) or _BAD_THINKING.search(text))
+    return failed and (is_session_gone(text) or bool(_BAD_THINKING.search(text)))
+
+
+def is_session_gone(text: str) -> bool:
+    """``text`` (an error, stderr) is the CLI saying it has no such session to resume."""
+    return bool(_STALE_SESSION.search(text))
 
 
 def is_rate_limited(state: StreamState, stderr: str) -> bool:
