@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from claudeclaw import __version__, ipc
 from claudeclaw.errors import IpcError
+from claudeclaw.logs import get_logger
 from claudeclaw.model import GLOBAL_KEY, ApprovalOutcome, event_to_dict, info_to_dict, session_key
 from claudeclaw.scheduler import HEARTBEAT
 
 if TYPE_CHECKING:
     from claudeclaw.supervisor import Supervisor
+
+log = get_logger()
 
 Handler = Callable[[ipc.Message, ipc.Channel], Awaitable[None]]
 
@@ -82,16 +85,23 @@ class ControlRequests:
             while (frame := await channel.recv()) is not None:
                 if frame["type"] != "approval.answer":
                     continue
+                request_id = str(frame.get("request_id") or "")
+                try:
+                    question = int(frame.get("question", -1))
+                    option = int(frame.get("option", -1))
+                except (TypeError, ValueError):  # a bad frame must not end the answers
+                    log.warning(
+                        "control.bad_approval_answer",
+                        request_id=request_id,
+                        hint="question and option must be whole numbers; the request waits",
+                    )
+                    continue
                 chosen = str(frame.get("outcome") or "deny")
                 outcome: ApprovalOutcome = "deny"
                 if chosen in ("allow", "allow_session", "answered"):
                     outcome = cast(ApprovalOutcome, chosen)
                 self.sup.decide_approval(
-                    str(frame.get("request_id") or ""),
-                    outcome,
-                    f"cli:{os.getuid()}",
-                    question=int(frame.get("question", -1)),
-                    option=int(frame.get("option", -1)),
+                    request_id, outcome, f"cli:{os.getuid()}", question=question, option=option
                 )
 
     async def _cancel(self, request: ipc.Message, channel: ipc.Channel) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from claudeclaw import control
 from claudeclaw.approvals import ApprovalBroker, questions_of, summarize
 from claudeclaw.cli import _ask_on_terminal
 from claudeclaw.model import (
@@ -22,6 +23,7 @@ from claudeclaw.model import (
     RunEvent,
     RunFailed,
     SessionKey,
+    event_from_dict,
     is_final,
 )
 from claudeclaw.redaction import register_secret
@@ -427,5 +429,36 @@ async def test_a_worker_killed_while_a_request_waits_ends_it_and_the_retry_asks_
             (asked[1].request_id, "allow", ""),
         ]
         assert final(events).reply.startswith("PERMISSION allow ")  # type: ignore[union-attr]
+    finally:
+        await sup.shutdown()
+
+
+async def test_a_malformed_answer_from_send_is_skipped_and_the_next_one_counts(
+    make_project: Any,
+) -> None:
+    """``claudeclaw send``'s connection carries approval answers. One whose option is not a
+    number is logged and skipped; the answer after it on the same connection still
+    decides the request (before, the bad frame ended the reading of answers)."""
+    sup = await start(make_project)
+    try:
+        channel = await control.converse(
+            sup.paths, {"type": "send", "key": THREAD, "prompt": WRITE}
+        )
+        try:
+            with capture_logs() as logs:
+                while (frame := await channel.recv()) is not None:
+                    event = event_from_dict(frame["event"]) if frame["type"] == "event" else None
+                    if isinstance(event, RunApproval):
+                        base = {"type": "approval.answer", "request_id": event.request_id}
+                        await channel.send({**base, "outcome": "allow", "option": "two"})
+                        await channel.send({**base, "outcome": "allow"})
+                    if event is not None and is_final(event):
+                        break
+        finally:
+            await channel.close()
+        assert isinstance(event, RunDone) and event.reply.startswith("PERMISSION allow ")
+        assert [e["event"] for e in logs if e["event"] == "control.bad_approval_answer"] == [
+            "control.bad_approval_answer"
+        ]
     finally:
         await sup.shutdown()
