@@ -79,6 +79,13 @@ def _iso(moment: datetime | None, tz: tzinfo) -> str:
     return moment.astimezone(tz).isoformat(timespec="seconds") if moment else ""
 
 
+def _record(entry: dict[str, Any], outcome: Outcome, when: datetime) -> None:
+    """Note how a run ended in its ``schedule.json`` entry (a job's or the heartbeat's)."""
+    entry["last_run"] = when.isoformat()
+    entry["last_outcome"] = "ok" if outcome.ok else (outcome.reason or "error")
+    entry["error"] = "" if outcome.ok else outcome.text[:500]
+
+
 class Scheduler:
     """Owns the job list, ``schedule.json`` and the tasks running jobs (see module doc)."""
 
@@ -246,7 +253,7 @@ class Scheduler:
         """First sight of a job (or of a new schedule/prompt, or of it enabled again):
         its schedule counts from now, so past times are not run for it."""
         entry = self._entry(job.name)
-        schedule = job.schedule.expr if job.schedule else ""
+        schedule = self._schedule_text(job)
         changed = (
             entry.get("schedule") != schedule
             or (not job.recurring and entry.get("fingerprint") != job.fingerprint)
@@ -385,9 +392,7 @@ class Scheduler:
                 )
                 await self.sleep(job.retry_delay_s)
         entry = self._entry(job.name)
-        entry["last_run"] = self.clock().isoformat()
-        entry["last_outcome"] = "ok" if outcome.ok else (outcome.reason or "error")
-        entry["error"] = "" if outcome.ok else outcome.text[:500]
+        _record(entry, outcome, self.clock())
         if slot is not None and job.schedule is not None:
             now = self.clock()
             latest = job.schedule.latest_at_or_before(now, self.tz)
@@ -416,10 +421,7 @@ class Scheduler:
             outcome = Outcome(False, f"cannot read the heartbeat prompt file: {exc}", "error")
         else:
             outcome = await self.run_heartbeat(prompt, trigger)
-        beat = self.state["heartbeat"]
-        beat["last_run"] = self.clock().isoformat()
-        beat["last_outcome"] = "ok" if outcome.ok else (outcome.reason or "error")
-        beat["error"] = "" if outcome.ok else outcome.text[:500]
+        _record(self.state["heartbeat"], outcome, self.clock())
         await self.save()
         return outcome
 
