@@ -27,6 +27,7 @@ from claudeclaw.agent import (
     agent_account,
 )
 from claudeclaw.config import Settings, load_settings
+from claudeclaw.control import read_daemon_info
 from claudeclaw.errors import EXIT_FAILURE, EXIT_OK, ConfigError, StateError
 from claudeclaw.jobfiles import load_jobs
 from claudeclaw.jsonstore import backup_path
@@ -713,10 +714,10 @@ def _running_agent(paths: ProjectPaths) -> tuple[str, str]:
     """The agent user and HOME of the daemon running this project (daemon.json), or
     ("", "") (blocking)."""
     try:
-        info = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = read_daemon_info(paths)
+    except (StateError, ValueError):  # another user's daemon, or a garbled file
         return "", ""
-    if not isinstance(info, dict):
+    if info is None:
         return "", ""
     user, home = info.get("agent_user"), info.get("agent_home")
     return (user if isinstance(user, str) else "", home if isinstance(home, str) else "")

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 from claudeclaw.config import HeartbeatSettings, QuietWindow
+from claudeclaw.jobfiles import names_prompt_file
 
 OK_REPLY = "HEARTBEAT_OK"
-PROMPT_FILE_SUFFIXES = (".md", ".txt", ".prompt")
 MAX_SKIPPED_BEATS = 7 * 24 * 60  # a week of one-minute beats: every window ends before
 DEFAULT_TEMPLATE = """\
 This is a scheduled heartbeat check from claudeclaw, not a message from a person.
@@ -74,7 +74,7 @@ def build_prompt(settings: HeartbeatSettings, root: Path, override: Path) -> str
     except FileNotFoundError:
         template = DEFAULT_TEMPLATE
     custom = settings.prompt.strip()
-    if custom and "\n" not in custom and custom.endswith(PROMPT_FILE_SUFFIXES):
+    if names_prompt_file(custom):
         custom = (root / custom).read_text(encoding="utf-8").strip()
     if not custom:
         return template

@@ -96,6 +96,12 @@ class JobFileError:
     message: str
 
 
+def names_prompt_file(text: str) -> bool:
+    """The original's rule, for job bodies and ``heartbeat.prompt`` alike: one line ending
+    in ``.md``, ``.txt`` or ``.prompt`` is a file to read at every run, not the prompt."""
+    return "\n" not in text and text.endswith(PROMPT_FILE_SUFFIXES)
+
+
 def _value(raw: str) -> str:
     text = raw.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
@@ -189,7 +195,7 @@ def parse_job(name: str, text: str, path: Path) -> Job:
     if not body:
         raise ValueError("the prompt (the text after the second '---') is empty")
     prompt_file = None
-    if "\n" not in body and body.endswith(PROMPT_FILE_SUFFIXES):
+    if names_prompt_file(body):
         candidate = Path(body)
         if candidate.is_absolute() or ".." in candidate.parts:
             raise ValueError(

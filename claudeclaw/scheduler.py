@@ -79,6 +79,31 @@ def _iso(moment: datetime | None, tz: tzinfo) -> str:
     return moment.astimezone(tz).isoformat(timespec="seconds") if moment else ""
 
 
+def _record(entry: dict[str, Any], outcome: Outcome, when: datetime) -> None:
+    """Note how a run ended in its ``schedule.json`` entry (a job's or the heartbeat's)."""
+    entry["last_run"] = when.isoformat()
+    entry["last_outcome"] = "ok" if outcome.ok else (outcome.reason or "error")
+    entry["error"] = "" if outcome.ok else outcome.text[:500]
+
+
+def _row(name: str, **fields: Any) -> dict[str, Any]:
+    """A ``listing`` row: every key, in this order, whatever the row is about."""
+    return {
+        "name": name,
+        "schedule": "",
+        "recurring": False,
+        "enabled": False,
+        "running": False,
+        "next_run": "",
+        "last_run": "",
+        "last_outcome": "",
+        "done": False,
+        "error": "",
+        "warnings": [],
+        **fields,
+    }
+
+
 class Scheduler:
     """Owns the job list, ``schedule.json`` and the tasks running jobs (see module doc)."""
 
@@ -246,7 +271,7 @@ class Scheduler:
         """First sight of a job (or of a new schedule/prompt, or of it enabled again):
         its schedule counts from now, so past times are not run for it."""
         entry = self._entry(job.name)
-        schedule = job.schedule.expr if job.schedule else ""
+        schedule = self._schedule_text(job)
         changed = (
             entry.get("schedule") != schedule
             or (not job.recurring and entry.get("fingerprint") != job.fingerprint)
@@ -385,9 +410,7 @@ class Scheduler:
                 )
                 await self.sleep(job.retry_delay_s)
         entry = self._entry(job.name)
-        entry["last_run"] = self.clock().isoformat()
-        entry["last_outcome"] = "ok" if outcome.ok else (outcome.reason or "error")
-        entry["error"] = "" if outcome.ok else outcome.text[:500]
+        _record(entry, outcome, self.clock())
         if slot is not None and job.schedule is not None:
             now = self.clock()
             latest = job.schedule.latest_at_or_before(now, self.tz)
@@ -416,10 +439,7 @@ class Scheduler:
             outcome = Outcome(False, f"cannot read the heartbeat prompt file: {exc}", "error")
         else:
             outcome = await self.run_heartbeat(prompt, trigger)
-        beat = self.state["heartbeat"]
-        beat["last_run"] = self.clock().isoformat()
-        beat["last_outcome"] = "ok" if outcome.ok else (outcome.reason or "error")
-        beat["error"] = "" if outcome.ok else outcome.text[:500]
+        _record(self.state["heartbeat"], outcome, self.clock())
         await self.save()
         return outcome
 
@@ -465,54 +485,44 @@ class Scheduler:
             if due is not None and hold is not None:
                 due = max(due, hold)
             rows.append(
-                {
-                    "name": job.name,
-                    "schedule": self._schedule_text(job),
-                    "recurring": job.recurring,
-                    "enabled": job.enabled,
-                    "running": job.name in self.running,
-                    "next_run": _iso(max(due, now) if due else None, tz),
-                    "last_run": _iso(parse_time(entry.get("last_run")), tz),
-                    "last_outcome": str(entry.get("last_outcome", "")),
-                    "done": bool(entry.get("done")),
-                    "error": str(entry.get("error", "")),
-                    "warnings": list(job.warnings),
-                }
+                _row(
+                    job.name,
+                    schedule=self._schedule_text(job),
+                    recurring=job.recurring,
+                    enabled=job.enabled,
+                    running=job.name in self.running,
+                    next_run=_iso(max(due, now) if due else None, tz),
+                    last_run=_iso(parse_time(entry.get("last_run")), tz),
+                    last_outcome=str(entry.get("last_outcome", "")),
+                    done=bool(entry.get("done")),
+                    error=str(entry.get("error", "")),
+                    warnings=list(job.warnings),
+                )
             )
         for error in self.file_errors:
             rows.append(
-                {
-                    "name": error.name,
-                    "schedule": "",
-                    "recurring": False,
-                    "enabled": False,
-                    "running": False,
-                    "next_run": "",
-                    "last_run": "",
-                    "last_outcome": "invalid",
-                    "done": False,
-                    "error": f"{error.path.name}: {error.message}",
-                    "warnings": [],
-                }
+                _row(
+                    error.name,
+                    last_outcome="invalid",
+                    error=f"{error.path.name}: {error.message}",
+                )
             )
         if self.settings.heartbeat.enabled or self.state["heartbeat"]:
             beat = self.state["heartbeat"]
-            due = self._heartbeat_due(now)
+            enabled = self.settings.heartbeat.enabled
             rows.append(
-                {
-                    "name": HEARTBEAT,
-                    "schedule": f"every {self.settings.heartbeat.interval_minutes:g} min"
-                    if self.settings.heartbeat.enabled
+                _row(
+                    HEARTBEAT,
+                    schedule=f"every {self.settings.heartbeat.interval_minutes:g} min"
+                    if enabled
                     else "disabled",
-                    "recurring": True,
-                    "enabled": self.settings.heartbeat.enabled,
-                    "running": HEARTBEAT in self.running,
-                    "next_run": _iso(due, tz),
-                    "last_run": _iso(parse_time(beat.get("last_run")), tz),
-                    "last_outcome": str(beat.get("last_outcome", "")),
-                    "done": False,
-                    "error": str(beat.get("error", "")),
-                    "warnings": [],
-                }
+                    recurring=True,
+                    enabled=enabled,
+                    running=HEARTBEAT in self.running,
+                    next_run=_iso(self._heartbeat_due(now), tz),
+                    last_run=_iso(parse_time(beat.get("last_run")), tz),
+                    last_outcome=str(beat.get("last_outcome", "")),
+                    error=str(beat.get("error", "")),
+                )
             )
         return rows

@@ -185,11 +185,9 @@ RestartSec=500ms
 """
 
 
-@pytest.fixture(scope="session")
-def systemd_container(
-    tmp_path_factory: pytest.TempPathFactory, claudeclaw_deb: Path
-) -> Iterator[Container]:
-    """A booted container with the package installed and configured for the fake claude."""
+def boot_container(base: Path, env: dict[str, str] | None = None) -> Container:
+    """Boot a container in ``base`` (keep the path short: cgroup and socket names derive
+    from it); skip, or fail under CI, where none can run. ``env``: for sdct.sh."""
     if os.geteuid() != 0:
         _unavailable("the systemd container needs root (unshare, cgroups, mounts)")
     if not cgroup2_available():
@@ -197,20 +195,35 @@ def systemd_container(
     for tool in ("unshare", "nsenter", "setpriv", "pivot_root"):
         if shutil.which(tool) is None:
             _unavailable(f"{tool} (util-linux) is not installed")
-    # Short path: cgroup and socket names derive from it.
-    base = Path(tmp_path_factory.mktemp("sdct")) / "ct"
     start = time.monotonic()
     boot = subprocess.run(
-        [str(SDCT), "boot", str(base)], capture_output=True, text=True, timeout=120
+        [str(SDCT), "boot", str(base)], capture_output=True, text=True, timeout=120, env=env
     )
     boot_ms = int((time.monotonic() - start) * 1000)
     if boot.returncode != 0:
         subprocess.run([str(SDCT), "stop", str(base)], capture_output=True, timeout=120)
         _unavailable(f"the systemd container did not boot: {boot.stderr[-800:]}")
     root = Path(subprocess.check_output([str(SDCT), "root", str(base)], text=True).strip())
-    ct = Container(base=base, root=root, boot_ms=boot_ms)
+    return Container(base=base, root=root, boot_ms=boot_ms)
+
+
+def stop_container(base: Path) -> None:
+    """Stop it; ``CLAUDECLAW_SDCT_KEEP=1`` keeps its directory for a look."""
+    env = dict(os.environ)
+    if os.environ.get("CLAUDECLAW_SDCT_KEEP"):
+        env["SDCT_KEEP"] = "1"
+    subprocess.run([str(SDCT), "stop", str(base)], capture_output=True, timeout=120, env=env)
+
+
+@pytest.fixture(scope="session")
+def systemd_container(
+    tmp_path_factory: pytest.TempPathFactory, claudeclaw_deb: Path
+) -> Iterator[Container]:
+    """A booted container with the package installed and configured for the fake claude."""
+    base = Path(tmp_path_factory.mktemp("sdct")) / "ct"
+    ct = boot_container(base)
     try:
-        shutil.copy(claudeclaw_deb, root / "tmp" / claudeclaw_deb.name)
+        shutil.copy(claudeclaw_deb, ct.root / "tmp" / claudeclaw_deb.name)
         ct.run("dpkg", "-i", f"/tmp/{claudeclaw_deb.name}", timeout=120)
         fake = FAKE_CLAUDE.read_text().split("\n", 1)[1]
         ct.write(FAKE_CLAUDE_IN_CT, "#!/usr/bin/python3\n" + fake, mode=0o755)
@@ -226,7 +239,4 @@ def systemd_container(
         ct.run("systemctl", "daemon-reload")
         yield ct
     finally:
-        env = dict(os.environ)
-        if os.environ.get("CLAUDECLAW_SDCT_KEEP"):
-            env["SDCT_KEEP"] = "1"
-        subprocess.run([str(SDCT), "stop", str(base)], capture_output=True, timeout=120, env=env)
+        stop_container(base)

@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from claudeclaw import control
+from claudeclaw.frontend.render import utf16_len
 from claudeclaw.model import RunDone, RunStarted, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
@@ -240,6 +241,27 @@ async def test_a_long_result_is_attached_and_a_bad_notify_channel_is_saved_not_r
     assert len(saved) == 1
     text = saved[0].read_text()
     assert "999999999999999999" in text and "Job `long`" in text
+
+
+async def test_a_long_result_of_wide_characters_is_attached_within_discords_limit(
+    jobs_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """Discord counts UTF-16 units: the start of a long result made of emoji (two units
+    each) plus the "attached" note must stay within 2000 of them, or Discord refuses it
+    (400) and the notice would block the outbox."""
+    fake = fake_discord
+    channel = fake.general_id
+    sup = await jobs_daemon(
+        jobs={"wide": "---\nschedule: @daily\n---\n" + "\U0001f600 " * 9000 + "\n"},
+        discord={"notifyChannelId": channel},
+    )
+    assert (await run_now(sup.paths, {"type": "jobs.run", "name": "wide"}))["ok"]
+    message = await fake.wait_for_message(
+        channel, lambda m: "Job `wide`" in m.get("content", ""), timeout=20
+    )
+    assert utf16_len(message["content"]) <= 2000 and "attached" in message["content"]
+    files = fake.sent_payloads[message["id"]]["_files"]
+    assert [f["name"] for f in files] == ["reply.md"]
 
 
 async def test_a_job_runs_in_parallel_with_a_chat_in_its_own_worker(

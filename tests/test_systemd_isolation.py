@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,13 +27,12 @@ from tests.fake_anthropic import FakeAnthropic
 from tests.fixtures_claude import real_claude_path  # noqa: F401 - fixture
 from tests.fixtures_systemd import (  # noqa: F401 - fixtures
     PROJECT,
-    SDCT,
     SETTINGS,
     UNIT,
     Container,
-    _unavailable,
-    cgroup2_available,
+    boot_container,
     claudeclaw_deb,
+    stop_container,
 )
 
 pytestmark = [pytest.mark.systemd, pytest.mark.realcli, pytest.mark.timeout(600)]
@@ -91,29 +89,14 @@ def iso(
     claudeclaw_deb: Path,  # noqa: F811
     real_claude_path: Path,  # noqa: F811
 ) -> Iterator[Iso]:
-    if os.geteuid() != 0:
-        _unavailable("the systemd container needs root (unshare, cgroups, mounts)")
-    if not cgroup2_available():
-        _unavailable("no cgroup2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified)")
-    for tool in ("unshare", "nsenter", "setpriv", "pivot_root"):
-        if shutil.which(tool) is None:
-            _unavailable(f"{tool} (util-linux) is not installed")
     real = real_claude_path.resolve()
     top = next(p for p in real.parents if p.name == "node_modules").parent
     claude_in_ct = f"{CLI_IN_CT}/{real.relative_to(top)}"
     base = Path(tmp_path_factory.mktemp("sdct-iso")) / "ct"
-    env = dict(os.environ, SDCT_BIND=f"{top}:{CLI_IN_CT}:ro")
-    boot = subprocess.run(
-        [str(SDCT), "boot", str(base)], capture_output=True, text=True, timeout=120, env=env
-    )
-    if boot.returncode != 0:
-        subprocess.run([str(SDCT), "stop", str(base)], capture_output=True, timeout=120)
-        _unavailable(f"the systemd container did not boot: {boot.stderr[-800:]}")
-    root = Path(subprocess.check_output([str(SDCT), "root", str(base)], text=True).strip())
-    ct = Container(base=base, root=root, boot_ms=0)
+    ct = boot_container(base, dict(os.environ, SDCT_BIND=f"{top}:{CLI_IN_CT}:ro"))
     try:
         with FakeAnthropic() as api:
-            shutil.copy(claudeclaw_deb, root / "tmp" / claudeclaw_deb.name)
+            shutil.copy(claudeclaw_deb, ct.root / "tmp" / claudeclaw_deb.name)
             ct.run("dpkg", "-i", f"/tmp/{claudeclaw_deb.name}", timeout=120)
             ct.write("/etc/claudeclaw/canary", CANARY, mode=0o600)
             ct.write(
@@ -138,12 +121,7 @@ def iso(
             ct.run("systemctl", "start", UNIT, timeout=120)
             yield Iso(ct, api)
     finally:
-        stop_env = dict(os.environ)
-        if os.environ.get("CLAUDECLAW_SDCT_KEEP"):
-            stop_env["SDCT_KEEP"] = "1"
-        subprocess.run(
-            [str(SDCT), "stop", str(base)], capture_output=True, timeout=120, env=stop_env
-        )
+        stop_container(base)
 
 
 def _stat(ct: Container, path: str) -> str:

@@ -18,7 +18,7 @@ import discord
 
 from claudeclaw.config import Settings
 from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, REPLY_FILE_NAME
-from claudeclaw.frontend.render import split_message
+from claudeclaw.frontend.render import DISCORD_LIMIT, split_message, truncate_utf16, utf16_len
 from claudeclaw.logs import get_logger
 from claudeclaw.notices import Notice
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
@@ -106,7 +106,7 @@ class NoticePoster:
         try:
             if len(chunks) > MAX_REPLY_MESSAGES:
                 note = f"\n\n-# The whole text ({len(text):,} characters) is attached."
-                head = chunks[0][: 2000 - len(note)] + note
+                head = truncate_utf16(chunks[0], DISCORD_LIMIT - utf16_len(note)) + note
                 await channel.send(
                     head,
                     file=discord.File(io.BytesIO(text.encode("utf-8")), filename=REPLY_FILE_NAME),
