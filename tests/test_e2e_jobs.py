@@ -264,6 +264,34 @@ async def test_a_long_result_of_wide_characters_is_attached_within_discords_limi
     assert [f["name"] for f in files] == ["reply.md"]
 
 
+async def test_a_notice_discord_refuses_with_a_4xx_is_kept_on_disk_not_retried(
+    jobs_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """Discord answers a notice 400 (a bad request fails the same way every time): it is
+    saved under undelivered/ and leaves the outbox at once, so the next notice is posted
+    (before, it was retried every minute at the head of the outbox, holding the rest)."""
+    fake = fake_discord
+    channel = fake.general_id
+    sup = await jobs_daemon(
+        jobs={
+            "first": "---\nschedule: @daily\n---\nfirst job\n",
+            "second": "---\nschedule: @daily\n---\nsecond job\n",
+        },
+        discord={"notifyChannelId": channel},
+    )
+    assert sup.jobs is not None
+    await fake.wait_until(lambda: not sup.jobs.outbox.items, timeout=20)  # type: ignore[union-attr]
+    fake.fail_posts[channel] = 400
+    assert (await run_now(sup.paths, {"type": "jobs.run", "name": "first"}))["ok"]
+    await fake.wait_until(lambda: not sup.jobs.outbox.items, timeout=20)  # type: ignore[union-attr]
+    saved = list(sup.paths.undelivered_dir.glob("notice-*.md"))
+    assert len(saved) == 1 and "400" in saved[0].read_text()
+    del fake.fail_posts[channel]
+    assert (await run_now(sup.paths, {"type": "jobs.run", "name": "second"}))["ok"]
+    await fake.wait_for_message(channel, lambda m: "Job `second`" in m["content"], timeout=20)
+    assert not [m for m in fake.bot_messages(channel) if "Job `first`" in m["content"]]
+
+
 async def test_a_job_runs_in_parallel_with_a_chat_in_its_own_worker(
     jobs_daemon: DaemonFactory, fake_discord: FakeDiscord, fake_claude_env: dict[str, str]
 ) -> None:

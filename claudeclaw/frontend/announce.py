@@ -17,11 +17,16 @@ import aiohttp
 import discord
 
 from claudeclaw.config import Settings
-from claudeclaw.frontend.delivery import MAX_REPLY_MESSAGES, NO_MENTIONS, REPLY_FILE_NAME
+from claudeclaw.frontend.delivery import (
+    MAX_REPLY_MESSAGES,
+    NO_MENTIONS,
+    REPLY_FILE_NAME,
+    retryable,
+)
 from claudeclaw.frontend.render import DISCORD_LIMIT, split_message, truncate_utf16, utf16_len
 from claudeclaw.logs import get_logger
 from claudeclaw.notices import Notice
-from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.paths import ProjectPaths, write_private_text
 from claudeclaw.redaction import scrub_outbound
 
 log = get_logger(component="discord.notices")
@@ -115,7 +120,10 @@ class NoticePoster:
                 return
             for chunk in chunks:
                 await channel.send(chunk, allowed_mentions=NO_MENTIONS)
-        except (discord.NotFound, discord.Forbidden) as exc:
+        except discord.HTTPException as exc:
+            if retryable(exc):
+                raise
+            # a 4xx fails the same way every time: retried, it would hold every later notice
             raise _Permanent(f"{exc.status}: {exc.text}") from None
 
     async def _save_undeliverable(self, notice: Notice, text: str, why: str) -> None:
@@ -123,7 +131,6 @@ class NoticePoster:
         path = directory / f"notice-{notice.id}.md"
 
         def write() -> None:
-            ensure_private_dir(directory)
             write_private_text(path, f"<!-- claudeclaw notice not posted: {why} -->\n\n{text}\n")
 
         try:

@@ -102,7 +102,7 @@ class Refusal:
     path: Path | None  # the copy under undelivered/ (None: it could not be written)
 
 
-def _retryable(exc: Exception) -> bool:
+def retryable(exc: Exception) -> bool:
     """Can a later attempt succeed? Server errors and network trouble: yes. A 4xx (bad
     request, missing permission, unknown channel) fails the same way every time."""
     if isinstance(exc, discord.HTTPException):
@@ -217,7 +217,7 @@ class ReplyDelivery:
             await self._delivered_at_last(message, key)
             return True
         log.warning("discord.reply_file_failed", session_key=key, error=type(error).__name__)
-        if _retryable(error):  # Discord is down: the messages would fail the same way
+        if retryable(error):  # Discord is down: the messages would fail the same way
             await self._save_undelivered(message, key, [reply], 0)
             return False
         return await self.deliver(message, key, chunks)
@@ -294,7 +294,7 @@ class ReplyDelivery:
                 await channel.send(nonce=nonce, **payload())
                 return None
             except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     self._log_refused(channel, key, exc)
                     return exc
                 if attempt >= len(self.retry_delays):
