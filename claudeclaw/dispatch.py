@@ -142,7 +142,8 @@ class SessionDispatcher:
             self.ledger.accept(
                 PendingMessage(
                     ticket.msg_id, key, prompt, origin, reply_to, accepted_at=utc_now_iso()
-                )
+                ),
+                starts_at_once=ticket.starts_at_once,
             )
         log.info(
             "message.submitted",

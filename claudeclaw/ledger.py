@@ -41,6 +41,7 @@ class PendingLedger:
         self.accepted: dict[str, PendingMessage] = {}
         self.recovered: list[PendingMessage] = []
         self._handed_out = False
+        self._ran: set[str] = set()  # accepted messages whose claude run really began
 
     def read(self) -> list[PendingMessage]:
         """Load pending.json of an earlier run into ``recovered`` (blocking); a bad entry is
@@ -72,15 +73,24 @@ class PendingLedger:
         self._handed_out = True
         return list(self.recovered)
 
-    def accept(self, item: PendingMessage) -> None:
+    def accept(self, item: PendingMessage, *, starts_at_once: bool = False) -> None:
         """A new message; one the earlier run left for the same frontend message is
-        replaced by it (the frontend submitted it again)."""
+        replaced by it (the frontend submitted it again).
+
+        ``starts_at_once``: its worker was handed the run with its slot, so claude starts
+        it within milliseconds. It is written as started already: one durable write fewer
+        per message, and no window in which its tools could act before the mark is on disk
+        (a daemon killed in that window tells its author it was interrupted instead of
+        running it twice)."""
         self.recovered = [r for r in self.recovered if r.reply_to != item.reply_to]
+        if starts_at_once:
+            item = dataclasses.replace(item, started=True)
         self.accepted[item.msg_id] = item
         self._changed()
 
     def delivered(self, msg_id: str) -> None:
         """The frontend posted the message's answer (or a note): it leaves the ledger."""
+        self._ran.discard(msg_id)
         kept = [r for r in self.recovered if r.msg_id != msg_id]
         if self.accepted.pop(msg_id, None) is None and len(kept) == len(self.recovered):
             return
@@ -96,11 +106,14 @@ class PendingLedger:
         refused = isinstance(event, RunFailed) and event.reason == "rate_limited"
         if (refused or (isinstance(event, RunQueued) and event.resets_at)) and item.started:
             # refused by the usage limit before anything ran; it waits for the reset
+            self._ran.discard(event.msg_id)
             self.accepted[event.msg_id] = dataclasses.replace(item, started=False)
             self._changed()
-        if isinstance(event, RunStarted) and not item.started:
-            self.accepted[event.msg_id] = dataclasses.replace(item, started=True)
-            self._changed()
+        if isinstance(event, RunStarted):
+            self._ran.add(event.msg_id)
+            if not item.started:  # (one accepted as starting at once is marked already)
+                self.accepted[event.msg_id] = dataclasses.replace(item, started=True)
+                self._changed()
 
     def settle(self, event: RunDone | RunFailed) -> RunDone | RunFailed:
         """The message's final event: store it as the answer the frontend has to post. One
@@ -109,8 +122,15 @@ class PendingLedger:
         item = self.accepted.get(event.msg_id)
         if item is None:
             return event
-        if isinstance(event, RunFailed) and event.reason == "shutdown" and not item.started:
+        if (
+            isinstance(event, RunFailed)
+            and event.reason == "shutdown"
+            and event.msg_id not in self._ran
+        ):
             log.info("message.kept_for_restart", session_key=item.key, msg_id=item.msg_id)
+            if item.started:  # marked when it was handed over, but claude never began it
+                self.accepted[event.msg_id] = dataclasses.replace(item, started=False)
+                self._changed()
             return RunFailed(event.msg_id, "kept", KEPT_TEXT)
         self.accepted[event.msg_id] = dataclasses.replace(item, answer=event)
         self._changed()

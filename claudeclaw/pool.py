@@ -100,6 +100,7 @@ class Ticket:
     claude: ProcessIdentity | None = None  # its running claude (set when it started)
     finished: bool = False
     limit_retries: int = 0  # its worker put it back to wait for Claude's usage limit
+    starts_at_once: bool = False  # handed to its worker with its slot when it came
     overrides: dict[str, Any] = field(default_factory=dict)  # a job's model / timeout_s
 
     def push(self, event: RunEvent) -> None:
@@ -401,6 +402,7 @@ class WorkerPool:
         }
         if granted and self.slots.take_if_free(handle, ticket.msg_id):
             frame["granted"] = True
+            ticket.starts_at_once = ticket.attempts == 1
         handle.channel.send_nowait(frame)
 
     def find(self, key: SessionKey) -> WorkerHandle | None:
@@ -642,7 +644,8 @@ class WorkerPool:
             waiter.set_result(handle)
         if not handle.born_spare:  # a spare counts when it takes a key
             self.spawn_count += 1
-        log.info(
+        # a spare's fork is routine (one per new thread): at info only once it is used
+        (log.info if handle.key else log.debug)(
             "worker.spawned",
             session_key=handle.key,
             worker_pid=process.pid,
@@ -833,7 +836,7 @@ class WorkerPool:
         handle.last_pong = time.monotonic()
         handle.hello.set()
         if not handle.key:  # a spare: it waits for a key (and is not pinged until then)
-            log.info(
+            log.debug(
                 "worker.spare_ready",
                 worker_pid=handle.pid,
                 spawn_ms=round((handle.ready_at - handle.spawned_at) * 1000, 1),

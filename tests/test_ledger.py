@@ -54,6 +54,32 @@ def test_an_answered_message_stays_until_the_frontend_posted_it(tmp_path: Path) 
     assert ledger.accepted == {} and len(changes) == 4  # accept, started, answer, delivered
 
 
+def test_a_message_handed_over_with_its_slot_is_written_started_at_once(tmp_path: Path) -> None:
+    """One durable write fewer per message, and the started mark is on disk with the
+    message itself rather than some milliseconds after claude began."""
+    ledger, changes = _ledger(tmp_path / "pending.json")
+    ledger.accept(_item("m1"), starts_at_once=True)
+    assert ledger.snapshot()[0]["started"] is True and len(changes) == 1
+    ledger.note_event(RunStarted("m1", "r", 123, resumed=False))
+    assert len(changes) == 1  # nothing new to write
+    ledger.settle(RunDone("m1", reply="ok", session_id="s"))
+    ledger.delivered("m1")
+    assert len(changes) == 3  # accept, answer, delivered
+
+
+def test_a_stop_before_a_marked_message_began_keeps_it_to_run_again(tmp_path: Path) -> None:
+    ledger, _ = _ledger(tmp_path / "pending.json")
+    ledger.accept(_item("m1"), starts_at_once=True)
+    kept = ledger.settle(RunFailed("m1", "shutdown", "stopping"))  # claude never began it
+    assert isinstance(kept, RunFailed) and kept.reason == "kept"
+    assert ledger.snapshot()[0]["started"] is False  # the restart runs it
+
+    ledger.accept(_item("m2", "43"), starts_at_once=True)
+    ledger.note_event(RunStarted("m2", "r", 123, resumed=False))
+    failed = ledger.settle(RunFailed("m2", "shutdown", "stopping"))  # it had begun
+    assert failed.reason == "shutdown" and ledger.accepted["m2"].started
+
+
 def test_a_message_a_stop_kept_from_starting_waits_without_an_answer(tmp_path: Path) -> None:
     ledger, _ = _ledger(tmp_path / "pending.json")
     ledger.accept(_item("m1"))

@@ -22,6 +22,8 @@ from claudeclaw import control, ipc
 from claudeclaw.errors import IpcError
 from claudeclaw.model import (
     GLOBAL_KEY,
+    PendingMessage,
+    ReplyTo,
     RunDone,
     RunEvent,
     RunFailed,
@@ -643,7 +645,7 @@ async def test_a_reload_that_lowers_max_workers_to_the_keys_workers_ends_the_spa
 async def test_a_message_with_nothing_ahead_gets_its_slot_with_its_run(
     daemon: Supervisor,
 ) -> None:
-    """1. A key's first message, its worker idle and a slot free.
+    """1. A key's message, its worker idle and a slot free.
     2. A message sent while another of the same key runs.
     Result: the first never asks for a slot (it is granted with the run, saving a round
     trip); the second asks (acquire) when its turn comes, as the cap requires."""
@@ -658,8 +660,21 @@ async def test_a_message_with_nothing_ahead_gets_its_slot_with_its_run(
 
     pool.slots.acquire = counting_acquire  # type: ignore[method-assign]
     key = SessionKey("965000000000000000")
-    assert isinstance(final(await collect(daemon, key, "alone")), RunDone)
+    marked: list[tuple[str, bool]] = []  # what the ledger was told at accept
+    accept = daemon.ledger.accept
+
+    def noting_accept(item: PendingMessage, *, starts_at_once: bool = False) -> None:
+        marked.append((item.prompt, starts_at_once))
+        accept(item, starts_at_once=starts_at_once)
+
+    daemon.ledger.accept = noting_accept  # type: ignore[method-assign]
+    assert isinstance(final(await collect(daemon, key, "its worker is forked")), RunDone)
+    events = [
+        e async for e in daemon.submit(key, "alone", reply_to=ReplyTo("965000000000000000", "1"))
+    ]
+    assert isinstance(final(events), RunDone)
     assert asked == []
+    assert marked == [("alone", True)]  # written as started with the message itself
     running = asyncio.Event()
 
     def note(event: RunEvent) -> None:
@@ -668,9 +683,12 @@ async def test_a_message_with_nothing_ahead_gets_its_slot_with_its_run(
 
     slow = asyncio.create_task(collect(daemon, key, "slow SLEEP:1", on_event=note))
     await running.wait()
-    behind = final(await collect(daemon, key, "behind"))
+    behind = final(
+        [e async for e in daemon.submit(key, "behind", reply_to=ReplyTo("965000000000000000", "2"))]
+    )
     assert isinstance(final(await slow), RunDone) and isinstance(behind, RunDone)
     assert asked == [behind.msg_id]
+    assert marked == [("alone", True), ("behind", False)]  # marked when it really starts
 
 
 async def freeze_while_running(
