@@ -55,9 +55,11 @@ async def test_dm_is_answered_as_a_reply_on_the_global_key(fake_discord, dispatc
     assert str(payload["message_reference"]["message_id"]) == msg["id"]
     assert payload["allowed_mentions"] == {"parse": [], "replied_user": True}
     await final_reactions(fake, msg["id"], "✅")
-    assert [(op, e) for op, m, e in fake.reaction_log if m == msg["id"]][:2] == [
-        ("add", "👀"),
+    # its run started at once: ⚙️ is its first reaction, no 👀 a few milliseconds before it
+    assert [(op, e) for op, m, e in fake.reaction_log if m == msg["id"]] == [
         ("add", "⚙️"),
+        ("add", "✅"),
+        ("remove", "⚙️"),
     ]
     # (typing: an instant answer may end before its request goes out; see test_bot_faults)
 
@@ -591,9 +593,17 @@ async def test_messages_in_one_thread_keep_their_order_despite_slow_attachments(
     second = await fake.user_says(thread, "second, short")
     await fake.wait_until(lambda: frontend.intake_waiting == 1, what="second waits its turn")
     assert dispatcher.submissions == []
+    # neither has started: each shows 👀 (taken) after acknowledge_within, not nothing
+    for waiting in (first, second):
+        await fake.wait_until(lambda m=waiting: fake.reactions[m["id"]] == ["👀"], what="👀")
     fake.download_gate.set()
     await final_reactions(fake, first["id"], "✅")
     await final_reactions(fake, second["id"], "✅")
+    assert [e for op, m, e in fake.reaction_log if m == second["id"] and op == "add"] == [
+        "👀",
+        "⚙️",
+        "✅",
+    ]
     prompts = [s.prompt for s in dispatcher.submissions]
     assert "first, with a file" in prompts[0] and "second, short" in prompts[1]
 

@@ -428,12 +428,12 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
 async def test_a_messages_channel_is_on_disk_before_it_shows_accepted(
     discord_daemon: DaemonFactory, fake_discord: FakeDiscord
 ) -> None:
-    """A daemon killed right after the 👀 shows, before the ledger has the message, finds it
-    again only by catching up in its channel (a DM has no session to name it). So the
-    channel is noted on disk before the 👀 reaction request goes out (this was a race: the
-    fault suite lost a message under load); the message itself need not wait for it."""
+    """A daemon killed right after a status reaction shows, before the ledger has the
+    message, finds it again only by catching up in its channel (a DM has no session to name
+    it). So the channel is noted on disk before the first reaction request goes out (this
+    was a race: the fault suite lost a message under load); the message itself need not
+    wait for it."""
     from claudeclaw import jsonstore
-    from claudeclaw.frontend.follow import ACCEPTED
 
     sup = await discord_daemon()
     fake = fake_discord
@@ -443,7 +443,7 @@ async def test_a_messages_channel_is_on_disk_before_it_shows_accepted(
     noted_when_shown: list[bool] = []
 
     async def set_reaction(message: Any, emoji: str, previous: str | None) -> None:
-        if emoji == ACCEPTED:
+        if previous is None:  # its first status reaction (⚙️ here: it starts at once)
             stamps = jsonstore.read_json(sup.paths.discord_channels_file) or {}
             noted_when_shown.append(str(message.channel.id) in stamps)
         await original(message, emoji, previous)

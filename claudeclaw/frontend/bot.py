@@ -643,14 +643,15 @@ class DiscordFrontend:
         )
         now = time.time()
         if not self._channels.fresh(message.channel.id, now):
-            # The channel is on disk before the 👀 shows: a daemon killed after that but
-            # before the ledger has the message finds it again by catching up in this channel.
-            # The write heads the message's reaction chain, so the message need not wait.
+            # The channel is on disk before a status reaction shows: a daemon killed after
+            # that but before the ledger has the message finds it again by catching up in
+            # this channel. The write heads the message's reaction chain, so the message
+            # need not wait.
             channel_id = message.channel.id
             self.follower.in_order(
                 view, lambda: self._note_channel(channel_id, now), "channel-note"
             )
-        await self.follower.react(message, view, ACCEPTED)
+        self.follower.acknowledge(message, view)  # ⚙️ when it starts, or 👀 if it waits
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
 

@@ -2,11 +2,14 @@
 
 What the user sees between accepting a message and its answer:
 
-* reactions on the user's message: 👀 accepted, ⚙️ running, ↪️ passed into the turn already
-  running (``runner.busyPolicy: "steer"``), ⏸️ waiting for a person to approve a tool
-  (``security.approvals``) or kept for a restart, ✅ done, ❌ failed (each replaces the
-  previous one). They are best effort and run in the background, in order per message: a
-  slow or rate-limited reaction never holds up a reply;
+* reactions on the user's message: 👀 accepted but not running yet, ⚙️ running, ↪️ passed
+  into the turn already running (``runner.busyPolicy: "steer"``), ⏸️ waiting for a person to
+  approve a tool (``security.approvals``) or kept for a restart, ✅ done, ❌ failed (each
+  replaces the previous one). A message whose run starts at once (the usual case) shows ⚙️
+  first, not 👀 and ⚙️ a few milliseconds apart: two Discord calls fewer per message; one
+  that waits (its queue, a slot, downloads) shows 👀 as soon as that is known, and at the
+  latest after ``acknowledge_within`` seconds. They are best effort and run in the
+  background, in order per message: a slow or rate-limited reaction never holds up a reply;
 * each approval request as a message with buttons (``frontend/approvals.py``), edited to
   its outcome;
 * "Queued: N ahead of you" at most once per message, only when it is still waiting after
@@ -59,6 +62,7 @@ KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 WAITING = KEPT  # a tool use waits for a person's approval
 STEERED = "↪️"  # passed into the turn already running (busyPolicy "steer"); answered with it
 QUEUE_NOTICE_AFTER_SECONDS = 10.0  # a message waiting less than this is not told it waits
+ACKNOWLEDGE_WITHIN_SECONDS = 0.5  # a message neither running nor queued by then shows 👀
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class RunView:
     status_message: discord.Message | None = None
     status_text: str = ""
     reacting: asyncio.Task[None] | None = None  # the last step of its reaction chain (in_order)
+    acknowledging: asyncio.TimerHandle | None = None  # the 👀 due if nothing shows sooner
 
 
 class RunFollower:
@@ -91,6 +96,7 @@ class RunFollower:
         self.delivery = delivery
         self.tasks = TaskSet("discord-reactions")
         self.queue_notice_after = QUEUE_NOTICE_AFTER_SECONDS
+        self.acknowledge_within = ACKNOWLEDGE_WITHIN_SECONDS
         self._noticed: set[int] = set()  # channels showing a queue notice now
         self.approvals = approvals
 
@@ -115,6 +121,9 @@ class RunFollower:
             async for event in stream:
                 on_queued()
                 if isinstance(event, RunQueued):
+                    waits = event.position > 0 or event.waiting_for_slot or event.resets_at
+                    if waits and view.reaction is None:  # say it was taken now
+                        await self.react(message, view, ACCEPTED)
                     text = queued_text(event.position, event.waiting_for_slot, event.resets_at)
                     if text and not said_queued:
                         said_queued = True
@@ -160,6 +169,9 @@ class RunFollower:
         finally:
             stop.set()
             running.set()
+            if view.acknowledging is not None:  # its outcome is the reaction now
+                view.acknowledging.cancel()
+                view.acknowledging = None
             if typing is not None:  # never wait for its request: the reply ends it anyway
                 typing.cancel()
             if helpers:
@@ -228,11 +240,29 @@ class RunFollower:
                 with contextlib.suppress(discord.HTTPException):
                     await view.status_message.delete()
 
+    def acknowledge(self, message: discord.Message, view: RunView) -> None:
+        """Show 👀 on ``message`` in ``acknowledge_within`` seconds unless another status
+        reaction (⚙️ when its run starts, 👀 when it is queued) was shown first."""
+
+        def due() -> None:
+            view.acknowledging = None
+            if view.reaction is None:
+                self._show(message, view, ACCEPTED)
+
+        loop = asyncio.get_running_loop()
+        view.acknowledging = loop.call_later(self.acknowledge_within, due)
+
     async def react(self, message: discord.Message, view: RunView, emoji: str) -> None:
         """Show ``emoji`` on the user's message, replacing the previous status reaction.
 
         Best effort, in the background: returns at once (a failing or rate-limited reaction
         call must never delay a reply); the changes on one message keep their order."""
+        self._show(message, view, emoji)
+
+    def _show(self, message: discord.Message, view: RunView, emoji: str) -> None:
+        if view.acknowledging is not None:  # a status shows now: no 👀 needed any more
+            view.acknowledging.cancel()
+            view.acknowledging = None
         previous, view.reaction = view.reaction, emoji
         self.in_order(view, lambda: self._set_reaction(message, emoji, previous), "reaction")
 
