@@ -84,6 +84,76 @@ def is_claude(proc: psutil.Process) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` so far, all its threads, to the nanosecond (``schedstat``; the
+    user/system times in ``/proc/<pid>/stat`` are whole 10 ms ticks, rounded down, which
+    undercounts a short-lived worker by ~10 ms)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+            total += int(fh.read().split()[0])
+    return total / 1e9
+
+
+class CpuMeter:
+    """CPU of the daemon's own processes over a window, including the workers born and
+    retired inside it (a new thread's worker is forked for it, and the least recently used
+    idle one exits): a process's CPU is read every few milliseconds while it lives, and
+    what it spent after its last reading (its exit) is found in the fork server's reaped
+    children's time. That last part includes the exit of the ``claude`` each retired worker
+    closed: counted as ours, so the figure errs high, never low."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.start: dict[int, float] = {}
+        self.last: dict[int, tuple[bool, float]] = {}  # pid -> (is ours, CPU read last)
+        self.forkserver: psutil.Process | None = None
+        self.reaped0 = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def _read(self) -> None:
+        for proc, ours in [(p, True) for p in self.rig.ours()] + [
+            (p, False) for p in self.rig.claudes()
+        ]:
+            try:
+                self.last[proc.pid] = (ours, cpu_seconds(proc.pid))
+            except OSError:  # it exited meanwhile
+                pass
+
+    def _reaped(self) -> float:
+        assert self.forkserver is not None
+        times = self.forkserver.cpu_times()
+        return float(times.children_user + times.children_system)
+
+    async def __aenter__(self) -> CpuMeter:
+        assert self.rig.proc is not None
+        self.forkserver = next(
+            p
+            for p in psutil.Process(self.rig.proc.pid).children()
+            if "forkserver" in " ".join(p.cmdline())
+        )
+        self._read()
+        self.start = {pid: cpu for pid, (_, cpu) in self.last.items()}
+        self.reaped0 = self._reaped()
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            await asyncio.to_thread(self._read)
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        alive = {p.pid for p in self.rig.ours() + self.rig.claudes()}
+        self._read()
+        ours = sum(cpu - self.start.get(pid, 0.0) for pid, (mine, cpu) in self.last.items() if mine)
+        gone = sum(cpu for pid, (_, cpu) in self.last.items() if pid not in alive)
+        self.unseen = max(0.0, self._reaped() - self.reaped0 - gone)
+        self.ours = ours + self.unseen
+
+
 class Rig:
     def __init__(self, idle_seconds: int | None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="ccm-"))
@@ -180,17 +250,9 @@ class Rig:
         root = psutil.Process(self.proc.pid)
         return [p for p in root.children(recursive=True) if is_claude(p)]
 
-    def cpu(self, only_supervisor: bool = False) -> float:
-        total = 0.0
+    def supervisor_cpu(self) -> float:
         assert self.proc is not None
-        procs = [psutil.Process(self.proc.pid)] if only_supervisor else self.ours()
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
+        return cpu_seconds(self.proc.pid)
 
     def stamps(self) -> list[tuple[str, float]]:
         try:
@@ -276,19 +338,21 @@ async def per_message(
         await rig.direct_start_ms(2)  # (warm the page cache)
         starts: list[float] = []
         # new threads: each message the first of its thread (a worker and a claude start)
-        walls, ins, outs, cpu0, sup0 = [], [], [], rig.cpu(), rig.cpu(True)
-        for i in range(n):
-            # claude's own start, measured next to each sample (the machine is noisy)
-            starts += await rig.direct_start_ms(1)
-            await asyncio.sleep(gap)
-            thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
-            to_claude, from_claude, _ = await rig.message(thread, f"new thread {i}")
-            ins.append(to_claude * 1000 - starts[-1])
-            outs.append(from_claude * 1000)
-            walls.append(ins[-1] + outs[-1])
-            await asyncio.sleep(gap)
-        cpu_new = (rig.cpu() - cpu0) / n * 1000
-        cpu_sup = (rig.cpu(True) - sup0) / n * 1000
+        walls, ins, outs, sup0 = [], [], [], rig.supervisor_cpu()
+        async with CpuMeter(rig) as meter:
+            for i in range(n):
+                # claude's own start, measured next to each sample (the machine is noisy)
+                starts += await rig.direct_start_ms(1)
+                await asyncio.sleep(gap)
+                thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
+                to_claude, from_claude, _ = await rig.message(thread, f"new thread {i}")
+                ins.append(to_claude * 1000 - starts[-1])
+                outs.append(from_claude * 1000)
+                walls.append(ins[-1] + outs[-1])
+                await asyncio.sleep(gap)
+        cpu_new = meter.ours / n * 1000
+        cpu_sup = (rig.supervisor_cpu() - sup0) / n * 1000
+        exits = meter.unseen / n * 1000
         direct = statistics.median(starts)
         if spy is not None and os.environ.get("BENCH_PYSPY_NEW_ONLY"):
             spy.send_signal(signal.SIGINT)
@@ -299,7 +363,7 @@ async def per_message(
                 "ours per message, new thread",
                 f"{statistics.median(walls):.1f} ms",
                 f"p99 {pct(walls, 99):.1f} ms; CPU {cpu_new:.1f} ms/msg ({cpu_sup:.1f} "
-                f"supervisor); in→claude {statistics.median(ins):.1f} ms (claude's own start, "
+                f"supervisor, {exits:.1f} retired workers' exits); in→claude {statistics.median(ins):.1f} ms (claude's own start, "
                 f"{direct:.0f} ms, subtracted), result→posted {statistics.median(outs):.1f} ms",
             )
         )
@@ -307,15 +371,16 @@ async def per_message(
         thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
         await rig.message(thread, "first")
         await asyncio.sleep(gap)
-        walls, ins, outs, cpu0, sup0 = [], [], [], rig.cpu(), rig.cpu(True)
-        for i in range(n):
-            to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
-            ins.append(to_claude * 1000)
-            outs.append(from_claude * 1000)
-            walls.append((to_claude + from_claude) * 1000)
-            await asyncio.sleep(resume_gap)
-        cpu_resume = (rig.cpu() - cpu0) / n * 1000
-        cpu_sup = (rig.cpu(True) - sup0) / n * 1000
+        walls, ins, outs, sup0 = [], [], [], rig.supervisor_cpu()
+        async with CpuMeter(rig) as meter:
+            for i in range(n):
+                to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
+                ins.append(to_claude * 1000)
+                outs.append(from_claude * 1000)
+                walls.append((to_claude + from_claude) * 1000)
+                await asyncio.sleep(resume_gap)
+        cpu_resume = meter.ours / n * 1000
+        cpu_sup = (rig.supervisor_cpu() - sup0) / n * 1000
         direct = statistics.median(starts)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
