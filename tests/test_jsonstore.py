@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -337,3 +338,18 @@ def test_modes_stay_private_whatever_the_umask(tmp_path: Path, umask: int) -> No
     assert _mode(jsonstore.backup_path(path)) == 0o600
     assert json.loads(path.read_text()) == {"v": 3}
     assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 2}
+
+
+def test_update_json_sees_changes_made_in_place(tmp_path: Path) -> None:
+    """fn may mutate the document it is given: compared with an independent copy."""
+    path = tmp_path / "x.json"
+    lock = tmp_path / ".lock"
+    jsonstore.write_json(path, {"n": 1, "list": [1]})
+
+    def bump(data: dict[str, Any]) -> dict[str, Any]:
+        data["list"].append(2)
+        return data
+
+    assert jsonstore.update_json(path, lock, bump) == {"n": 1, "list": [1, 2]}
+    assert json.loads(path.read_text()) == {"n": 1, "list": [1, 2]}
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"n": 1, "list": [1]}
