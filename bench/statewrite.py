@@ -7,7 +7,8 @@ The supervisor makes ~6 ``write_json`` calls per Discord message (the pending le
 sessions.json, discord-channels.json), each in a thread. This repeats writes of a ~1 KB
 and a ~50 KB document to the same path (one field changes each time, as in the daemon)
 and prints the median process CPU (user + system, ``time.process_time``) per write, called
-directly and through ``asyncio.to_thread`` as the supervisor does; each figure is the
+directly, through ``asyncio.to_thread`` as the supervisor does, and as ``update_json``
+(read, change, write under the lock: the sessions registry); each figure is the
 median over ``--runs`` runs of the per-run median (the range in brackets). ``--strace``
 also counts the system calls per write: ``strace -f -c`` of N writes minus that of none.
 ``--root`` imports ``claudeclaw`` from another tree (e.g. an export of main) to compare.
@@ -58,9 +59,11 @@ def load_jsonstore(root: Path) -> Any:
 
 
 def cpu_per_write(
-    jsonstore: Any, base: Path, size: int, writes: int, threaded: bool
+    jsonstore: Any, base: Path, size: int, writes: int, call: str
 ) -> tuple[float, float]:
-    """Median CPU and wall (ms) per write over ``writes`` writes to one path."""
+    """Median CPU and wall (ms) per write over ``writes`` writes to one path; ``call``:
+    ``direct``, ``to_thread``, or ``update_json`` (read, change, write under the lock, as
+    the sessions registry does)."""
     directory = Path(tempfile.mkdtemp(prefix="sw-", dir=base))
     path = directory / "state" / "pending.json"
     doc = document(size)
@@ -76,14 +79,22 @@ def cpu_per_write(
             cpu.append(time.process_time() - c0)
             wall.append(time.perf_counter() - w0)
 
+    def bump(current: dict[str, Any]) -> dict[str, Any]:
+        current["seq"] += 1
+        return current
+
     try:
-        if threaded:
+        if call == "to_thread":
             asyncio.run(threaded_writes())
         else:
             for i in range(writes):
                 doc["seq"] = i
                 c0, w0 = time.process_time(), time.perf_counter()
-                jsonstore.write_json(path, doc, validate=jsonstore.is_object)
+                if call == "update_json":
+                    lock = path.parent / ".lock"
+                    jsonstore.update_json(path, lock, bump, validate=jsonstore.is_object)
+                else:
+                    jsonstore.write_json(path, doc, validate=jsonstore.is_object)
                 cpu.append(time.process_time() - c0)
                 wall.append(time.perf_counter() - w0)
     finally:
@@ -136,12 +147,12 @@ def main() -> None:
         return
     jsonstore = load_jsonstore(Path(args.root))
     print(f"state write bench: {args.root}, {args.writes} writes x {args.runs} runs, {args.dir}")
-    print(f"| {'document':<8} | {'call':<9} | {'CPU ms/write':<22} | {'wall ms/write':<22} |")
-    print(f"|{'-' * 10}|{'-' * 11}|{'-' * 24}|{'-' * 24}|")
+    print(f"| {'document':<8} | {'call':<11} | {'CPU ms/write':<22} | {'wall ms/write':<22} |")
+    print(f"|{'-' * 10}|{'-' * 13}|{'-' * 24}|{'-' * 24}|")
     for name, size in SIZES.items():
-        for threaded in (False, True):
+        for call in ("direct", "to_thread", "update_json"):
             runs = [
-                cpu_per_write(jsonstore, Path(args.dir), size, args.writes, threaded)
+                cpu_per_write(jsonstore, Path(args.dir), size, args.writes, call)
                 for _ in range(args.runs)
             ]
             cpu = [r[0] for r in runs]
@@ -150,8 +161,7 @@ def main() -> None:
             def fmt(xs: list[float]) -> str:
                 return f"{statistics.median(xs):.3f} [{min(xs):.3f}–{max(xs):.3f}]"
 
-            call = "to_thread" if threaded else "direct"
-            print(f"| {name:<8} | {call:<9} | {fmt(cpu):<22} | {fmt(wall):<22} |")
+            print(f"| {name:<8} | {call:<11} | {fmt(cpu):<22} | {fmt(wall):<22} |")
     if args.strace:
         n = 200
         for name in SIZES:
