@@ -9,8 +9,11 @@ and must not survive a reboot; the daemon advertises their location in ``daemon.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import os
+import secrets
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -148,13 +151,38 @@ def ensure_runtime_dir(paths: ProjectPaths) -> Path:
     return ensure_private_dir(path)
 
 
+DirIdentity = tuple[int, int, int, int]
+"""A checked directory as ``lstat`` sees it: device, inode, type and mode bits, owner."""
+
+_checked_dirs: dict[str, DirIdentity] = {}
+_CHECKED_DIRS_MAX = 256
+
+
+def _dir_identity(info: os.stat_result) -> DirIdentity:
+    return (info.st_dev, info.st_ino, info.st_mode, info.st_uid)
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) with mode 0700 and make sure it is ours and private.
 
     An existing directory owned by someone else, or a symlink, is refused: sockets and
     state inside it would be readable or replaceable by another user. Mode 0710 is kept
     as it is (two-user mode: the agent passes through to the outbox, lists nothing).
+
+    Every state write calls this, so once a directory passed, later calls cost one
+    ``lstat``: the same directory (device, inode), still a directory of ours with the
+    mode it had, passes again; anything else (removed, replaced, a symlink put in its
+    place, chmod, chown) gets the full check again.
     """
+    key = os.fspath(path)
+    known = _checked_dirs.get(key)
+    if known is not None:
+        try:
+            if _dir_identity(os.lstat(key)) == known:
+                return path
+        except OSError:
+            pass
+        _checked_dirs.pop(key, None)
     try:
         path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         info = path.lstat()
@@ -169,23 +197,71 @@ def ensure_private_dir(path: Path) -> Path:
         )
     if stat.S_IMODE(info.st_mode) not in (PRIVATE_DIR_MODE, _PASS_THROUGH_DIR_MODE):
         os.chmod(path, PRIVATE_DIR_MODE)
+        info = path.lstat()
+    if len(_checked_dirs) >= _CHECKED_DIRS_MAX:
+        _checked_dirs.clear()
+    _checked_dirs[key] = _dir_identity(info)
     return path
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
+def _new_temp_token() -> None:
+    """Temp names: this process's pid and random bits, then a counter (no getpid or
+    getrandom call per name). A forked child draws its own, so names never collide."""
+    global _temp_token, _temp_counter
+    _temp_token = f"{os.getpid()}.{secrets.token_hex(4)}"
+    _temp_counter = itertools.count()
+
+
+_temp_token = ""
+_temp_counter = itertools.count()
+_new_temp_token()
+os.register_at_fork(after_in_child=_new_temp_token)
+
+
+def temp_name(name: str) -> str:
+    """A hidden name for a temp file beside ``name``, unique in this process; creators
+    still use ``O_EXCL`` (or handle EEXIST) against leftovers of a crashed process."""
+    return f".{name}.{_temp_token}.{next(_temp_counter)}.tmp"
+
+
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> os.stat_result:
     """Replace ``path`` with ``payload`` atomically, mode 0600: a temp file in the same
-    directory, fsync, rename. Readers see the old file or the new one, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    directory, fsync, rename. Readers see the old file or the new one, never a mix.
+
+    Returns the new file's ``fstat`` once written (its identity, for callers that
+    remember what they wrote). The caller fsyncs the directory.
+    """
+    directory = os.path.dirname(os.fspath(path))
+    name = os.path.basename(os.fspath(path))
+    while True:
+        tmp = os.path.join(directory, temp_name(name))
+        try:
+            # Created 0600 (O_EXCL, never through a symlink); the umask can only take
+            # bits away, which the fstat below notices.
+            fd = os.open(tmp, _TEMP_FLAGS, PRIVATE_FILE_MODE)
+        except FileExistsError:  # a crashed process's leftover with our pid: next name
+            continue
+        break
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, PRIVATE_FILE_MODE)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            info = os.fstat(fd)
+            if stat.S_IMODE(info.st_mode) != PRIVATE_FILE_MODE:
+                os.fchmod(fd, PRIVATE_FILE_MODE)  # changes ctime only: info stays valid
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
+    return info
 
 
 def write_private_text(path: Path, text: str) -> None:

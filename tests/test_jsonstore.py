@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -215,3 +216,140 @@ def test_write_is_atomic_against_crash_midway(
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ---- the known-good cache: a file this process wrote or validated is not read again ----
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    reads: list[Path] = []
+    real = jsonstore._read
+
+    def counting(path: Path) -> tuple[bytes, os.stat_result] | None:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(jsonstore, "_read", counting)
+    return reads
+
+
+def test_a_file_this_process_wrote_becomes_bak_without_being_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "x.json"
+    reads = _count_reads(monkeypatch)
+    jsonstore.write_json(path, {"v": 1}, validate=jsonstore.is_object)
+    jsonstore.write_json(path, {"v": 2}, validate=jsonstore.is_object)
+    jsonstore.write_json(path, {"v": 3}, validate=jsonstore.is_object)
+    assert reads == [path]  # only the first write, which did not know the path
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.json.bak"]
+
+
+def test_a_file_read_and_validated_is_not_parsed_again_by_update_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "x.json"
+    lock = tmp_path / ".lock"
+    path.write_text('{"n": 1}')  # written by someone else: unknown to this process
+    reads = _count_reads(monkeypatch)
+    jsonstore.update_json(path, lock, lambda d: {"n": d["n"] + 1}, validate=jsonstore.is_object)
+    assert reads == [path]  # update_json's own read; write_json trusted what it validated
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"n": 1}
+
+
+def test_a_file_another_writer_put_in_place_is_validated_again(tmp_path: Path) -> None:
+    """Same size and mtime as the file we wrote, only another inode: read and parsed,
+    and being corrupt it does not become the .bak."""
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1}, validate=jsonstore.is_object)
+    jsonstore.write_json(path, {"v": 2}, validate=jsonstore.is_object)
+    ours = path.stat()
+    other = tmp_path / "other"
+    other.write_bytes(b"{" * ours.st_size)
+    os.utime(other, ns=(ours.st_atime_ns, ours.st_mtime_ns))
+    os.replace(other, path)
+    jsonstore.write_json(path, {"v": 3}, validate=jsonstore.is_object)
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 1}
+    # A good replacement is kept as usual.
+    good = tmp_path / "good"
+    good.write_text('{"v": "theirs"}')
+    os.replace(good, path)
+    jsonstore.write_json(path, {"v": 4}, validate=jsonstore.is_object)
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": "theirs"}
+
+
+@pytest.mark.parametrize("change", ["bytes", "size"])
+def test_a_file_rewritten_in_place_is_validated_again(tmp_path: Path, change: str) -> None:
+    """Same inode: new bytes of the same size (the mtime moves), or another size with
+    the old mtime put back; either way it is read again, and a torn one is no .bak."""
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1}, validate=jsonstore.is_object)
+    jsonstore.write_json(path, {"v": 2}, validate=jsonstore.is_object)
+    before = path.stat()
+    with path.open("r+b") as fh:  # in place, as an editor or the original program would
+        if change == "bytes":
+            fh.write(b"[" * before.st_size)
+        else:
+            fh.write(b'{"v": 2, ')
+            fh.truncate()
+    if change == "bytes":  # the same tick can leave the mtime as it was: move it on
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    else:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert after.st_ino == before.st_ino
+    jsonstore.write_json(path, {"v": 3}, validate=jsonstore.is_object)
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 1}
+
+
+def test_a_file_known_under_another_validator_is_validated_again(tmp_path: Path) -> None:
+    """A list written without a validator is known to parse, not to be an object."""
+    path = tmp_path / "x.json"
+    jsonstore.write_json(path, {"v": 1}, validate=jsonstore.is_object)
+    jsonstore.write_json(path, [1, 2])
+    jsonstore.write_json(path, {"v": 3}, validate=jsonstore.is_object)
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 1}
+    # Data the validator refuses is written, but not remembered as good.
+    jsonstore.write_json(path, [3], validate=jsonstore.is_object)
+    jsonstore.write_json(path, {"v": 5}, validate=jsonstore.is_object)
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 3}
+
+
+def _no_links(*_args: object, **_kwargs: object) -> None:
+    raise OSError(1, "Operation not permitted")
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o277])
+def test_modes_stay_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    """0o277 takes the owner's write bit from a new file: it is put back."""
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "state" / "x.json"
+        jsonstore.write_json(path, {"v": 1})
+        jsonstore.write_json(path, {"v": 2})
+        with pytest.MonkeyPatch.context() as mp:  # the copy fallback too
+            mp.setattr(jsonstore.os, "link", _no_links)
+            jsonstore.write_json(path, {"v": 3})
+    finally:
+        os.umask(old)
+    assert _mode(path.parent) == 0o700
+    assert _mode(path) == 0o600
+    assert _mode(jsonstore.backup_path(path)) == 0o600
+    assert json.loads(path.read_text()) == {"v": 3}
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"v": 2}
+
+
+def test_update_json_sees_changes_made_in_place(tmp_path: Path) -> None:
+    """fn may mutate the document it is given: compared with an independent copy."""
+    path = tmp_path / "x.json"
+    lock = tmp_path / ".lock"
+    jsonstore.write_json(path, {"n": 1, "list": [1]})
+
+    def bump(data: dict[str, Any]) -> dict[str, Any]:
+        data["list"].append(2)
+        return data
+
+    assert jsonstore.update_json(path, lock, bump) == {"n": 1, "list": [1, 2]}
+    assert json.loads(path.read_text()) == {"n": 1, "list": [1, 2]}
+    assert json.loads(jsonstore.backup_path(path).read_text()) == {"n": 1, "list": [1]}

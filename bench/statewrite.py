@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""CPU and system calls of one durable state write (``jsonstore.write_json``).
+
+    nice -n -15 python bench/statewrite.py [--writes N] [--runs N] [--strace] [--root DIR]
+
+The supervisor makes ~6 ``write_json`` calls per Discord message (the pending ledger,
+sessions.json, discord-channels.json), each in a thread. This repeats writes of a ~1 KB
+and a ~50 KB document to the same path (one field changes each time, as in the daemon)
+and prints the median process CPU (user + system, ``time.process_time``) per write, called
+directly, through ``asyncio.to_thread`` as the supervisor does, and as ``update_json``
+(read, change, write under the lock: the sessions registry); each figure is the
+median over ``--runs`` runs of the per-run median (the range in brackets). ``--strace``
+also counts the system calls per write: ``strace -f -c`` of N writes minus that of none.
+``--root`` imports ``claudeclaw`` from another tree (e.g. an export of main) to compare.
+The state directory is on the filesystem of ``--dir`` (default: the temp directory), so
+fsync costs what it costs there. Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"1 KB": 1024, "50 KB": 50 * 1024}
+
+
+def document(size: int) -> dict[str, Any]:
+    """A pending-ledger-like document of about ``size`` bytes once dumped."""
+    messages: dict[str, Any] = {}
+    n = 0
+    while len(repr(messages)) < size * 0.8:
+        messages[str(1_200_000_000_000_000_000 + n)] = {
+            "channel": "1100000000000000000",
+            "thread": "1100000000000000001",
+            "author": "someone",
+            "accepted": "2026-12-01T16:00:00.000000Z",
+            "state": "queued",
+        }
+        n += 1
+    return {"version": 1, "seq": 0, "messages": messages}
+
+
+def load_jsonstore(root: Path) -> Any:
+    sys.path.insert(0, str(root))
+    module = importlib.import_module("claudeclaw.jsonstore")
+    assert Path(module.__file__ or "").resolve().is_relative_to(root.resolve()), module.__file__
+    return module
+
+
+def cpu_per_write(
+    jsonstore: Any, base: Path, size: int, writes: int, call: str
+) -> tuple[float, float]:
+    """Median CPU and wall (ms) per write over ``writes`` writes to one path; ``call``:
+    ``direct``, ``to_thread``, or ``update_json`` (read, change, write under the lock, as
+    the sessions registry does)."""
+    directory = Path(tempfile.mkdtemp(prefix="sw-", dir=base))
+    path = directory / "state" / "pending.json"
+    doc = document(size)
+    jsonstore.write_json(path, doc, validate=jsonstore.is_object)  # first write: creates
+    cpu: list[float] = []
+    wall: list[float] = []
+
+    async def threaded_writes() -> None:
+        for i in range(writes):
+            doc["seq"] = i
+            c0, w0 = time.process_time(), time.perf_counter()
+            await asyncio.to_thread(jsonstore.write_json, path, doc, validate=jsonstore.is_object)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+
+    def bump(current: dict[str, Any]) -> dict[str, Any]:
+        current["seq"] += 1
+        return current
+
+    try:
+        if call == "to_thread":
+            asyncio.run(threaded_writes())
+        else:
+            for i in range(writes):
+                doc["seq"] = i
+                c0, w0 = time.process_time(), time.perf_counter()
+                if call == "update_json":
+                    lock = path.parent / ".lock"
+                    jsonstore.update_json(path, lock, bump, validate=jsonstore.is_object)
+                else:
+                    jsonstore.write_json(path, doc, validate=jsonstore.is_object)
+                cpu.append(time.process_time() - c0)
+                wall.append(time.perf_counter() - w0)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000
+
+
+def inner(args: argparse.Namespace) -> None:
+    """Child for strace: one warm-up write, then ``--writes`` more."""
+    jsonstore = load_jsonstore(Path(args.root))
+    base = Path(tempfile.mkdtemp(prefix="sw-", dir=args.dir))
+    path = base / "state" / "pending.json"
+    doc = document(SIZES[args.inner])
+    jsonstore.write_json(path, doc, validate=jsonstore.is_object)
+    for i in range(args.writes):
+        doc["seq"] = i
+        jsonstore.write_json(path, doc, validate=jsonstore.is_object)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def syscalls(args: argparse.Namespace, size: str, writes: int) -> tuple[int, dict[str, int]]:
+    """Total system calls (and per name) of a child doing ``writes`` writes."""
+    with tempfile.NamedTemporaryFile(prefix="sw-strace-", dir=args.dir) as out:
+        child = [sys.executable, __file__, "--inner", size, "--writes", str(writes)]
+        child += ["--root", args.root, "--dir", args.dir]
+        subprocess.run(["strace", "-f", "-c", "-o", out.name, *child], check=True)
+        text = Path(out.name).read_text()
+    per: dict[str, int] = {}
+    total = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and re.fullmatch(r"[\d.]+", fields[0]) and fields[-1] != "total":
+            per[fields[-1]] = int(fields[3])
+        elif fields and fields[-1] == "total":
+            total = int(fields[3])
+    return total, per
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--writes", type=int, default=300, help="writes per run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--strace", action="store_true", help="count system calls per write")
+    parser.add_argument("--root", default=str(ROOT), help="tree to import claudeclaw from")
+    parser.add_argument("--dir", default=tempfile.gettempdir(), help="where to write")
+    parser.add_argument("--inner", choices=sorted(SIZES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        inner(args)
+        return
+    jsonstore = load_jsonstore(Path(args.root))
+    print(f"state write bench: {args.root}, {args.writes} writes x {args.runs} runs, {args.dir}")
+    print(f"| {'document':<8} | {'call':<11} | {'CPU ms/write':<22} | {'wall ms/write':<22} |")
+    print(f"|{'-' * 10}|{'-' * 13}|{'-' * 24}|{'-' * 24}|")
+    for name, size in SIZES.items():
+        for call in ("direct", "to_thread", "update_json"):
+            runs = [
+                cpu_per_write(jsonstore, Path(args.dir), size, args.writes, call)
+                for _ in range(args.runs)
+            ]
+            cpu = [r[0] for r in runs]
+            wall = [r[1] for r in runs]
+
+            def fmt(xs: list[float]) -> str:
+                return f"{statistics.median(xs):.3f} [{min(xs):.3f}–{max(xs):.3f}]"
+
+            print(f"| {name:<8} | {call:<11} | {fmt(cpu):<22} | {fmt(wall):<22} |")
+    if args.strace:
+        n = 200
+        for name in SIZES:
+            base_total, base_per = syscalls(args, name, 0)
+            total, per = syscalls(args, name, n)
+            diff = {k: (v - base_per.get(k, 0)) / n for k, v in per.items()}
+            top = sorted(((v, k) for k, v in diff.items() if v >= 0.5), reverse=True)
+            detail = ", ".join(f"{k} {v:.0f}" for v, k in top)
+            print(f"syscalls per write, {name}: {(total - base_total) / n:.1f} ({detail})")
+
+
+if __name__ == "__main__":
+    main()
