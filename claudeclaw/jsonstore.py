@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from claudeclaw.errors import StateError
-from claudeclaw.jsonindent import dumps_indent2
 from claudeclaw.logs import get_logger
 from claudeclaw.paths import (
     PRIVATE_FILE_MODE,
@@ -137,7 +136,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def _dumps(data: Any) -> bytes:
     # Two-space indent like the original's JSON.stringify(data, null, 2).
-    return (dumps_indent2(data) + "\n").encode("utf-8")
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _corrupt_aside_path(path: Path) -> Path:
