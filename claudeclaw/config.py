@@ -924,8 +924,9 @@ class LimitSettings:
         "maxIdleWorkers",
         Whole(0, 1024),
         "Idle workers kept across all sessions (each ~8 MB of its own, its warm `claude` "
-        "~200 MB more); beyond it the least recently used idle one exits within a second "
-        "(not beside the reply that made one idle), closing its warm `claude`: that "
+        "~200 MB more); beyond it the least recently used idle one leaves its thread within "
+        "a second (not beside the reply that made one idle), closing its warm `claude`, "
+        "and exits or becomes the spare that serves the next new thread: that "
         "thread's next message starts cold (a worker in ~15 ms, then `claude --resume`), "
         "as after `workerIdleSeconds`. It bounds the sessions kept warm while idle too. "
         "0: a worker exits within a second of becoming idle.",

@@ -538,3 +538,8 @@ def get_logger(**initial: Any) -> Any:
 def bind(**fields: Any) -> None:
     """Attach fields to every event logged from the current task/context."""
     structlog.contextvars.bind_contextvars(**fields)
+
+
+def unbind(*keys: str) -> None:
+    """Drop fields :func:`bind` added (a worker recycled as the spare names no key)."""
+    structlog.contextvars.unbind_contextvars(*keys)

@@ -51,7 +51,7 @@ from claudeclaw.claude.live import Allow, Deny, PermissionResult
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import Settings
 from claudeclaw.errors import EXIT_OK, EXIT_WORKER_BOOT_FAILED, ClaudeclawError, IpcError
-from claudeclaw.logs import bind, configure_logging, get_logger
+from claudeclaw.logs import bind, configure_logging, get_logger, unbind
 from claudeclaw.model import (
     RunDone,
     RunEvent,
@@ -173,6 +173,7 @@ class Worker:
         self.work_ready = asyncio.Event()
         self.stopping = False
         self.finished = asyncio.Event()
+        self.recycled = False  # it ended to serve as the spare (``recycle``), not to exit
         self.cancel_reason = ""
         self.riders: list[_Queued] = []  # merged into the current run (coalescing)
         self.steered: list[_Queued] = []  # written into the current run (busyPolicy steer)
@@ -238,6 +239,8 @@ class Worker:
                 if message is None:
                     break
                 self.handle(message)
+                if message["type"] == "recycle":
+                    return  # the frames that follow are for the spare it becomes (serve)
         except (IpcError, ConnectionError) as exc:
             log.error("worker.protocol_error", error=str(exc))
         if not self.stopping:
@@ -428,6 +431,27 @@ class Worker:
     def handle_shutdown(self, message: ipc.Message) -> None:
         grace = float(message.get("grace", 0.0))
         self.tasks.start(self.shutdown(grace), "shutdown")
+
+    def handle_recycle(self, _message: ipc.Message) -> None:
+        self.tasks.start(self.recycle(), "recycle")
+
+    async def recycle(self) -> None:
+        """The supervisor has an idle worker too many and no spare: this one closes its
+        key's ``claude`` and serves as the spare, instead of exiting while another is
+        forked (no fork, no exit, none of a new process's page faults: ~10 ms of CPU of
+        every new thread once ``limits.maxIdleWorkers`` are idle). It holds no message:
+        the supervisor recycles only workers that hold none."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.work_ready.set()
+        for item in self._drain_queue():  # (none; a message is never lost all the same)
+            self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
+        await self._run_loop_ended()
+        await self.claude.close()
+        self.recycled = True
+        self._send({"type": "recycled"})
+        self.finished.set()
 
     # ---- the run loop -------------------------------------------------------------------
 
@@ -708,10 +732,46 @@ async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -
         log.error("worker.connect_failed", socket=socket_path, error=str(exc))
         return EXIT_WORKER_BOOT_FAILED
     await channel.send({"type": "hello", "key": key or "", "pid": os.getpid()})
+    settings: Settings | None = None
+    while True:
+        worker = await _configure_worker(channel, paths, key, settings)
+        if isinstance(worker, int):
+            await channel.close()
+            return worker
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, _abort_on_sigterm, worker)
+        worker.run_task = loop.create_task(worker.run_loop())
+        tasks = [loop.create_task(worker.read_loop()), worker.run_task]
+        await worker.finished.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not worker.recycled:
+            break
+        # a spare again: it waits for its next key, with the settings it has
+        await worker.tasks.cancel_all()
+        loop.remove_signal_handler(signal.SIGTERM)
+        unbind("session_key", "thread_id")
+        key, settings = None, worker.settings
+    await channel.close()
+    return EXIT_OK
+
+
+def _abort_on_sigterm(worker: Worker) -> None:
+    worker.tasks.start(worker.abort("SIGTERM received"), "abort")
+
+
+async def _configure_worker(
+    channel: ipc.Channel, paths: ProjectPaths, key: SessionKey | None, settings: Settings | None
+) -> Worker | int:
+    """The worker its ``configure`` frames describe (a spare's first names no key and the
+    next one does); else the exit code: the supervisor hung up first (a spare it no longer
+    needs) or sent nonsense (logged)."""
     try:
         # the supervisor's settings, never settings.json: one truth for every worker
         first = await _configured(channel)
-        settings = settings_from_wire(first["settings"])
+        if "settings" in first or settings is None:
+            settings = settings_from_wire(first["settings"])
         worker = Worker(paths, key or SessionKey(""), channel, settings)
         parsed = True
         if key is None and not first.get("key"):  # a spare, configured ahead of its key:
@@ -721,28 +781,15 @@ async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -
             key = worker.key = session_key(str(first["key"]))
             _bind_key(key)
     except _HungUp:
-        await channel.close()
         if key is None:
             return EXIT_OK  # a spare the supervisor no longer needs
         log.error("worker.configure_failed", error="the supervisor hung up before configure")
         return EXIT_WORKER_BOOT_FAILED
     except (IpcError, ConnectionError, KeyError, ValueError) as exc:
         log.error("worker.configure_failed", error=str(exc))
-        await channel.close()
         return EXIT_WORKER_BOOT_FAILED
     worker.handle_configure(first, parsed=parsed)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(
-        signal.SIGTERM, lambda: worker.tasks.start(worker.abort("SIGTERM received"), "abort")
-    )
-    worker.run_task = loop.create_task(worker.run_loop())
-    tasks = [loop.create_task(worker.read_loop()), worker.run_task]
-    await worker.finished.wait()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await channel.close()
-    return EXIT_OK
+    return worker
 
 
 _PARSER: argparse.ArgumentParser | None = None

@@ -416,9 +416,10 @@ async def test_second_daemon_for_the_same_project_is_refused(daemon: Supervisor)
 async def test_over_max_idle_workers_the_least_recently_used_exits(make_project) -> None:  # type: ignore[no-untyped-def]
     """maxIdleWorkers=2 (workerIdleSeconds stays long).
     1. Threads A, B and C each run a message, one after the other: when C's ends there are
-       three idle workers, so A's (the least recently used) exits at once; B's and C's stay.
-    2. A's next message comes back on a new worker and resumes A's session; now B's
-       worker is the least recently used idle one and exits."""
+       three idle workers, so A's (the least recently used) leaves its key at once (it
+       exits, or closes its claude and becomes the spare); B's and C's stay.
+    2. A's next message comes back on another worker and resumes A's session; now B's
+       worker is the least recently used idle one and leaves."""
     paths = make_project(limits={"maxIdleWorkers": 2, "workerIdleSeconds": 600})
     sup = await started_supervisor(paths)
     try:
@@ -429,9 +430,13 @@ async def test_over_max_idle_workers_the_least_recently_used_exits(make_project)
         handle_a, handle_b = sup.pool.find(a), sup.pool.find(b)
         assert handle_a is not None and handle_b is not None
         assert sup.pool.find(a) is handle_a and handle_a.state == "ready"  # within budget
+        pool = sup.pool
+
+        def left(handle: WorkerHandle) -> bool:
+            return handle.exited.is_set() or (pool.spare is handle and handle.state == "spare")
+
         await collect(sup, c, "c1")
-        async with asyncio.timeout(10):
-            await handle_a.exited.wait()
+        await wait_for(lambda: left(handle_a), "A's worker left its key")
         assert sup.pool.find(a) is None
         assert sup.pool.find(b) is handle_b and sup.pool.find(c) is not None
         again = await collect(sup, a, "a2")
@@ -440,8 +445,7 @@ async def test_over_max_idle_workers_the_least_recently_used_exits(make_project)
         assert isinstance(done, RunDone) and isinstance(first_a, RunDone)
         assert done.session_id == first_a.session_id
         assert done.reply == "FAKE-REPLY turn=2 last=a2"
-        async with asyncio.timeout(10):
-            await handle_b.exited.wait()
+        await wait_for(lambda: left(handle_b), "B's worker left its key")
         assert sup.pool.find(b) is None and sup.pool.find(c) is not None
     finally:
         await sup.shutdown()
@@ -580,6 +584,87 @@ async def _spare_scenario(daemon: Supervisor) -> None:
     assert pool.find(other) is third and pool.crash_count == 0
     again = await collect(daemon, key, "resume")
     assert started(again)[0].resumed is True and pool.find(key) is first
+
+
+async def test_an_idle_worker_over_the_cap_becomes_the_spare_instead_of_a_fork(
+    make_project,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """maxIdleWorkers=1.
+    1. Key A's first message runs on the spare; the next spare is forked (A idle is kept).
+    2. Key B's first message takes that spare: two idle workers, one more than kept.
+    Result: A's worker closes its warm claude and becomes the spare (no fork, no exit);
+    key C's first message runs on that very process, with a session of its own; A's next
+    message resumes A's session."""
+    from claudeclaw import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "SPARE_REFILL_DELAY_S", 0.05)
+    monkeypatch.setattr(pool_module, "IDLE_CAP_DELAY_S", 0.05)
+    daemon = await started_supervisor(make_project(limits={"maxIdleWorkers": 1}))
+    try:
+        assert daemon.pool is not None
+        pool = daemon.pool
+        await wait_for(lambda: _ready_spare(pool), "the first spare")
+        a, b, c = (SessionKey(f"96{i}100000000000000") for i in (7, 8, 9))
+        assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
+        worker_a = pool.find(a)
+        assert worker_a is not None and worker_a.warm_pid
+        claude_a = psutil.Process(worker_a.warm_pid)
+        await wait_for(lambda: _ready_spare(pool, worker_a.pid), "the next spare (forked)")
+        second = _ready_spare(pool, worker_a.pid)
+        assert second is not None
+        assert isinstance(final(await collect(daemon, b, "hello B")), RunDone)
+        assert pool.find(b) is second
+        await wait_for(lambda: _ready_spare(pool, second.pid), "A's worker as the spare")
+        assert pool.spare is worker_a and pool.find(a) is None
+        assert claude_a.wait(timeout=10) is not None or not claude_a.is_running()
+        server = getattr(pool.spawner, "server", None)
+        assert server is not None
+        workers = {p.pid for p in psutil.Process(server.pid).children()}
+        assert workers == {worker_a.pid, second.pid}  # no third one was forked
+        events = await collect(daemon, c, "hello C")
+        assert isinstance(final(events), RunDone) and started(events)[0].resumed is False
+        assert pool.find(c) is worker_a and worker_a.key == c
+        again = await collect(daemon, a, "A again")
+        assert isinstance(final(again), RunDone) and started(again)[0].resumed is True
+        assert pool.crash_count == 0
+    finally:
+        await daemon.shutdown()
+
+
+async def test_a_worker_that_dies_while_becoming_the_spare_is_replaced_by_a_fork(
+    make_project,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """An idle worker is told to recycle while it is frozen (SIGSTOP), then killed.
+    Result: no spare is forked while it recycles; once it is dead one is, and it serves
+    the next new key."""
+    from claudeclaw import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "SPARE_REFILL_DELAY_S", 0.05)
+    daemon = await started_supervisor(make_project())
+    try:
+        assert daemon.pool is not None
+        pool = daemon.pool
+        await wait_for(lambda: _ready_spare(pool), "the first spare")
+        key = SessionKey("963500000000000000")
+        assert isinstance(final(await collect(daemon, key, "hello")), RunDone)
+        worker = pool.find(key)
+        assert worker is not None
+        await wait_for(lambda: _ready_spare(pool, worker.pid), "the next spare")
+        pool._drop_spare("the test wants none")
+        os.kill(worker.pid, signal.SIGSTOP)
+        pool._recycle(worker)
+        pool._refill_spare()
+        assert pool.spare is None and pool.recycling is worker  # nothing forked meanwhile
+        os.kill(worker.pid, signal.SIGKILL)
+        await worker.exited.wait()
+        await wait_for(lambda: _ready_spare(pool, worker.pid), "a forked spare")
+        other = SessionKey("963600000000000000")
+        assert isinstance(final(await collect(daemon, other, "again")), RunDone)
+        assert pool.recycling is None
+    finally:
+        await daemon.shutdown()
 
 
 async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
