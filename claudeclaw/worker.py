@@ -378,8 +378,7 @@ class Worker:
         self.tasks.start(self.claude.close_warm("over limits.maxWarmSessions"), "close_warm")
 
     def _report_warm(self) -> None:
-        status = self.claude.status()
-        self._send({"type": "warm", "claude_pid": status.claude_pid if status.mode else 0})
+        self._send({"type": "warm", "claude_pid": self.claude.warm_pid})
 
     def _may_steer(self, item: _Queued) -> bool:
         return (

@@ -153,6 +153,12 @@ class ClaudeSessionRunner:
     def warm(self) -> bool:
         return self._live is not None and self._live.alive
 
+    @property
+    def warm_pid(self) -> int:
+        """The warm ``claude``'s pid, 0 if none (cheap: :meth:`status` reads its RSS too)."""
+        live = self._live
+        return live.pid if live is not None and live.alive else 0
+
     async def run(
         self,
         settings: Settings,
