@@ -725,6 +725,7 @@ async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -
     ``key`` None: a spare, forked ahead of need. Its first ``configure`` (empty key) brings
     the settings, so it parses them and builds its worker while nobody waits; a second one
     names the key it serves (with settings again only if they changed meanwhile)."""
+    _wait_for_children_by_pidfd()
     try:
         channel = await ipc.Channel.connect(socket_path)
     except OSError as exc:
@@ -754,6 +755,22 @@ async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -
         key, settings = None, worker.settings
     await channel.close()
     return EXIT_OK
+
+
+def _wait_for_children_by_pidfd() -> None:
+    """Learn of each ``claude``'s exit from a pidfd on the event loop, as Python 3.12+ does
+    by default: 3.11's default watcher starts a thread per child process (its start, its
+    blocking ``waitpid`` and the hand-back cost every run's start CPU). Kept where pidfds
+    are missing (Linux < 5.3, a seccomp filter)."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
 
 
 def _abort_on_sigterm(worker: Worker) -> None:
