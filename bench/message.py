@@ -103,8 +103,9 @@ class CpuMeter:
     children's time. That last part includes the exit of the ``claude`` each retired worker
     closed: counted as ours, so the figure errs high, never low."""
 
-    def __init__(self, rig: Rig) -> None:
+    def __init__(self, rig: Rig, *, sample: bool = True) -> None:
         self.rig = rig
+        self.sample = sample  # False: read at the start and the end only (nothing exits)
         self.start: dict[int, float] = {}
         self.last: dict[int, tuple[bool, float]] = {}  # pid -> (is ours, CPU read last)
         self.forkserver: psutil.Process | None = None
@@ -112,11 +113,19 @@ class CpuMeter:
         self._task: asyncio.Task[None] | None = None
 
     def _read(self) -> None:
-        for proc, ours in [(p, True) for p in self.rig.ours()] + [
-            (p, False) for p in self.rig.claudes()
-        ]:
+        """Every process under the daemon, from ``/proc/<pid>/task/*/children`` (a few tiny
+        reads; psutil's ``children()`` scans all of /proc, which at this rate would take
+        a core from the daemon it measures). Ours: the supervisor, its fork server and the
+        workers; below a worker everything is Claude's (``claude`` and its tools)."""
+        assert self.rig.proc is not None
+        todo = [(self.rig.proc.pid, 0)]
+        while todo:
+            pid, depth = todo.pop()
             try:
-                self.last[proc.pid] = (ours, cpu_seconds(proc.pid))
+                self.last[pid] = (depth <= 2, cpu_seconds(pid))
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        todo += [(int(kid), depth + 1) for kid in fh.read().split()]
             except OSError:  # it exited meanwhile
                 pass
 
@@ -135,19 +144,22 @@ class CpuMeter:
         self._read()
         self.start = {pid: cpu for pid, (_, cpu) in self.last.items()}
         self.reaped0 = self._reaped()
-        self._task = asyncio.create_task(self._sample())
+        if self.sample:
+            self._task = asyncio.create_task(self._sample())
         return self
 
     async def _sample(self) -> None:
         while True:
-            await asyncio.sleep(0.005)
-            await asyncio.to_thread(self._read)
+            await asyncio.sleep(0.02)
+            self._read()
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        alive = {p.pid for p in self.rig.ours() + self.rig.claudes()}
+        if self._task is not None:
+            self._task.cancel()
+        self.last, before = {}, self.last
         self._read()
+        alive = set(self.last)
+        self.last = {**before, **self.last}
         ours = sum(cpu - self.start.get(pid, 0.0) for pid, (mine, cpu) in self.last.items() if mine)
         gone = sum(cpu for pid, (_, cpu) in self.last.items() if pid not in alive)
         self.unseen = max(0.0, self._reaped() - self.reaped0 - gone)
@@ -372,7 +384,7 @@ async def per_message(
         await rig.message(thread, "first")
         await asyncio.sleep(gap)
         walls, ins, outs, sup0 = [], [], [], rig.supervisor_cpu()
-        async with CpuMeter(rig) as meter:
+        async with CpuMeter(rig, sample=False) as meter:  # one thread: no worker comes or goes
             for i in range(n):
                 to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
                 ins.append(to_claude * 1000)
