@@ -989,7 +989,12 @@ class WorkerPool:
             self._on_limited(handle, str(message["msg_id"]), str(message.get("retry_at", "")))
         elif kind == "pong":
             handle.last_pong = time.monotonic()
-            handle.stats = {k: v for k, v in message.items() if k not in ("v", "type")}
+            stats = {k: v for k, v in message.items() if k not in ("v", "type")}
+            if not message.get("claude_rss_bytes") and handle.stats.get("claude_pid") == stats.get(
+                "claude_pid"
+            ):  # a health check's pong: the RSS of the last status ping stands
+                stats["claude_rss_bytes"] = handle.stats.get("claude_rss_bytes", 0)
+            handle.stats = stats
             handle.pong.set()
         elif kind == "bye":
             handle.state = "stopping"
@@ -1134,7 +1139,7 @@ class WorkerPool:
         for handle in handles:
             assert handle.channel is not None
             handle.pong.clear()
-            handle.channel.send_nowait({"type": "ping", "seq": 0})
+            handle.channel.send_nowait({"type": "ping", "seq": 0, "stats": True})
         answers = [asyncio.ensure_future(h.pong.wait()) for h in handles]
         _done, late = await asyncio.wait(answers, timeout=within)
         for fut in late:

@@ -208,8 +208,8 @@ class Worker:
             self.session_id = event.session_id
         self._send({"type": "event", "event": event_to_dict(event)})
 
-    def _state(self) -> dict[str, Any]:
-        claude = self.claude.status()
+    def _state(self, *, rss: bool = True) -> dict[str, Any]:
+        claude = self.claude.status(rss=rss)
         if self.current is not None:
             state = "running"
         elif self.stopping:
@@ -298,7 +298,8 @@ class Worker:
                 future.set_result(None)
 
     def handle_ping(self, message: ipc.Message) -> None:
-        self._send({"type": "pong", "seq": message.get("seq", 0), **self._state()})
+        state = self._state(rss=bool(message.get("stats")))  # a health check needs no RSS
+        self._send({"type": "pong", "seq": message.get("seq", 0), **state})
 
     def handle_cancel(self, message: ipc.Message) -> None:
         """Stop the current run with an interrupt (the session stays, warm), or the head

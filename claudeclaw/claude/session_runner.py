@@ -331,19 +331,24 @@ class ClaudeSessionRunner:
             return False
         return await self._live.steer(text)
 
-    def status(self) -> RunnerStatus:
+    def status(self, *, rss: bool = True) -> RunnerStatus:
+        """What runs now; ``rss``: with the ``claude``'s RSS (a /proc read: ``status``
+        wants it, the pool's health pings do not)."""
         live = self._live
         if live is not None and live.alive:
             return RunnerStatus(
                 mode="warm",
                 claude_pid=live.pid,
-                rss_bytes=_rss(live.pid),
+                rss_bytes=_rss(live.pid) if rss else 0,
                 running=live.busy,
                 frozen=live.frozen,
             )
         if self._cold_task is not None and self._cold_pid:
             return RunnerStatus(
-                mode="cold", claude_pid=self._cold_pid, rss_bytes=_rss(self._cold_pid), running=True
+                mode="cold",
+                claude_pid=self._cold_pid,
+                rss_bytes=_rss(self._cold_pid) if rss else 0,
+                running=True,
             )
         return RunnerStatus(mode="", running=self._cold_task is not None)
 
