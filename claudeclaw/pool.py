@@ -599,13 +599,7 @@ class WorkerPool:
         are idle). Its key's next message starts a worker (or takes the spare) as after a
         retirement."""
         log.info("worker.recycled", session_key=handle.key, worker_pid=handle.pid)
-        handle.state = "recycling"
-        if handle.idle_timer:
-            handle.idle_timer.cancel()
-            handle.idle_timer = None
-        if self.workers.get(handle.key) is handle:
-            del self.workers[handle.key]
-        self.leaving.add(handle)  # a process still: counted, and ended with the others
+        self._leave_key(handle, "recycling")
         self.recycling = handle
         assert handle.channel is not None
         handle.channel.send_nowait({"type": "recycle"})
@@ -1105,15 +1099,20 @@ class WorkerPool:
 
     def _retire(self, handle: WorkerHandle) -> None:
         """Ask a worker with nothing to do to exit; the key's next message starts a new one."""
-        handle.state = "stopping"
+        self._leave_key(handle, "stopping")
+        if handle.channel is not None:
+            handle.channel.send_nowait({"type": "shutdown", "grace": 0})
+
+    def _leave_key(self, handle: WorkerHandle, state: str) -> None:
+        """``handle`` no longer serves its key; a process still (counted under maxWorkers,
+        ended with the others) until it exits or becomes the spare."""
+        handle.state = state
         if handle.idle_timer:
             handle.idle_timer.cancel()
             handle.idle_timer = None
         if self.workers.get(handle.key) is handle:
             del self.workers[handle.key]
         self.leaving.add(handle)
-        if handle.channel is not None:
-            handle.channel.send_nowait({"type": "shutdown", "grace": 0})
 
     async def _health_loop(self) -> None:
         seq = 0
