@@ -72,7 +72,8 @@ from claudeclaw.tasks import TaskSet
 log = get_logger()
 
 PING_INTERVAL_S = 5.0
-PING_TIMEOUT_S = 20.0
+PING_TIMEOUT_S = 20.0  # a health ping unanswered this long: the worker is hung
+IDLE_PING_INTERVAL_S = 30.0  # a worker that holds no message is checked this often
 HELLO_TIMEOUT_S = 15.0
 MAX_BOOT_FAILURES = 3
 # the next spare is forked this long after one is taken: not while the taken one starts its
@@ -125,6 +126,7 @@ class WorkerHandle:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     stats: dict[str, Any] = field(default_factory=dict)
     last_pong: float = field(default_factory=time.monotonic)
+    pinged_at: float = 0.0  # when its oldest unanswered health ping went out; 0: none
     last_activity: float = field(default_factory=time.monotonic)
     idle_timer: asyncio.TimerHandle | None = None
     hung: bool = False  # told to dump its stacks; killed after DUMP_WAIT_S
@@ -533,6 +535,7 @@ class WorkerPool:
         self.spare_failures = 0
         handle.key = key
         handle.last_activity = handle.last_pong = time.monotonic()  # pinged from now on
+        handle.pinged_at = 0.0
         self.spawn_count += 1
         self.workers[key] = handle
         if handle.channel is not None:
@@ -983,6 +986,7 @@ class WorkerPool:
             self._on_limited(handle, str(message["msg_id"]), str(message.get("retry_at", "")))
         elif kind == "pong":
             handle.last_pong = time.monotonic()
+            handle.pinged_at = 0.0
             stats = {k: v for k, v in message.items() if k not in ("v", "type")}
             if not message.get("claude_rss_bytes") and handle.stats.get("claude_pid") == stats.get(
                 "claude_pid"
@@ -1124,9 +1128,13 @@ class WorkerPool:
             for handle in self._listening():
                 if handle.channel is None or handle.process is None:
                     continue
-                if now - handle.last_pong > PING_TIMEOUT_S:
+                if handle.pinged_at and now - handle.pinged_at > PING_TIMEOUT_S:
                     self._kill_hung(handle, f"no answer to pings for {PING_TIMEOUT_S:.0f} s")
                     continue
+                if not self.holds(handle) and now - handle.last_pong < IDLE_PING_INTERVAL_S:
+                    continue  # idle: a hang costs nobody a message; checked less often
+                if not handle.pinged_at:
+                    handle.pinged_at = now
                 handle.channel.send_nowait({"type": "ping", "seq": seq})
 
     async def refresh_stats(self, within: float = 2.0) -> None:

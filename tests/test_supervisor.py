@@ -825,6 +825,50 @@ async def test_a_worker_that_stops_answering_is_replaced(
         await sup.shutdown()
 
 
+async def test_an_idle_worker_is_pinged_less_often_and_still_found_hung(
+    make_project,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """Health checks every 0.05 s, idle workers every 0.5 s, hung after 0.3 s unanswered.
+    1. A thread's worker answers its message and sits idle for ten health checks.
+    2. It freezes (SIGSTOP) while idle.
+    Result: it got at most two of those ten pings (an idle worker costs next to no CPU),
+    yet the frozen one is found hung and killed; the thread's next message is answered by
+    a new worker."""
+    from claudeclaw import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.05)
+    monkeypatch.setattr(pool_module, "IDLE_PING_INTERVAL_S", 0.5)
+    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.3)
+    sup = await started_supervisor(make_project())
+    try:
+        assert sup.pool is not None
+        pool = sup.pool
+        key = SessionKey("971000000000000000")
+        assert isinstance(final(await collect(sup, key, "hello")), RunDone)
+        handle = pool.find(key)
+        assert handle is not None and handle.channel is not None
+        pings: list[float] = []
+        send = handle.channel.send_nowait
+
+        def counting(frame: ipc.Message) -> None:
+            if frame.get("type") == "ping":
+                pings.append(time.monotonic())
+            send(frame)
+
+        handle.channel.send_nowait = counting  # type: ignore[method-assign]
+        checks = pool.last_health_check
+        await wait_for(lambda: pool.last_health_check > checks + 0.45, "ten health checks")
+        assert len(pings) <= 2
+        os.kill(handle.pid, signal.SIGSTOP)
+        await wait_for(lambda: handle.exited.is_set(), "the frozen idle worker killed")
+        assert handle.hung
+        assert isinstance(final(await collect(sup, key, "again")), RunDone)
+        assert pool.find(key) is not handle
+    finally:
+        await sup.shutdown()
+
+
 async def test_an_api_429_does_not_pause_other_threads(make_project) -> None:  # type: ignore[no-untyped-def]
     """Thread A's run gets a plain API 429 (no usage-limit text, no reset time); with a
     hard timeout too short for the runner's backoff it fails at once. Result: A is told
