@@ -15,8 +15,9 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
   ``claude`` itself, which is not ours: the time from spawning the fake directly (same argv
   shape, ``initialize`` answered, then the prompt) to its reading the prompt, measured just
   before each sample, is subtracted from it.
-* **ours per message, CPU** = user+system CPU of the daemon's processes (supervisor, fork
-  server, workers; not ``claude``, not this process) over the batch, divided by its size.
+* **ours per message, CPU** = CPU of the daemon's processes (supervisor, fork server,
+  workers, also those forked and retired during the batch; not ``claude``, not this
+  process; from ``schedstat``, see :class:`CpuMeter`) over the batch, divided by its size.
   It includes everything a message causes after its reply too (reactions, state writes).
 * **idle cost**: ``--threads`` threads each get one message within a few seconds, then the
   PSS of our processes is summed (psutil ``memory_full_info``), once with the idle warm
@@ -96,12 +97,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU of the daemon's own processes over a window, including the workers born and
-    retired inside it (a new thread's worker is forked for it, and the least recently used
-    idle one exits): a process's CPU is read every few milliseconds while it lives, and
-    what it spent after its last reading (its exit) is found in the fork server's reaped
-    children's time. That last part includes the exit of the ``claude`` each retired worker
-    closed: counted as ours, so the figure errs high, never low."""
+    """CPU of the daemon's own processes over a window, including workers forked and
+    retired inside it: with ``sample``, each process's CPU is read every 20 ms while it
+    lives, and what it spent after its last reading (its exit) is found in the fork
+    server's reaped-children time. That last part includes the exit of the ``claude`` a
+    retired worker closed: counted as ours, so the figure errs high, never low."""
 
     def __init__(self, rig: Rig, *, sample: bool = True) -> None:
         self.rig = rig

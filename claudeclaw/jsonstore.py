@@ -267,22 +267,7 @@ def _link_known_good_as_backup(path: Path, key: str, validate: Validator | None)
     known = _known_good.get(key)
     if known is None or (validate is not None and known[1] is not validate):
         return False
-    bak = backup_path(path)
-    tmp = bak.with_name(temp_name(bak.name))
-    try:
-        os.link(path, tmp, follow_symlinks=False)
-    except OSError:
-        return False
-    try:
-        info = os.lstat(tmp)
-        if stat.S_ISREG(info.st_mode) and _identity(info) == known[0]:
-            os.replace(tmp, bak)
-            return True
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-    return False
+    return _link_as_backup(path, lambda _link, info: _identity(info) == known[0])
 
 
 def _keep_as_backup(path: Path, current: bytes) -> None:
@@ -290,21 +275,29 @@ def _keep_as_backup(path: Path, current: bytes) -> None:
     since it was written) is neither written nor fsynced again, which halves the cost of
     every state write; by a copy where links fail or the file changed under us. The
     caller's directory fsync makes the rename durable."""
+    if not _link_as_backup(path, lambda link, _info: link.read_bytes() == current):
+        atomic_write_bytes(backup_path(path), current)
+
+
+def _link_as_backup(path: Path, is_current: Callable[[Path, os.stat_result], bool]) -> bool:
+    """Hard-link ``path``'s file as its ``.bak`` if ``is_current(link, its lstat)`` says
+    the link holds the file the caller vouches for; False (and no link left) otherwise."""
     bak = backup_path(path)
-    tmp = bak.with_name(temp_name(bak.name))
+    link = bak.with_name(temp_name(bak.name))
     try:
-        os.link(path, tmp, follow_symlinks=False)
+        os.link(path, link, follow_symlinks=False)
     except OSError:
-        atomic_write_bytes(bak, current)
-        return
+        return False
     try:
-        if stat.S_ISREG(os.lstat(tmp).st_mode) and tmp.read_bytes() == current:
-            os.replace(tmp, bak)
-            return
+        info = os.lstat(link)
+        if stat.S_ISREG(info.st_mode) and is_current(link, info):
+            os.replace(link, bak)
+            return True
     except OSError:
         pass
-    tmp.unlink(missing_ok=True)
-    atomic_write_bytes(bak, current)
+    with contextlib.suppress(OSError):
+        os.unlink(link)
+    return False
 
 
 def remove_json(path: Path) -> bool:

@@ -625,15 +625,14 @@ class WorkerPool:
         if handle.idle_timer:
             handle.idle_timer.cancel()
             handle.idle_timer = None
-        self.leaving.discard(handle)
         handle.warm, handle.warm_pid, handle.stats = None, 0, {}
         if handle.state != "recycling" or not self._spare_wanted():
-            handle.state = "stopping"
-            self.leaving.add(handle)
+            handle.state = "stopping"  # leaving still, until it exits
             if handle.channel is not None:  # a spare that is hung up on exits (rc 0)
                 self._tasks.start(handle.channel.close(), "close-channel")
             self._unblock()
             return
+        self.leaving.discard(handle)
         handle.key = SessionKey("")
         handle.state = "spare"
         handle.retire_when_idle = False

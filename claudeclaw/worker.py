@@ -433,25 +433,11 @@ class Worker:
         self.tasks.start(self.shutdown(grace), "shutdown")
 
     def handle_recycle(self, _message: ipc.Message) -> None:
-        self.tasks.start(self.recycle(), "recycle")
-
-    async def recycle(self) -> None:
         """The supervisor has an idle worker too many and no spare: this one closes its
         key's ``claude`` and serves as the spare, instead of exiting while another is
-        forked (no fork, no exit, none of a new process's page faults: ~10 ms of CPU of
-        every new thread once ``limits.maxIdleWorkers`` are idle). It holds no message:
-        the supervisor recycles only workers that hold none."""
-        if self.stopping:
-            return
-        self.stopping = True
-        self.work_ready.set()
-        for item in self._drain_queue():  # (none; a message is never lost all the same)
-            self._emit(RunFailed(item.msg_id, "shutdown", "claudeclaw is stopping; send it again."))
-        await self._run_loop_ended()
-        await self.claude.close()
-        self.recycled = True
-        self._send({"type": "recycled"})
-        self.finished.set()
+        forked (no fork, no exit, none of a new process's page faults). It holds no
+        message: the supervisor recycles only workers that hold none."""
+        self.tasks.start(self.shutdown(0.0, recycle=True), "recycle")
 
     # ---- the run loop -------------------------------------------------------------------
 
@@ -650,8 +636,9 @@ class Worker:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    async def shutdown(self, grace: float) -> None:
-        """Take no more work; let the current run finish within ``grace`` s; then exit."""
+    async def shutdown(self, grace: float, *, recycle: bool = False) -> None:
+        """Take no more work; let the current run finish within ``grace`` s; then exit, or
+        (``recycle``) say ``recycled`` and let :func:`serve` make the process the spare."""
         if self.stopping:
             return
         self.stopping = True
@@ -671,7 +658,8 @@ class Worker:
                 task.cancel()
         await self._run_loop_ended()  # it reports the run's end, then sees `stopping`
         await self.claude.close()
-        self._send({"type": "bye", "reason": "shutdown"})
+        self.recycled = recycle
+        self._send({"type": "recycled"} if recycle else {"type": "bye", "reason": "shutdown"})
         try:
             await self.channel.writer.drain()
         except ConnectionError:

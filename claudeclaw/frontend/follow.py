@@ -169,9 +169,7 @@ class RunFollower:
         finally:
             stop.set()
             running.set()
-            if view.acknowledging is not None:  # its outcome is the reaction now
-                view.acknowledging.cancel()
-                view.acknowledging = None
+            _no_acknowledgement(view)  # its outcome is the reaction now
             if typing is not None:  # never wait for its request: the reply ends it anyway
                 typing.cancel()
             if helpers:
@@ -260,9 +258,7 @@ class RunFollower:
         self._show(message, view, emoji)
 
     def _show(self, message: discord.Message, view: RunView, emoji: str) -> None:
-        if view.acknowledging is not None:  # a status shows now: no 👀 needed any more
-            view.acknowledging.cancel()
-            view.acknowledging = None
+        _no_acknowledgement(view)  # a status shows now: no 👀 needed any more
         previous, view.reaction = view.reaction, emoji
         self.in_order(view, lambda: self._set_reaction(message, emoji, previous), "reaction")
 
@@ -297,6 +293,13 @@ class RunFollower:
                 error=type(exc).__name__,
                 message_id=message.id,
             )
+
+
+def _no_acknowledgement(view: RunView) -> None:
+    """Cancel the 👀 :meth:`RunFollower.acknowledge` has due, if any."""
+    if view.acknowledging is not None:
+        view.acknowledging.cancel()
+        view.acknowledging = None
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
