@@ -96,18 +96,26 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def reaped_children_cpu(pid: int) -> float:
+    """CPU of the children ``pid`` has reaped so far (cutime + cstime: whole ticks)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuMeter:
     """CPU of the daemon's own processes over a window, including workers forked and
-    retired inside it: with ``sample``, each process's CPU is read every 20 ms while it
-    lives, and what it spent after its last reading (its exit) is found in the fork
-    server's reaped-children time. That last part includes the exit of the ``claude`` a
-    retired worker closed: counted as ours, so the figure errs high, never low."""
+    retired inside it: each process's CPU is read every 20 ms while it lives, and what it
+    spent after its last reading (its exit) is found in the fork server's reaped-children
+    time, less what that holds of Claude's: a worker's own reaped children (its ``claude``
+    processes, ~30 ms of CPU each) come with it, so their time as read last is taken off.
+    What a closed ``claude`` spent after its last reading stays in: the figure errs high."""
 
-    def __init__(self, rig: Rig, *, sample: bool = True) -> None:
+    def __init__(self, rig: Rig) -> None:
         self.rig = rig
-        self.sample = sample  # False: read at the start and the end only (nothing exits)
         self.start: dict[int, float] = {}
-        self.last: dict[int, tuple[bool, float]] = {}  # pid -> (is ours, CPU read last)
+        # pid -> (is ours, CPU read last, its reaped children's CPU read last)
+        self.last: dict[int, tuple[bool, float, float]] = {}
         self.forkserver: psutil.Process | None = None
         self.reaped0 = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -122,7 +130,8 @@ class CpuMeter:
         while todo:
             pid, depth = todo.pop()
             try:
-                self.last[pid] = (depth <= 2, cpu_seconds(pid))
+                kids = reaped_children_cpu(pid) if depth == 2 else 0.0
+                self.last[pid] = (depth <= 2, cpu_seconds(pid), kids)
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/children") as fh:
                         todo += [(int(kid), depth + 1) for kid in fh.read().split()]
@@ -142,10 +151,9 @@ class CpuMeter:
             if "forkserver" in " ".join(p.cmdline())
         )
         self._read()
-        self.start = {pid: cpu for pid, (_, cpu) in self.last.items()}
+        self.start = {pid: cpu for pid, (_, cpu, _) in self.last.items()}
         self.reaped0 = self._reaped()
-        if self.sample:
-            self._task = asyncio.create_task(self._sample())
+        self._task = asyncio.create_task(self._sample())
         return self
 
     async def _sample(self) -> None:
@@ -160,8 +168,10 @@ class CpuMeter:
         self._read()
         alive = set(self.last)
         self.last = {**before, **self.last}
-        ours = sum(cpu - self.start.get(pid, 0.0) for pid, (mine, cpu) in self.last.items() if mine)
-        gone = sum(cpu for pid, (_, cpu) in self.last.items() if pid not in alive)
+        ours = sum(
+            cpu - self.start.get(pid, 0.0) for pid, (mine, cpu, _) in self.last.items() if mine
+        )
+        gone = sum(cpu + kids for pid, (_, cpu, kids) in self.last.items() if pid not in alive)
         self.unseen = max(0.0, self._reaped() - self.reaped0 - gone)
         self.ours = ours + self.unseen
 
@@ -384,7 +394,9 @@ async def per_message(
         await rig.message(thread, "first")
         await asyncio.sleep(gap)
         walls, ins, outs, sup0 = [], [], [], rig.supervisor_cpu()
-        async with CpuMeter(rig, sample=False) as meter:  # one thread: no worker comes or goes
+        # sampled too: the idle cap may retire a worker of the first phase meanwhile, and
+        # without a reading of its claude that claude's whole CPU would count as ours
+        async with CpuMeter(rig) as meter:
             for i in range(n):
                 to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
                 ins.append(to_claude * 1000)

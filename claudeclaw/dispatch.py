@@ -36,6 +36,7 @@ from claudeclaw.model import (
     RunDone,
     RunEvent,
     RunFailed,
+    RunQueued,
     RunSession,
     SessionInfo,
     SessionKey,
@@ -156,6 +157,8 @@ class SessionDispatcher:
         settled: RunDone | RunFailed | None = None
         handed = False
         try:
+            if not ticket.finished:  # in its queue, in order (its worker says so only if
+                yield RunQueued(ticket.msg_id, 0)  # others are ahead: one frame fewer)
             while True:
                 event = await ticket.events.get()
                 if isinstance(event, RunDone | RunFailed):

@@ -99,6 +99,7 @@ class Channel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self._corked: list[bytes] | None = None  # frames of send_nowait, not written yet
 
     @classmethod
     async def connect(cls, path: str) -> Channel:
@@ -106,14 +107,30 @@ class Channel:
         return cls(reader, writer)
 
     async def send(self, message: Message) -> None:
-        """Queue one frame and wait for the transport buffer to drain."""
+        """Queue one frame (after those of :meth:`send_nowait`) and wait for the transport
+        buffer to drain."""
+        self.flush()
         self.writer.write(encode_frame(message))
         await self.writer.drain()
 
     def send_nowait(self, message: Message) -> None:
-        """Queue one frame without waiting (for callbacks that cannot await)."""
-        if not self.writer.is_closing():
-            self.writer.write(encode_frame(message))
+        """Queue one frame without waiting (for callbacks that cannot await). The frames
+        queued in one pass of the event loop leave in one write: one system call and one
+        wake-up of the other side, not one per frame (a run's end sends several)."""
+        if self.writer.is_closing():
+            return
+        frame = encode_frame(message)
+        if self._corked is None:
+            self._corked = [frame]
+            asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            self._corked.append(frame)
+
+    def flush(self) -> None:
+        """Write the frames :meth:`send_nowait` queued, now."""
+        frames, self._corked = self._corked, None
+        if frames and not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
 
     async def recv(self) -> Message | None:
         return await read_frame(self.reader)
@@ -128,6 +145,7 @@ class Channel:
         return pid, uid, gid
 
     async def close(self) -> None:
+        self.flush()
         if not self.writer.is_closing():
             self.writer.close()
         try:

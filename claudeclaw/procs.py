@@ -86,22 +86,37 @@ def sweep_orphans(tag: str) -> list[int]:
     return end_processes(find_orphans(tag))
 
 
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22); None
+    if there is no such process. One small read: psutil's ``create_time`` builds a Process
+    and reads ``/proc/stat`` for the boot time as well, twice per message here."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: count after the last ')'
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessIdentity:
-    """A process as pid + create time: safe to signal later, never a reused pid."""
+    """A process as pid + start time: safe to signal later, never a reused pid."""
 
     pid: int
-    create_time: float
+    started: int  # clock ticks since boot
 
     @classmethod
     def of(cls, pid: int) -> ProcessIdentity | None:
-        try:
-            return cls(pid, psutil.Process(pid).create_time())
-        except psutil.Error:
-            return None
+        started = start_ticks(pid)
+        return None if started is None else cls(pid, started)
 
     def alive(self) -> bool:
-        return _owner_alive(self.pid, self.create_time)
+        return start_ticks(self.pid) == self.started
 
     def kill_group(self, sig: int = signal.SIGKILL) -> bool:
         """Signal the process group this process leads, if it is still the same process."""

@@ -65,6 +65,7 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths, ensure_private_dir, write_private_text
+from claudeclaw.progress_sampler import ProgressSampler
 from claudeclaw.redaction import scrub_outbound
 from claudeclaw.settings_wire import settings_from_wire
 from claudeclaw.tasks import TaskSet
@@ -183,6 +184,7 @@ class Worker:
             paths.root, on_warm_closed=self._report_warm, can_use_tool=self._can_use_tool
         )
         self.approvals: dict[str, asyncio.Future[ipc.Message]] = {}  # request id -> answer
+        self.progress = ProgressSampler(self._send_event)
         self._approval_turn = asyncio.Lock()  # several requests of a turn: one at a time
         self.started_event: RunStarted | None = None  # the current run's (steered ones echo it)
 
@@ -196,16 +198,26 @@ class Worker:
 
     def _emit(self, event: RunEvent) -> None:
         event = _fit_in_a_frame(event)
+        if isinstance(event, RunProgress):
+            self.progress.offer(event)  # the latest once a second (progress_sampler)
+            return
         if isinstance(event, RunSession) and event.session_id:
+            if event.session_id == self.session_id:
+                return  # the supervisor knows it (a warm claude repeats it every turn)
             self.session_id = event.session_id
         elif isinstance(event, RunStarted):
             self.started_event = event
+            self.progress.run_started()
             for rider in self.riders:  # messages answered by this run see it start too
-                self._send(
-                    {"type": "event", "event": event_to_dict(replace(event, msg_id=rider.msg_id))}
-                )
-        elif isinstance(event, RunDone | RunFailed) and event.session_id:
-            self.session_id = event.session_id
+                self._send_event(replace(event, msg_id=rider.msg_id))
+        elif isinstance(event, RunDone | RunFailed):
+            if event.session_id:
+                self.session_id = event.session_id
+            if self.current is None or event.msg_id == self.current.msg_id:
+                self.progress.run_ended()
+        self._send_event(event)
+
+    def _send_event(self, event: RunEvent) -> None:
         self._send({"type": "event", "event": event_to_dict(event)})
 
     def _state(self, *, rss: bool = True) -> dict[str, Any]:
@@ -288,7 +300,8 @@ class Worker:
         """Put ``item`` at the back of the queue and tell its sender how many are ahead."""
         self.queue.append(item)
         ahead = len(self.queue) - 1 + (1 if self.current else 0)
-        self._emit(RunQueued(item.msg_id, ahead))
+        if ahead:  # (with nothing ahead the supervisor knows it is next: no frame for that)
+            self._emit(RunQueued(item.msg_id, ahead))
         self.work_ready.set()
 
     def handle_grant(self, message: ipc.Message) -> None:
@@ -660,6 +673,7 @@ class Worker:
         await self.claude.close()
         self.recycled = recycle
         self._send({"type": "recycled"} if recycle else {"type": "bye", "reason": "shutdown"})
+        self.channel.flush()
         try:
             await self.channel.writer.drain()
         except ConnectionError:

@@ -13,7 +13,10 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -32,7 +35,7 @@ from claudeclaw.model import (
     SessionKey,
 )
 from claudeclaw.pool import WorkerHandle, WorkerPool
-from claudeclaw.procs import find_orphans, project_tag
+from claudeclaw.procs import ProcessIdentity, find_orphans, project_tag
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import (
     collect,
@@ -147,8 +150,9 @@ async def test_messages_in_one_thread_run_in_order(daemon: Supervisor) -> None:
     assert [r.reply for r in replies if isinstance(r, RunDone)] == [
         f"FAKE-REPLY turn={i + 1} last=msg{i} SLEEP:0.1" for i in range(3)
     ]
-    queued = [e for e in results[2] if isinstance(e, RunQueued)]
-    assert queued and queued[0].position == 2
+    # first "in its queue" (the supervisor's), then its worker's count of those ahead
+    queued = [e.position for e in results[2] if isinstance(e, RunQueued)]
+    assert queued == [0, 2]
 
 
 async def test_global_queue_stays_serial(daemon: Supervisor) -> None:
@@ -264,6 +268,41 @@ async def test_sigkill_of_a_worker_loses_no_message(daemon: Supervisor) -> None:
     replies = [final(r).reply for r in (r1, r2, r3)]  # type: ignore[union-attr]
     assert [r.split(" last=")[1] for r in replies] == ["one SLEEP:1.5", "two", "three"]
     assert daemon.pool.crash_count == 1
+
+
+async def test_frames_queued_in_one_pass_leave_in_one_write_in_order(tmp_path: Path) -> None:
+    """A run's end queues several frames at once (its final event, the warm report): one
+    write, so one wake-up of the other side; an awaited send goes after them."""
+    got: list[ipc.Message] = []
+    three = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (message := await ipc.read_frame(reader)) is not None:
+            got.append(message)
+            if len(got) == 4:
+                three.set()
+        writer.close()
+
+    server = await ipc.listen(tmp_path / "s.sock", serve)
+    channel = await ipc.Channel.connect(str(tmp_path / "s.sock"))
+    writes: list[int] = []
+    write = channel.writer.write
+
+    def counted(data: bytes) -> None:  # type: ignore[override]
+        writes.append(len(data))
+        write(data)
+
+    channel.writer.write = counted  # type: ignore[method-assign]
+    for n in range(3):
+        channel.send_nowait({"type": "event", "n": n})
+    assert writes == []  # not yet: at the end of this pass of the loop
+    await channel.send({"type": "bye"})
+    assert len(writes) == 2  # the three at once, then the awaited one
+    async with asyncio.timeout(10):
+        await three.wait()
+    assert [m.get("n", m["type"]) for m in got] == [0, 1, 2, "bye"]
+    await channel.close()
+    server.close()
 
 
 async def test_bad_frames_do_not_kill_the_supervisor(daemon: Supervisor) -> None:
@@ -398,6 +437,33 @@ async def test_orphans_of_a_dead_daemon_are_ended_at_start(daemon_process, make_
     assert await second.wait_exit() == 0
 
 
+def test_a_process_identity_tells_a_reused_pid_from_its_process() -> None:
+    """The identity kept to end a claude later is pid + start time, read from /proc even
+    when the command name holds ') ' (the field a naive split gets wrong)."""
+    renamed = "open('/proc/self/comm', 'w').write(') x ( y'); print(flush=True); input()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", renamed], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdout.readline()  # renamed
+        assert psutil.Process(child.pid).name() == ") x ( y"
+        identity = ProcessIdentity.of(child.pid)
+        assert identity is not None and identity.alive()
+        # psutil agrees on when it started (ticks since boot + the boot time)
+        ticks = os.sysconf("SC_CLK_TCK")
+        created = psutil.Process(child.pid).create_time()
+        assert abs(psutil.boot_time() + identity.started / ticks - created) < 0.05
+        started_later = ProcessIdentity(child.pid, identity.started + 1)  # a reused pid
+        assert not started_later.alive()
+        assert not started_later.kill_group()  # never signalled
+    finally:
+        child.stdin.close()
+        child.wait()
+    assert not identity.alive()
+    assert ProcessIdentity.of(child.pid) is None
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -484,8 +550,9 @@ async def test_max_workers_evicts_the_idlest_and_waits_when_all_are_busy(make_pr
             await c_started.wait()
         d_events: list[RunEvent] = []
         td = asyncio.create_task(collect(sup, d, "d1", d_events.append))
-        await wait_for(lambda: bool(d_events), "D queued")
-        assert isinstance(d_events[0], RunQueued) and d_events[0].waiting_for_slot
+        await wait_for(lambda: len(d_events) >= 2, "D queued")
+        assert d_events[0] == RunQueued(d_events[0].msg_id, 0)  # in its queue
+        assert isinstance(d_events[1], RunQueued) and d_events[1].waiting_for_slot
         assert sup.pool.find(d) is not None and sup.pool.find(d).process is None  # type: ignore[union-attr]
         await sup.cancel(b)  # B becomes idle → retired → D gets a worker
         done_d = final(await td)

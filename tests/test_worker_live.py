@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from claudeclaw.model import RunDone, RunEvent, RunFailed, RunQueued, SessionKey
+from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunQueued, SessionKey
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import (
     ProjectFactory,
@@ -89,7 +89,7 @@ async def test_steer_passes_a_message_into_the_running_turn(start: Starter) -> N
     assert d1.reply.endswith("steered=two")
     assert d2.merged_into == d1.msg_id and d2.reply == ""
     assert [s.steered for s in started(two)] == [True]
-    assert not [e for e in two if isinstance(e, RunQueued)]
+    assert [e.position for e in two if isinstance(e, RunQueued)] == [0]  # never behind 1
 
 
 async def test_a_slash_command_is_never_steered(start: Starter) -> None:
@@ -206,3 +206,39 @@ async def test_a_dead_workers_warm_claude_is_ended(daemon: Supervisor) -> None:
             return True
 
     await wait_for(gone, "the warm claude ended")
+
+
+async def test_a_warm_turn_costs_the_supervisor_three_frames_and_progress_is_sampled(
+    daemon: Supervisor,
+) -> None:
+    """What a worker sends per message (each frame is a wake-up and a decode there):
+    1. A warm answer within its first second: started, done and the warm report, nothing
+       else (no "queued" with nobody ahead, no session id it knows, no progress).
+    2. A turn that calls a tool, then works 1.6 s: its progress once, the latest, a second
+       in (not every event Claude printed).
+    Result: counted as the supervisor receives them."""
+    key = SessionKey("510000000000000009")
+    assert daemon.pool is not None
+    frames: list[str] = []
+    original = daemon.pool._on_frame
+
+    def on_frame(handle: Any, message: dict[str, Any]) -> None:
+        if handle.key == key:
+            event = message.get("event") or {}
+            frames.append(f"{message['type']}:{event.get('kind', '')}".rstrip(":"))
+        original(handle, message)
+
+    daemon.pool._on_frame = on_frame  # type: ignore[method-assign]
+    await collect(daemon, key, "warm up")
+    frames.clear()
+    done = final(await collect(daemon, key, "again"))
+    assert isinstance(done, RunDone)
+    assert sorted(frames) == ["event:done", "event:started", "warm"]
+    assert frames[0] == "event:started"
+
+    frames.clear()
+    events = await collect(daemon, key, 'TOOL:Bash:{"command": "make test"} SLEEP:1.6')
+    assert isinstance(final(events), RunDone)
+    progress = [e for e in events if isinstance(e, RunProgress)]
+    assert frames.count("event:progress") == 1
+    assert progress == [RunProgress(progress[0].msg_id, tool="Bash", summary="make test")]
