@@ -642,6 +642,7 @@ class FakeDiscord:
             attachments=[self._attachment(channel_id, a) for a in attachments or []],
         )
         self.messages[channel_id].append(message)
+        channel["last_message_id"] = message["id"]  # (as the gateway lists it at connect)
         event = dict(message)
         mentioned = any(u["id"] == self.bot["id"] for u in message["mentions"])
         if (
@@ -1067,6 +1068,8 @@ class FakeDiscord:
                 self.nonces[(channel_id, str(nonce))] = message
         message["components"] = body.get("components") or []
         self.messages[channel_id].append(message)
+        if channel_id in self.channels:
+            self.channels[channel_id]["last_message_id"] = message["id"]
         self.sent_payloads[message["id"]] = body
         await self.dispatch("MESSAGE_CREATE", message)
         if self.created_gate is not None:

@@ -199,9 +199,11 @@ async def test_messages_sent_while_the_bot_was_away_are_answered_in_order(
     fake_discord, dispatcher, make_frontend
 ):
     """While the bot is not connected: two mentions in a thread with a session (between
-    them chatter from someone not on the allowlist), one in the listen channel, one mention already
-    answered by the bot, and one from two hours ago. After connecting: the three missed
-    ones are answered, the thread's two in order; the others are not run."""
+    them chatter from someone not on the allowlist), one in the listen channel, one in a
+    thread created under it meanwhile (no session, not noted on disk: found among the
+    active threads the gateway lists), one mention already answered by the bot, and one
+    from two hours ago. After connecting: the four missed ones are answered, the thread's
+    two in order; the others are not run."""
     import time
 
     from tests.fake_discord import snowflake
@@ -220,6 +222,8 @@ async def test_messages_sent_while_the_bot_was_away_are_answered_in_order(
     await fake.user_says(thread, "chatter, not for the bot", author=fake.bob)
     await fake.user_says(thread, f"{at_bot} missed two", mentions=[fake.bot])
     await fake.user_says(fake.listen_id, "missed in the listen channel")
+    new_thread = await fake.create_thread(fake.listen_id, "started while away")
+    await fake.user_says(new_thread, "missed in a new thread")
 
     frontend = await make_frontend()
     await frontend.resume([])  # the daemon hands over its ledger (empty), then catch-up
@@ -227,8 +231,16 @@ async def test_messages_sent_while_the_bot_was_away_are_answered_in_order(
     await fake.wait_for_message(
         fake.listen_id, lambda m: m["content"] == "echo: missed in the listen channel"
     )
+    await fake.wait_for_message(
+        new_thread, lambda m: m["content"] == "echo: missed in a new thread"
+    )
     texts = [message_text(s.prompt) for s in dispatcher.submissions]
-    assert sorted(texts) == ["missed in the listen channel", "missed one", "missed two"]
+    assert sorted(texts) == [
+        "missed in a new thread",
+        "missed in the listen channel",
+        "missed one",
+        "missed two",
+    ]
     assert texts.index("missed one") < texts.index("missed two")
     replies = [m["content"] for m in fake.bot_messages(thread)]
     assert replies.index("echo: missed one") < replies.index("echo: missed two")

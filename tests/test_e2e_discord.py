@@ -432,7 +432,8 @@ async def test_a_messages_channel_is_on_disk_before_it_shows_accepted(
     message, finds it again only by catching up in its channel (a DM has no session to name
     it). So the channel is noted on disk before the first reaction request goes out (this
     was a race: the fault suite lost a message under load); the message itself need not
-    wait for it."""
+    wait for it. A thread under a listen channel is not noted: catch-up finds it among
+    the active threads the gateway lists."""
     from claudeclaw import jsonstore
 
     sup = await discord_daemon()
@@ -454,3 +455,12 @@ async def test_a_messages_channel_is_on_disk_before_it_shows_accepted(
         dm, lambda m: (m.get("message_reference") or {}).get("message_id") == said["id"], timeout=30
     )
     assert noted_when_shown == [True]
+    thread = await fake.create_thread(fake.listen_id, "listened")
+    said = await fake.user_says(thread, "hello")
+    await fake.wait_for_message(
+        thread,
+        lambda m: (m.get("message_reference") or {}).get("message_id") == said["id"],
+        timeout=30,
+    )
+    assert noted_when_shown == [True, False]
+    assert set(jsonstore.read_json(sup.paths.discord_channels_file)) == {dm}

@@ -42,7 +42,7 @@ from claudeclaw.frontend.attachments import (
     prune_inbox,
     store_inbox_file,
 )
-from claudeclaw.frontend.catchup import ChannelMemory, missed_messages
+from claudeclaw.frontend.catchup import CATCH_UP_SECONDS, ChannelMemory, missed_messages
 from claudeclaw.frontend.commands import build_commands
 from claudeclaw.frontend.delivery import NO_MENTIONS, ReplyDelivery
 from claudeclaw.frontend.follow import ACCEPTED, KEPT, RunFollower, RunView
@@ -413,6 +413,8 @@ class DiscordFrontend:
         (bounded: see ``catchup.py``), after the messages the pending ledger hands over."""
         channels = await self.threads.recent_channels()
         channels += [int(c) for c in self._settings.discord.listen_channels if c.isdigit()]
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=CATCH_UP_SECONDS)
+        channels += self.threads.active_listened_threads(since)
         channels += await asyncio.to_thread(self._channels.recent, time.time())
         missed = await missed_messages(self._client, channels)
         taken = 0
@@ -642,7 +644,9 @@ class DiscordFrontend:
             **fields,
         )
         now = time.time()
-        if not self._channels.fresh(message.channel.id, now):
+        if self._noted_for_catch_up(message.channel) and not self._channels.fresh(
+            message.channel.id, now
+        ):
             # The channel is on disk before a status reaction shows: a daemon killed after
             # that but before the ledger has the message finds it again by catching up in
             # this channel. The write heads the message's reaction chain, so the message
@@ -654,6 +658,12 @@ class DiscordFrontend:
         self.follower.acknowledge(message, view)  # ⚙️ when it starts, or 👀 if it waits
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
+
+    def _noted_for_catch_up(self, channel: discord.abc.Messageable) -> bool:
+        """Whether catch-up needs the channel on disk: not a listened thread (it finds
+        those among the active threads the gateway lists; one durable write fewer for
+        each new thread)."""
+        return not (isinstance(channel, discord.Thread) and self.threads.listened(channel))
 
     async def _note_channel(self, channel_id: int, now: float) -> None:
         """Remember the channel for catch-up after a stop (a file write: in a thread)."""

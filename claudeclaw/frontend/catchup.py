@@ -3,9 +3,10 @@
 The gateway replays what was missed only on a RESUME. After a fresh connect (the daemon
 started, or a reconnect Discord could not resume) the bot reads back the recent history
 of the channels it serves: the threads and channels with recently used sessions, the
-listen channels, and the channels (DMs included) where it took a message lately
-(:class:`ChannelMemory`). Bounded: the last ``CATCH_UP_SECONDS`` and at most ``CATCH_UP_LIMIT``
-messages per channel, oldest first.
+listen channels, the active threads under them with a recent message (the gateway lists
+the active threads at connect), and the other channels (DMs included) where it took a
+message lately (:class:`ChannelMemory`). Bounded: the last ``CATCH_UP_SECONDS`` and at
+most ``CATCH_UP_LIMIT`` messages per channel, oldest first.
 
 A message counts as handled, and is skipped, when the bot replied to it or put a status
 reaction past 👀 on it (an earlier run of the daemon queued it: the pending ledger answers

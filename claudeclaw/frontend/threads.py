@@ -66,12 +66,27 @@ class ThreadKeeper:
             if info.record is not None:
                 await self._join(thread, "unarchived")
 
-    async def on_created(self, thread: discord.Thread) -> None:
+    def listened(self, thread: discord.Thread) -> bool:
+        """A thread under a listen channel or in a listen guild: all its messages are for us."""
         discord_settings = self.settings.discord
-        listened = str(thread.parent_id) in discord_settings.listen_channels or (
+        return str(thread.parent_id) in discord_settings.listen_channels or (
             str(thread.guild.id) in discord_settings.listen_guilds
         )
-        if listened and thread.me is None:
+
+    def active_listened_threads(self, since: dt.datetime) -> list[int]:
+        """Listened threads with a message since ``since``, from the gateway's list of the
+        active threads (sent at connect, kept up to date): catch-up reads them without a
+        note on disk, including one created and written in while the bot was away."""
+        found: list[int] = []
+        for guild in self.client.guilds:
+            for thread in guild.threads:
+                last = thread.last_message_id
+                if last and self.listened(thread) and discord.utils.snowflake_time(last) >= since:
+                    found.append(thread.id)
+        return found
+
+    async def on_created(self, thread: discord.Thread) -> None:
+        if self.listened(thread) and thread.me is None:
             await self._join(thread, "created")
 
     async def _join(self, thread: discord.Thread, why: str) -> None:
