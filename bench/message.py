@@ -17,8 +17,9 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
   before each sample, is subtracted from it.
 * **ours per message, CPU** = CPU of the daemon's processes (supervisor, fork server,
   workers, also those forked and retired during the batch; not ``claude``, not this
-  process; from ``schedstat``, see :class:`CpuMeter`) over the batch, divided by its size.
-  It includes everything a message causes after its reply too (reactions, state writes).
+  process; from ``schedstat``, see :class:`CpuMeter`) over a batch of 10 messages, divided
+  by its size: the median batch (:func:`cpu_per_message`). It includes everything a
+  message causes after its reply too (reactions, state writes).
 * **idle cost**: ``--threads`` threads each get one message within a few seconds, then the
   PSS of our processes is summed (psutil ``memory_full_info``), once with the idle warm
   ``claude`` processes counted and once without. "Our processes" = supervisor + fork server
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +340,32 @@ class Rig:
         return samples
 
 
+CPU_BATCH = 10  # messages per CPU reading; the figure is the median batch
+
+
+async def cpu_per_message(
+    rig: Rig, n: int, one: Callable[[int], Awaitable[None]]
+) -> tuple[float, float, float]:
+    """``one(0..n-1)`` in batches of CPU_BATCH, each read by its own :class:`CpuMeter`:
+    the median batch's CPU per message (all ours; the supervisor's), in ms, and what
+    retired workers spent after their last reading, per message over all of them. A
+    median of batches, not one mean over all: a stray pause (a GC pass, the machine's
+    other tenants) moves one batch, not the figure."""
+    ours: list[float] = []
+    sup: list[float] = []
+    unseen = 0.0
+    for start in range(0, n, CPU_BATCH):
+        size = min(CPU_BATCH, n - start)
+        sup0 = rig.supervisor_cpu()
+        async with CpuMeter(rig) as meter:
+            for i in range(start, start + size):
+                await one(i)
+        ours.append(meter.ours / size * 1000)
+        sup.append((rig.supervisor_cpu() - sup0) / size * 1000)
+        unseen += meter.unseen
+    return statistics.median(ours), statistics.median(sup), unseen / n * 1000
+
+
 async def per_message(
     n: int, gap: float, resume_gap: float, pyspy: str
 ) -> list[tuple[str, str, str]]:
@@ -360,21 +388,22 @@ async def per_message(
         await rig.direct_start_ms(2)  # (warm the page cache)
         starts: list[float] = []
         # new threads: each message the first of its thread (a worker and a claude start)
-        walls, ins, outs, sup0 = [], [], [], rig.supervisor_cpu()
-        async with CpuMeter(rig) as meter:
-            for i in range(n):
-                # claude's own start, measured next to each sample (the machine is noisy)
-                starts += await rig.direct_start_ms(1)
-                await asyncio.sleep(gap)
-                thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
-                to_claude, from_claude, _ = await rig.message(thread, f"new thread {i}")
-                ins.append(to_claude * 1000 - starts[-1])
-                outs.append(from_claude * 1000)
-                walls.append(ins[-1] + outs[-1])
-                await asyncio.sleep(gap)
-        cpu_new = meter.ours / n * 1000
-        cpu_sup = (rig.supervisor_cpu() - sup0) / n * 1000
-        exits = meter.unseen / n * 1000
+        walls: list[float] = []
+        ins: list[float] = []
+        outs: list[float] = []
+
+        async def new_thread(i: int) -> None:
+            # claude's own start, measured next to each sample (the machine is noisy)
+            starts.extend(await rig.direct_start_ms(1))
+            await asyncio.sleep(gap)
+            thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
+            to_claude, from_claude, _ = await rig.message(thread, f"new thread {i}")
+            ins.append(to_claude * 1000 - starts[-1])
+            outs.append(from_claude * 1000)
+            walls.append(ins[-1] + outs[-1])
+            await asyncio.sleep(gap)
+
+        cpu_new, cpu_sup, exits = await cpu_per_message(rig, n, new_thread)
         direct = statistics.median(starts)
         if spy is not None and os.environ.get("BENCH_PYSPY_NEW_ONLY"):
             spy.send_signal(signal.SIGINT)
@@ -384,7 +413,7 @@ async def per_message(
             (
                 "ours per message, new thread",
                 f"{statistics.median(walls):.1f} ms",
-                f"p99 {pct(walls, 99):.1f} ms; CPU {cpu_new:.1f} ms/msg ({cpu_sup:.1f} "
+                f"p99 {pct(walls, 99):.1f} ms; CPU {cpu_new:.1f} ms/msg, median batch ({cpu_sup:.1f} "
                 f"supervisor, {exits:.1f} retired workers' exits); in→claude {statistics.median(ins):.1f} ms (claude's own start, "
                 f"{direct:.0f} ms, subtracted), result→posted {statistics.median(outs):.1f} ms",
             )
@@ -393,18 +422,16 @@ async def per_message(
         thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
         await rig.message(thread, "first")
         await asyncio.sleep(gap)
-        walls, ins, outs, sup0 = [], [], [], rig.supervisor_cpu()
-        # sampled too: the idle cap may retire a worker of the first phase meanwhile, and
-        # without a reading of its claude that claude's whole CPU would count as ours
-        async with CpuMeter(rig) as meter:
-            for i in range(n):
-                to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
-                ins.append(to_claude * 1000)
-                outs.append(from_claude * 1000)
-                walls.append((to_claude + from_claude) * 1000)
-                await asyncio.sleep(resume_gap)
-        cpu_resume = meter.ours / n * 1000
-        cpu_sup = (rig.supervisor_cpu() - sup0) / n * 1000
+        walls, ins, outs = [], [], []
+
+        async def resume(i: int) -> None:
+            to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
+            ins.append(to_claude * 1000)
+            outs.append(from_claude * 1000)
+            walls.append((to_claude + from_claude) * 1000)
+            await asyncio.sleep(resume_gap)
+
+        cpu_resume, cpu_sup, _ = await cpu_per_message(rig, n, resume)
         direct = statistics.median(starts)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -413,7 +440,7 @@ async def per_message(
             (
                 "ours per message, resume",
                 f"{statistics.median(walls):.1f} ms",
-                f"{resume_gap:g} s apart; p99 {pct(walls, 99):.1f} ms; CPU {cpu_resume:.1f} ms/msg "
+                f"{resume_gap:g} s apart; p99 {pct(walls, 99):.1f} ms; CPU {cpu_resume:.1f} ms/msg, median batch "
                 f"({cpu_sup:.1f} supervisor); in→claude "
                 f"{statistics.median(ins):.1f} ms, result→posted {statistics.median(outs):.1f} ms",
             )
