@@ -414,13 +414,8 @@ class Worker:
             log.info("worker.steered", msg_id=item.msg_id, into=head.msg_id)
             self.steered.append(item)
             started = self.started_event
-            if started is not None:
-                self._send(
-                    {
-                        "type": "event",
-                        "event": event_to_dict(replace(started, msg_id=item.msg_id, steered=True)),
-                    }
-                )
+            if started is not None:  # (not _emit: the running turn's own start stays as it is)
+                self._send_event(replace(started, msg_id=item.msg_id, steered=True))
             return
         self._enqueue(item)
 
