@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from claudeclaw import control  # noqa: E402
 from claudeclaw.paths import ProjectPaths  # noqa: E402
+from claudeclaw.procs import stat_fields  # noqa: E402
 from tests.fake_discord import FakeDiscord  # noqa: E402
 
 MB = 1024 * 1024
@@ -100,8 +101,9 @@ def cpu_seconds(pid: int) -> float:
 
 def reaped_children_cpu(pid: int) -> float:
     """CPU of the children ``pid`` has reaped so far (cutime + cstime: whole ticks)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)  # (an OSError: the caller's "it exited meanwhile")
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -432,7 +434,6 @@ async def per_message(
             await asyncio.sleep(resume_gap)
 
         cpu_resume, cpu_sup, _ = await cpu_per_message(rig, n, resume)
-        direct = statistics.median(starts)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await asyncio.to_thread(spy.wait)

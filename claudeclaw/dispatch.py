@@ -157,8 +157,9 @@ class SessionDispatcher:
         settled: RunDone | RunFailed | None = None
         handed = False
         try:
-            if not ticket.finished:  # in its queue, in order (its worker says so only if
-                yield RunQueued(ticket.msg_id, 0)  # others are ahead: one frame fewer)
+            if not ticket.finished:
+                # in its queue, in order; its worker sends `queued` only when others are ahead
+                yield RunQueued(ticket.msg_id, 0)
             while True:
                 event = await ticket.events.get()
                 if isinstance(event, RunDone | RunFailed):

@@ -86,19 +86,25 @@ def sweep_orphans(tag: str) -> list[int]:
     return end_processes(find_orphans(tag))
 
 
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22); None
-    if there is no such process. One small read: psutil's ``create_time`` builds a Process
-    and reads ``/proc/stat`` for the boot time as well, twice per message here."""
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` from the third on (state, ppid, pgrp, …: field
+    N is item N-3); None if there is no such process. The command name before them may
+    hold spaces and parentheses, so they are counted from after its last ')'."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
         return None
-    # the command name (field 2) may hold spaces and parentheses: count after the last ')'
-    fields = stat[stat.rfind(b")") + 2 :].split()
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (field 22); None if there is no such
+    process. One small read: psutil's ``create_time`` builds a Process and reads
+    ``/proc/stat`` for the boot time as well, twice per message here."""
+    fields = stat_fields(pid)
     try:
-        return int(fields[19])
+        return int(fields[19]) if fields is not None else None
     except (IndexError, ValueError):
         return None
 

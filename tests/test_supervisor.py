@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from claudeclaw import control, ipc
+from claudeclaw import pool as pool_module
 from claudeclaw.errors import IpcError
 from claudeclaw.model import (
     GLOBAL_KEY,
@@ -38,6 +39,8 @@ from claudeclaw.pool import WorkerHandle, WorkerPool
 from claudeclaw.procs import ProcessIdentity, find_orphans, project_tag
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import (
+    ProjectFactory,
+    SupervisorStarter,
     collect,
     final,
     new_supervisor,
@@ -51,6 +54,13 @@ from tests.fixtures_daemon import (
 # and every stop would wait out the worker's 5 s interrupt grace before the kill (that
 # escalation has its own test: test_claude_live.py, an ignored interrupt).
 LONG = "SLEEP:60"
+
+
+def _pool_timings(monkeypatch: pytest.MonkeyPatch, **seconds: float) -> None:
+    """Shorten the pool's timings named (``PING_INTERVAL_S=0.1``…) for one test."""
+    for name, value in seconds.items():
+        assert hasattr(pool_module, name), name
+        monkeypatch.setattr(pool_module, name, value)
 
 
 async def test_first_message_creates_session_and_second_resumes(daemon: Supervisor) -> None:
@@ -274,13 +284,13 @@ async def test_frames_queued_in_one_pass_leave_in_one_write_in_order(tmp_path: P
     """A run's end queues several frames at once (its final event, the warm report): one
     write, so one wake-up of the other side; an awaited send goes after them."""
     got: list[ipc.Message] = []
-    three = asyncio.Event()
+    all_four = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (message := await ipc.read_frame(reader)) is not None:
             got.append(message)
             if len(got) == 4:
-                three.set()
+                all_four.set()
         writer.close()
 
     server = await ipc.listen(tmp_path / "s.sock", serve)
@@ -299,7 +309,7 @@ async def test_frames_queued_in_one_pass_leave_in_one_write_in_order(tmp_path: P
     await channel.send({"type": "bye"})
     assert len(writes) == 2  # the three at once, then the awaited one
     async with asyncio.timeout(10):
-        await three.wait()
+        await all_four.wait()
     assert [m.get("n", m["type"]) for m in got] == [0, 1, 2, "bye"]
     await channel.close()
     server.close()
@@ -479,7 +489,7 @@ async def test_second_daemon_for_the_same_project_is_refused(daemon: Supervisor)
         await other.startup()
 
 
-async def test_over_max_idle_workers_the_least_recently_used_exits(make_project) -> None:  # type: ignore[no-untyped-def]
+async def test_over_max_idle_workers_the_least_recently_used_leaves_its_key(make_project) -> None:  # type: ignore[no-untyped-def]
     """maxIdleWorkers=2 (workerIdleSeconds stays long).
     1. Threads A, B and C each run a message, one after the other: when C's ends there are
        three idle workers, so A's (the least recently used) leaves its key at once (it
@@ -608,10 +618,7 @@ async def test_a_new_key_is_served_by_the_pre_forked_spare_and_a_dead_spare_is_r
     even when the spare waited longer than the ping timeout (it is not taken for hung),
     the next spare is forked behind it, a spare killed while unused is replaced, and the
     replacement serves the next new key with its session."""
-    from claudeclaw import pool as pool_module
-
-    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
-    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
+    _pool_timings(monkeypatch, PING_INTERVAL_S=0.1, PING_TIMEOUT_S=0.6)
     daemon = await started_supervisor(make_project())
     try:
         await _spare_scenario(daemon)
@@ -654,8 +661,9 @@ async def _spare_scenario(daemon: Supervisor) -> None:
 
 
 async def test_an_idle_worker_over_the_cap_becomes_the_spare_instead_of_a_fork(
-    make_project,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """maxIdleWorkers=1.
     1. Key A's first message runs on the spare; the next spare is forked (A idle is kept).
@@ -663,76 +671,66 @@ async def test_an_idle_worker_over_the_cap_becomes_the_spare_instead_of_a_fork(
     Result: A's worker closes its warm claude and becomes the spare (no fork, no exit);
     key C's first message runs on that very process, with a session of its own; A's next
     message resumes A's session."""
-    from claudeclaw import pool as pool_module
-
-    monkeypatch.setattr(pool_module, "SPARE_REFILL_DELAY_S", 0.05)
-    monkeypatch.setattr(pool_module, "IDLE_CAP_DELAY_S", 0.05)
-    daemon = await started_supervisor(make_project(limits={"maxIdleWorkers": 1}))
-    try:
-        assert daemon.pool is not None
-        pool = daemon.pool
-        await wait_for(lambda: _ready_spare(pool), "the first spare")
-        a, b, c = (SessionKey(f"96{i}100000000000000") for i in (7, 8, 9))
-        assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
-        worker_a = pool.find(a)
-        assert worker_a is not None and worker_a.warm_pid
-        claude_a = psutil.Process(worker_a.warm_pid)
-        await wait_for(lambda: _ready_spare(pool, worker_a.pid), "the next spare (forked)")
-        second = _ready_spare(pool, worker_a.pid)
-        assert second is not None
-        assert isinstance(final(await collect(daemon, b, "hello B")), RunDone)
-        assert pool.find(b) is second
-        await wait_for(lambda: _ready_spare(pool, second.pid), "A's worker as the spare")
-        assert pool.spare is worker_a and pool.find(a) is None
-        await asyncio.to_thread(claude_a.wait, 10)  # (closed before it said recycled)
-        assert not claude_a.is_running()
-        server = getattr(pool.spawner, "server", None)
-        assert server is not None
-        workers = {p.pid for p in psutil.Process(server.pid).children()}
-        assert workers == {worker_a.pid, second.pid}  # no third one was forked
-        events = await collect(daemon, c, "hello C")
-        assert isinstance(final(events), RunDone) and started(events)[0].resumed is False
-        assert pool.find(c) is worker_a and worker_a.key == c
-        again = await collect(daemon, a, "A again")
-        assert isinstance(final(again), RunDone) and started(again)[0].resumed is True
-        assert pool.crash_count == 0
-    finally:
-        await daemon.shutdown()
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05, IDLE_CAP_DELAY_S=0.05)
+    daemon = await start_supervisor(make_project(limits={"maxIdleWorkers": 1}))
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    a, b, c = (SessionKey(f"96{i}100000000000000") for i in (7, 8, 9))
+    assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
+    worker_a = pool.find(a)
+    assert worker_a is not None and worker_a.warm_pid
+    claude_a = psutil.Process(worker_a.warm_pid)
+    await wait_for(lambda: _ready_spare(pool, worker_a.pid), "the next spare (forked)")
+    second = _ready_spare(pool, worker_a.pid)
+    assert second is not None
+    assert isinstance(final(await collect(daemon, b, "hello B")), RunDone)
+    assert pool.find(b) is second
+    await wait_for(lambda: _ready_spare(pool, second.pid), "A's worker as the spare")
+    assert pool.spare is worker_a and pool.find(a) is None
+    await asyncio.to_thread(claude_a.wait, 10)  # (closed before it said recycled)
+    assert not claude_a.is_running()
+    server = getattr(pool.spawner, "server", None)
+    assert server is not None
+    workers = {p.pid for p in psutil.Process(server.pid).children()}
+    assert workers == {worker_a.pid, second.pid}  # no third one was forked
+    events = await collect(daemon, c, "hello C")
+    assert isinstance(final(events), RunDone) and started(events)[0].resumed is False
+    assert pool.find(c) is worker_a and worker_a.key == c
+    again = await collect(daemon, a, "A again")
+    assert isinstance(final(again), RunDone) and started(again)[0].resumed is True
+    assert pool.crash_count == 0
 
 
 async def test_a_worker_that_dies_while_becoming_the_spare_is_replaced_by_a_fork(
-    make_project,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An idle worker is told to recycle while it is frozen (SIGSTOP), then killed.
     Result: no spare is forked while it recycles; once it is dead one is, and it serves
     the next new key."""
-    from claudeclaw import pool as pool_module
-
-    monkeypatch.setattr(pool_module, "SPARE_REFILL_DELAY_S", 0.05)
-    daemon = await started_supervisor(make_project())
-    try:
-        assert daemon.pool is not None
-        pool = daemon.pool
-        await wait_for(lambda: _ready_spare(pool), "the first spare")
-        key = SessionKey("963500000000000000")
-        assert isinstance(final(await collect(daemon, key, "hello")), RunDone)
-        worker = pool.find(key)
-        assert worker is not None
-        await wait_for(lambda: _ready_spare(pool, worker.pid), "the next spare")
-        pool._drop_spare("the test wants none")
-        os.kill(worker.pid, signal.SIGSTOP)
-        pool._recycle(worker)
-        pool._refill_spare()
-        assert pool.spare is None and pool.recycling is worker  # nothing forked meanwhile
-        os.kill(worker.pid, signal.SIGKILL)
-        await worker.exited.wait()
-        await wait_for(lambda: _ready_spare(pool, worker.pid), "a forked spare")
-        other = SessionKey("963600000000000000")
-        assert isinstance(final(await collect(daemon, other, "again")), RunDone)
-        assert pool.recycling is None
-    finally:
-        await daemon.shutdown()
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05)
+    daemon = await start_supervisor(make_project())
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    key = SessionKey("963500000000000000")
+    assert isinstance(final(await collect(daemon, key, "hello")), RunDone)
+    worker = pool.find(key)
+    assert worker is not None
+    await wait_for(lambda: _ready_spare(pool, worker.pid), "the next spare")
+    pool._drop_spare("the test wants none")
+    os.kill(worker.pid, signal.SIGSTOP)
+    pool._recycle(worker)
+    pool._refill_spare()
+    assert pool.spare is None and pool.recycling is worker  # nothing forked meanwhile
+    os.kill(worker.pid, signal.SIGKILL)
+    await worker.exited.wait()
+    await wait_for(lambda: _ready_spare(pool, worker.pid), "a forked spare")
+    other = SessionKey("963600000000000000")
+    assert isinstance(final(await collect(daemon, other, "again")), RunDone)
+    assert pool.recycling is None
 
 
 async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
@@ -874,10 +872,7 @@ async def test_a_worker_that_stops_answering_is_replaced(
     2. It misses its pings.
     Result: the pool kills it and its claude process group, and the message is run again
     on a new worker and answered."""
-    from claudeclaw import pool as pool_module
-
-    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
-    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
+    _pool_timings(monkeypatch, PING_INTERVAL_S=0.1, PING_TIMEOUT_S=0.6)
     paths = make_project()
     sup = await started_supervisor(paths)
     try:
@@ -894,8 +889,9 @@ async def test_a_worker_that_stops_answering_is_replaced(
 
 
 async def test_an_idle_worker_is_pinged_less_often_and_still_found_hung(
-    make_project,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Health checks every 0.05 s, idle workers every 0.5 s, hung after 0.3 s unanswered.
     1. A thread's worker answers its message and sits idle for ten health checks.
@@ -903,38 +899,31 @@ async def test_an_idle_worker_is_pinged_less_often_and_still_found_hung(
     Result: it got at most two of those ten pings (an idle worker costs next to no CPU),
     yet the frozen one is found hung and killed; the thread's next message is answered by
     a new worker."""
-    from claudeclaw import pool as pool_module
+    _pool_timings(monkeypatch, PING_INTERVAL_S=0.05, IDLE_PING_INTERVAL_S=0.5, PING_TIMEOUT_S=0.3)
+    sup = await start_supervisor(make_project())
+    assert sup.pool is not None
+    pool = sup.pool
+    key = SessionKey("971000000000000000")
+    assert isinstance(final(await collect(sup, key, "hello")), RunDone)
+    handle = pool.find(key)
+    assert handle is not None and handle.channel is not None
+    pings: list[float] = []
+    send = handle.channel.send_nowait
 
-    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.05)
-    monkeypatch.setattr(pool_module, "IDLE_PING_INTERVAL_S", 0.5)
-    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.3)
-    sup = await started_supervisor(make_project())
-    try:
-        assert sup.pool is not None
-        pool = sup.pool
-        key = SessionKey("971000000000000000")
-        assert isinstance(final(await collect(sup, key, "hello")), RunDone)
-        handle = pool.find(key)
-        assert handle is not None and handle.channel is not None
-        pings: list[float] = []
-        send = handle.channel.send_nowait
+    def counting(frame: ipc.Message) -> None:
+        if frame.get("type") == "ping":
+            pings.append(time.monotonic())
+        send(frame)
 
-        def counting(frame: ipc.Message) -> None:
-            if frame.get("type") == "ping":
-                pings.append(time.monotonic())
-            send(frame)
-
-        handle.channel.send_nowait = counting  # type: ignore[method-assign]
-        checks = pool.last_health_check
-        await wait_for(lambda: pool.last_health_check > checks + 0.45, "ten health checks")
-        assert len(pings) <= 2
-        os.kill(handle.pid, signal.SIGSTOP)
-        await wait_for(lambda: handle.exited.is_set(), "the frozen idle worker killed")
-        assert handle.hung
-        assert isinstance(final(await collect(sup, key, "again")), RunDone)
-        assert pool.find(key) is not handle
-    finally:
-        await sup.shutdown()
+    handle.channel.send_nowait = counting  # type: ignore[method-assign]
+    checks = pool.last_health_check
+    await wait_for(lambda: pool.last_health_check > checks + 0.45, "ten health checks")
+    assert len(pings) <= 2
+    os.kill(handle.pid, signal.SIGSTOP)
+    await wait_for(lambda: handle.exited.is_set(), "the frozen idle worker killed")
+    assert handle.hung
+    assert isinstance(final(await collect(sup, key, "again")), RunDone)
+    assert pool.find(key) is not handle
 
 
 async def test_an_api_429_does_not_pause_other_threads(make_project) -> None:  # type: ignore[no-untyped-def]
@@ -1254,11 +1243,7 @@ async def test_a_hung_worker_writes_its_stacks_to_the_log_before_it_is_killed(
        can act on it, though its loop is still stuck behind the missed pings.
     Result: faulthandler wrote the worker's stacks to its log (stderr) before the kill,
     and the message is answered by a new worker."""
-    from claudeclaw import pool as pool_module
-
-    monkeypatch.setattr(pool_module, "PING_INTERVAL_S", 0.1)
-    monkeypatch.setattr(pool_module, "PING_TIMEOUT_S", 0.6)
-    monkeypatch.setattr(pool_module, "DUMP_WAIT_S", 3.0)
+    _pool_timings(monkeypatch, PING_INTERVAL_S=0.1, PING_TIMEOUT_S=0.6, DUMP_WAIT_S=3.0)
     paths = make_project()
     sup = await started_supervisor(paths)
     try:

@@ -51,6 +51,7 @@ from claudeclaw.config import Settings
 from claudeclaw.errors import StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
+from claudeclaw.procs import stat_fields
 from claudeclaw.tasks import TaskSet
 
 __all__ = ["run_claude", "terminate_group"]
@@ -167,14 +168,8 @@ def _group_has_live_members(pgid: int) -> bool:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = stat_fields(entry)  # state, ppid, pgrp, …
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             return True
     return False
 

@@ -42,6 +42,7 @@ from claudeclaw.claude.stream import is_session_gone
 from claudeclaw.config import Settings
 from claudeclaw.logs import get_logger
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
+from claudeclaw.procs import stat_fields
 
 __all__ = ["FREEZE_AFTER_SECONDS", "ClaudeSessionRunner", "RunnerStatus"]
 
@@ -97,12 +98,8 @@ def _has_children_fast(pid: int) -> bool | None:
         except OSError:
             return True
     for child in children:
-        try:
-            with open(f"/proc/{child.decode()}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue  # reaped meanwhile
-        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z":
+        fields = stat_fields(child.decode())  # None: reaped meanwhile
+        if fields and fields[0] != b"Z":
             return True
     return False
 
