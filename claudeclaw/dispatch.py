@@ -86,9 +86,9 @@ class SessionDispatcher:
         self.approvals: ApprovalBroker | None = None  # security.approvals; made with the pool
         self._tasks = TaskSet("daemon")
         self._orphans: list[str] = []  # answers whose follower went away, for the next frontend
-        # messages from a frontend, kept until answered (pending.json)
+        # messages from a frontend, kept until answered (pending.jsonl)
         self.ledger = PendingLedger(paths.pending_file, lambda: self._writes.ledger_changed())
-        # the one writer of the session files and pending.json
+        # the one writer of the session files and the pending journal
         self._writes = StateWriter(self.registry, self.ledger, self._known_state)
 
     def _mark_status_dirty(self) -> None:

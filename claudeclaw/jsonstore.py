@@ -15,7 +15,6 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ from claudeclaw.logs import get_logger
 from claudeclaw.paths import (
     PRIVATE_FILE_MODE,
     atomic_write_bytes,
+    corrupt_aside_path,
     ensure_private_dir,
+    fsync_dir,
     temp_name,
 )
 
@@ -120,33 +121,9 @@ def _read_bytes(path: Path) -> bytes | None:
     return None if found is None else found[0]
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: fsync the directory entry (best effort on odd filesystems)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _dumps(data: Any) -> bytes:
     # Two-space indent like the original's JSON.stringify(data, null, 2).
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _corrupt_aside_path(path: Path) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    candidate = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    return candidate
 
 
 def _recover(path: Path, reason: str, validate: Validator | None, log: Any) -> tuple[Any, bytes]:
@@ -161,11 +138,11 @@ def _recover(path: Path, reason: str, validate: Validator | None, log: Any) -> t
         except _Corrupt as exc:
             bak_problem = f"it is corrupt too ({exc})"
         else:
-            aside = _corrupt_aside_path(path)
+            aside = corrupt_aside_path(path)
             _known_good.pop(os.fspath(path), None)
             os.replace(path, aside)
             atomic_write_bytes(path, raw_bak)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             (log or get_logger()).error(
                 "state.file_recovered",
                 file=str(path),
@@ -255,7 +232,7 @@ def write_json(path: Path, data: Any, *, validate: Validator | None = None) -> N
                 _keep_as_backup(path, current)
     _known_good.pop(key, None)
     info = atomic_write_bytes(path, payload)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     if validate is None or validate(data):
         _remember(key, info, validate)
 
@@ -308,7 +285,7 @@ def remove_json(path: Path) -> bool:
     _known_good.pop(os.fspath(path), None)
     atomic_write_bytes(backup_path(path), current)
     path.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 

@@ -401,7 +401,7 @@ class ReplyTo:
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
     """An accepted message whose answer is not in its frontend yet, as kept in
-    ``pending.json`` across restarts. ``answer`` is its final event once it has one (the
+    ``pending.jsonl`` across restarts. ``answer`` is its final event once it has one (the
     frontend still has to post it)."""
 
     msg_id: str

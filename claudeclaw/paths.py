@@ -17,6 +17,7 @@ import secrets
 import stat
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from claudeclaw.errors import StateError
@@ -89,7 +90,7 @@ class ProjectPaths:
     @property
     def pending_file(self) -> Path:
         """Accepted Discord messages not answered yet: kept across restarts."""
-        return self.state_dir / "pending.json"
+        return self.state_dir / "pending.jsonl"
 
     @property
     def jobs_dir(self) -> Path:
@@ -268,3 +269,28 @@ def write_private_text(path: Path, text: str) -> None:
     """Write a small file atomically with mode 0600 in a private directory."""
     ensure_private_dir(path.parent)
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: fsync the directory entry (best effort on odd filesystems)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def corrupt_aside_path(path: Path) -> Path:
+    """A free name beside ``path`` to keep a file that could not be read."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    candidate = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    return candidate

@@ -1,18 +1,23 @@
-"""The daemon's one writer of its state files: the session registry and ``pending.json``.
+"""The daemon's one writer of its state files: the session registry and the pending
+ledger's journal (``pending.jsonl``).
 
-Run events, resets and accepted messages change state on the event loop; the writes
-happen here, off the loop, everything queued at once (a busy daemon would otherwise fsync
-once per run event). The two files have a lane each, so a stored answer is never queued
-behind a session write. A reply waits for :meth:`StateWriter.join`, so it is seen only once
-its session and its stored answer are on disk. A turn's ``touch`` (last used, turn count)
-waits ``TOUCH_DELAY_S`` and rides with the next registry write: nothing waits for it. A
-failed write (a full disk) is logged and never stops replies; the next batch first writes
-everything the daemon knows.
+Run events and resets change sessions on the event loop; the registry writes happen here,
+off the loop, everything queued at once (a busy daemon would otherwise fsync once per run
+event). A reply waits for :meth:`StateWriter.join`, so it is seen only once its session is
+on disk. A turn's ``touch`` (last used, turn count) waits ``TOUCH_DELAY_S`` and rides with
+the next registry write: nothing waits for it. A failed write (a full disk) is logged and
+never stops replies; the next batch first writes everything the daemon knows.
+
+The ledger appends its own lines as it changes (a crash loses none); its lane here syncs
+them to disk, one ``fdatasync`` for everything appended within ``LEDGER_SYNC_DELAY_S``
+(group commit), and rewrites the journal when it has grown. Nothing waits for it but a
+stop (:meth:`close`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from claudeclaw.ledger import PendingLedger
@@ -27,6 +32,7 @@ log = get_logger()
 Change = tuple[str, SessionKey, str]
 
 TOUCH_DELAY_S = 5.0  # a turn's last-used time and count may reach the disk this much later
+LEDGER_SYNC_DELAY_S = 0.2  # what a power cut can take of the ledger; a crash takes nothing
 
 
 class StateWriter:
@@ -43,6 +49,7 @@ class StateWriter:
         self.known = known  # every change that rewrites what the daemon knows (after a failure)
         self._changes: asyncio.Queue[Change] = asyncio.Queue()
         self._ledger: asyncio.Queue[None] = asyncio.Queue()  # one item per ledger change
+        self._closing = asyncio.Event()  # a stop: sync the ledger without waiting
         self._touches: list[Change] = []  # waiting for the next registry write
         self._touch_timer: asyncio.TimerHandle | None = None
 
@@ -59,19 +66,26 @@ class StateWriter:
         self._changes.put_nowait(change)
 
     def ledger_changed(self) -> None:
-        """The pending ledger changed: write its snapshot with the next batch."""
+        """The pending ledger appended a line: sync it with the next batch."""
         self._ledger.put_nowait(None)
 
     async def join(self) -> None:
-        """Until everything queued so far is written (or its write failed); touches that
-        are still waiting are not waited for."""
+        """Until every registry change queued so far is written (or its write failed);
+        touches that are still waiting are not waited for."""
         await self._changes.join()
-        await self._ledger.join()
 
     async def flush(self) -> None:
-        """:meth:`join`, with the waiting touches written too (at a stop; before a read)."""
+        """:meth:`join`, with the waiting touches written too (before a read)."""
         self._release_touches()
         await self.join()
+
+    async def close(self) -> None:
+        """At a stop: everything written, the ledger synced, its file closed."""
+        await self.flush()
+        self._closing.set()
+        await self._ledger.join()
+        await asyncio.to_thread(self.ledger.sync_job())
+        self.ledger.close()
 
     def _release_touches(self) -> None:
         for touch in self._take_touches():
@@ -79,7 +93,7 @@ class StateWriter:
 
     async def run(self) -> None:
         """Write both files as changes come, each in its own lane."""
-        await asyncio.gather(self._write_registry(), self._write_ledger())
+        await asyncio.gather(self._write_registry(), self._sync_ledger())
 
     async def _write_registry(self) -> None:
         """Registry changes in order, everything queued at once (the waiting touches
@@ -109,18 +123,23 @@ class StateWriter:
             self._touch_timer = None
         return touches
 
-    async def _write_ledger(self) -> None:
-        """The ledger's current snapshot, once for everything changed since the last."""
+    async def _sync_ledger(self) -> None:
+        """The ledger's appended lines to disk, one sync for those of the last
+        ``LEDGER_SYNC_DELAY_S``; a rewrite instead when the journal has grown."""
         while True:
             await self._ledger.get()
+            if not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LEDGER_SYNC_DELAY_S):
+                        await self._closing.wait()
             changed = 1
             while not self._ledger.empty():
                 self._ledger.get_nowait()
                 changed += 1
             try:
-                await asyncio.to_thread(self.ledger.write, self.ledger.snapshot())
-            except Exception as exc:  # the next change writes it whole again
-                log.error("ledger.write_failed", changes=changed, error=str(exc))
+                await asyncio.to_thread(self.ledger.sync_job())
+            except Exception as exc:  # the next change tries again (a rewrite, if broken)
+                log.error("ledger.sync_failed", changes=changed, error=str(exc))
             finally:
                 for _ in range(changed):
                     self._ledger.task_done()

@@ -16,7 +16,7 @@ Its life is three phases (``startup``, ``serve``, ``shutdown``):
 
 It is the :class:`~claudeclaw.api.Dispatcher` every frontend talks to (the routing API
 itself is ``dispatch.py``, which this class extends with its life), and the only process
-that writes the session files and ``pending.json`` (``statewriter.py``) while it runs;
+that writes the session files and ``pending.jsonl`` (``statewriter.py``) while it runs;
 ``control_requests.py`` answers its control socket. It never touches ``claude`` itself.
 """
 
@@ -251,7 +251,7 @@ class Supervisor(SessionDispatcher):
         await self.discord.close(self.drain_seconds)
         if self.control is not None:
             await self.control.close()
-        await self._writes.flush()  # let queued state changes land before we go
+        await self._writes.close()  # let queued state changes land before we go
         if self.approvals is not None:
             await self.approvals.flush()
         await self._tasks.cancel_all()

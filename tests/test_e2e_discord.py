@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from claudeclaw.config import Settings
+from claudeclaw.ledger import read_entries
 from claudeclaw.model import RunDone, RunFailed, RunStarted, SessionKey
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.supervisor import Supervisor
@@ -285,22 +286,21 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
     assert kept["message_reference"]["message_id"] == b["id"]
     cut = await fake.wait_for_message(thread, containing("shutting down"))
     assert cut["message_reference"]["message_id"] == a["id"]
-    ledger = json.loads(paths.pending_file.read_text())
+    ledger = read_entries(paths.pending_file)
     assert [e["reply_to"]["message_id"] for e in ledger] == [b["id"]]
 
     crashed = await fake.user_says(fake.general_id, "C was running when the daemon died")
-    ledger.append(
-        {
-            "msg_id": "m0-crashed",
-            "key": "global",
-            "prompt": "C",
-            "origin": "discord",
-            "reply_to": {"channel_id": fake.general_id, "message_id": crashed["id"]},
-            "accepted_at": "2026-11-25T00:00:00.000Z",
-            "started": True,
-        }
-    )
-    paths.pending_file.write_text(json.dumps(ledger))
+    crashed_entry = {
+        "msg_id": "m0-crashed",
+        "key": "global",
+        "prompt": "C",
+        "origin": "discord",
+        "reply_to": {"channel_id": fake.general_id, "message_id": crashed["id"]},
+        "accepted_at": "2026-11-25T00:00:00.000Z",
+        "started": True,
+    }
+    with paths.pending_file.open("a") as journal:  # as the daemon writes it, then dies
+        journal.write(json.dumps({"put": crashed_entry}) + "\n")
 
     second = await started_supervisor(paths, discord=True)
     try:
@@ -314,7 +314,7 @@ async def test_a_queued_message_survives_a_restart_and_an_interrupted_one_is_tol
             lambda: second.ledger.accepted == {} and second.ledger.recovered == []
         )
         await second._writes.join()
-        assert json.loads(paths.pending_file.read_text()) == []
+        assert read_entries(paths.pending_file) == []
     finally:
         await second.shutdown()
 
@@ -354,9 +354,9 @@ async def test_reload_with_a_new_token_reconnects_with_it(
     await fake.user_says(dm, "after the new token")
     await fake.wait_for_message(dm, containing("after the new token"), timeout=30)
     await fake.wait_for_message(dm, containing("in flight SLEEP:1"), timeout=30)
-    await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
+    await fake.wait_until(lambda: read_entries(sup.paths.pending_file) == [])
     await fake.wait_for_message(dm, containing("queued behind it"), timeout=30)
-    await fake.wait_until(lambda: json.loads(sup.paths.pending_file.read_text()) == [])
+    await fake.wait_until(lambda: read_entries(sup.paths.pending_file) == [])
     assert len([m for m in fake.bot_messages(dm) if "queued behind it" in m["content"]]) == 1
     answers = [m for m in fake.bot_messages(dm) if "in flight SLEEP:1" in m["content"]]
     assert len(answers) == 1
@@ -404,7 +404,7 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
     ]
     await fake.wait_until(lambda: posts(), what="the reply was tried")
     await first.shutdown()
-    stored = json.loads(paths.pending_file.read_text())
+    stored = read_entries(paths.pending_file)
     assert [e["reply_to"]["message_id"] for e in stored] == [asked["id"]]
     assert "FAKE-REPLY turn=1" in stored[0]["answer"]["reply"]
     assert not fake.bot_messages(thread)
@@ -419,7 +419,7 @@ async def test_an_answer_discord_refused_is_posted_after_a_restart(
             lambda: second.ledger.accepted == {} and second.ledger.recovered == []
         )
         await second._writes.join()
-        assert json.loads(paths.pending_file.read_text()) == []
+        assert read_entries(paths.pending_file) == []
         assert len(fake.bot_messages(thread)) == 1
     finally:
         await second.shutdown()

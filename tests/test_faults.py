@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from claudeclaw import control, jsonstore
+from claudeclaw import control
+from claudeclaw.ledger import read_entries
 from claudeclaw.paths import ProjectPaths
 from tests.fake_discord import FakeDiscord
 from tests.fixtures_daemon import discord_settings
@@ -106,14 +107,14 @@ class Rig:
         ]
 
     def start_recorded(self, message_id: str) -> bool:
-        """The daemon's pending.json says the run of ``message_id`` started (so a restart
+        """The daemon's pending journal says the run of ``message_id`` started (so a restart
         must not run it again). The ⚙️ reaction can come before that write reaches the
         disk; a SIGKILL in between makes the restart run the message again."""
-        pending = jsonstore.read_json(self.paths.pending_file) or []
+        pending = read_entries(self.paths.pending_file)
         return any(p["reply_to"]["message_id"] == message_id and p.get("started") for p in pending)
 
     def settled(self) -> bool:
-        pending = jsonstore.read_json(self.paths.pending_file) or []
+        pending = read_entries(self.paths.pending_file)
         return not pending and all(self.finals(c, m) for c, m in self.sent)
 
     async def settle_and_count(self, scenario: str) -> None:
@@ -297,14 +298,14 @@ async def test_stop_in_a_burst_over_three_sessions_then_again_while_catching_up(
 
 async def answer_kept_in_the_ledger(rig: Rig, channel: str, text: str) -> dict[str, Any]:
     """Alice asks in ``channel``; Discord answers 503 to every post there, so the answer
-    is stored in pending.json and not posted. Returns her message."""
+    is stored in the pending journal and not posted. Returns her message."""
     fake = rig.fake
     fake.fail_posts[channel] = 503
     at_bot = f"<@{fake.bot['id']}>"
     message = await rig.says(channel, f"{at_bot} {text}", mentions=[fake.bot])
 
     def stored() -> bool:
-        pending = jsonstore.read_json(rig.paths.pending_file) or []
+        pending = read_entries(rig.paths.pending_file)
         return any(p.get("answer") for p in pending)
 
     await fake.wait_until(stored, timeout=30, what="the answer stored in the ledger")
@@ -340,7 +341,7 @@ async def test_an_answer_whose_thread_was_deleted_meanwhile_is_kept_on_disk_not_
     await fake.wait_until(
         lambda: events(rig, "discord.answer_undeliverable"), timeout=30, what="given up"
     )
-    await fake.wait_until(lambda: not jsonstore.read_json(rig.paths.pending_file), what="settled")
+    await fake.wait_until(lambda: not read_entries(rig.paths.pending_file), what="settled")
     [event] = events(rig, "discord.answer_undeliverable")
     assert event["level"] == "warning" and event["code"] == 10003
     assert (str(event["message_id"]), str(event["channel_id"])) == (asked["id"], thread)
@@ -384,7 +385,7 @@ async def test_an_answer_whose_message_was_deleted_meanwhile_is_still_posted(
         thread, lambda m: m["content"] == "still-posted", timeout=30
     )
     assert "message_reference" not in reply
-    await fake.wait_until(lambda: not jsonstore.read_json(rig.paths.pending_file), what="settled")
+    await fake.wait_until(lambda: not read_entries(rig.paths.pending_file), what="settled")
     assert [m["content"] for m in fake.bot_messages(thread)].count("still-posted") == 1
     assert not events(rig, "discord.answer_undeliverable")
 

@@ -39,15 +39,19 @@ class Registry:
 
 class Ledger:
     def __init__(self) -> None:
-        self.writes: list[Any] = []
+        self.syncs = 0
         self.wrote = threading.Event()
+        self.closed = False
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        return [{"n": len(self.writes)}]
+    def sync_job(self) -> Any:
+        return self.sync
 
-    def write(self, snapshot: list[dict[str, Any]]) -> None:
-        self.writes.append(snapshot)
+    def sync(self) -> None:
+        self.syncs += 1
         self.wrote.set()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @pytest.fixture
@@ -65,14 +69,15 @@ async def writer() -> Any:
 async def test_a_touch_does_not_hold_up_a_reply_and_rides_with_the_next_write(
     writer: Any,
 ) -> None:
-    """1. A turn's touch and its stored answer (a ledger change); the reply joins.
+    """1. A turn's touch and its stored answer (a ledger line); the reply joins.
     2. Another key's session is recorded.
-    Result: the join did not write the touch; it went with the next registry write."""
+    Result: the join waited neither for the touch (it went with the next registry write)
+    nor for the ledger's sync (its line was written when it was appended)."""
     state, registry, ledger = writer
     state.put_nowait(("touch", KEY, "s1"))
     state.ledger_changed()
     await state.join()
-    assert registry.applied == [] and len(ledger.writes) == 1
+    assert registry.applied == [] and ledger.syncs == 0
     state.put_nowait(("record", OTHER, "s2"))
     await state.join()
     assert registry.ops() == [("record", OTHER), ("touch", KEY)]
@@ -102,9 +107,12 @@ async def test_waiting_touches_are_written_by_flush_or_after_the_delay(
     assert registry.ops() == [("touch", KEY), ("touch", KEY)]
 
 
-async def test_the_ledger_is_not_queued_behind_a_slow_registry_write(writer: Any) -> None:
-    """A session write hangs (a slow disk); the stored answer is written meanwhile, and a
-    join still waits for both."""
+async def test_the_ledger_is_not_queued_behind_a_slow_registry_write(
+    writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session write hangs (a slow disk); the ledger is synced meanwhile, and a join
+    still waits for the session."""
+    monkeypatch.setattr(statewriter, "LEDGER_SYNC_DELAY_S", 0.0)
     state, registry, ledger = writer
     registry.gate = threading.Event()
     state.put_nowait(("record", KEY, "s1"))
@@ -116,3 +124,21 @@ async def test_the_ledger_is_not_queued_behind_a_slow_registry_write(writer: Any
     registry.gate.set()
     await asyncio.wait_for(joined, 10)
     assert registry.ops() == [("record", KEY)]
+
+
+async def test_ledger_lines_are_synced_together_and_at_once_at_a_stop(
+    writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three ledger lines in a burst: one fdatasync for all of them (group commit). At a
+    stop the sync does not wait out the delay, and the journal is closed."""
+    monkeypatch.setattr(statewriter, "LEDGER_SYNC_DELAY_S", 0.05)
+    state, _, ledger = writer
+    for _ in range(3):
+        state.ledger_changed()
+    assert await asyncio.to_thread(ledger.wrote.wait, 10)
+    await asyncio.sleep(0.1)
+    assert ledger.syncs == 1
+    monkeypatch.setattr(statewriter, "LEDGER_SYNC_DELAY_S", 60.0)
+    state.ledger_changed()
+    await asyncio.wait_for(state.close(), 10)  # not 60 s
+    assert ledger.syncs >= 2 and ledger.closed
