@@ -731,13 +731,16 @@ async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -
         return EXIT_WORKER_BOOT_FAILED
     await channel.send({"type": "hello", "key": key or "", "pid": os.getpid()})
     settings: Settings | None = None
+    loop = asyncio.get_running_loop()
+    serving: list[Worker] = []  # the worker SIGTERM aborts: one handler for the process
+    # (adding one checks valid_signals(), ~50 µs: not again for each key a spare serves)
+    loop.add_signal_handler(signal.SIGTERM, _on_sigterm, serving)
     while True:
         worker = await _configure_worker(channel, paths, key, settings)
         if isinstance(worker, int):
             await channel.close()
             return worker
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, _abort_on_sigterm, worker)
+        serving[:] = [worker]
         worker.run_task = loop.create_task(worker.run_loop())
         tasks = [loop.create_task(worker.read_loop()), worker.run_task]
         await worker.finished.wait()
@@ -748,7 +751,7 @@ async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -
             break
         # a spare again: it waits for its next key, with the settings it has
         await worker.tasks.cancel_all()
-        loop.remove_signal_handler(signal.SIGTERM)
+        serving.clear()
         unbind("session_key", "thread_id")
         key, settings = None, worker.settings
     await channel.close()
@@ -771,8 +774,13 @@ def _wait_for_children_by_pidfd() -> None:
     asyncio.set_child_watcher(watcher)
 
 
-def _abort_on_sigterm(worker: Worker) -> None:
-    worker.tasks.start(worker.abort("SIGTERM received"), "abort")
+def _on_sigterm(serving: list[Worker]) -> None:
+    """A worker aborts its runs; a spare between keys dies of it, as without a handler."""
+    if serving:
+        serving[0].tasks.start(serving[0].abort("SIGTERM received"), "abort")
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _configure_worker(

@@ -702,6 +702,44 @@ async def test_an_idle_worker_over_the_cap_becomes_the_spare_instead_of_a_fork(
     assert pool.crash_count == 0
 
 
+async def test_sigterm_ends_a_recycled_spare_and_aborts_a_serving_workers_run(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's one SIGTERM handler (installed once per process) follows its role.
+    1. A's worker is recycled into the spare (maxIdleWorkers=1); SIGTERM it.
+    2. Key D's run hangs; SIGTERM D's worker.
+    Result: the spare dies of the signal, as one never configured does; D's worker kills
+    its run and is gone, and D's message is answered with a failure, not lost."""
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05, IDLE_CAP_DELAY_S=0.05)
+    daemon = await start_supervisor(make_project(limits={"maxIdleWorkers": 1}))
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    a, b, d = (SessionKey(f"97{i}100000000000000") for i in (1, 2, 3))
+    assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
+    worker_a = pool.find(a)
+    assert worker_a is not None
+    await wait_for(lambda: _ready_spare(pool, worker_a.pid), "the next spare (forked)")
+    assert isinstance(final(await collect(daemon, b, "hello B")), RunDone)
+    await wait_for(lambda: pool.spare is worker_a and worker_a.channel, "A's worker as the spare")
+    os.kill(worker_a.pid, signal.SIGTERM)
+    await asyncio.wait_for(worker_a.exited.wait(), 10)
+    assert worker_a.process is not None and worker_a.process.returncode == -signal.SIGTERM
+    await wait_for(lambda: _ready_spare(pool, worker_a.pid), "a new spare")
+    hung = asyncio.create_task(collect(daemon, d, "HANG"))
+    await wait_for(
+        lambda: (h := pool.find(d)) is not None and pool.running_on(h) is not None, "D running"
+    )
+    worker_d = pool.find(d)
+    assert worker_d is not None
+    os.kill(worker_d.pid, signal.SIGTERM)
+    outcome = final(await asyncio.wait_for(hung, 20))
+    assert isinstance(outcome, RunFailed)
+    await asyncio.wait_for(worker_d.exited.wait(), 10)
+
+
 async def test_a_worker_that_dies_while_becoming_the_spare_is_replaced_by_a_fork(
     make_project: ProjectFactory,
     start_supervisor: SupervisorStarter,
