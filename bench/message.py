@@ -369,7 +369,7 @@ async def cpu_per_message(
 
 
 async def per_message(
-    n: int, gap: float, resume_gap: float, pyspy: str
+    n: int, gap: float, resume_gap: float, pyspy: str, only: str = ""
 ) -> list[tuple[str, str, str]]:
     rig = Rig(None)
     rows: list[tuple[str, str, str]] = []
@@ -420,6 +420,8 @@ async def per_message(
                 f"{direct:.0f} ms, subtracted), result→posted {statistics.median(outs):.1f} ms",
             )
         )
+        if only == "new":
+            return rows
         # resumes: messages 2..n+1 of one thread, its claude warm
         thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
         await rig.message(thread, "first")
@@ -489,7 +491,7 @@ async def idle_cost(threads: int, idle_seconds: int | None) -> list[tuple[str, s
 
 
 async def main(args: argparse.Namespace) -> None:
-    rows = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy)
+    rows = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy, args.only)
     if not args.skip_idle:
         rows += await idle_cost(args.threads, None)
     print(f"claudeclaw message bench — {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
@@ -511,5 +513,8 @@ if __name__ == "__main__":
     )
     parser.add_argument("--threads", type=int, default=75, help="threads in the idle scenario")
     parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument(
+        "--only", choices=["new"], default="", help="only the new-thread figure (A/B runs)"
+    )
     parser.add_argument("--pyspy", default="", help="write a py-spy raw profile here")
     asyncio.run(main(parser.parse_args()))

@@ -29,7 +29,7 @@ import struct
 import sys
 from typing import Any
 
-from claudeclaw import ipc
+from claudeclaw import ipc, settings_wire
 from claudeclaw.errors import IpcError
 
 _HEADER = struct.Struct(">I")
@@ -95,6 +95,7 @@ def serve(fd: int) -> int:
     claudeclaw.worker.build_parser().parse_args(
         ["--project", "/", "--key", "global", "--socket", "/"]
     )
+    settings_wire.prepare()  # (each worker decodes the settings it is sent once)
     gc.collect()
     gc.freeze()
 

@@ -13,6 +13,7 @@ no use for it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -56,13 +57,31 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} in the settings")
 
 
+def prepare() -> None:
+    """Resolve the type hints of every settings dataclass now. The fork server calls it
+    before forking: each worker decodes the settings once, and resolving the hints (string
+    annotations, evaluated) was ~90 % of the ~0.5 ms that took."""
+    todo: list[Any] = [Settings]
+    while todo:
+        hint = todo.pop()
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            todo += _fields(hint)[0].values()
+        todo += typing.get_args(hint)
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A dataclass's resolved type hints and the names its constructor takes."""
+    hints = typing.get_type_hints(cls)
+    return hints, frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+
+
 def _decode(hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise TypeError(f"{hint.__name__}: expected an object")
-        hints = typing.get_type_hints(hint)
-        known = {f.name for f in dataclasses.fields(hint) if f.init}
+        hints, known = _fields(hint)
         return hint(**{k: _decode(hints[k], v) for k, v in value.items() if k in known})
     if origin in (typing.Union, types.UnionType):
         if value is None:
