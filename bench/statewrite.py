@@ -3,9 +3,10 @@
 
     nice -n -15 python bench/statewrite.py [--writes N] [--runs N] [--strace] [--root DIR]
 
-The supervisor makes ~6 ``write_json`` calls per Discord message (the pending ledger,
-sessions.json, discord-channels.json), each in a thread. This repeats writes of a ~1 KB
-and a ~50 KB document to the same path (one field changes each time, as in the daemon)
+The supervisor's state files other than the pending ledger are written whole, in a thread:
+a new thread's record in sessions.json, a DM channel noted for catch-up. This repeats
+writes of a ~1 KB and a ~50 KB document to the same path (one field changes each time, as
+in the daemon)
 and prints the median process CPU (user + system, ``time.process_time``) per write, called
 directly, through ``asyncio.to_thread`` as the supervisor does, and as ``update_json``
 (read, change, write under the lock: the sessions registry); each figure is the
@@ -13,7 +14,9 @@ median over ``--runs`` runs of the per-run median (the range in brackets). ``--s
 also counts the system calls per write: ``strace -f -c`` of N writes minus that of none.
 ``--root`` imports ``claudeclaw`` from another tree (e.g. an export of main) to compare.
 The state directory is on the filesystem of ``--dir`` (default: the temp directory), so
-fsync costs what it costs there. Nothing here is a test.
+fsync costs what it costs there. The last rows are the pending ledger's journal, which
+takes three changes per Discord message: one appended ~1 KB line (on the event loop), and
+the ``fdatasync`` of the batch through ``asyncio.to_thread``. Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -102,6 +105,42 @@ def cpu_per_write(
     return statistics.median(cpu) * 1000, statistics.median(wall) * 1000
 
 
+def cpu_per_append(base: Path, writes: int, call: str) -> tuple[float, float]:
+    """Median CPU and wall (ms) of one journal change: ``append`` (a ~1 KB ledger line, on
+    the caller's thread) or ``sync`` (an append then the fdatasync, via to_thread)."""
+    from claudeclaw.journal import Journal
+
+    directory = Path(tempfile.mkdtemp(prefix="sw-", dir=base))
+    journal = Journal(directory / "state" / "pending.jsonl")
+    entry = document(1024)
+    cpu: list[float] = []
+    wall: list[float] = []
+
+    async def synced() -> None:
+        for i in range(writes):
+            entry["seq"] = i
+            c0, w0 = time.process_time(), time.perf_counter()
+            journal.append({"put": entry})
+            await asyncio.to_thread(journal.sync)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+
+    try:
+        if call == "sync":
+            asyncio.run(synced())
+        else:
+            for i in range(writes):
+                entry["seq"] = i
+                c0, w0 = time.process_time(), time.perf_counter()
+                journal.append({"put": entry})
+                cpu.append(time.process_time() - c0)
+                wall.append(time.perf_counter() - w0)
+    finally:
+        journal.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000
+
+
 def inner(args: argparse.Namespace) -> None:
     """Child for strace: one warm-up write, then ``--writes`` more."""
     jsonstore = load_jsonstore(Path(args.root))
@@ -149,19 +188,28 @@ def main() -> None:
     print(f"state write bench: {args.root}, {args.writes} writes x {args.runs} runs, {args.dir}")
     print(f"| {'document':<8} | {'call':<11} | {'CPU ms/write':<22} | {'wall ms/write':<22} |")
     print(f"|{'-' * 10}|{'-' * 13}|{'-' * 24}|{'-' * 24}|")
+
+    def fmt(xs: list[float]) -> str:
+        return f"{statistics.median(xs):.3f} [{min(xs):.3f}–{max(xs):.3f}]"
+
+    def row(name: str, call: str, runs: list[tuple[float, float]]) -> None:
+        cpu, wall = [r[0] for r in runs], [r[1] for r in runs]
+        print(f"| {name:<8} | {call:<11} | {fmt(cpu):<22} | {fmt(wall):<22} |")
+
     for name, size in SIZES.items():
         for call in ("direct", "to_thread", "update_json"):
-            runs = [
-                cpu_per_write(jsonstore, Path(args.dir), size, args.writes, call)
-                for _ in range(args.runs)
-            ]
-            cpu = [r[0] for r in runs]
-            wall = [r[1] for r in runs]
-
-            def fmt(xs: list[float]) -> str:
-                return f"{statistics.median(xs):.3f} [{min(xs):.3f}–{max(xs):.3f}]"
-
-            print(f"| {name:<8} | {call:<11} | {fmt(cpu):<22} | {fmt(wall):<22} |")
+            row(
+                name,
+                call,
+                [
+                    cpu_per_write(jsonstore, Path(args.dir), size, args.writes, call)
+                    for _ in range(args.runs)
+                ],
+            )
+    if (Path(args.root) / "claudeclaw" / "journal.py").exists():
+        for call in ("append", "sync"):
+            runs = [cpu_per_append(Path(args.dir), args.writes, call) for _ in range(args.runs)]
+            row("journal", call, runs)
     if args.strace:
         n = 200
         for name in SIZES:
