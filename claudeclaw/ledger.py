@@ -72,6 +72,7 @@ class PendingLedger:
         self.recovered: list[PendingMessage] = []
         self._handed_out = False
         self._ran: set[str] = set()  # accepted messages whose claude run really began
+        self._legacy_problems: list[str] | None = None  # pending.json read, not yet removed
 
     def read(self) -> list[PendingMessage]:
         """Load what an earlier run left into ``recovered``, then rewrite the journal with
@@ -86,10 +87,22 @@ class PendingLedger:
         legacy = [e for e in self._read_legacy() if e.get("msg_id") not in known]
         found += self._parse(legacy, legacy_problems)
         self.recovered = found
+        self._legacy_problems = legacy_problems
         self.journal.begin_rewrite()
-        self.journal.rewrite(self._records())
-        self._retire_legacy(legacy_problems)
+        try:
+            self._rewrite(self._records())
+        except OSError as exc:  # a full disk must not stop the daemon: the next sync retries
+            log.error("ledger.write_failed", file=str(self.path), error=str(exc))
+            self.journal.broken = True  # (pending.json, if any, stays until then)
         return self.recovered
+
+    def _rewrite(self, records: list[dict[str, Any]]) -> None:
+        """The journal rewritten (blocking); then an earlier version's file, now folded in,
+        goes: never before, or a restart would read its entries again."""
+        self.journal.rewrite(records)
+        if self._legacy_problems is not None:
+            self._retire_legacy(self._legacy_problems)
+            self._legacy_problems = None
 
     @staticmethod
     def _parse(entries: list[dict[str, Any]], problems: list[str]) -> list[PendingMessage]:
@@ -216,7 +229,7 @@ class PendingLedger:
         ``fdatasync`` of what was appended."""
         if self.journal.wants_rewrite() and self.journal.begin_rewrite():
             records = self._records()
-            return lambda: self.journal.rewrite(records)
+            return lambda: self._rewrite(records)
         return self.journal.sync
 
     def close(self) -> None:

@@ -195,3 +195,29 @@ def test_a_failed_append_does_not_stop_the_message_and_the_next_sync_rewrites_al
     assert [e["msg_id"] for e in entries] == ["m1", "m2"]
     assert entries[0]["answer"]["reply"] == "the answer"
     assert not ledger.journal.broken
+
+
+def test_a_full_disk_at_start_keeps_what_was_recovered_and_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal cannot be rewritten at start (ENOSPC): the daemon still starts with the
+    recovered messages, an earlier version's pending.json stays, and the next sync writes
+    everything once the disk has room."""
+    legacy = tmp_path / "pending.json"
+    legacy.write_text(json.dumps([_item("old", "42").to_json()]))
+    ledger, _ = _ledger(tmp_path / "pending.jsonl")
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal.os, "fsync", full)
+    with capture_logs() as logs:
+        assert [r.msg_id for r in ledger.read()] == ["old"]
+    assert any(e["event"] == "ledger.write_failed" for e in logs)
+    assert legacy.exists() and ledger.journal.broken
+    assert not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr(journal.os, "fsync", real_fsync)
+    ledger.sync_job()()
+    assert [e["msg_id"] for e in read_entries(ledger.path)] == ["old"]
+    assert not legacy.exists()  # folded in: a restart must not read it again
