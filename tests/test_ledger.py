@@ -221,3 +221,33 @@ def test_a_full_disk_at_start_keeps_what_was_recovered_and_the_old_file(
     ledger.sync_job()()
     assert [e["msg_id"] for e in read_entries(ledger.path)] == ["old"]
     assert not legacy.exists()  # folded in: a restart must not read it again
+
+
+def test_a_rewrite_that_fails_before_its_rename_leaves_the_journal_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction dies at its rename (EIO): the journal it was replacing still holds
+    every entry, lines appended during it included, and later appends still land."""
+    monkeypatch.setattr(journal, "COMPACT_MIN_BYTES", 1024)
+    ledger, _ = _ledger(tmp_path / "pending.jsonl")
+    ledger.read()
+    n = 0
+    while not ledger.journal.wants_rewrite():
+        ledger.accept(_item(f"m{n}", str(n)))
+        n += 1
+    job = ledger.sync_job()
+    ledger.accept(_item("during", "99"))
+
+    def broken_rename(src: str, dst: str) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(journal.os, "replace", broken_rename)
+    with pytest.raises(OSError):
+        job()
+    monkeypatch.undo()
+    ledger.accept(_item("after", "100"))
+    expected = [f"m{i}" for i in range(n)] + ["during", "after"]
+    assert [e["msg_id"] for e in read_entries(ledger.path)] == expected
+    assert not list(tmp_path.glob(".*.tmp"))
+    ledger.sync_job()()  # the next sync tries the rewrite again, and it takes
+    assert [e["msg_id"] for e in read_entries(ledger.path)] == expected
