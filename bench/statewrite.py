@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,25 @@ def load_jsonstore(root: Path) -> Any:
     return module
 
 
+def timed(writes: int, step: Callable[[int], Any]) -> tuple[float, float]:
+    """Median CPU and wall (ms) of ``step(0..writes-1)``; a step that returns an awaitable
+    (``asyncio.to_thread``, the daemon's way) is awaited, all in one event loop."""
+    cpu: list[float] = []
+    wall: list[float] = []
+
+    async def run() -> None:
+        for i in range(writes):
+            c0, w0 = time.process_time(), time.perf_counter()
+            pending = step(i)
+            if pending is not None:
+                await pending
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+
+    asyncio.run(run())
+    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000
+
+
 def cpu_per_write(
     jsonstore: Any, base: Path, size: int, writes: int, call: str
 ) -> tuple[float, float]:
@@ -71,38 +91,25 @@ def cpu_per_write(
     path = directory / "state" / "pending.json"
     doc = document(size)
     jsonstore.write_json(path, doc, validate=jsonstore.is_object)  # first write: creates
-    cpu: list[float] = []
-    wall: list[float] = []
-
-    async def threaded_writes() -> None:
-        for i in range(writes):
-            doc["seq"] = i
-            c0, w0 = time.process_time(), time.perf_counter()
-            await asyncio.to_thread(jsonstore.write_json, path, doc, validate=jsonstore.is_object)
-            cpu.append(time.process_time() - c0)
-            wall.append(time.perf_counter() - w0)
 
     def bump(current: dict[str, Any]) -> dict[str, Any]:
         current["seq"] += 1
         return current
 
-    try:
+    def step(i: int) -> Any:
+        doc["seq"] = i
         if call == "to_thread":
-            asyncio.run(threaded_writes())
+            return asyncio.to_thread(jsonstore.write_json, path, doc, validate=jsonstore.is_object)
+        if call == "update_json":
+            jsonstore.update_json(path, path.parent / ".lock", bump, validate=jsonstore.is_object)
         else:
-            for i in range(writes):
-                doc["seq"] = i
-                c0, w0 = time.process_time(), time.perf_counter()
-                if call == "update_json":
-                    lock = path.parent / ".lock"
-                    jsonstore.update_json(path, lock, bump, validate=jsonstore.is_object)
-                else:
-                    jsonstore.write_json(path, doc, validate=jsonstore.is_object)
-                cpu.append(time.process_time() - c0)
-                wall.append(time.perf_counter() - w0)
+            jsonstore.write_json(path, doc, validate=jsonstore.is_object)
+        return None
+
+    try:
+        return timed(writes, step)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000
 
 
 def cpu_per_append(base: Path, writes: int, call: str) -> tuple[float, float]:
@@ -113,32 +120,17 @@ def cpu_per_append(base: Path, writes: int, call: str) -> tuple[float, float]:
     directory = Path(tempfile.mkdtemp(prefix="sw-", dir=base))
     journal = Journal(directory / "state" / "pending.jsonl")
     entry = document(1024)
-    cpu: list[float] = []
-    wall: list[float] = []
 
-    async def synced() -> None:
-        for i in range(writes):
-            entry["seq"] = i
-            c0, w0 = time.process_time(), time.perf_counter()
-            journal.append({"put": entry})
-            await asyncio.to_thread(journal.sync)
-            cpu.append(time.process_time() - c0)
-            wall.append(time.perf_counter() - w0)
+    def step(i: int) -> Any:
+        entry["seq"] = i
+        journal.append({"put": entry})
+        return asyncio.to_thread(journal.sync) if call == "sync" else None
 
     try:
-        if call == "sync":
-            asyncio.run(synced())
-        else:
-            for i in range(writes):
-                entry["seq"] = i
-                c0, w0 = time.process_time(), time.perf_counter()
-                journal.append({"put": entry})
-                cpu.append(time.process_time() - c0)
-                wall.append(time.perf_counter() - w0)
+        return timed(writes, step)
     finally:
         journal.close()
         shutil.rmtree(directory, ignore_errors=True)
-    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000
 
 
 def inner(args: argparse.Namespace) -> None:

@@ -660,6 +660,21 @@ async def _spare_scenario(daemon: Supervisor) -> None:
     assert started(again)[0].resumed is True and pool.find(key) is first
 
 
+async def _one_idle_worker_kept(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Supervisor, WorkerPool]:
+    """A daemon with maxIdleWorkers=1 (spares refilled and the cap enforced within 50 ms),
+    once its first spare is ready."""
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05, IDLE_CAP_DELAY_S=0.05)
+    daemon = await start_supervisor(make_project(limits={"maxIdleWorkers": 1}))
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    return daemon, pool
+
+
 async def test_an_idle_worker_over_the_cap_becomes_the_spare_instead_of_a_fork(
     make_project: ProjectFactory,
     start_supervisor: SupervisorStarter,
@@ -671,11 +686,7 @@ async def test_an_idle_worker_over_the_cap_becomes_the_spare_instead_of_a_fork(
     Result: A's worker closes its warm claude and becomes the spare (no fork, no exit);
     key C's first message runs on that very process, with a session of its own; A's next
     message resumes A's session."""
-    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05, IDLE_CAP_DELAY_S=0.05)
-    daemon = await start_supervisor(make_project(limits={"maxIdleWorkers": 1}))
-    assert daemon.pool is not None
-    pool = daemon.pool
-    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    daemon, pool = await _one_idle_worker_kept(make_project, start_supervisor, monkeypatch)
     a, b, c = (SessionKey(f"96{i}100000000000000") for i in (7, 8, 9))
     assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
     worker_a = pool.find(a)
@@ -712,11 +723,7 @@ async def test_sigterm_ends_a_recycled_spare_and_aborts_a_serving_workers_run(
     2. Key D's run hangs; SIGTERM D's worker.
     Result: the spare dies of the signal, as one never configured does; D's worker kills
     its run and is gone, and D's message is answered with a failure, not lost."""
-    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05, IDLE_CAP_DELAY_S=0.05)
-    daemon = await start_supervisor(make_project(limits={"maxIdleWorkers": 1}))
-    assert daemon.pool is not None
-    pool = daemon.pool
-    await wait_for(lambda: _ready_spare(pool), "the first spare")
+    daemon, pool = await _one_idle_worker_kept(make_project, start_supervisor, monkeypatch)
     a, b, d = (SessionKey(f"97{i}100000000000000") for i in (1, 2, 3))
     assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
     worker_a = pool.find(a)
