@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from claudeclaw.errors import StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.paths import (
     PRIVATE_FILE_MODE,
@@ -46,11 +47,17 @@ def encode(record: dict[str, Any]) -> bytes:
 
 def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every record in ``path`` (none if it does not exist), and a description of each
-    line that could not be read (a torn last line is not one: a crash mid-append)."""
+    line that could not be read (a torn last line is not one: a crash mid-append).
+    StateError when the file is there but cannot be read."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return [], []
+    except OSError as exc:  # what it keeps must not be dropped: the caller stops
+        raise StateError(
+            f"cannot read {path}: {exc.strerror or exc}; it keeps messages not answered yet. "
+            f"Fix: make it a file the daemon's user owns and can read (chown, chmod 600 {path})"
+        ) from exc
     records: list[dict[str, Any]] = []
     problems: list[str] = []
     lines = raw.split(b"\n")

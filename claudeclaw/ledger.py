@@ -77,7 +77,9 @@ class PendingLedger:
     def read(self) -> list[PendingMessage]:
         """Load what an earlier run left into ``recovered``, then rewrite the journal with
         just that (blocking; before the first ``accept``). A bad entry is logged and
-        skipped, and the file that held it is kept aside (``<name>.corrupt-<time>``)."""
+        skipped, and the file that held it is kept aside (``<name>.corrupt-<time>``); a
+        journal that cannot be read at all raises StateError (the daemon does not start
+        rather than drop what it keeps)."""
         entries, problems = replay(self.path)
         found = self._parse(entries, problems)
         if problems:

@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from claudeclaw import journal
+from claudeclaw.errors import StateError
 from claudeclaw.ledger import PendingLedger, read_entries
 from claudeclaw.model import (
     PendingMessage,
@@ -251,3 +252,15 @@ def test_a_rewrite_that_fails_before_its_rename_leaves_the_journal_whole(
     assert not list(tmp_path.glob(".*.tmp"))
     ledger.sync_job()()  # the next sync tries the rewrite again, and it takes
     assert [e["msg_id"] for e in read_entries(ledger.path)] == expected
+
+
+def test_a_journal_that_cannot_be_read_stops_the_start_with_the_fix(tmp_path: Path) -> None:
+    """pending.jsonl is there but unreadable (here: a directory; as root a mode would not
+    stop the read). Result: StateError naming the file and the fix, and nothing is
+    rewritten over it (the messages it keeps are not dropped)."""
+    path = tmp_path / "pending.jsonl"
+    path.mkdir()
+    ledger, _ = _ledger(path)
+    with pytest.raises(StateError, match=r"cannot read .*pending\.jsonl.*Fix: .*chmod 600"):
+        ledger.read()
+    assert path.is_dir()
