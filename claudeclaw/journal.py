@@ -190,8 +190,15 @@ class Journal:
         if not self.path.exists():
             return None
         aside = corrupt_aside_path(self.path)
-        shutil.copyfile(self.path, aside)
-        os.chmod(aside, PRIVATE_FILE_MODE)
+        try:
+            shutil.copyfile(self.path, aside)
+            os.chmod(aside, PRIVATE_FILE_MODE)
+        except OSError as exc:  # it is not rewritten without its copy: nothing is lost
+            raise StateError(
+                f"{self.path} has lines that cannot be read ({problems[0]}) and a copy could "
+                f"not be kept at {aside}: {exc.strerror or exc}. Fix: free disk space, or "
+                f"move the file aside yourself (mv {self.path} {self.path}.corrupt)"
+            ) from exc
         log.error(
             "journal.lines_skipped",
             file=str(self.path),
