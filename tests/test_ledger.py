@@ -264,3 +264,20 @@ def test_a_journal_that_cannot_be_read_stops_the_start_with_the_fix(tmp_path: Pa
     with pytest.raises(StateError, match=r"cannot read .*pending\.jsonl.*Fix: .*chmod 600"):
         ledger.read()
     assert path.is_dir()
+
+
+def test_a_bad_journal_whose_copy_cannot_be_kept_is_not_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "pending.jsonl"
+    original = json.dumps({"put": _item("m1").to_json()}) + "\n{garbage\n"
+    path.write_text(original)
+
+    def full(src: Any, dst: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal.shutil, "copyfile", full)
+    ledger, _ = _ledger(path)
+    with pytest.raises(StateError, match="could not be kept.*Fix: free disk space"):
+        ledger.read()
+    assert path.read_text() == original
