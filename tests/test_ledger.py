@@ -278,6 +278,6 @@ def test_a_bad_journal_whose_copy_cannot_be_kept_is_not_rewritten(
 
     monkeypatch.setattr(journal.shutil, "copyfile", full)
     ledger, _ = _ledger(path)
-    with pytest.raises(StateError, match="could not be kept.*Fix: free disk space"):
+    with pytest.raises(StateError, match=r"could not be kept.*Fix: free disk space"):
         ledger.read()
     assert path.read_text() == original
