@@ -33,6 +33,7 @@ from claudeclaw.paths import (
     ensure_private_dir,
     fsync_dir,
     temp_name,
+    write_all,
 )
 
 log = get_logger()
@@ -95,11 +96,8 @@ class Journal:
     def _open(self) -> int:
         if self._fd is None:
             ensure_private_dir(self.path.parent)
-            fd = os.open(self.path, _OPEN_FLAGS, PRIVATE_FILE_MODE)
-            info = os.fstat(fd)
-            if stat.S_IMODE(info.st_mode) != PRIVATE_FILE_MODE:
-                os.fchmod(fd, PRIVATE_FILE_MODE)
-            self._fd, self._bytes, self._base = fd, info.st_size, info.st_size
+            fd, size = _open_private(self.path, 0)
+            self._fd, self._bytes, self._base = fd, size, size
         return self._fd
 
     def append(self, record: dict[str, Any]) -> None:
@@ -110,7 +108,7 @@ class Journal:
             line = b"\n" + line
         with self._lock:
             try:
-                _write_all(self._open(), line)
+                write_all(self._open(), line)
             except OSError:
                 self.broken = True
                 raise
@@ -154,15 +152,13 @@ class Journal:
         tmp = os.path.join(directory, temp_name(name))
         fd = -1
         try:
-            fd = os.open(tmp, _OPEN_FLAGS | os.O_EXCL, PRIVATE_FILE_MODE)
-            if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
-                os.fchmod(fd, PRIVATE_FILE_MODE)
+            fd, _ = _open_private(tmp, os.O_EXCL)
             payload = b"".join(encode(r) for r in records)
-            _write_all(fd, payload)
+            write_all(fd, payload)
             os.fsync(fd)
             with self._lock:
                 carried = b"".join(self._carry or [])
-                _write_all(fd, carried)
+                write_all(fd, carried)
                 os.replace(tmp, self.path)
                 old, self._fd = self._fd, fd
                 self._bytes = len(payload) + len(carried)
@@ -215,7 +211,11 @@ class Journal:
             os.close(fd)
 
 
-def _write_all(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view) :]
+def _open_private(path: str | Path, flags: int) -> tuple[int, int]:
+    """``path`` opened for appending with ``flags``, mode 0600 whatever the umask; its
+    descriptor and size."""
+    fd = os.open(path, _OPEN_FLAGS | flags, PRIVATE_FILE_MODE)
+    info = os.fstat(fd)
+    if stat.S_IMODE(info.st_mode) != PRIVATE_FILE_MODE:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    return fd, info.st_size

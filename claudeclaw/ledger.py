@@ -54,7 +54,7 @@ def replay(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def read_entries(path: Path) -> list[dict[str, Any]]:
-    """What the ledger at ``path`` holds (``claudeclaw status``, tests; blocking)."""
+    """What the ledger at ``path`` holds, as another process sees it (blocking)."""
     return replay(path)[0]
 
 
@@ -84,12 +84,11 @@ class PendingLedger:
         found = self._parse(entries, problems)
         if problems:
             self.journal.keep_aside(problems)
-        legacy_problems: list[str] = []
         known = {p.msg_id for p in found}
         legacy = [e for e in self._read_legacy() if e.get("msg_id") not in known]
-        found += self._parse(legacy, legacy_problems)
+        self._legacy_problems = []
+        found += self._parse(legacy, self._legacy_problems)
         self.recovered = found
-        self._legacy_problems = legacy_problems
         self.journal.begin_rewrite()
         try:
             self._rewrite(self._records())

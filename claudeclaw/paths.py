@@ -248,9 +248,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> os.stat_result:
         break
     try:
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, payload)
             info = os.fstat(fd)
             if stat.S_IMODE(info.st_mode) != PRIVATE_FILE_MODE:
                 os.fchmod(fd, PRIVATE_FILE_MODE)  # changes ctime only: info stays valid
@@ -263,6 +261,13 @@ def atomic_write_bytes(path: Path, payload: bytes) -> os.stat_result:
             os.unlink(tmp)
         raise
     return info
+
+
+def write_all(fd: int, payload: bytes) -> None:
+    """Write all of ``payload`` to ``fd`` (``os.write`` may take only part of it)."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def write_private_text(path: Path, text: str) -> None:

@@ -135,8 +135,7 @@ async def test_ledger_lines_are_synced_together_and_at_once_at_a_stop(
     state, _, ledger = writer
     for _ in range(3):
         state.ledger_changed()
-    assert await asyncio.to_thread(ledger.wrote.wait, 10)
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(state._ledger.join(), 10)  # all three taken by the lane
     assert ledger.syncs == 1
     monkeypatch.setattr(statewriter, "LEDGER_SYNC_DELAY_S", 60.0)
     state.ledger_changed()
