@@ -84,6 +84,7 @@ RECYCLE_TIMEOUT_S = 10.0
 # over limits.maxIdleWorkers, the least recently used idle worker exits this long after a
 # worker went idle: its exit is not beside the reply that made it idle (~1 ms of it here)
 IDLE_CAP_DELAY_S = 1.0
+EXIT_AFTER_BYE_S = 5.0  # a worker that closed its connection to exit has this long
 DUMP_WAIT_S = 1.0  # a hung worker writes its stacks to the log in this time, then dies
 MAX_ATTEMPTS = 2  # a message whose worker crashed while running it is retried once
 RATE_LIMIT_DEFAULT_PAUSE = timedelta(minutes=5)  # when the CLI names no reset time
@@ -776,6 +777,14 @@ class WorkerPool:
         if not handle.exited.is_set():
             self._kill(handle, why)
 
+    async def _kill_if_lingering(self, handle: WorkerHandle) -> None:
+        """A stopping worker that closed its connection but has not exited: killed after
+        EXIT_AFTER_BYE_S (it has nothing left to do but return)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handle.exited.wait(), EXIT_AFTER_BYE_S)
+        if not handle.exited.is_set():
+            self._kill(handle, "it did not exit after closing its connection")
+
     async def _watch_exit(self, handle: WorkerHandle) -> None:
         assert handle.process is not None
         rc = await handle.process.wait()
@@ -889,9 +898,12 @@ class WorkerPool:
             )
         finally:
             if handle is not None and handle.process is not None:
-                if handle.process.returncode is None and handle.state != "stopping":
-                    # a worker without its connection is useless: replace it
-                    self._kill(handle, "its connection closed")
+                if handle.process.returncode is None:
+                    if handle.state != "stopping":
+                        # a worker without its connection is useless: replace it
+                        self._kill(handle, "its connection closed")
+                    else:  # it said bye (or was told to stop): it exits by itself
+                        self._tasks.start(self._kill_if_lingering(handle), "exit-after-bye")
             await channel.close()
 
     async def _handle_for_pid(self, pid: int) -> WorkerHandle | None:

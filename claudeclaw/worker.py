@@ -679,8 +679,10 @@ class Worker:
         if self.run_task is not None and self.run_task is not asyncio.current_task():
             await asyncio.wait({self.run_task})
 
-    async def abort(self, why: str) -> None:
-        """The supervisor is gone: kill the run (its whole process group) and exit."""
+    async def abort(self, why: str, *, farewell: bool = False) -> None:
+        """Kill the run (its whole process group) and exit: the supervisor is gone, or
+        (``farewell``) this process was told to end (SIGTERM) while the supervisor still
+        listens, which is then told ``bye`` so it waits for the exit instead of killing."""
         if self.finished.is_set():
             return
         self.stopping = True
@@ -693,6 +695,9 @@ class Worker:
         await self._run_loop_ended()
         await self.claude.close()
         log.info("worker.aborted", why=why)
+        if farewell:
+            self._send({"type": "bye", "reason": "aborted"})
+            self.channel.flush()
         self.finished.set()
 
 
@@ -777,7 +782,7 @@ def _wait_for_children_by_pidfd() -> None:
 def _on_sigterm(serving: list[Worker]) -> None:
     """A worker aborts its runs; a spare between keys dies of it, as without a handler."""
     if serving:
-        serving[0].tasks.start(serving[0].abort("SIGTERM received"), "abort")
+        serving[0].tasks.start(serving[0].abort("SIGTERM received", farewell=True), "abort")
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)

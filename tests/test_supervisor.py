@@ -722,7 +722,8 @@ async def test_sigterm_ends_a_recycled_spare_and_aborts_a_serving_workers_run(
     1. A's worker is recycled into the spare (maxIdleWorkers=1); SIGTERM it.
     2. Key D's run hangs; SIGTERM D's worker.
     Result: the spare dies of the signal, as one never configured does; D's worker kills
-    its run and is gone, and D's message is answered with a failure, not lost."""
+    its run and exits by itself (rc 0: it said bye, so the pool did not kill it), and D's
+    message is answered with a failure, not lost."""
     daemon, pool = await _one_idle_worker_kept(make_project, start_supervisor, monkeypatch)
     a, b, d = (SessionKey(f"97{i}100000000000000") for i in (1, 2, 3))
     assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
@@ -745,6 +746,34 @@ async def test_sigterm_ends_a_recycled_spare_and_aborts_a_serving_workers_run(
     outcome = final(await asyncio.wait_for(hung, 20))
     assert isinstance(outcome, RunFailed)
     await asyncio.wait_for(worker_d.exited.wait(), 10)
+    # it said bye: the pool let it exit by itself (0), not killed it (-9)
+    assert worker_d.process is not None and worker_d.process.returncode == 0
+
+
+async def test_a_stopping_worker_that_closed_its_connection_but_lingers_is_killed(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that said bye is left to exit by itself, but not forever.
+    1. A's worker serves a message, then is frozen (SIGSTOP) and marked stopping, as after
+       its bye; its connection is cut.
+    Result: it is killed within EXIT_AFTER_BYE_S, and A's next message gets a new worker."""
+    _pool_timings(monkeypatch, EXIT_AFTER_BYE_S=0.2)
+    daemon = await start_supervisor(make_project())
+    assert daemon.pool is not None
+    pool = daemon.pool
+    a = SessionKey("974100000000000000")
+    assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
+    worker = pool.find(a)
+    assert worker is not None and worker.channel is not None
+    os.kill(worker.pid, signal.SIGSTOP)
+    worker.state = "stopping"
+    worker.channel.writer.transport.abort()
+    await asyncio.wait_for(worker.exited.wait(), 10)
+    assert worker.process is not None and worker.process.returncode == -signal.SIGKILL
+    events = await collect(daemon, a, "A again")
+    assert isinstance(final(events), RunDone) and pool.find(a) is not worker
 
 
 async def test_a_worker_that_dies_while_becoming_the_spare_is_replaced_by_a_fork(
