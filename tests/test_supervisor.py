@@ -660,6 +660,16 @@ async def _spare_scenario(daemon: Supervisor) -> None:
     assert started(again)[0].resumed is True and pool.find(key) is first
 
 
+async def _connected_worker(daemon: Supervisor, key: SessionKey) -> tuple[WorkerPool, WorkerHandle]:
+    """The pool, and ``key``'s worker once it has answered a first message (idle,
+    connected)."""
+    assert daemon.pool is not None
+    assert isinstance(final(await collect(daemon, key, "hello")), RunDone)
+    handle = daemon.pool.find(key)
+    assert handle is not None and handle.channel is not None
+    return daemon.pool, handle
+
+
 async def _one_idle_worker_kept(
     make_project: ProjectFactory,
     start_supervisor: SupervisorStarter,
@@ -761,12 +771,9 @@ async def test_a_stopping_worker_that_closed_its_connection_but_lingers_is_kille
     Result: it is killed within EXIT_AFTER_BYE_S, and A's next message gets a new worker."""
     _pool_timings(monkeypatch, EXIT_AFTER_BYE_S=0.2)
     daemon = await start_supervisor(make_project())
-    assert daemon.pool is not None
-    pool = daemon.pool
     a = SessionKey("974100000000000000")
-    assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
-    worker = pool.find(a)
-    assert worker is not None and worker.channel is not None
+    pool, worker = await _connected_worker(daemon, a)
+    assert worker.channel is not None
     os.kill(worker.pid, signal.SIGSTOP)
     worker.state = "stopping"
     worker.channel.writer.transport.abort()
@@ -975,12 +982,9 @@ async def test_an_idle_worker_is_pinged_less_often_and_still_found_hung(
     a new worker."""
     _pool_timings(monkeypatch, PING_INTERVAL_S=0.05, IDLE_PING_INTERVAL_S=0.5, PING_TIMEOUT_S=0.3)
     sup = await start_supervisor(make_project())
-    assert sup.pool is not None
-    pool = sup.pool
     key = SessionKey("971000000000000000")
-    assert isinstance(final(await collect(sup, key, "hello")), RunDone)
-    handle = pool.find(key)
-    assert handle is not None and handle.channel is not None
+    pool, handle = await _connected_worker(sup, key)
+    assert handle.channel is not None
     pings: list[float] = []
     send = handle.channel.send_nowait
 
