@@ -2,6 +2,7 @@
 """Our own work per Discord message, beside ``claude``; and what idle threads cost.
 
     python bench/message.py [--messages N] [--threads N] [--skip-idle]
+    python bench/message.py --against DIR [--pairs N] [--messages N]
 
 A real daemon process (``tests/daemon_on_fake.py``: ``claudeclaw run`` with the real
 discord.py client, the real supervisor, fork server and worker processes) against the
@@ -25,6 +26,13 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
   ``claude`` processes counted and once without. "Our processes" = supervisor + fork server
   + workers; the ``claude`` processes are Claude Code's, reported in their own column (the
   real CLI idles at ~200 MB RSS each, the fake at ~10 MB).
+
+* **--against DIR**: the per-message figures of another checkout's ``claudeclaw`` (e.g. a
+  ``git worktree`` of the commit a target was set on) and of this tree's, ``--pairs`` runs
+  each, interleaved, and the median of the pairs' ratios. The bench, the fakes and the
+  daemon's launcher stay this tree's; the fake stamps a cold ``claude -p`` run too (it has
+  the prompt once its arguments are read), so code that starts ``claude`` per message can
+  be measured: its resume's wall time then includes that start.
 
 Figures are medians; the machine is shared and noisy: compare ratios within one run.
 Nothing here is a test.
@@ -181,7 +189,12 @@ class CpuMeter:
 
 
 class Rig:
-    def __init__(self, idle_seconds: int | None) -> None:
+    """A daemon on the fake Discord. ``code``: the tree whose ``claudeclaw`` it runs (this
+    one, or another checkout for ``--against``); the bench, the fakes and
+    ``tests/daemon_on_fake.py`` are always this tree's."""
+
+    def __init__(self, idle_seconds: int | None, code: Path = ROOT) -> None:
+        self.code = code
         self.tmp = Path(tempfile.mkdtemp(prefix="ccm-"))
         self.times = self.tmp / "times"
         self.fake_claude = self.tmp / "claude"
@@ -222,7 +235,7 @@ class Rig:
         env.update(
             FAKE_DISCORD_API=self.fake.api_base,
             FAKE_DISCORD_GATEWAY=self.fake.gateway_url,
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=str(self.code),
             RUNTIME_DIRECTORY=str(self.tmp / "run"),
         )
         env.pop("DISCORD_TOKEN", None)
@@ -230,9 +243,8 @@ class Rig:
         log = open(self.tmp / "daemon.log", "ab")  # the child keeps it open
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "tests.daemon_on_fake",
+                sys.executable,  # by path: ``claudeclaw`` comes from PYTHONPATH (self.code)
+                str(ROOT / "tests" / "daemon_on_fake.py"),
                 "run",
                 "--project",
                 str(self.paths.root),
@@ -241,7 +253,7 @@ class Rig:
                 "--log-level",
                 os.environ.get("BENCH_LOG_LEVEL", "info"),
             ],
-            cwd=ROOT,
+            cwd=self.code,
             env=env,
             stdout=log,
             stderr=log,
@@ -369,9 +381,17 @@ async def cpu_per_message(
 
 
 async def per_message(
-    n: int, gap: float, resume_gap: float, pyspy: str, only: str = ""
+    n: int,
+    gap: float,
+    resume_gap: float,
+    pyspy: str,
+    only: str = "",
+    code: Path = ROOT,
+    figures: dict[str, float] | None = None,
 ) -> list[tuple[str, str, str]]:
-    rig = Rig(None)
+    """The per-message rows; ``figures`` (if given) gets their medians as numbers."""
+    figures = {} if figures is None else figures
+    rig = Rig(None, code)
     rows: list[tuple[str, str, str]] = []
     spy: subprocess.Popen[bytes] | None = None
     try:
@@ -406,6 +426,8 @@ async def per_message(
             await asyncio.sleep(gap)
 
         cpu_new, cpu_sup, exits = await cpu_per_message(rig, n, new_thread)
+        figures["new thread, wall"] = statistics.median(walls)
+        figures["new thread, CPU"] = cpu_new
         direct = statistics.median(starts)
         if spy is not None and os.environ.get("BENCH_PYSPY_NEW_ONLY"):
             spy.send_signal(signal.SIGINT)
@@ -436,6 +458,8 @@ async def per_message(
             await asyncio.sleep(resume_gap)
 
         cpu_resume, cpu_sup, _ = await cpu_per_message(rig, n, resume)
+        figures["resume, wall"] = statistics.median(walls)
+        figures["resume, CPU"] = cpu_resume
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await asyncio.to_thread(spy.wait)
@@ -490,7 +514,39 @@ async def idle_cost(threads: int, idle_seconds: int | None) -> list[tuple[str, s
         await rig.stop()
 
 
+async def against(args: argparse.Namespace) -> None:
+    """``--pairs`` runs of the per-message figures on ``--against``'s code and on this
+    tree's, interleaved (old, new, old, new…): the machine's speed drifts by tens of per
+    cent within an hour, so a ratio is read within each pair and their median reported."""
+    other = Path(args.against).resolve()
+    if not (other / "claudeclaw" / "__init__.py").is_file():
+        raise SystemExit(f"--against {other}: not a claudeclaw checkout (no claudeclaw/)")
+    runs: dict[str, list[dict[str, float]]] = {"then": [], "now": []}
+    for _ in range(args.pairs):
+        for side, code in (("then", other), ("now", ROOT)):
+            figures: dict[str, float] = {}
+            await per_message(
+                args.messages, args.gap, args.resume_gap, "", args.only, code, figures
+            )
+            runs[side].append(figures)
+    print(f"claudeclaw message bench, {other} (then) against {ROOT} (now)")
+    print(f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, {args.pairs} pairs")
+    print("| figure | then: median (range) | now: median (range) | now ÷ then (median of pairs) |")
+    print("|---|---|---|---|")
+    for name in runs["now"][0]:
+        then = [r[name] for r in runs["then"]]
+        now = [r[name] for r in runs["now"]]
+        ratio = statistics.median(b / a for a, b in zip(then, now, strict=True) if a)
+        print(
+            f"| {name} | {statistics.median(then):.1f} ms ({min(then):.1f}–{max(then):.1f}) "
+            f"| {statistics.median(now):.1f} ms ({min(now):.1f}–{max(now):.1f}) | {ratio:.2f} |"
+        )
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.against:
+        await against(args)
+        return
     rows = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy, args.only)
     if not args.skip_idle:
         rows += await idle_cost(args.threads, None)
@@ -517,4 +573,12 @@ if __name__ == "__main__":
         "--only", choices=["new"], default="", help="only the new-thread figure (A/B runs)"
     )
     parser.add_argument("--pyspy", default="", help="write a py-spy raw profile here")
+    parser.add_argument(
+        "--against",
+        default="",
+        metavar="DIR",
+        help="another checkout (e.g. a git worktree of an older commit): its code and this "
+        "tree's, runs interleaved, per-message figures and their ratios (no idle figure)",
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved runs with --against")
     asyncio.run(main(parser.parse_args()))

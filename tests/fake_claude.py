@@ -68,8 +68,9 @@ Duplex directives, besides ``SLEEP``, ``TOOL``, ``ERROR:api<n>``, ``ECHO_ARGV/EN
                        ``CONTROL-ANSWER <subtype of the host's response> <error text>``
 
 Env ``FAKE_CLAUDE_PIDFILE_DIR``: write ``<pid>.pid`` there at start (orphan checks).
-Env ``FAKE_CLAUDE_TIMES`` (duplex mode): append ``<pid> recv <time.time()>`` to that file when a
-user line arrives and ``<pid> result <time.time()>`` just before its result line (bench/).
+Env ``FAKE_CLAUDE_TIMES``: append ``<pid> recv <time.time()>`` to that file when a user line
+arrives (a cold run: once its arguments are read) and ``<pid> result <time.time()>`` just
+before its result line (bench/).
 Startup must stay fast (stdlib only, lazy imports): benchmarks spawn it many times.
 """
 
@@ -305,6 +306,7 @@ class Out:
         )
 
     def result(self, rc, **fields):
+        _stamp("result")  # (cold mode: bench/message.py --against an older tree)
         obj = {
             "type": "result",
             "subtype": "success",
@@ -417,6 +419,7 @@ def main():
             _fail(f"Error: Session ID {session_id} is already in use.")
         history = []
 
+    _stamp("recv")  # a cold run has its prompt once its arguments are read
     out = Out(fmt, session_id)
     words = set(re.findall(r"\b[A-Z_]+\b", prompt))
 
