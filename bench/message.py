@@ -387,12 +387,11 @@ async def per_message(
     pyspy: str,
     only: str = "",
     code: Path = ROOT,
-    figures: dict[str, float] | None = None,
-) -> list[tuple[str, str, str]]:
-    """The per-message rows; ``figures`` (if given) gets their medians as numbers."""
-    figures = {} if figures is None else figures
+) -> tuple[list[tuple[str, str, str]], dict[str, float]]:
+    """The per-message rows, and their medians as numbers (for ``--against``)."""
     rig = Rig(None, code)
     rows: list[tuple[str, str, str]] = []
+    figures: dict[str, float] = {}
     spy: subprocess.Popen[bytes] | None = None
     try:
         await rig.start()
@@ -443,7 +442,7 @@ async def per_message(
             )
         )
         if only == "new":
-            return rows
+            return rows, figures
         # resumes: messages 2..n+1 of one thread, its claude warm
         thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
         await rig.message(thread, "first")
@@ -474,7 +473,7 @@ async def per_message(
         )
     finally:
         await rig.stop()
-    return rows
+    return rows, figures
 
 
 def pss(procs: list[psutil.Process]) -> float:
@@ -524,9 +523,8 @@ async def against(args: argparse.Namespace) -> None:
     runs: dict[str, list[dict[str, float]]] = {"then": [], "now": []}
     for _ in range(args.pairs):
         for side, code in (("then", other), ("now", ROOT)):
-            figures: dict[str, float] = {}
-            await per_message(
-                args.messages, args.gap, args.resume_gap, "", args.only, code, figures
+            _, figures = await per_message(
+                args.messages, args.gap, args.resume_gap, "", args.only, code
             )
             runs[side].append(figures)
     print(f"claudeclaw message bench, {other} (then) against {ROOT} (now)")
@@ -547,7 +545,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.against:
         await against(args)
         return
-    rows = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy, args.only)
+    rows, _ = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy, args.only)
     if not args.skip_idle:
         rows += await idle_cost(args.threads, None)
     print(f"claudeclaw message bench — {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")

