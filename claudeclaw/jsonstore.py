@@ -217,9 +217,13 @@ def write_json(path: Path, data: Any, *, validate: Validator | None = None) -> N
     same ``validate``) becomes the ``.bak`` as it is. ``data`` itself is checked with
     ``validate`` before its file is remembered as good.
     """
+    _write_payload(path, data, _dumps(data), validate)
+
+
+def _write_payload(path: Path, data: Any, payload: bytes, validate: Validator | None) -> None:
+    """:func:`write_json` with ``data`` already dumped."""
     directory = path.parent
     ensure_private_dir(directory)
-    payload = _dumps(data)
     key = os.fspath(path)
     if not _link_known_good_as_backup(path, key, validate):
         current = _read_bytes(path)
@@ -324,15 +328,18 @@ def update_json(
     log: Any = None,
 ) -> Any:
     """Read-modify-write ``path`` under the lock: ``fn(current or None)`` returns the new
-    document, which is written unless it equals the current one. Returns the new document.
+    document, which is written unless its bytes are the file's already. Returns the new
+    document.
 
-    ``fn`` may mutate its argument; a second parse of the same bytes (a third of the
-    CPU of a deep copy) is compared, so nothing is lost.
+    ``fn`` may mutate its argument: what is compared is the file's bytes, not the parsed
+    document (no second parse, no deep copy).
     """
     with locked(lock_path):
         found = _read_locked_or_unlocked(path, validate, log, None)
-        current, snapshot = (None, None) if found is None else (found[0], _loads(found[1]))
-        new = fn(current)
-        if new != snapshot:  # an absent file stays absent when fn returns None
-            write_json(path, new, validate=validate)
+        new = fn(None if found is None else found[0])
+        if found is None and new is None:  # an absent file stays absent
+            return new
+        payload = _dumps(new)
+        if found is None or payload != found[1]:
+            _write_payload(path, new, payload, validate)
         return new

@@ -168,6 +168,28 @@ def test_update_json_skips_write_when_unchanged(tmp_path: Path) -> None:
     assert not other.exists()
 
 
+def test_update_json_compares_bytes_so_a_mutating_fn_is_written(tmp_path: Path) -> None:
+    """What decides the write is the file's bytes against the new document's: an ``fn``
+    that changes its argument in place is written, and a file with the same data in
+    another layout (edited by hand) comes back in the usual one."""
+    path = tmp_path / "x.json"
+    lock = tmp_path / ".lock"
+    path.write_text('{"threads":{"1":{"n":1}}}')
+
+    def bump(data: dict[str, Any]) -> dict[str, Any]:
+        data["threads"]["1"]["n"] += 1
+        return data
+
+    jsonstore.update_json(path, lock, bump)
+    assert json.loads(path.read_text()) == {"threads": {"1": {"n": 2}}}
+    path.write_text('{"threads":{"1":{"n":2}}}')
+    jsonstore.update_json(path, lock, lambda d: d)
+    assert path.read_text() == json.dumps({"threads": {"1": {"n": 2}}}, indent=2) + "\n"
+    before = path.stat().st_ino
+    jsonstore.update_json(path, lock, lambda d: d)
+    assert path.stat().st_ino == before
+
+
 def test_remove_json_keeps_bak(tmp_path: Path) -> None:
     path = tmp_path / "x.json"
     jsonstore.write_json(path, {"v": 1})
