@@ -305,6 +305,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if await control.daemon_running(paths):
             _err("a daemon is serving this project: use `claudeclaw send` so runs are serialised")
             return EXIT_FAILURE
+        await asyncio.to_thread(registry.fold_changes)  # what a killed daemon left
         record = await asyncio.to_thread(registry.get, key)
         workspace = record.workspace if record else None
         if record is None and key != GLOBAL_KEY and settings.threads.workspace == "worktree":
@@ -344,10 +345,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _sessions_offline(args: argparse.Namespace) -> int:
-    """``sessions`` without a daemon: straight from the files (same output shape)."""
+    """``sessions`` without a daemon: straight from the files (same output shape), with
+    what a killed daemon journaled but had not written folded in first."""
+    from claudeclaw.logs import configure_logging
     from claudeclaw.sessions import SessionRegistry
 
+    configure_logging(level="warning", mode="console", process="sessions")  # (stderr)
     registry = SessionRegistry(_service_paths(args))
+    try:
+        registry.fold_changes()
+    except (OSError, StateError) as exc:  # (another user's files): show what they say
+        _err(f"warning: recent session changes not folded in: {exc}")
     if args.action == "list":
         glob = registry.get(GLOBAL_KEY)
         rows = ([glob] if glob else []) + registry.list()

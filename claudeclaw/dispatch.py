@@ -25,6 +25,7 @@ from claudeclaw.approvals import ApprovalBroker
 from claudeclaw.config import Settings
 from claudeclaw.errors import WorkspaceError
 from claudeclaw.jobservice import JobService
+from claudeclaw.journal import Journal
 from claudeclaw.ledger import KEPT_TEXT, PendingLedger
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
@@ -89,7 +90,9 @@ class SessionDispatcher:
         # messages from a frontend, kept until answered (pending.jsonl)
         self.ledger = PendingLedger(paths.pending_file, lambda: self._writes.ledger_changed())
         # the one writer of the session files and the pending journal
-        self._writes = StateWriter(self.registry, self.ledger, self._known_state)
+        self._writes = StateWriter(
+            self.registry, self.ledger, self._known_state, Journal(paths.session_changes_file)
+        )
 
     def _mark_status_dirty(self) -> None:
         """The daemon's status line may have changed (the supervisor tells systemd)."""

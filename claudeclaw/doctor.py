@@ -320,6 +320,7 @@ def _check_state_dir(paths: ProjectPaths, view: _View) -> list[Check]:
 
     files = [paths.settings_file, paths.global_session_file, paths.thread_sessions_file]
     files += [backup_path(f) for f in files]
+    files += [paths.session_changes_file, paths.pending_file]
     present: list[tuple[Path, os.stat_result]] = []
     for f in files:
         try:

@@ -46,17 +46,19 @@ def encode(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def read_records(
+    path: Path, keeps: str = "messages not answered yet"
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Every record in ``path`` (none if it does not exist), and a description of each
     line that could not be read (a torn last line is not one: a crash mid-append).
-    StateError when the file is there but cannot be read."""
+    StateError when the file is there but cannot be read (naming what it ``keeps``)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return [], []
     except OSError as exc:  # what it keeps must not be dropped: the caller stops
         raise StateError(
-            f"cannot read {path}: {exc.strerror or exc}; it keeps messages not answered yet. "
+            f"cannot read {path}: {exc.strerror or exc}; it keeps {keeps}. "
             f"Fix: make it a file the daemon's user owns and can read (chown, chmod 600 {path})"
         ) from exc
     records: list[dict[str, Any]] = []
@@ -142,6 +144,12 @@ class Journal:
                 return False
             self._carry = []
             return True
+
+    def abandon_rewrite(self) -> None:
+        """The rewrite :meth:`begin_rewrite` announced will not happen: appends go on as
+        before (the file keeps every line)."""
+        with self._lock:
+            self._carry = None
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the file with ``records`` and the lines appended since

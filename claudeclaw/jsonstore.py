@@ -321,20 +321,20 @@ def locked(lock_path: Path) -> Iterator[None]:
 
 def update_json(
     path: Path,
-    lock_path: Path,
+    lock_path: Path | None,
     fn: Callable[[Any | None], Any],
     *,
     validate: Validator | None = None,
     log: Any = None,
 ) -> Any:
-    """Read-modify-write ``path`` under the lock: ``fn(current or None)`` returns the new
-    document, which is written unless its bytes are the file's already. Returns the new
-    document.
+    """Read-modify-write ``path`` under the lock (``lock_path`` None: the caller holds
+    it): ``fn(current or None)`` returns the new document, which is written unless its
+    bytes are the file's already. Returns the new document.
 
     ``fn`` may mutate its argument: what is compared is the file's bytes, not the parsed
     document (no second parse, no deep copy).
     """
-    with locked(lock_path):
+    with locked(lock_path) if lock_path is not None else contextlib.nullcontext():
         found = _read_locked_or_unlocked(path, validate, log, None)
         new = fn(None if found is None else found[0])
         if found is None and new is None:  # an absent file stays absent

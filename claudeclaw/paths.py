@@ -58,6 +58,12 @@ class ProjectPaths:
         return self.state_dir / "sessions.json"
 
     @property
+    def session_changes_file(self) -> Path:
+        """Session changes the daemon made since it last wrote the session files, one JSON
+        line each (``statewriter.py``): folded into them at its next start after a crash."""
+        return self.state_dir / "sessions.changes.jsonl"
+
+    @property
     def lock_file(self) -> Path:
         """flock(2) target serialising writers of the session files across processes."""
         return self.state_dir / ".sessions.lock"

@@ -12,19 +12,23 @@ unchanged (and could be handed back to it):
   preserved.
 
 Unlike the original, the file is read on every call (several processes share it), a read
-never writes, and writes are atomic, flock-serialised and backed up (``jsonstore``).
+never writes, and writes are atomic, flock-serialised and backed up (``jsonstore``). The
+daemon journals its changes in ``sessions.changes.jsonl`` as they happen and rewrites these
+files at most every few seconds (``statewriter.py``); :meth:`SessionRegistry.fold_changes`
+writes in what a killed daemon left there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from claudeclaw import jsonstore
+from claudeclaw import journal, jsonstore
 from claudeclaw.errors import InvalidKeyError
 from claudeclaw.logs import get_logger
 from claudeclaw.model import (
@@ -35,7 +39,7 @@ from claudeclaw.model import (
     Workspace,
     session_key,
 )
-from claudeclaw.paths import ProjectPaths
+from claudeclaw.paths import ProjectPaths, fsync_dir
 
 _THREADS = "threads"
 
@@ -46,6 +50,25 @@ def utc_now_iso() -> str:
     """Now as JavaScript's ``Date.toISOString()`` writes it: ``2026-11-25T01:02:03.456Z``."""
     now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+CHANGE_OPS = frozenset({"record", "touch", "workspace", "remove"})
+
+
+def change_record(op: str, key: SessionKey, value: str) -> dict[str, str]:
+    """A change as a line of ``sessions.changes.jsonl``."""
+    return {"op": op, "key": key, "value": value}
+
+
+def _change_from_record(record: dict[str, Any]) -> tuple[str, SessionKey, str] | None:
+    """A line of ``sessions.changes.jsonl`` → the change; None if it is not one."""
+    op, key, value = record.get("op"), record.get("key"), record.get("value")
+    if op not in CHANGE_OPS or not isinstance(key, str) or not isinstance(value, str):
+        return None
+    try:
+        return str(op), session_key(key), value
+    except InvalidKeyError:
+        return None
 
 
 def _is_registry(data: Any) -> bool:
@@ -236,12 +259,14 @@ class SessionRegistry:
             return None
         return data.get(_THREADS, {}).get(key)
 
-    def _update(self, key: SessionKey, fn: Callable[[Any], Any]) -> None:
-        """Read-modify-write ``key``'s entry under the lock. ``fn(entry | None)`` returns
-        the new entry, or None to delete it (the global file is then removed)."""
+    def _update(self, key: SessionKey, fn: Callable[[Any], Any], *, held: bool = False) -> None:
+        """Read-modify-write ``key``'s entry under the lock (``held``: the caller holds
+        it). ``fn(entry | None)`` returns the new entry, or None to delete it (the global
+        file is then removed)."""
+        lock = None if held else self._paths.lock_file
         if key == GLOBAL_KEY:
             path = self._paths.global_session_file
-            with jsonstore.locked(self._paths.lock_file):
+            with jsonstore.locked(lock) if lock is not None else contextlib.nullcontext():
                 current = jsonstore.read_json(path, validate=jsonstore.is_object)
                 new = fn(current)
                 if new is None:
@@ -253,7 +278,7 @@ class SessionRegistry:
 
         jsonstore.update_json(
             self._paths.thread_sessions_file,
-            self._paths.lock_file,
+            lock,
             lambda data: _with_thread_entry(data, key, fn),
             validate=_is_registry,
         )
@@ -320,6 +345,38 @@ class SessionRegistry:
         json)`` and ``("remove", key, "")`` changes, in order, with one locked write per
         file: the daemon's batched writer (a busy daemon would otherwise fsync once per run
         event)."""
+        self._apply(changes, held=False)
+
+    def fold_changes(self) -> int:
+        """Write into the session files the changes a daemon journaled but had not written
+        yet (``sessions.changes.jsonl``: it was killed, or the machine went down), then
+        empty that journal; at the daemon's start and before a command reads the files
+        without one. Blocking, under the writers' lock; returns how many were applied.
+
+        A line that cannot be read is logged and skipped, and the file kept aside first
+        (``<name>.corrupt-<time>``); one that cannot be read at all raises StateError."""
+        path = self._paths.session_changes_file
+        if not path.exists():
+            return 0
+        with jsonstore.locked(self._paths.lock_file):
+            records, problems = journal.read_records(path, "session changes not written yet")
+            changes: list[tuple[str, SessionKey, str]] = []
+            for number, record in enumerate(records, 1):
+                change = _change_from_record(record)
+                if change is None:
+                    problems.append(f"record {number}: not a session change ({record!r:.80})")
+                else:
+                    changes.append(change)
+            if problems:
+                journal.Journal(path).keep_aside(problems)
+            if changes:
+                self._apply(changes, held=True)
+                log.warning("sessions.changes_folded", count=len(changes), file=str(path))
+            path.unlink()
+            fsync_dir(path.parent)
+        return len(changes)
+
+    def _apply(self, changes: Sequence[tuple[str, SessionKey, str]], *, held: bool) -> None:
         by_file: dict[bool, list[tuple[str, SessionKey, str]]] = {True: [], False: []}
         for op, key, session_id in changes:
             by_file[session_key(key) == GLOBAL_KEY].append((op, session_key(key), session_id))
@@ -331,7 +388,7 @@ class SessionRegistry:
                     entry = _changed(key, entry, op=op, session_id=session_id)
                 return entry
 
-            self._update(GLOBAL_KEY, on_global)
+            self._update(GLOBAL_KEY, on_global, held=held)
         if by_file[False]:
 
             def on_threads(data: Any) -> Any:
@@ -343,7 +400,7 @@ class SessionRegistry:
 
             jsonstore.update_json(
                 self._paths.thread_sessions_file,
-                self._paths.lock_file,
+                None if held else self._paths.lock_file,
                 on_threads,
                 validate=_is_registry,
             )

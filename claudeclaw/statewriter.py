@@ -1,17 +1,25 @@
-"""The daemon's one writer of its state files: the session registry and the pending
-ledger's journal (``pending.jsonl``).
+"""The daemon's one writer of its state files: the session registry, its journal of
+changes (``sessions.changes.jsonl``) and the pending ledger's journal (``pending.jsonl``).
 
-Run events and resets change sessions on the event loop; the registry writes happen here,
-off the loop, everything queued at once (a busy daemon would otherwise fsync once per run
-event). A reply waits for :meth:`StateWriter.join`, so it is seen only once its session is
-on disk. A turn's ``touch`` (last used, turn count) waits ``TOUCH_DELAY_S`` and rides with
-the next registry write: nothing waits for it. A failed write (a full disk) is logged and
-never stops replies; the next batch first writes everything the daemon knows.
+Run events and resets change sessions on the event loop. A change that must survive a
+crash (a session recorded or removed, a worktree tied to it) is appended to the changes
+journal at once, on the loop: one ``write(2)`` of a line, so it is on the way to disk before
+the reply that follows it is posted, and a ``kill -9`` right after loses nothing (the next
+start folds the journal into the session files: ``SessionRegistry.fold_changes``). The
+session files themselves are rewritten here, off the loop, at most every
+``REGISTRY_DELAY_S``: everything waiting at once (a rewrite costs a temp file, two fsyncs
+and a parse and dump of the whole registry, which grows with every thread; one per new
+thread was ~2 ms of CPU on its path), with a turn's ``touch`` (last used, turn count: not
+journaled, it may be lost with a crash). Once a rewrite has landed the changes journal is
+emptied of what it held. Reads of the files (``flush``) and a stop write at once. A failed
+write (a full disk) is logged and never stops replies; the next batch first writes
+everything the daemon knows. Without the changes journal (it cannot be appended to) a
+change is written at once and a reply waits for it (:meth:`StateWriter.join`), as before.
 
 The ledger appends its own lines as it changes (a crash loses none); its lane here syncs
-them to disk, one ``fdatasync`` for everything appended within ``LEDGER_SYNC_DELAY_S``
-(group commit), and rewrites the journal when it has grown. Nothing waits for it but a
-stop (:meth:`close`).
+them to disk with the changes journal's, one ``fdatasync`` each for everything appended
+within ``JOURNAL_SYNC_DELAY_S`` (group commit), and rewrites the ledger's journal when it
+has grown. Nothing waits for it but a stop (:meth:`close`).
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from claudeclaw.journal import Journal
 from claudeclaw.ledger import PendingLedger
 from claudeclaw.logs import get_logger
 from claudeclaw.model import SessionKey
-from claudeclaw.sessions import SessionRegistry
+from claudeclaw.sessions import SessionRegistry, change_record
 
 log = get_logger()
 
@@ -31,117 +40,171 @@ log = get_logger()
 # see SessionRegistry.apply
 Change = tuple[str, SessionKey, str]
 
-TOUCH_DELAY_S = 5.0  # a turn's last-used time and count may reach the disk this much later
-LEDGER_SYNC_DELAY_S = 0.2  # what a power cut can take of the ledger; a crash takes nothing
+REGISTRY_DELAY_S = 5.0  # the session files are rewritten at most this often (and on a read)
+JOURNAL_SYNC_DELAY_S = 0.2  # what a power cut can take of the journals; a crash takes nothing
 
 
 class StateWriter:
-    """The queues of changes and the tasks that apply them (:meth:`run`)."""
+    """The queues of changes and the tasks that apply them (:meth:`run`). ``changes``:
+    the session changes journal (None: every change is written at once)."""
 
     def __init__(
         self,
         registry: SessionRegistry,
         ledger: PendingLedger,
         known: Callable[[], list[Change]],
+        changes: Journal | None = None,
     ) -> None:
         self.registry = registry
         self.ledger = ledger
         self.known = known  # every change that rewrites what the daemon knows (after a failure)
-        self._changes: asyncio.Queue[Change] = asyncio.Queue()
-        self._ledger: asyncio.Queue[None] = asyncio.Queue()  # one item per ledger change
-        self._closing = asyncio.Event()  # a stop: sync the ledger without waiting
-        self._touches: list[Change] = []  # waiting for the next registry write
-        self._touch_timer: asyncio.TimerHandle | None = None
+        self.changes = changes
+        self._changes: asyncio.Queue[Change] = asyncio.Queue()  # to write now
+        self._synced: asyncio.Queue[None] = asyncio.Queue()  # one item per journal append
+        self._closing = asyncio.Event()  # a stop: sync the journals without waiting
+        self._waiting: list[Change] = []  # for the next registry write, in order
+        self._timer: asyncio.TimerHandle | None = None
+        self._journaled = False  # the changes journal has lines not synced yet
 
     def put_nowait(self, change: Change) -> None:
-        op, key, _ = change
-        if op == "touch":
-            self._touches.append(change)
-            if self._touch_timer is None:
-                loop = asyncio.get_running_loop()
-                self._touch_timer = loop.call_later(TOUCH_DELAY_S, self._release_touches)
-            return
-        if any(touch[1] == key for touch in self._touches):
-            self._release_touches()  # a key's changes stay in order (a reset after a turn)
-        self._changes.put_nowait(change)
+        if change[0] != "touch":
+            if self.changes is None or not self._journal(change):
+                self._release()  # a key's changes stay in order (a reset after a turn)
+                self._changes.put_nowait(change)
+                return
+        self._waiting.append(change)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(REGISTRY_DELAY_S, self._release)
+
+    def _journal(self, change: Change) -> bool:
+        """Append ``change`` to the changes journal; False if it could not be (then it is
+        written at once)."""
+        assert self.changes is not None
+        try:
+            self.changes.append(change_record(*change))
+        except OSError as exc:  # a full disk: written now instead, and the reply waits
+            log.error("sessions.journal_failed", file=str(self.changes.path), error=str(exc))
+            return False
+        self._journaled = True
+        self._synced.put_nowait(None)
+        return True
 
     def ledger_changed(self) -> None:
         """The pending ledger appended a line: sync it with the next batch."""
-        self._ledger.put_nowait(None)
+        self._synced.put_nowait(None)
 
     async def join(self) -> None:
-        """Until every registry change queued so far is written (or its write failed);
-        touches that are still waiting are not waited for."""
+        """Until every change that was not journaled is written (or its write failed):
+        a journaled change is already as safe as the reply that waits on this."""
         await self._changes.join()
 
     async def flush(self) -> None:
-        """:meth:`join`, with the waiting touches written too (before a read)."""
-        self._release_touches()
+        """Every change written to the session files (before a read)."""
+        self._release()
         await self.join()
 
     async def close(self) -> None:
-        """At a stop: everything written, the ledger synced, its file closed."""
+        """At a stop: everything written, the journals synced, their files closed."""
         await self.flush()
         self._closing.set()
-        await self._ledger.join()
+        await self._synced.join()
         try:  # once more: the lane's last sync may have failed (it was logged)
-            await asyncio.to_thread(self.ledger.sync_job())
+            await asyncio.to_thread(self._sync_job())
         except Exception as exc:  # the lines are written; only a power cut could take them
             log.error("ledger.sync_failed", changes=0, error=str(exc))
         self.ledger.close()
+        if self.changes is not None:
+            self.changes.close()
 
-    def _release_touches(self) -> None:
-        for touch in self._take_touches():
-            self._changes.put_nowait(touch)
+    def _release(self) -> None:
+        """What waits goes to the writer lane now, in order."""
+        for change in self._take_waiting():
+            self._changes.put_nowait(change)
 
     async def run(self) -> None:
-        """Write both files as changes come, each in its own lane."""
-        await asyncio.gather(self._write_registry(), self._sync_ledger())
+        """Write the files as changes come, each in its own lane."""
+        await asyncio.gather(self._write_registry(), self._sync_journals())
 
     async def _write_registry(self) -> None:
-        """Registry changes in order, everything queued at once (the waiting touches
-        ride along)."""
+        """Registry changes in order, everything queued or waiting at once; then the
+        changes journal keeps only what was appended while they were written."""
         resync = False
         while True:
             batch = [await self._changes.get()]
             while not self._changes.empty():
                 batch.append(self._changes.get_nowait())
-            changes = batch + self._take_touches()
+            changes = batch + self._take_waiting()
             if resync:  # an earlier write failed: write what we know, all of it, first
                 changes = self.known() + changes
+            covered = self.changes is not None and self.changes.begin_rewrite()
             try:
-                await asyncio.to_thread(self.registry.apply, changes)
+                await asyncio.to_thread(self._write, changes, covered)
                 resync = False
             except Exception as exc:  # a full disk must not stop replies (they wait on us)
-                log.error("sessions.write_failed", changes=len(batch), error=str(exc))
+                log.error("sessions.write_failed", changes=len(changes), error=str(exc))
                 resync = True
             finally:
                 for _ in batch:
                     self._changes.task_done()
 
-    def _take_touches(self) -> list[Change]:
-        touches, self._touches = self._touches, []
-        if self._touch_timer is not None:
-            self._touch_timer.cancel()
-            self._touch_timer = None
-        return touches
+    def _write(self, changes: list[Change], covered: bool) -> None:
+        """In a thread: the session files, then (``covered``: every line the changes
+        journal held when ``changes`` were taken is among them) that journal emptied of
+        them."""
+        try:
+            self.registry.apply(changes)
+        except BaseException:
+            if covered and self.changes is not None:
+                self.changes.abandon_rewrite()  # it keeps them for the next try or start
+            raise
+        if covered and self.changes is not None:
+            try:
+                self.changes.rewrite([])
+            except OSError as exc:  # its lines are in the files now: applied again at most
+                log.error("sessions.journal_failed", file=str(self.changes.path), error=str(exc))
 
-    async def _sync_ledger(self) -> None:
-        """The ledger's appended lines to disk, one sync for those of the last
-        ``LEDGER_SYNC_DELAY_S``; a rewrite instead when the journal has grown."""
+    def _take_waiting(self) -> list[Change]:
+        waiting, self._waiting = self._waiting, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return waiting
+
+    def _sync_job(self) -> Callable[[], None]:
+        """On the loop: what the sync lane's thread does next (the ledger's job, and an
+        ``fdatasync`` of the changes journal if it was appended to)."""
+        ledger_job = self.ledger.sync_job()
+        changes = self.changes if self._journaled else None
+        self._journaled = False
+        if changes is None:
+            return ledger_job
+
+        def both() -> None:
+            try:
+                changes.sync()
+            except OSError as exc:  # the lines are written; only a power cut could take them
+                log.error("sessions.journal_failed", file=str(changes.path), error=str(exc))
+            ledger_job()
+
+        return both
+
+    async def _sync_journals(self) -> None:
+        """The journals' appended lines to disk, one sync each for those of the last
+        ``JOURNAL_SYNC_DELAY_S``; the ledger's rewritten instead when it has grown."""
         while True:
-            await self._ledger.get()
+            await self._synced.get()
             with contextlib.suppress(TimeoutError):  # (at once when stopping)
-                async with asyncio.timeout(LEDGER_SYNC_DELAY_S):
+                async with asyncio.timeout(JOURNAL_SYNC_DELAY_S):
                     await self._closing.wait()
             changed = 1
-            while not self._ledger.empty():
-                self._ledger.get_nowait()
+            while not self._synced.empty():
+                self._synced.get_nowait()
                 changed += 1
             try:
-                await asyncio.to_thread(self.ledger.sync_job())
+                await asyncio.to_thread(self._sync_job())
             except Exception as exc:  # the next change tries again (a rewrite, if broken)
                 log.error("ledger.sync_failed", changes=changed, error=str(exc))
             finally:
                 for _ in range(changed):
-                    self._ledger.task_done()
+                    self._synced.task_done()

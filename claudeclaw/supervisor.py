@@ -149,6 +149,8 @@ class Supervisor(SessionDispatcher):
         ended = await asyncio.to_thread(sweep_orphans, tag)
         if ended:
             log.warning("daemon.orphans_ended", pids=ended, count=len(ended))
+        # what a killed daemon journaled but had not written into the session files yet
+        await asyncio.to_thread(self.registry.fold_changes)
         await asyncio.to_thread(self.registry.validate)  # names (and skips) unusable entries
         for record in await asyncio.to_thread(self.registry.list):
             self.sessions[record.key] = record.session_id

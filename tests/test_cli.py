@@ -81,6 +81,27 @@ def test_ask_runs_claude_and_resumes_then_reports_failure(make_project: Callable
     assert cli("sessions", "show", "123456789", "--project", root).returncode == EXIT_FAILURE
 
 
+def test_offline_commands_see_what_a_killed_daemon_journaled(
+    make_project: Callable[..., Any],
+) -> None:
+    """A daemon was killed with a new thread's session only in its changes journal:
+    `sessions list` without a daemon shows it (folded into sessions.json first), and
+    `ask` in that thread resumes it."""
+    paths = make_project()
+    root = str(paths.root)
+    first = cli("ask", "--project", root, "--thread", "123456789", "-q", "one")
+    session = json.loads(cli("sessions", "list", "--project", root, "--json").stdout)[0]
+    cli("sessions", "rm", "123456789", "--project", root)
+    change = {"op": "record", "key": "123456789", "value": session["record"]["session_id"]}
+    paths.session_changes_file.write_text(json.dumps(change) + "\n")
+    rows = json.loads(cli("sessions", "list", "--project", root, "--json").stdout)
+    assert first.returncode == 0 and [r["key"] for r in rows] == ["123456789"]
+    assert not paths.session_changes_file.exists()
+    paths.session_changes_file.write_text(json.dumps({**change, "key": "987654321"}) + "\n")
+    again = cli("ask", "--project", root, "--thread", "987654321", "-q", "two")
+    assert again.stdout.strip() == "FAKE-REPLY turn=2 last=two"
+
+
 def test_commands_that_need_the_daemon_say_so(tmp_path: Path) -> None:
     for args in (["status"], ["send", "hi"], ["reload"]):
         done = cli(*args, "--project", str(tmp_path))

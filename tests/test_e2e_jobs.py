@@ -87,6 +87,7 @@ async def test_a_due_job_runs_in_its_own_session_and_posts_to_the_notify_channel
     assert message["content"].startswith("🗓️ **Job `report`** · catch-up run\nFAKE-REPLY turn=1")
     assert "summarise @everyone" in message["content"]
     assert fake.sent_payloads[message["id"]]["allowed_mentions"]["parse"] == []
+    await sup._writes.flush()  # (the session files are written within REGISTRY_DELAY_S)
     threads = json.loads(sup.paths.thread_sessions_file.read_text())["threads"]
     assert "job:report" in threads
     rows = (await control.request(sup.paths, {"type": "jobs.list"}))["jobs"]

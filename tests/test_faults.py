@@ -403,6 +403,36 @@ async def test_gateway_drop_while_running(rig: Rig) -> None:
     await rig.settle_and_count("gateway-drop")
 
 
+async def test_a_new_threads_session_survives_a_kill_before_the_session_files_are_written(
+    rig: Rig,
+) -> None:
+    """A new thread's first answer is posted; the daemon is SIGKILLed before it wrote the
+    session files (their writes wait up to ``REGISTRY_DELAY_S``, the session was only in
+    ``sessions.changes.jsonl``). After the restart the thread's next message resumes
+    that session (turn 2), not a new one: the start folded the journal in."""
+    fake = rig.fake
+    await rig.start()
+    thread = await fake.create_thread(fake.listen_id, "kept across a kill")
+    first = await rig.says(thread, "first")
+    await fake.wait_until(lambda: rig.finals(thread, first["id"]), what="the first answer")
+    assert "turn=1" in rig.finals(thread, first["id"])[0]["content"]
+    journaled = [
+        json.loads(line)
+        for line in rig.paths.session_changes_file.read_text().splitlines()
+        if line.strip()
+    ]
+    assert {"op": "record", "key": thread} == {k: journaled[0][k] for k in ("op", "key")}, journaled
+    registry = rig.paths.thread_sessions_file
+    assert not registry.exists() or thread not in json.loads(registry.read_text())["threads"]
+    await rig.stop(signal.SIGKILL)
+    await rig.start()
+    second = await rig.says(thread, "second")
+    await fake.wait_until(lambda: rig.finals(thread, second["id"]), what="the second answer")
+    assert "turn=2" in rig.finals(thread, second["id"])[0]["content"]
+    assert thread in json.loads(registry.read_text())["threads"]
+    await rig.settle_and_count("kill-before-the-session-files")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _report() -> Any:
     yield

@@ -396,3 +396,67 @@ def test_a_mistyped_session_id_is_repaired_from_what_the_daemon_knows(
     record = reg.get(THREAD)
     assert record is not None and record.session_id == "uuid-1" and record.turn_count == 2
     assert any(e["event"] == "sessions.entry_repaired" for e in logs)
+
+
+def _journal(paths: ProjectPaths, *lines: str) -> None:
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    paths.session_changes_file.write_text("".join(line + "\n" for line in lines))
+
+
+def test_fold_changes_writes_what_a_killed_daemon_journaled(
+    reg: SessionRegistry, paths: ProjectPaths
+) -> None:
+    """A daemon killed between journaling its changes and writing them: the next start
+    (or an offline command) writes them into the session files, in order, and removes
+    the journal; an idempotent replay (record, workspace, remove) and the global file too."""
+    reg.record(THREAD, "old")
+    other = SessionKey("2234567890123456789")
+    workspace = json.dumps({"cwd": "/w", "branch": "b", "repo": "/r", "base": "main"})
+    _journal(
+        paths,
+        json.dumps({"op": "record", "key": THREAD, "value": "new"}),
+        json.dumps({"op": "record", "key": other, "value": "s2"}),
+        json.dumps({"op": "workspace", "key": other, "value": workspace}),
+        json.dumps({"op": "record", "key": GLOBAL_KEY, "value": "g1"}),
+        json.dumps({"op": "remove", "key": other, "value": ""}),
+        json.dumps({"op": "record", "key": other, "value": "s3"}),
+    )
+    with capture_logs() as logs:
+        assert reg.fold_changes() == 6
+    assert not paths.session_changes_file.exists()
+    assert [(r.key, r.session_id) for r in reg.list()] == [(THREAD, "new"), (other, "s3")]
+    assert reg.get(GLOBAL_KEY).session_id == "g1"  # type: ignore[union-attr]
+    assert [e["count"] for e in logs if e["event"] == "sessions.changes_folded"] == [6]
+    assert reg.fold_changes() == 0  # nothing left: the files are not written again
+
+
+def test_fold_changes_skips_a_torn_last_line_and_keeps_a_bad_file_aside(
+    reg: SessionRegistry, paths: ProjectPaths
+) -> None:
+    """A last line cut short by the kill is skipped quietly; a line that is no change
+    (another key shape, not JSON) is logged and the file kept aside before the rest is
+    written."""
+    _journal(
+        paths,
+        json.dumps({"op": "record", "key": THREAD, "value": "s1"}),
+        json.dumps({"op": "record", "key": "../etc", "value": "x"}),
+        "not json",
+    )
+    with paths.session_changes_file.open("a") as fh:
+        fh.write('{"op": "rec')  # torn
+    with capture_logs() as logs:
+        assert reg.fold_changes() == 1
+    assert reg.get(THREAD).session_id == "s1"  # type: ignore[union-attr]
+    [skipped] = [e for e in logs if e["event"] == "journal.lines_skipped"]
+    assert skipped["count"] == 2
+    aside = Path(skipped["kept_as"])
+    assert "../etc" in aside.read_text() and stat.S_IMODE(aside.stat().st_mode) == 0o600
+    assert not paths.session_changes_file.exists()
+
+
+def test_an_unreadable_changes_journal_stops_the_fold(
+    reg: SessionRegistry, paths: ProjectPaths
+) -> None:
+    paths.session_changes_file.mkdir(parents=True)  # reading it fails: not "not found"
+    with pytest.raises(StateError, match="session changes not written yet"):
+        reg.fold_changes()

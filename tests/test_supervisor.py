@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from structlog.testing import capture_logs
 
 from claudeclaw import control, ipc
 from claudeclaw import pool as pool_module
@@ -72,7 +73,7 @@ async def test_first_message_creates_session_and_second_resumes(daemon: Supervis
     done1 = final(first)
     assert isinstance(done1, RunDone)
     assert started(first)[0].resumed is False
-    record = await asyncio.to_thread(daemon.registry.get, key)
+    record = (await daemon.session_info(key)).record  # (the files are written on a read)
     assert record is not None and record.session_id == done1.session_id
 
     second = await collect(daemon, key, "again")
@@ -174,6 +175,7 @@ async def test_global_queue_stays_serial(daemon: Supervisor) -> None:
     assert [kind for kind, _ in timeline] == ["start", "end"] * 3
     assert peak_in_flight(timeline) == 1
     assert all(isinstance(final(r), RunDone) for r in results)
+    await daemon._writes.flush()  # (written within REGISTRY_DELAY_S, or on a read)
     assert daemon.paths.global_session_file.exists()
 
 
@@ -1252,8 +1254,10 @@ async def test_a_reply_over_the_frame_limit_arrives_whole_as_a_file(daemon: Supe
 async def test_a_failing_state_write_does_not_stop_replies(
     daemon: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The registry cannot be written (a full disk, say): the error is logged and the
-    reply still arrives; the next write works again."""
+    """The session files cannot be written (a full disk, say): the error is logged, the
+    reply still arrives and the session is still resumed (the daemon knows it, and its
+    changes journal keeps it); the next write works again and brings the files up to
+    date."""
     calls = {"n": 0}
     original = daemon.registry.apply
 
@@ -1264,12 +1268,18 @@ async def test_a_failing_state_write_does_not_stop_replies(
     monkeypatch.setattr(daemon.registry, "apply", failing)
     key = SessionKey("950000000000000009")
     done = final(await collect(daemon, key, "disk full"))
-    assert isinstance(done, RunDone) and calls["n"] >= 1
+    assert isinstance(done, RunDone)
+    with capture_logs() as logs:
+        await daemon._writes.flush()  # the write that fails
+    assert calls["n"] >= 1
+    assert [e["error"] for e in logs if e["event"] == "sessions.write_failed"]
+    assert daemon.paths.session_changes_file.read_text().count(key) == 1
     monkeypatch.setattr(daemon.registry, "apply", original)
     again = final(await collect(daemon, key, "disk ok"))
-    assert isinstance(again, RunDone)
-    await daemon._writes.flush()  # (its turn's touch would write within TOUCH_DELAY_S)
+    assert isinstance(again, RunDone) and "turn=2" in again.reply
+    await daemon._writes.flush()
     assert await asyncio.to_thread(daemon.registry.get, key) is not None
+    assert daemon.paths.session_changes_file.read_text() == ""
 
 
 def _model_of(done: RunEvent) -> str:

@@ -96,7 +96,7 @@ async def test_two_threads_writing_one_file_at_once_stay_apart(repo_daemon: Supe
     assert git(root, "show", f"{ws2.branch}:app.py") == "beta\n"
     assert git(root, "show", "main:app.py") == "v1\n"
     # recorded with the session, in the original's file, as an added field
-    await sup._writes.join()
+    await sup._writes.flush()  # (the session files are written within REGISTRY_DELAY_S)
     entry = json.loads(sup.paths.thread_sessions_file.read_text())["threads"][T1]
     assert entry["sessionId"] == one.session_id and entry["threadId"] == T1
     assert entry["workspace"] == ws1.to_json()
