@@ -16,7 +16,11 @@ also counts the system calls per write: ``strace -f -c`` of N writes minus that 
 The state directory is on the filesystem of ``--dir`` (default: the temp directory), so
 fsync costs what it costs there. The last rows are the pending ledger's journal, which
 takes three changes per Discord message: one appended ~1 KB line (on the event loop), and
-the ``fdatasync`` of the batch through ``asyncio.to_thread``. Nothing here is a test.
+the ``fdatasync`` of the batch through ``asyncio.to_thread``. The ``registry`` rows are a
+session registry write (one new thread recorded, via ``asyncio.to_thread``) with 10, 100
+and 1,000 threads in ``sessions.json``: it grows with the registry, which is why the
+daemon journals session changes and rewrites the registry at most every 5 s. Nothing here
+is a test.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"1 KB": 1024, "50 KB": 50 * 1024}
+REGISTRY_SIZES = (10, 100, 1000)  # threads in sessions.json for the registry rows
 
 
 def document(size: int) -> dict[str, Any]:
@@ -133,6 +138,29 @@ def cpu_per_append(base: Path, writes: int, call: str) -> tuple[float, float]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def cpu_per_registry_write(base: Path, sessions: int, writes: int) -> tuple[float, float]:
+    """Median CPU and wall (ms) of one session registry write through ``asyncio.to_thread``
+    (``SessionRegistry.apply`` of one new session, as the daemon's writer lane does) when
+    ``sessions.json`` already holds ``sessions`` threads: what a new thread paid on its
+    answer's path before the changes journal, and what the daemon now pays once per
+    ``REGISTRY_DELAY_S`` at most."""
+    from claudeclaw.paths import ProjectPaths
+    from claudeclaw.sessions import SessionRegistry
+
+    paths = ProjectPaths(Path(tempfile.mkdtemp(prefix="sw-", dir=base)))
+    registry = SessionRegistry(paths)
+    registry.apply([("record", str(10**17 + n), f"session-{n}") for n in range(sessions)])
+
+    def step(i: int) -> Any:
+        change = ("record", str(2 * 10**17 + i), f"new-{i}")
+        return asyncio.to_thread(registry.apply, [change])
+
+    try:
+        return timed(writes, step)
+    finally:
+        shutil.rmtree(paths.root, ignore_errors=True)
+
+
 def inner(args: argparse.Namespace) -> None:
     """Child for strace: one warm-up write, then ``--writes`` more."""
     jsonstore = load_jsonstore(Path(args.root))
@@ -202,6 +230,12 @@ def main() -> None:
         for call in ("append", "sync"):
             runs = [cpu_per_append(Path(args.dir), args.writes, call) for _ in range(args.runs)]
             row("journal", call, runs)
+    for sessions in REGISTRY_SIZES:
+        runs = [
+            cpu_per_registry_write(Path(args.dir), sessions, min(args.writes, 100))
+            for _ in range(args.runs)
+        ]
+        row(f"{sessions} thr", "registry", runs)
     if args.strace:
         n = 200
         for name in SIZES:

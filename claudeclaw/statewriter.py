@@ -40,7 +40,7 @@ log = get_logger()
 # see SessionRegistry.apply
 Change = tuple[str, SessionKey, str]
 
-REGISTRY_DELAY_S = 5.0  # the session files are rewritten at most this often (and on a read)
+REGISTRY_DELAY_S = 30.0  # the session files are rewritten at most this often (and on a read)
 JOURNAL_SYNC_DELAY_S = 0.2  # what a power cut can take of the journals; a crash takes nothing
 
 
