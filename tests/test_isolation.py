@@ -193,8 +193,9 @@ async def test_deny_rules_keep_claudes_file_tools_out_of_the_state(
     tmp_path: Path,
     level: str,
 ) -> None:
-    """Below unrestricted, Write/Read of settings.json are refused by the CLI itself and the
-    outbox stays writable; unrestricted (one user) protects nothing, as the README says."""
+    """Below unrestricted, Write/Read of settings.json and a Write of the session changes
+    journal are refused by the CLI itself and the outbox stays writable; unrestricted (one
+    user) protects nothing, as the README says."""
     paths = ProjectPaths(tmp_path / "proj")
     ensure_private_dir(paths.state_dir)
     original = json.dumps({"security": {"level": level}, "discord": {"allowedUserIds": ["1"]}})
@@ -210,12 +211,17 @@ async def test_deny_rules_keep_claudes_file_tools_out_of_the_state(
 
     write = await tool("Write", {"file_path": str(paths.settings_file), "content": evil})
     read = await tool("Read", {"file_path": str(paths.settings_file)})
+    # a forged session change, which the next start would fold into sessions.json
+    forged = '{"op": "record", "key": "1", "value": "someone-elses-session"}\n'
+    journal = paths.session_changes_file
+    forge = await tool("Write", {"file_path": str(journal), "content": forged})
     outbox = paths.outbox_dir / "chart.svg"
     made = await tool("Write", {"file_path": str(outbox), "content": "<svg/>"})
     if level == "unrestricted":
         assert "is_error=False" in write and paths.settings_file.read_text() == evil
         return
     assert "is_error=True" in write, write
+    assert "is_error=True" in forge and not journal.exists(), forge
     assert "is_error=True" in read and "allowedUserIds" not in read, read
     assert paths.settings_file.read_text() == original
     if level == "locked":  # no writing tool at all

@@ -288,3 +288,15 @@ async def test_the_changes_journal_is_synced_with_the_ledger_in_one_pass(
     state.ledger_changed()
     await asyncio.wait_for(state._synced.join(), 10)
     assert synced == ["changes"] and ledger.syncs == 2
+
+
+async def test_a_stop_writes_what_waits_and_leaves_the_journal_empty(journaled: Any) -> None:
+    """A clean stop: the waiting session and touch reach the session files at once (not
+    after the delay), the journal is left empty and closed; nothing is folded next time."""
+    state, registry, ledger, journal = journaled
+    state.put_nowait(("record", KEY, "s1"))
+    state.put_nowait(("touch", KEY, "s1"))
+    await asyncio.wait_for(state.close(), 10)  # REGISTRY_DELAY_S is 30 s
+    assert registry.ops() == [("record", KEY), ("touch", KEY)]
+    assert lines(journal) == [] and ledger.closed
+    assert journal._fd is None

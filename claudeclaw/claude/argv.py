@@ -127,8 +127,8 @@ def protected_path_rules(cwd: Path) -> list[str]:
     return rules
 
 
-# settings.json, session(s).json, pending.jsonl, daemon.json and their .bak/.corrupt-* copies,
-# the lock files, and replies saved for later delivery.
+# settings.json, session(s).json, sessions.changes.jsonl, pending.jsonl, daemon.json and
+# their .bak/.corrupt-* copies, the lock files, and replies saved for later delivery.
 _STATE_FILE_PATTERNS = ("*.json*", "*.bak", "*.lock", "undelivered/**")
 
 
