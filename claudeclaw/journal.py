@@ -119,6 +119,11 @@ class Journal:
             if self._carry is not None:
                 self._carry.append(line)
 
+    def holds_lines(self) -> bool:
+        """Anything appended since the file was opened empty or last rewritten empty (or
+        a failed append to mend)."""
+        return self.broken or self._bytes > 0
+
     def wants_rewrite(self) -> bool:
         """Grown to over twice its last rewritten size and past COMPACT_MIN_BYTES, or
         broken: each rewrite is paid for by as many bytes appended since."""

@@ -137,7 +137,8 @@ class StateWriter:
             changes = batch + self._take_waiting()
             if resync:  # an earlier write failed: write what we know, all of it, first
                 changes = self.known() + changes
-            covered = self.changes is not None and self.changes.begin_rewrite()
+            journal = self.changes
+            covered = journal is not None and journal.holds_lines() and journal.begin_rewrite()
             try:
                 await asyncio.to_thread(self._write, changes, covered)
                 resync = False

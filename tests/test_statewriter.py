@@ -86,6 +86,20 @@ async def journaled(tmp_path: Any) -> Any:
         yield state, registry, ledger, journal
 
 
+async def _join_waits_for_the_write(
+    state: StateWriter, registry: Registry, meanwhile: threading.Event
+) -> None:
+    """The registry write of ``("record", KEY)`` hangs at its gate: a join waits (while
+    ``meanwhile`` happens) until the gate opens and the write lands."""
+    joined = asyncio.create_task(state.join())
+    assert await asyncio.to_thread(meanwhile.wait, 10)
+    assert not joined.done() and not registry.applied
+    assert registry.gate is not None
+    registry.gate.set()
+    await asyncio.wait_for(joined, 10)
+    assert registry.ops() == [("record", KEY)]
+
+
 def lines(journal: Journal) -> list[tuple[str, str]]:
     return [(r["op"], r["key"]) for r in read_records(journal.path)[0]]
 
@@ -142,12 +156,7 @@ async def test_the_ledger_is_not_queued_behind_a_slow_registry_write(
     state.put_nowait(("record", KEY, "s1"))
     await asyncio.to_thread(registry.entered.wait, 10)
     state.ledger_changed()
-    joined = asyncio.create_task(state.join())
-    assert await asyncio.to_thread(ledger.wrote.wait, 10)
-    assert not joined.done() and not registry.applied
-    registry.gate.set()
-    await asyncio.wait_for(joined, 10)
-    assert registry.ops() == [("record", KEY)]
+    await _join_waits_for_the_write(state, registry, ledger.wrote)
 
 
 async def test_ledger_lines_are_synced_together_and_at_once_at_a_stop(
@@ -264,12 +273,7 @@ async def test_a_change_the_journal_cannot_take_is_written_at_once_and_waited_fo
     monkeypatch.setattr(journal, "append", full)
     registry.gate = threading.Event()
     state.put_nowait(("record", KEY, "s1"))
-    joined = asyncio.create_task(state.join())
-    assert await asyncio.to_thread(registry.entered.wait, 10)
-    assert not joined.done()
-    registry.gate.set()
-    await asyncio.wait_for(joined, 10)
-    assert registry.ops() == [("record", KEY)]
+    await _join_waits_for_the_write(state, registry, registry.entered)
 
 
 async def test_the_changes_journal_is_synced_with_the_ledger_in_one_pass(
@@ -300,3 +304,18 @@ async def test_a_stop_writes_what_waits_and_leaves_the_journal_empty(journaled: 
     assert registry.ops() == [("record", KEY), ("touch", KEY)]
     assert lines(journal) == [] and ledger.closed
     assert journal._fd is None
+
+
+async def test_a_write_of_touches_alone_leaves_the_journal_file_alone(journaled: Any) -> None:
+    """Touches are not journaled: writing them does not rewrite an empty journal (a temp
+    file and two fsyncs for nothing, every 30 s of a busy thread)."""
+    state, registry, _, journal = journaled
+    state.put_nowait(("touch", KEY, "s1"))
+    await asyncio.wait_for(state.flush(), 10)
+    assert registry.ops() == [("touch", KEY)] and not journal.path.exists()
+    state.put_nowait(("record", KEY, "s2"))
+    await asyncio.wait_for(state.flush(), 10)
+    emptied = journal.path.stat().st_ino
+    state.put_nowait(("touch", KEY, "s2"))
+    await asyncio.wait_for(state.flush(), 10)
+    assert journal.path.stat().st_ino == emptied and lines(journal) == []
