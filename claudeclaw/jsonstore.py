@@ -294,12 +294,16 @@ def remove_json(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block.
+def locked(lock_path: Path | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block; None:
+    the caller holds it already, nothing to do.
 
     Serialises writers across processes and threads (each call opens its own file
     description). Not re-entrant: do not nest two ``locked`` blocks on the same file.
     """
+    if lock_path is None:
+        yield
+        return
     ensure_private_dir(lock_path.parent)
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -334,7 +338,7 @@ def update_json(
     ``fn`` may mutate its argument: what is compared is the file's bytes, not the parsed
     document (no second parse, no deep copy).
     """
-    with locked(lock_path) if lock_path is not None else contextlib.nullcontext():
+    with locked(lock_path):
         found = _read_locked_or_unlocked(path, validate, log, None)
         new = fn(None if found is None else found[0])
         if found is None and new is None:  # an absent file stays absent

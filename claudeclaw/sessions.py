@@ -14,14 +14,13 @@ unchanged (and could be handed back to it):
 Unlike the original, the file is read on every call (several processes share it), a read
 never writes, and writes are atomic, flock-serialised and backed up (``jsonstore``). The
 daemon journals its changes in ``sessions.changes.jsonl`` as they happen and rewrites these
-files at most every few seconds (``statewriter.py``); :meth:`SessionRegistry.fold_changes`
+files at most every 30 s (``statewriter.py``); :meth:`SessionRegistry.fold_changes`
 writes in what a killed daemon left there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -266,7 +265,7 @@ class SessionRegistry:
         lock = None if held else self._paths.lock_file
         if key == GLOBAL_KEY:
             path = self._paths.global_session_file
-            with jsonstore.locked(lock) if lock is not None else contextlib.nullcontext():
+            with jsonstore.locked(lock):
                 current = jsonstore.read_json(path, validate=jsonstore.is_object)
                 new = fn(current)
                 if new is None:
