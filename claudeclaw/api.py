@@ -73,6 +73,11 @@ class Dispatcher(Protocol):
         """The stored session and live state (running, queue, worker pid) of ``key``."""
         ...
 
+    def has_session(self, key: SessionKey) -> bool:
+        """``key`` has a session, a live worker or work waiting, from what the daemon
+        knows (no file read: asked for messages that may or may not be for us)."""
+        ...
+
     async def list_sessions(self) -> list[SessionInfo]:
         """Every thread session (not the global one), with live state."""
         ...

@@ -244,6 +244,12 @@ class SessionDispatcher:
             info = dataclasses.replace(info, workspace=status)
         return info
 
+    def has_session(self, key: SessionKey) -> bool:
+        key = session_key(key)
+        return bool(self.sessions.get(key)) or (
+            self.pool is not None and self.pool.find(key) is not None
+        )
+
     async def list_sessions(self) -> list[SessionInfo]:
         await self._writes.flush()
         records = await asyncio.to_thread(self.registry.list)

@@ -263,6 +263,11 @@ class FakeDispatcher:
             last_error=self.last_errors.get(key, ""),
         )
 
+    def has_session(self, key: SessionKey) -> bool:
+        return (
+            key in self.records or key in self._locks or key in self.running or self._depth[key] > 0
+        )
+
     def take_pending(self) -> list[PendingMessage]:
         taken, self.pending = self.pending, []
         return taken

@@ -166,6 +166,27 @@ async def test_messages_in_one_thread_run_in_order(daemon: Supervisor) -> None:
     assert queued == [0, 2]
 
 
+async def test_whether_a_thread_has_a_session_is_answered_from_memory(
+    daemon: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot asks for every unmentioned message in a thread outside the listen channels:
+    no session file is read (or written) for it. A session, or a live worker, says yes;
+    a reset says no again."""
+    key = SessionKey("961000000000000001")
+
+    def no_reading(*_args: object) -> None:
+        raise AssertionError("the registry was read")
+
+    assert not daemon.has_session(key)
+    assert isinstance(final(await collect(daemon, key, "hello")), RunDone)
+    monkeypatch.setattr(daemon.registry, "get", no_reading)
+    monkeypatch.setattr(daemon.registry, "list", no_reading)
+    assert daemon.has_session(key)
+    monkeypatch.undo()
+    assert await daemon.reset(key)
+    assert not daemon.has_session(key)
+
+
 async def test_global_queue_stays_serial(daemon: Supervisor) -> None:
     """DMs and channel messages share the global key: never two runs of it at once."""
     timeline = record_order(daemon)

@@ -539,7 +539,7 @@ class DiscordFrontend:
             and is_authorized(facts.author_id, discord_settings)
         ):
             await turn.wait_for_predecessor()  # a mention just before may start the session
-            if await self._thread_has_session(facts.channel_id):
+            if self._dispatcher.has_session(session_key(facts.channel_id)):
                 facts = dataclasses.replace(facts, thread_has_session=True)
                 route = route_message(facts, discord_settings, bot_id)
         if route.action == "ignore":
@@ -563,11 +563,6 @@ class DiscordFrontend:
                 await message.channel.send(UNAUTHORIZED, allowed_mentions=NO_MENTIONS)
             return
         await self._answer(message, facts, route, turn)
-
-    async def _thread_has_session(self, channel_id: str) -> bool:
-        """True when the thread's key has a session, a live worker or work waiting."""
-        info = await self._dispatcher.session_info(session_key(channel_id))
-        return info.record is not None or bool(info.worker_pid or info.running or info.queue_length)
 
     async def _build_prompt(
         self, message: discord.Message, facts: MessageFacts, key: SessionKey
