@@ -769,21 +769,14 @@ class WorkerPool:
         )
         with contextlib.suppress(ProcessLookupError):
             handle.process.send_signal(ipc.DUMP_STACKS_SIGNAL)
-        self._tasks.start(self._kill_after_dump(handle, why), "kill-hung")
+        self._tasks.start(self._kill_unless_exited(handle, DUMP_WAIT_S, why), "kill-hung")
 
-    async def _kill_after_dump(self, handle: WorkerHandle, why: str) -> None:
+    async def _kill_unless_exited(self, handle: WorkerHandle, seconds: float, why: str) -> None:
+        """Give ``handle``'s process ``seconds`` to exit by itself, then kill it."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(handle.exited.wait(), DUMP_WAIT_S)
+            await asyncio.wait_for(handle.exited.wait(), seconds)
         if not handle.exited.is_set():
             self._kill(handle, why)
-
-    async def _kill_if_lingering(self, handle: WorkerHandle) -> None:
-        """A stopping worker that closed its connection but has not exited: killed after
-        EXIT_AFTER_BYE_S (it has nothing left to do but return)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(handle.exited.wait(), EXIT_AFTER_BYE_S)
-        if not handle.exited.is_set():
-            self._kill(handle, "it did not exit after closing its connection")
 
     async def _watch_exit(self, handle: WorkerHandle) -> None:
         assert handle.process is not None
@@ -902,8 +895,10 @@ class WorkerPool:
                     if handle.state != "stopping":
                         # a worker without its connection is useless: replace it
                         self._kill(handle, "its connection closed")
-                    else:  # it said bye (or was told to stop): it exits by itself
-                        self._tasks.start(self._kill_if_lingering(handle), "exit-after-bye")
+                    else:  # it said bye (or was told to stop): it exits by itself, soon
+                        why = "it did not exit after closing its connection"
+                        lingering = self._kill_unless_exited(handle, EXIT_AFTER_BYE_S, why)
+                        self._tasks.start(lingering, "exit-after-bye")
             await channel.close()
 
     async def _handle_for_pid(self, pid: int) -> WorkerHandle | None:

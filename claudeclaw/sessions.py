@@ -371,7 +371,7 @@ class SessionRegistry:
             if changes:
                 self._apply(changes, held=True)
                 log.warning("sessions.changes_folded", count=len(changes), file=str(path))
-            path.unlink()
+            path.unlink(missing_ok=True)  # (another command may have folded it meanwhile)
             fsync_dir(path.parent)
         return len(changes)
 

@@ -45,7 +45,7 @@ JOURNAL_SYNC_DELAY_S = 0.2  # what a power cut can take of the journals; a crash
 
 
 class StateWriter:
-    """The queues of changes and the tasks that apply them (:meth:`run`). ``changes``:
+    """The queues of changes and the tasks that apply them (:meth:`run`). ``journal``:
     the session changes journal (None: every change is written at once)."""
 
     def __init__(
@@ -53,40 +53,41 @@ class StateWriter:
         registry: SessionRegistry,
         ledger: PendingLedger,
         known: Callable[[], list[Change]],
-        changes: Journal | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.registry = registry
         self.ledger = ledger
         self.known = known  # every change that rewrites what the daemon knows (after a failure)
-        self.changes = changes
-        self._changes: asyncio.Queue[Change] = asyncio.Queue()  # to write now
+        self.journal = journal
+        self._to_write: asyncio.Queue[Change] = asyncio.Queue()
         self._synced: asyncio.Queue[None] = asyncio.Queue()  # one item per journal append
         self._closing = asyncio.Event()  # a stop: sync the journals without waiting
         self._waiting: list[Change] = []  # for the next registry write, in order
         self._timer: asyncio.TimerHandle | None = None
-        self._journaled = False  # the changes journal has lines not synced yet
+        self._unsynced = False  # the changes journal has lines not synced yet
 
     def put_nowait(self, change: Change) -> None:
         if change[0] != "touch":
-            if self.changes is None or not self._journal(change):
+            if not self._journaled(change):
                 self._release()  # a key's changes stay in order (a reset after a turn)
-                self._changes.put_nowait(change)
+                self._to_write.put_nowait(change)
                 return
         self._waiting.append(change)
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(REGISTRY_DELAY_S, self._release)
 
-    def _journal(self, change: Change) -> bool:
-        """Append ``change`` to the changes journal; False if it could not be (then it is
-        written at once)."""
-        assert self.changes is not None
-        try:
-            self.changes.append(change_record(*change))
-        except OSError as exc:  # a full disk: written now instead, and the reply waits
-            log.error("sessions.journal_failed", file=str(self.changes.path), error=str(exc))
+    def _journaled(self, change: Change) -> bool:
+        """Append ``change`` to the changes journal; False if there is none or it could
+        not be appended (then the change is written at once)."""
+        if self.journal is None:
             return False
-        self._journaled = True
+        try:
+            self.journal.append(change_record(*change))
+        except OSError as exc:  # a full disk: written now instead, and the reply waits
+            log.error("sessions.journal_failed", file=str(self.journal.path), error=str(exc))
+            return False
+        self._unsynced = True
         self._synced.put_nowait(None)
         return True
 
@@ -97,7 +98,7 @@ class StateWriter:
     async def join(self) -> None:
         """Until every change that was not journaled is written (or its write failed):
         a journaled change is already as safe as the reply that waits on this."""
-        await self._changes.join()
+        await self._to_write.join()
 
     async def flush(self) -> None:
         """Every change written to the session files (before a read)."""
@@ -114,13 +115,13 @@ class StateWriter:
         except Exception as exc:  # the lines are written; only a power cut could take them
             log.error("ledger.sync_failed", changes=0, error=str(exc))
         self.ledger.close()
-        if self.changes is not None:
-            self.changes.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def _release(self) -> None:
         """What waits goes to the writer lane now, in order."""
         for change in self._take_waiting():
-            self._changes.put_nowait(change)
+            self._to_write.put_nowait(change)
 
     async def run(self) -> None:
         """Write the files as changes come, each in its own lane."""
@@ -131,39 +132,39 @@ class StateWriter:
         changes journal keeps only what was appended while they were written."""
         resync = False
         while True:
-            batch = [await self._changes.get()]
-            while not self._changes.empty():
-                batch.append(self._changes.get_nowait())
+            batch = [await self._to_write.get()]
+            while not self._to_write.empty():
+                batch.append(self._to_write.get_nowait())
             changes = batch + self._take_waiting()
             if resync:  # an earlier write failed: write what we know, all of it, first
                 changes = self.known() + changes
-            journal = self.changes
-            covered = journal is not None and journal.holds_lines() and journal.begin_rewrite()
+            journal = self.journal
+            if journal is None or not journal.holds_lines() or not journal.begin_rewrite():
+                journal = None  # nothing in it to drop once the files are written
             try:
-                await asyncio.to_thread(self._write, changes, covered)
+                await asyncio.to_thread(self._write, changes, journal)
                 resync = False
             except Exception as exc:  # a full disk must not stop replies (they wait on us)
                 log.error("sessions.write_failed", changes=len(changes), error=str(exc))
                 resync = True
             finally:
                 for _ in batch:
-                    self._changes.task_done()
+                    self._to_write.task_done()
 
-    def _write(self, changes: list[Change], covered: bool) -> None:
-        """In a thread: the session files, then (``covered``: every line the changes
-        journal held when ``changes`` were taken is among them) that journal emptied of
-        them."""
+    def _write(self, changes: list[Change], journal: Journal | None) -> None:
+        """In a thread: the session files, then ``journal`` (whose every line, when
+        ``changes`` were taken, is among them) emptied of them."""
         try:
             self.registry.apply(changes)
         except BaseException:
-            if covered and self.changes is not None:
-                self.changes.abandon_rewrite()  # it keeps them for the next try or start
+            if journal is not None:
+                journal.abandon_rewrite()  # it keeps them for the next try or start
             raise
-        if covered and self.changes is not None:
+        if journal is not None:
             try:
-                self.changes.rewrite([])
+                journal.rewrite([])
             except OSError as exc:  # its lines are in the files now: applied again at most
-                log.error("sessions.journal_failed", file=str(self.changes.path), error=str(exc))
+                log.error("sessions.journal_failed", file=str(journal.path), error=str(exc))
 
     def _take_waiting(self) -> list[Change]:
         waiting, self._waiting = self._waiting, []
@@ -176,16 +177,16 @@ class StateWriter:
         """On the loop: what the sync lane's thread does next (the ledger's job, and an
         ``fdatasync`` of the changes journal if it was appended to)."""
         ledger_job = self.ledger.sync_job()
-        changes = self.changes if self._journaled else None
-        self._journaled = False
-        if changes is None:
+        journal = self.journal if self._unsynced else None
+        self._unsynced = False
+        if journal is None:
             return ledger_job
 
         def both() -> None:
             try:
-                changes.sync()
+                journal.sync()
             except OSError as exc:  # the lines are written; only a power cut could take them
-                log.error("sessions.journal_failed", file=str(changes.path), error=str(exc))
+                log.error("sessions.journal_failed", file=str(journal.path), error=str(exc))
             ledger_job()
 
         return both

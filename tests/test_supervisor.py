@@ -179,10 +179,10 @@ async def test_whether_a_thread_has_a_session_is_answered_from_memory(
 
     assert not daemon.has_session(key)
     assert isinstance(final(await collect(daemon, key, "hello")), RunDone)
-    monkeypatch.setattr(daemon.registry, "get", no_reading)
-    monkeypatch.setattr(daemon.registry, "list", no_reading)
-    assert daemon.has_session(key)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:  # (not undo(): the fixtures' patches stay)
+        patched.setattr(daemon.registry, "get", no_reading)
+        patched.setattr(daemon.registry, "list", no_reading)
+        assert daemon.has_session(key)
     assert await daemon.reset(key)
     assert not daemon.has_session(key)
 
