@@ -49,8 +49,8 @@ from claudeclaw.model import (
 from claudeclaw.paths import ProjectPaths
 from claudeclaw.pool import Ticket, WorkerPool
 from claudeclaw.session_workspaces import SessionWorkspaces
-from claudeclaw.sessions import SessionRegistry, utc_now_iso
-from claudeclaw.statewriter import Change, StateWriter
+from claudeclaw.sessions import Change, SessionRegistry, utc_now_iso
+from claudeclaw.statewriter import StateWriter
 from claudeclaw.tasks import TaskSet
 from claudeclaw.workspace import Orphan
 

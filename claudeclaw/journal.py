@@ -46,9 +46,7 @@ def encode(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def read_records(
-    path: Path, keeps: str = "messages not answered yet"
-) -> tuple[list[dict[str, Any]], list[str]]:
+def read_records(path: Path, *, keeps: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Every record in ``path`` (none if it does not exist), and a description of each
     line that could not be read (a torn last line is not one: a crash mid-append).
     StateError when the file is there but cannot be read (naming what it ``keeps``)."""

@@ -40,7 +40,7 @@ def replay(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The entries a ledger journal holds now, in the order they were accepted (each
     ``{"put": entry}`` line adds or replaces one, ``{"drop": msg_id}`` removes it), and
     what could not be read."""
-    records, problems = read_records(path)
+    records, problems = read_records(path, keeps="messages not answered yet")
     entries: dict[str, dict[str, Any]] = {}
     for number, record in enumerate(records, 1):
         put, drop = record.get("put"), record.get("drop")

@@ -26,7 +26,7 @@ from claudeclaw.model import (
     session_key,
 )
 from claudeclaw.paths import ProjectPaths
-from claudeclaw.statewriter import Change
+from claudeclaw.sessions import Change
 from claudeclaw.workspace import Orphan, Workspaces, repo_problem
 
 log = get_logger()

@@ -25,6 +25,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from claudeclaw import journal, jsonstore
@@ -52,6 +53,9 @@ def utc_now_iso() -> str:
 
 
 CHANGE_OPS = frozenset({"record", "touch", "workspace", "remove"})
+# ("record", key, id), ("touch", key, id), ("workspace", key, json), ("remove", key, ""):
+# see SessionRegistry.apply
+Change = tuple[str, SessionKey, str]
 
 
 def change_record(op: str, key: SessionKey, value: str) -> dict[str, str]:
@@ -59,7 +63,7 @@ def change_record(op: str, key: SessionKey, value: str) -> dict[str, str]:
     return {"op": op, "key": key, "value": value}
 
 
-def _change_from_record(record: dict[str, Any]) -> tuple[str, SessionKey, str] | None:
+def _change_from_record(record: dict[str, Any]) -> Change | None:
     """A line of ``sessions.changes.jsonl`` → the change; None if it is not one."""
     op, key, value = record.get("op"), record.get("key"), record.get("value")
     if op not in CHANGE_OPS or not isinstance(key, str) or not isinstance(value, str):
@@ -258,11 +262,10 @@ class SessionRegistry:
             return None
         return data.get(_THREADS, {}).get(key)
 
-    def _update(self, key: SessionKey, fn: Callable[[Any], Any], *, held: bool = False) -> None:
-        """Read-modify-write ``key``'s entry under the lock (``held``: the caller holds
-        it). ``fn(entry | None)`` returns the new entry, or None to delete it (the global
-        file is then removed)."""
-        lock = None if held else self._paths.lock_file
+    def _update(self, key: SessionKey, fn: Callable[[Any], Any], lock: Path | None) -> None:
+        """Read-modify-write ``key``'s entry under ``lock`` (None: the caller holds it).
+        ``fn(entry | None)`` returns the new entry, or None to delete it (the global file
+        is then removed)."""
         if key == GLOBAL_KEY:
             path = self._paths.global_session_file
             with jsonstore.locked(lock):
@@ -304,7 +307,7 @@ class SessionRegistry:
             result.append(rec)
             return new
 
-        self._update(key, fn)
+        self._update(key, fn, self._paths.lock_file)
         return result[0]
 
     def touch(self, key: SessionKey) -> SessionRecord | None:
@@ -320,7 +323,7 @@ class SessionRegistry:
                 result.append(rec)
             return new
 
-        self._update(key, fn)
+        self._update(key, fn, self._paths.lock_file)
         return result[0] if result else None
 
     def remove(self, key: SessionKey) -> SessionRecord | None:
@@ -336,15 +339,15 @@ class SessionRegistry:
                 result.append(rec)
             return None
 
-        self._update(key, fn)
+        self._update(key, fn, self._paths.lock_file)
         return result[0] if result else None
 
-    def apply(self, changes: Sequence[tuple[str, SessionKey, str]]) -> None:
+    def apply(self, changes: Sequence[Change]) -> None:
         """Apply many ``("record", key, id)``, ``("touch", key, "")``, ``("workspace", key,
         json)`` and ``("remove", key, "")`` changes, in order, with one locked write per
         file: the daemon's batched writer (a busy daemon would otherwise fsync once per run
         event)."""
-        self._apply(changes, held=False)
+        self._apply(changes, self._paths.lock_file)
 
     def fold_changes(self) -> int:
         """Write into the session files the changes a daemon journaled but had not written
@@ -358,8 +361,8 @@ class SessionRegistry:
         if not path.exists():
             return 0
         with jsonstore.locked(self._paths.lock_file):
-            records, problems = journal.read_records(path, "session changes not written yet")
-            changes: list[tuple[str, SessionKey, str]] = []
+            records, problems = journal.read_records(path, keeps="session changes not written yet")
+            changes: list[Change] = []
             for number, record in enumerate(records, 1):
                 change = _change_from_record(record)
                 if change is None:
@@ -369,14 +372,15 @@ class SessionRegistry:
             if problems:
                 journal.Journal(path).keep_aside(problems)
             if changes:
-                self._apply(changes, held=True)
+                self._apply(changes, None)  # (the lock is held)
                 log.warning("sessions.changes_folded", count=len(changes), file=str(path))
             path.unlink(missing_ok=True)  # (another command may have folded it meanwhile)
             fsync_dir(path.parent)
         return len(changes)
 
-    def _apply(self, changes: Sequence[tuple[str, SessionKey, str]], *, held: bool) -> None:
-        by_file: dict[bool, list[tuple[str, SessionKey, str]]] = {True: [], False: []}
+    def _apply(self, changes: Sequence[Change], lock: Path | None) -> None:
+        """:meth:`apply` under ``lock`` (None: the caller holds it)."""
+        by_file: dict[bool, list[Change]] = {True: [], False: []}
         for op, key, session_id in changes:
             by_file[session_key(key) == GLOBAL_KEY].append((op, session_key(key), session_id))
 
@@ -387,7 +391,7 @@ class SessionRegistry:
                     entry = _changed(key, entry, op=op, session_id=session_id)
                 return entry
 
-            self._update(GLOBAL_KEY, on_global, held=held)
+            self._update(GLOBAL_KEY, on_global, lock)
         if by_file[False]:
 
             def on_threads(data: Any) -> Any:
@@ -399,7 +403,7 @@ class SessionRegistry:
 
             jsonstore.update_json(
                 self._paths.thread_sessions_file,
-                None if held else self._paths.lock_file,
+                lock,
                 on_threads,
                 validate=_is_registry,
             )

@@ -31,14 +31,9 @@ from collections.abc import Callable
 from claudeclaw.journal import Journal
 from claudeclaw.ledger import PendingLedger
 from claudeclaw.logs import get_logger
-from claudeclaw.model import SessionKey
-from claudeclaw.sessions import SessionRegistry, change_record
+from claudeclaw.sessions import Change, SessionRegistry, change_record
 
 log = get_logger()
-
-# ("record", key, id), ("touch", key, id), ("workspace", key, json), ("remove", key, ""):
-# see SessionRegistry.apply
-Change = tuple[str, SessionKey, str]
 
 REGISTRY_DELAY_S = 30.0  # the session files are rewritten at most this often (and on a read)
 JOURNAL_SYNC_DELAY_S = 0.2  # what a power cut can take of the journals; a crash takes nothing
@@ -60,18 +55,17 @@ class StateWriter:
         self.known = known  # every change that rewrites what the daemon knows (after a failure)
         self.journal = journal
         self._to_write: asyncio.Queue[Change] = asyncio.Queue()
-        self._synced: asyncio.Queue[None] = asyncio.Queue()  # one item per journal append
+        self._to_sync: asyncio.Queue[None] = asyncio.Queue()  # one item per journal append
         self._closing = asyncio.Event()  # a stop: sync the journals without waiting
         self._waiting: list[Change] = []  # for the next registry write, in order
         self._timer: asyncio.TimerHandle | None = None
         self._unsynced = False  # the changes journal has lines not synced yet
 
     def put_nowait(self, change: Change) -> None:
-        if change[0] != "touch":
-            if not self._journaled(change):
-                self._release()  # a key's changes stay in order (a reset after a turn)
-                self._to_write.put_nowait(change)
-                return
+        if change[0] != "touch" and not self._journaled(change):  # (touches never are)
+            self._release()  # a key's changes stay in order (a reset after a turn)
+            self._to_write.put_nowait(change)
+            return
         self._waiting.append(change)
         if self._timer is None:
             loop = asyncio.get_running_loop()
@@ -88,12 +82,12 @@ class StateWriter:
             log.error("sessions.journal_failed", file=str(self.journal.path), error=str(exc))
             return False
         self._unsynced = True
-        self._synced.put_nowait(None)
+        self._to_sync.put_nowait(None)
         return True
 
     def ledger_changed(self) -> None:
         """The pending ledger appended a line: sync it with the next batch."""
-        self._synced.put_nowait(None)
+        self._to_sync.put_nowait(None)
 
     async def join(self) -> None:
         """Until every change that was not journaled is written (or its write failed):
@@ -109,7 +103,7 @@ class StateWriter:
         """At a stop: everything written, the journals synced, their files closed."""
         await self.flush()
         self._closing.set()
-        await self._synced.join()
+        await self._to_sync.join()
         try:  # once more: the lane's last sync may have failed (it was logged)
             await asyncio.to_thread(self._sync_job())
         except Exception as exc:  # the lines are written; only a power cut could take them
@@ -195,13 +189,13 @@ class StateWriter:
         """The journals' appended lines to disk, one sync each for those of the last
         ``JOURNAL_SYNC_DELAY_S``; the ledger's rewritten instead when it has grown."""
         while True:
-            await self._synced.get()
+            await self._to_sync.get()
             with contextlib.suppress(TimeoutError):  # (at once when stopping)
                 async with asyncio.timeout(JOURNAL_SYNC_DELAY_S):
                     await self._closing.wait()
             changed = 1
-            while not self._synced.empty():
-                self._synced.get_nowait()
+            while not self._to_sync.empty():
+                self._to_sync.get_nowait()
                 changed += 1
             try:
                 await asyncio.to_thread(self._sync_job())
@@ -209,4 +203,4 @@ class StateWriter:
                 log.error("ledger.sync_failed", changes=changed, error=str(exc))
             finally:
                 for _ in range(changed):
-                    self._synced.task_done()
+                    self._to_sync.task_done()

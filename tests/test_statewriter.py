@@ -16,7 +16,8 @@ import pytest
 from claudeclaw import statewriter
 from claudeclaw.journal import Journal, read_records
 from claudeclaw.model import SessionKey
-from claudeclaw.statewriter import Change, StateWriter
+from claudeclaw.sessions import Change
+from claudeclaw.statewriter import StateWriter
 
 KEY = SessionKey("123456789012345678")
 OTHER = SessionKey("223456789012345678")
@@ -101,7 +102,7 @@ async def _join_waits_for_the_write(
 
 
 def lines(journal: Journal) -> list[tuple[str, str]]:
-    return [(r["op"], r["key"]) for r in read_records(journal.path)[0]]
+    return [(r["op"], r["key"]) for r in read_records(journal.path, keeps="session changes")[0]]
 
 
 async def test_a_touch_does_not_hold_up_a_reply_and_rides_with_the_next_write(
@@ -168,7 +169,7 @@ async def test_ledger_lines_are_synced_together_and_at_once_at_a_stop(
     state, _, ledger = writer
     for _ in range(3):
         state.ledger_changed()
-    await asyncio.wait_for(state._synced.join(), 10)  # all three taken by the lane
+    await asyncio.wait_for(state._to_sync.join(), 10)  # all three taken by the lane
     assert ledger.syncs == 1
     monkeypatch.setattr(statewriter, "JOURNAL_SYNC_DELAY_S", 60.0)
     state.ledger_changed()
@@ -287,10 +288,10 @@ async def test_the_changes_journal_is_synced_with_the_ledger_in_one_pass(
     monkeypatch.setattr(journal, "sync", lambda: synced.append("changes"))
     state.put_nowait(("record", KEY, "s1"))
     state.ledger_changed()
-    await asyncio.wait_for(state._synced.join(), 10)
+    await asyncio.wait_for(state._to_sync.join(), 10)
     assert synced == ["changes"] and ledger.syncs == 1
     state.ledger_changed()
-    await asyncio.wait_for(state._synced.join(), 10)
+    await asyncio.wait_for(state._to_sync.join(), 10)
     assert synced == ["changes"] and ledger.syncs == 2
 
 
