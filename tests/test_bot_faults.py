@@ -16,7 +16,7 @@ import discord
 import pytest
 
 from claudeclaw.agent import INBOX_FILE_MODE
-from claudeclaw.frontend import attachments
+from claudeclaw.frontend import attachments, follow
 from claudeclaw.model import GLOBAL_KEY, RunDone, RunFailed, RunProgress
 from claudeclaw.paths import PRIVATE_FILE_MODE
 from tests.fixtures_discord import message_text
@@ -98,6 +98,31 @@ async def test_a_hanging_typing_indicator_does_not_hold_up_the_reply(
     assert not fake.typing_gate.is_set() and fake.typing[dm] == 1  # still unanswered
     fake.typing_gate.set()
     await answering
+
+
+async def test_the_typing_indicator_is_renewed_while_claude_works_and_stops_with_the_reply(
+    fake_discord, dispatcher, frontend, monkeypatch: pytest.MonkeyPatch
+):
+    """A long run renews the indicator every TYPING_REFRESH_SECONDS (8 s; shortened here),
+    one call each, and not one call more once the reply is out."""
+    monkeypatch.setattr(follow, "TYPING_REFRESH_SECONDS", 0.01)
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    renewed = asyncio.Event()
+    dispatcher.script = lambda key, prompt: [renewed]  # the run lasts until then
+
+    async def answer_after_three_calls() -> None:
+        await fake.wait_until(lambda: fake.typing[dm] >= 3, what="the indicator renewed twice")
+        renewed.set()
+
+    answering = asyncio.create_task(answer_after_three_calls())
+    msg = await fake.user_says(dm, "take your time")
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: take your time")
+    await final_reactions(fake, msg["id"], "✅")
+    await answering
+    calls = fake.typing[dm]
+    await asyncio.sleep(0.05)  # five renewal periods: a loop left running would have called
+    assert fake.typing[dm] == calls
 
 
 async def test_failing_reactions_do_not_stop_the_reply(fake_discord, dispatcher, frontend):

@@ -16,7 +16,8 @@ What the user sees between accepting a message and its answer:
   ``queue_notice_after`` seconds (a short wait needs no notice), and only one notice per
   channel at a time (a burst of messages gets one, not one each); Claude's usage limit is
   said at once, with its reset time;
-* the typing indicator while it runs;
+* the typing indicator while it runs, renewed every ``TYPING_REFRESH_SECONDS`` (Discord
+  shows it for ~10 s; discord.py's own context manager renews it every 5 s, 60 % more calls);
 * after ``progressAfterSeconds`` one status message with the current tool and elapsed
   time, edited at most every ``progressEditIntervalSeconds`` and deleted at the end.
 
@@ -58,6 +59,7 @@ ACCEPTED = "👀"
 RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
+TYPING_REFRESH_SECONDS = 8.0  # Discord's indicator lasts ~10 s: renewed with 2 s to spare
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 WAITING = KEPT  # a tool use waits for a person's approval
 STEERED = "↪️"  # passed into the turn already running (busyPolicy "steer"); answered with it
@@ -204,8 +206,9 @@ class RunFollower:
         """The typing indicator until the run ends; :meth:`follow` cancels it then, also
         while its first request still waits for Discord (the reply ends it anyway)."""
         try:
-            async with channel.typing():
-                await asyncio.Future()  # until cancelled
+            while True:  # until cancelled
+                await channel.typing()  # (awaited, not a context: one call, no 5 s loop)
+                await asyncio.sleep(TYPING_REFRESH_SECONDS)
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             log.debug("discord.typing_failed", error=type(exc).__name__)
 
