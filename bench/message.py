@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -78,14 +79,19 @@ def pct(values: list[float], p: float) -> float:
 
 
 class StampedDiscord(FakeDiscord):
-    """The fake Discord, noting when each of the bot's message POSTs arrives."""
+    """The fake Discord, noting when each of the bot's message POSTs arrives, and the
+    daemon's CPU at that moment (``cpu_now``, set by the rig), before answering it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.posted: list[tuple[float, str, str]] = []  # (time, channel, content)
+        # (time, channel, content, our CPU per process then)
+        self.posted: list[tuple[float, str, str, dict[int, float]]] = []
+        self.cpu_now: Callable[[], dict[int, float]] = dict
 
     async def _post_message(self, body: Any, channel_id: str) -> Any:
-        self.posted.append((time.time(), channel_id, str((body or {}).get("content") or "")))
+        cpu = self.cpu_now()
+        content = str((body or {}).get("content") or "")
+        self.posted.append((time.time(), channel_id, content, cpu))
         return await super()._post_message(body, channel_id)
 
 
@@ -115,6 +121,42 @@ def reaped_children_cpu(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
+def daemon_tree(root: int) -> list[tuple[int, int]]:
+    """(pid, depth) of every process under the daemon's, from
+    ``/proc/<pid>/task/*/children`` (a few tiny reads; psutil's ``children()`` scans all of
+    /proc, which at 50 reads a second would take a core from the daemon it measures).
+    Depth 0 is the supervisor, 1 its fork server, 2 the workers: ours; below a worker
+    everything is Claude's (``claude`` and its tools)."""
+    found: list[tuple[int, int]] = []
+    todo = [(root, 0)]
+    while todo:
+        pid, depth = todo.pop()
+        found.append((pid, depth))
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    todo += [(int(kid), depth + 1) for kid in fh.read().split()]
+        except OSError:  # it exited meanwhile
+            pass
+    return found
+
+
+def our_cpu_now(root: int) -> dict[int, float]:
+    """CPU so far of each of the daemon's own processes (see :func:`daemon_tree`)."""
+    cpu: dict[int, float] = {}
+    for pid, depth in daemon_tree(root):
+        if depth <= 2:
+            with contextlib.suppress(OSError):
+                cpu[pid] = cpu_seconds(pid)
+    return cpu
+
+
+def window_cpu(before: dict[int, float], after: dict[int, float]) -> float:
+    """Our CPU between two :func:`our_cpu_now` readings (a worker forked in between counts
+    whole; one that exited in between is missed, which the steady state never does)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 class CpuMeter:
     """CPU of the daemon's own processes over a window, including workers forked and
     retired inside it: each process's CPU is read every 20 ms while it lives, and what it
@@ -133,20 +175,12 @@ class CpuMeter:
         self._task: asyncio.Task[None] | None = None
 
     def _read(self) -> None:
-        """Every process under the daemon, from ``/proc/<pid>/task/*/children`` (a few tiny
-        reads; psutil's ``children()`` scans all of /proc, which at this rate would take
-        a core from the daemon it measures). Ours: the supervisor, its fork server and the
-        workers; below a worker everything is Claude's (``claude`` and its tools)."""
+        """Every process under the daemon (:func:`daemon_tree`), ours or Claude's."""
         assert self.rig.proc is not None
-        todo = [(self.rig.proc.pid, 0)]
-        while todo:
-            pid, depth = todo.pop()
+        for pid, depth in daemon_tree(self.rig.proc.pid):
             try:
                 kids = reaped_children_cpu(pid) if depth == 2 else 0.0
                 self.last[pid] = (depth <= 2, cpu_seconds(pid), kids)
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as fh:
-                        todo += [(int(kid), depth + 1) for kid in fh.read().split()]
             except OSError:  # it exited meanwhile
                 pass
 
@@ -260,6 +294,8 @@ class Rig:
             stdin=subprocess.DEVNULL,
         )
         log.close()
+        daemon = self.proc.pid
+        self.fake.cpu_now = lambda: our_cpu_now(daemon)
         os.environ["RUNTIME_DIRECTORY"] = env["RUNTIME_DIRECTORY"]
         async with asyncio.timeout(30):
             while not await control.daemon_running(self.paths):
@@ -299,24 +335,27 @@ class Rig:
             return []
         return [(line.split()[1], float(line.split()[2])) for line in lines]
 
-    async def message(self, channel: str, text: str) -> tuple[float, float, float]:
-        """Send ``text``; (dispatched, claude got it, result) times and the reply's POST."""
+    async def message(self, channel: str, text: str) -> tuple[float, float, float, float]:
+        """Send ``text``: (dispatched → claude has it, result → the reply's POST, claude's
+        own time between, our CPU from dispatch to the POST), all in seconds."""
+        assert self.proc is not None
         before = len(self.stamps())
         posted = len(self.fake.posted)
+        cpu_in = our_cpu_now(self.proc.pid)
         t_in = time.time()
         await self.fake.user_says(channel, text)
 
-        def replied() -> float | None:
-            for t, ch, content in self.fake.posted[posted:]:
+        def replied() -> tuple[float, dict[int, float]] | None:
+            for t, ch, content, cpu in self.fake.posted[posted:]:
                 if ch == channel and "FAKE-REPLY" in content:
-                    return t
+                    return t, cpu
             return None
 
-        t_post = await self.fake.wait_until(replied, timeout=30, what="the reply")
+        t_post, cpu_post = await self.fake.wait_until(replied, timeout=30, what="the reply")
         new = self.stamps()[before:]
         recv = next(t for what, t in new if what == "recv")
         result = next(t for what, t in new if what == "result")
-        return recv - t_in, t_post - result, result - recv
+        return recv - t_in, t_post - result, result - recv, window_cpu(cpu_in, cpu_post)
 
     async def direct_start_ms(self, n: int) -> list[float]:
         """Spawn the fake claude in duplex mode ourselves: spawn → it has the prompt."""
@@ -412,13 +451,15 @@ async def per_message(
         walls: list[float] = []
         ins: list[float] = []
         outs: list[float] = []
+        paths: list[float] = []  # our CPU from dispatch to the reply's POST
 
         async def new_thread(i: int) -> None:
             # claude's own start, measured next to each sample (the machine is noisy)
             starts.extend(await rig.direct_start_ms(1))
             await asyncio.sleep(gap)
             thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
-            to_claude, from_claude, _ = await rig.message(thread, f"new thread {i}")
+            to_claude, from_claude, _, on_path = await rig.message(thread, f"new thread {i}")
+            paths.append(on_path * 1000)
             ins.append(to_claude * 1000 - starts[-1])
             outs.append(from_claude * 1000)
             walls.append(ins[-1] + outs[-1])
@@ -427,6 +468,7 @@ async def per_message(
         cpu_new, cpu_sup, exits = await cpu_per_message(rig, n, new_thread)
         figures["new thread, wall"] = statistics.median(walls)
         figures["new thread, CPU"] = cpu_new
+        figures["new thread, CPU in→posted"] = statistics.median(paths)
         direct = statistics.median(starts)
         if spy is not None and os.environ.get("BENCH_PYSPY_NEW_ONLY"):
             spy.send_signal(signal.SIGINT)
@@ -441,16 +483,25 @@ async def per_message(
                 f"{direct:.0f} ms, subtracted), result→posted {statistics.median(outs):.1f} ms",
             )
         )
+        rows.append(
+            (
+                "  of it from message in to reply posted",
+                f"{statistics.median(paths):.1f} ms",
+                "CPU, median message: the issue's window (not the thread join before it, nor "
+                "what follows the reply: ✅, the ledger, the next spare)",
+            )
+        )
         if only == "new":
             return rows, figures
         # resumes: messages 2..n+1 of one thread, its claude warm
         thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
         await rig.message(thread, "first")
         await asyncio.sleep(gap)
-        walls, ins, outs = [], [], []
+        walls, ins, outs, paths = [], [], [], []
 
         async def resume(i: int) -> None:
-            to_claude, from_claude, _ = await rig.message(thread, f"again {i}")
+            to_claude, from_claude, _, on_path = await rig.message(thread, f"again {i}")
+            paths.append(on_path * 1000)
             ins.append(to_claude * 1000)
             outs.append(from_claude * 1000)
             walls.append((to_claude + from_claude) * 1000)
@@ -459,6 +510,7 @@ async def per_message(
         cpu_resume, cpu_sup, _ = await cpu_per_message(rig, n, resume)
         figures["resume, wall"] = statistics.median(walls)
         figures["resume, CPU"] = cpu_resume
+        figures["resume, CPU in→posted"] = statistics.median(paths)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await asyncio.to_thread(spy.wait)
@@ -469,6 +521,14 @@ async def per_message(
                 f"{resume_gap:g} s apart; p99 {pct(walls, 99):.1f} ms; CPU {cpu_resume:.1f} ms/msg, median batch "
                 f"({cpu_sup:.1f} supervisor); in→claude "
                 f"{statistics.median(ins):.1f} ms, result→posted {statistics.median(outs):.1f} ms",
+            )
+        )
+        rows.append(
+            (
+                "  of it from message in to reply posted",
+                f"{statistics.median(paths):.1f} ms",
+                "CPU, median message (not what follows the reply: ✅, the ledger, freezing "
+                "the idle claude)",
             )
         )
     finally:
