@@ -21,6 +21,12 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
   process; from ``schedstat``, see :class:`CpuMeter`) over a batch of 10 messages, divided
   by its size: the median batch (:func:`cpu_per_message`). It includes everything a
   message causes after its reply too (reactions, state writes).
+* **of it from message in to reply posted** = the same CPU over the issue's window only:
+  read from every daemon process as the message is dispatched and again as the fake
+  Discord receives the reply's POST (before answering it); the median message. It leaves
+  out what comes before the message (a new thread's join, at its THREAD_CREATE) and after
+  its reply (✅ and removing ⚙️, the ledger's "delivered", the pool making its next spare,
+  freezing an idle ``claude``).
 * **idle cost**: ``--threads`` threads each get one message within a few seconds, then the
   PSS of our processes is summed (psutil ``memory_full_info``), once with the idle warm
   ``claude`` processes counted and once without. "Our processes" = supervisor + fork server
