@@ -134,6 +134,8 @@ class _Client(discord.Client):
         self.frontend._connected = False
 
     async def on_message(self, message: discord.Message) -> None:
+        if self.user is not None and message.author.id == self.user.id:
+            return  # the gateway's echo of our own reply: no intake turn, no task for it
         if not self.frontend._first_sight(message.id):
             log.info("discord.message_duplicate", message_id=message.id)  # a gateway replay
             return
