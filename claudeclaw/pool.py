@@ -546,7 +546,7 @@ class WorkerPool:
             self._configure(handle)
         else:
             handle.state = "starting"
-        log.info("worker.spare_used", session_key=key, worker_pid=handle.pid)
+        log.debug("worker.spare_used", session_key=key, worker_pid=handle.pid)
         self._refill_spare_soon()
         return handle
 
@@ -604,7 +604,7 @@ class WorkerPool:
         process's page faults (~10 ms of CPU per new thread once ``maxIdleWorkers`` workers
         are idle). Its key's next message starts a worker (or takes the spare) as after a
         retirement."""
-        log.info("worker.recycled", session_key=handle.key, worker_pid=handle.pid)
+        log.debug("worker.recycled", session_key=handle.key, worker_pid=handle.pid)
         self._leave_key(handle, "recycling")
         self.recycling = handle
         assert handle.channel is not None

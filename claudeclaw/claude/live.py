@@ -211,7 +211,7 @@ class LiveClaude:
         try:
             await asyncio.wait_for(live.control({"subtype": "initialize"}), START_TIMEOUT_SECONDS)
         except (TimeoutError, _Dead, RuntimeError) as err:
-            await live.close()
+            await live.close("it did not answer initialize")
             detail = live.stderr.text().strip()[-500:] or repr(err)
             return f"the warm claude did not start: {detail}"
         log.info("claude.live_started", pid=proc.pid, resumed=bool(resume), session_id=resume)
@@ -618,8 +618,9 @@ class LiveClaude:
         await terminate_group(self.proc, self.settings.runner.kill_grace_seconds, self.log)
         await self._settle()
 
-    async def close(self) -> None:
-        """Close stdin (the CLI exits at end of input), then make sure the group is gone."""
+    async def close(self, why: str = "closed") -> None:
+        """Close stdin (the CLI exits at end of input), then make sure the group is gone;
+        one ``claude.live_closed`` line says why and how it ended."""
         self.thaw()
         if self.proc.returncode is None:
             stdin = self.proc.stdin
@@ -628,7 +629,7 @@ class LiveClaude:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wait_exit(self.proc), CLOSE_SECONDS)
         await self.kill()  # also after a clean exit: no tool child may outlive it
-        self.log.info("claude.live_closed", pid=self.pid, rc=self.proc.returncode)
+        self.log.info("claude.live_closed", pid=self.pid, why=why, rc=self.proc.returncode)
 
     async def _settle(self) -> None:
         readers = {self._reader, self._drainer}

@@ -358,8 +358,7 @@ class ClaudeSessionRunner:
             return False
         self._live = None
         self._cancel_idle_timer()
-        self.log.info("claude.live_closing", pid=live.pid, why=why)
-        await live.close()
+        await live.close(why)
         if self.on_warm_closed is not None:
             self.on_warm_closed()
         return True
@@ -375,7 +374,7 @@ class ClaudeSessionRunner:
             if live.busy:
                 await live.kill()
             else:
-                await live.close()
+                await live.close("the worker stops or serves another thread")
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
