@@ -205,9 +205,15 @@ _NOT_A_FIELD = frozenset({"level", "timestamp", "exception", "code_file", "code_
 MAX_FIELD_BYTES = 64 * 1024  # per value, only when even a memfd could not carry the entry
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"]')  # (\s: what str.isspace calls whitespace)
+
+
 def _text(value: Any) -> str:
+    """A field's value as text: as JSON would write it, strings as they are."""
     if isinstance(value, str):
         return value
+    if type(value) is int:  # (the common case, without the encoder's machinery)
+        return str(value)
     if isinstance(value, bool | int | float) or value is None:
         return json.dumps(value)
     try:
@@ -222,7 +228,7 @@ def _message_line(event_dict: MutableMapping[str, Any]) -> str:
         if key in _NOT_IN_MESSAGE or value is None:
             continue
         text = _text(value)
-        if not text or any(c.isspace() for c in text) or '"' in text:
+        if not text or _NEEDS_QUOTES.search(text):
             text = json.dumps(text, ensure_ascii=False)
         parts.append(f"{key}={text}")
     return " ".join(parts)

@@ -137,6 +137,38 @@ def test_event_is_one_entry_with_queryable_fields(journal: FakeJournal) -> None:
     assert "LEVEL" not in entry and "TIMESTAMP" not in entry
 
 
+def test_the_message_line_quotes_what_has_whitespace_or_quotes_and_values_read_as_json() -> None:
+    """Values in MESSAGE and in their own fields read as JSON would write them (strings
+    bare); a value with any whitespace str.isspace knows, or a quote, is quoted."""
+    fields = dict(
+        logs.journal_fields(
+            "info",
+            {
+                "event": "x.y",
+                "n": 42,
+                "flag": True,
+                "ratio": 0.5,
+                "none_here": None,
+                "empty": "",
+                "plain": "abc",
+                "spaced": "a b",
+                "nbsp": "a\u00a0b",
+                "sep": "a\x1cb",
+                "quote": 'say "hi"',
+                "items": [1, "two"],
+            },
+        )
+    )
+    assert fields["MESSAGE"] == (
+        'x.y n=42 flag=true ratio=0.5 empty="" plain=abc spaced="a b" nbsp="a\u00a0b" '
+        'sep="a\\u001cb" quote="say \\"hi\\"" items="[1, \\"two\\"]"'
+    )
+    assert (fields["N"], fields["FLAG"], fields["RATIO"]) == ("42", "true", "0.5")
+    assert fields["ITEMS"] == '[1, "two"]' and fields["NBSP"] == "a\u00a0b"
+    quoted = {c for c in map(chr, range(0x110000)) if logs._NEEDS_QUOTES.search(c)}
+    assert quoted == {c for c in map(chr, range(0x110000)) if c.isspace() or c == '"'}
+
+
 @pytest.mark.parametrize(
     ("method", "priority"),
     [("debug", "7"), ("info", "6"), ("warning", "4"), ("error", "3"), ("critical", "2")],
