@@ -40,6 +40,10 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
   the prompt once its arguments are read), so code that starts ``claude`` per message can
   be measured: its resume's wall time then includes that start.
 
+``BENCH_LOG_MODE=journal`` runs the daemon in the log mode of a systemd service
+(journald's native protocol, to a socket of the bench's that drops the entries) instead of
+JSON lines to a file; ``BENCH_LOG_LEVEL`` sets its level (default info).
+
 Figures are medians; the machine is shared and noisy: compare ratios within one run.
 Nothing here is a test.
 """
@@ -54,6 +58,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -248,6 +253,10 @@ class Rig:
         self.fake_claude.chmod(0o755)
         self.idle_seconds = idle_seconds
         self.fake = StampedDiscord()
+        # the daemon's log mode: json lines to a file, or journald's native protocol to a
+        # socket of ours that drops every entry (the mode a systemd service runs in)
+        self.log_mode = os.environ.get("BENCH_LOG_MODE", "json")
+        self.journal: socket.socket | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.paths = ProjectPaths.for_project(self.tmp / "project")
 
@@ -280,6 +289,12 @@ class Rig:
         )
         env.pop("DISCORD_TOKEN", None)
         env.pop("NOTIFY_SOCKET", None)
+        if self.log_mode == "journal":
+            self.journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.journal.bind(str(self.tmp / "journal.sock"))
+            self.journal.setblocking(False)
+            asyncio.get_running_loop().add_reader(self.journal.fileno(), self._drop_entries)
+            env["CLAUDECLAW_JOURNAL_SOCKET"] = str(self.tmp / "journal.sock")
         log = open(self.tmp / "daemon.log", "ab")  # the child keeps it open
         self.proc = subprocess.Popen(
             [
@@ -289,7 +304,7 @@ class Rig:
                 "--project",
                 str(self.paths.root),
                 "--log-mode",
-                "json",
+                self.log_mode,
                 "--log-level",
                 os.environ.get("BENCH_LOG_LEVEL", "info"),
             ],
@@ -310,6 +325,12 @@ class Rig:
         # one message through the whole path so every lazy import is done
         await self.message(self.fake.listen_thread_id, "warm up")
 
+    def _drop_entries(self) -> None:
+        assert self.journal is not None
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.journal.recv(1 << 20)
+
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -318,6 +339,9 @@ class Rig:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         await self.fake.stop()
+        if self.journal is not None:
+            asyncio.get_running_loop().remove_reader(self.journal.fileno())
+            self.journal.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def ours(self) -> list[psutil.Process]:
