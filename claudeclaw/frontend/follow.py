@@ -59,12 +59,12 @@ ACCEPTED = "👀"
 RUNNING = "⚙️"
 DONE = "✅"
 FAILED = "❌"
-TYPING_REFRESH_SECONDS = 8.0  # Discord's indicator lasts ~10 s: renewed with 2 s to spare
 KEPT = "⏸️"  # the daemon is restarting; the message runs when it is back
 WAITING = KEPT  # a tool use waits for a person's approval
 STEERED = "↪️"  # passed into the turn already running (busyPolicy "steer"); answered with it
 QUEUE_NOTICE_AFTER_SECONDS = 10.0  # a message waiting less than this is not told it waits
 ACKNOWLEDGE_WITHIN_SECONDS = 0.5  # a message neither running nor queued by then shows 👀
+TYPING_REFRESH_SECONDS = 8.0  # Discord's indicator lasts ~10 s: renewed with 2 s to spare
 
 
 @dataclass(slots=True)
