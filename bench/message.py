@@ -481,15 +481,15 @@ async def per_message(
         walls: list[float] = []
         ins: list[float] = []
         outs: list[float] = []
-        paths: list[float] = []  # our CPU from dispatch to the reply's POST
+        on_path: list[float] = []  # our CPU from dispatch to the reply's POST, ms
 
         async def new_thread(i: int) -> None:
             # claude's own start, measured next to each sample (the machine is noisy)
             starts.extend(await rig.direct_start_ms(1))
             await asyncio.sleep(gap)
             thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
-            to_claude, from_claude, _, on_path = await rig.message(thread, f"new thread {i}")
-            paths.append(on_path * 1000)
+            to_claude, from_claude, _, cpu = await rig.message(thread, f"new thread {i}")
+            on_path.append(cpu * 1000)
             ins.append(to_claude * 1000 - starts[-1])
             outs.append(from_claude * 1000)
             walls.append(ins[-1] + outs[-1])
@@ -498,7 +498,7 @@ async def per_message(
         cpu_new, cpu_sup, exits = await cpu_per_message(rig, n, new_thread)
         figures["new thread, wall"] = statistics.median(walls)
         figures["new thread, CPU"] = cpu_new
-        figures["new thread, CPU in→posted"] = statistics.median(paths)
+        figures["new thread, CPU in→posted"] = statistics.median(on_path)
         direct = statistics.median(starts)
         if spy is not None and os.environ.get("BENCH_PYSPY_NEW_ONLY"):
             spy.send_signal(signal.SIGINT)
@@ -516,7 +516,7 @@ async def per_message(
         rows.append(
             (
                 "  of it from message in to reply posted",
-                f"{statistics.median(paths):.1f} ms",
+                f"{statistics.median(on_path):.1f} ms",
                 "CPU, median message: the issue's window (not the thread join before it, nor "
                 "what follows the reply: ✅, the ledger, the next spare)",
             )
@@ -527,11 +527,11 @@ async def per_message(
         thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
         await rig.message(thread, "first")
         await asyncio.sleep(gap)
-        walls, ins, outs, paths = [], [], [], []
+        walls, ins, outs, on_path = [], [], [], []
 
         async def resume(i: int) -> None:
-            to_claude, from_claude, _, on_path = await rig.message(thread, f"again {i}")
-            paths.append(on_path * 1000)
+            to_claude, from_claude, _, cpu = await rig.message(thread, f"again {i}")
+            on_path.append(cpu * 1000)
             ins.append(to_claude * 1000)
             outs.append(from_claude * 1000)
             walls.append((to_claude + from_claude) * 1000)
@@ -540,7 +540,7 @@ async def per_message(
         cpu_resume, cpu_sup, _ = await cpu_per_message(rig, n, resume)
         figures["resume, wall"] = statistics.median(walls)
         figures["resume, CPU"] = cpu_resume
-        figures["resume, CPU in→posted"] = statistics.median(paths)
+        figures["resume, CPU in→posted"] = statistics.median(on_path)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await asyncio.to_thread(spy.wait)
@@ -556,7 +556,7 @@ async def per_message(
         rows.append(
             (
                 "  of it from message in to reply posted",
-                f"{statistics.median(paths):.1f} ms",
+                f"{statistics.median(on_path):.1f} ms",
                 "CPU, median message (not what follows the reply: ✅, the ledger, freezing "
                 "the idle claude)",
             )

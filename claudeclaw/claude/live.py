@@ -618,7 +618,7 @@ class LiveClaude:
         await terminate_group(self.proc, self.settings.runner.kill_grace_seconds, self.log)
         await self._settle()
 
-    async def close(self, why: str = "closed") -> None:
+    async def close(self, why: str) -> None:
         """Close stdin (the CLI exits at end of input), then make sure the group is gone;
         one ``claude.live_closed`` line says why and how it ended."""
         self.thaw()

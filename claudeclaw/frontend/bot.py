@@ -134,13 +134,7 @@ class _Client(discord.Client):
         self.frontend._connected = False
 
     async def on_message(self, message: discord.Message) -> None:
-        if self.user is not None and message.author.id == self.user.id:
-            return  # the gateway's echo of our own reply: no intake turn, no task for it
-        if not self.frontend._first_sight(message.id):
-            log.info("discord.message_duplicate", message_id=message.id)  # a gateway replay
-            return
-        turn = self.frontend._intake_turn(message.channel.id)  # in arrival order
-        self.frontend._tasks.start(self.frontend._on_message(message, turn), "message")
+        self.frontend._take(message, from_gateway=True)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         # slash commands are the tree's; a press on an approval button is ours
@@ -421,10 +415,7 @@ class DiscordFrontend:
         missed = await missed_messages(self._client, channels)
         taken = 0
         for message in missed:
-            if self._first_sight(message.id):
-                taken += 1
-                turn = self._intake_turn(message.channel.id)
-                self._tasks.start(self._on_message(message, turn), "message")
+            taken += self._take(message, from_gateway=False)
         log.info("discord.caught_up", messages=taken, channels=len(channels))
 
     async def _on_command_error(
@@ -498,6 +489,20 @@ class DiscordFrontend:
             with contextlib.suppress(ValueError):
                 self._first_sight(int(message_id))
 
+    def _take(self, message: discord.Message, *, from_gateway: bool) -> bool:
+        """Start ``message`` on its way, in its channel's arrival order, unless it is our
+        own (the gateway echoes every reply; history holds them) or was taken before (a
+        gateway replay, or catch-up reading one the gateway brought). True if taken."""
+        if str(message.author.id) == self._bot_id():
+            return False  # never even looked at: no intake turn, no task
+        if not self._first_sight(message.id):
+            if from_gateway:
+                log.info("discord.message_duplicate", message_id=message.id)  # a replay
+            return False
+        turn = self._intake_turn(message.channel.id)
+        self._tasks.start(self._on_message(message, turn), "message")
+        return True
+
     def _first_sight(self, message_id: int) -> bool:
         """True the first time a message id is seen (the last SEEN_MESSAGES are kept):
         the gateway can deliver one MESSAGE_CREATE twice, and a message runs once."""
@@ -529,8 +534,6 @@ class DiscordFrontend:
 
     async def _handle_message(self, message: discord.Message, turn: _IntakeTurn) -> None:
         bot_id = self._bot_id()
-        if str(message.author.id) == bot_id:
-            return  # our own messages: never even look at them
         facts = await self._facts(message)
         discord_settings = self._settings.discord
         route = route_message(facts, discord_settings, bot_id)
