@@ -3,6 +3,7 @@
 
     python bench/message.py [--messages N] [--threads N] [--skip-idle]
     python bench/message.py --against DIR [--pairs N] [--messages N]
+    python bench/message.py --original DIR [--bun PATH] [--text short|long] [--pairs N]
 
 A real daemon process (``tests/daemon_on_fake.py``: ``claudeclaw run`` with the real
 discord.py client, the real supervisor, fork server and worker processes) against the
@@ -39,6 +40,19 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
   daemon's launcher stay this tree's; the fake stamps a cold ``claude -p`` run too (it has
   the prompt once its arguments are read), so code that starts ``claude`` per message can
   be measured: its resume's wall time then includes that start.
+
+* **--original DIR**: the same figures of the original ClaudeClaw (TypeScript on Bun),
+  side by side with this tree's, interleaved the same way, on the same fake Discord with the
+  same fake ``claude``: DIR is a checkout of ``moazbuilds/claudeclaw`` with its packages
+  installed (``git clone https://github.com/moazbuilds/claudeclaw DIR && cd DIR && bun
+  install``; Bun itself from npm: ``npm install bun``, then ``--bun
+  node_modules/.bin/bun``). See :class:`OriginalRig` for the two addresses it changes in
+  a copy. Its work is its one process; it starts ``claude`` cold for every message, so
+  the time of that start (measured beside each sample) is taken off its resumes too.
+  ``--text long`` (the default here) sends messages of 200+ characters, so the
+  original's thread classifier (a second, synchronous ``claude`` run per shorter guild
+  message) stays out of its figures; ``--text short`` leaves it in, as most messages
+  meet it.
 
 ``BENCH_LOG_MODE=journal`` runs the daemon in the log mode of a systemd service
 (journald's native protocol, to a socket of the bench's that drops the entries) instead of
@@ -152,11 +166,13 @@ def daemon_tree(root: int) -> list[tuple[int, int]]:
     return found
 
 
-def our_cpu_now(root: int) -> dict[int, float]:
-    """CPU so far of each of the daemon's own processes (see :func:`daemon_tree`)."""
+def our_cpu_now(root: int, ours: int = 2) -> dict[int, float]:
+    """CPU so far of each of the daemon's own processes (see :func:`daemon_tree`): those
+    down to depth ``ours`` (2 for claudeclaw; 0 for the original, whose children are
+    ``claude`` runs)."""
     cpu: dict[int, float] = {}
     for pid, depth in daemon_tree(root):
-        if depth <= 2:
+        if depth <= ours:
             with contextlib.suppress(OSError):
                 cpu[pid] = cpu_seconds(pid)
     return cpu
@@ -191,22 +207,24 @@ class CpuMeter:
         for pid, depth in daemon_tree(self.rig.proc.pid):
             try:
                 kids = reaped_children_cpu(pid) if depth == 2 else 0.0
-                self.last[pid] = (depth <= 2, cpu_seconds(pid), kids)
+                self.last[pid] = (depth <= self.rig.our_depth, cpu_seconds(pid), kids)
             except OSError:  # it exited meanwhile
                 pass
 
     def _reaped(self) -> float:
-        assert self.forkserver is not None
+        if self.forkserver is None:  # the original: what it reaps is claude's
+            return 0.0
         times = self.forkserver.cpu_times()
         return float(times.children_user + times.children_system)
 
     async def __aenter__(self) -> CpuMeter:
         assert self.rig.proc is not None
-        self.forkserver = next(
-            p
-            for p in psutil.Process(self.rig.proc.pid).children()
-            if "forkserver" in " ".join(p.cmdline())
-        )
+        if self.rig.our_depth == 2:  # claudeclaw: the workers' exits are in its reaped time
+            self.forkserver = next(
+                p
+                for p in psutil.Process(self.rig.proc.pid).children()
+                if "forkserver" in " ".join(p.cmdline())
+            )
         self._read()
         self.start = {pid: cpu for pid, (_, cpu, _) in self.last.items()}
         self.reaped0 = self._reaped()
@@ -237,6 +255,9 @@ class Rig:
     """A daemon on the fake Discord. ``code``: the tree whose ``claudeclaw`` it runs (this
     one, or another checkout for ``--against``); the bench, the fakes and
     ``tests/daemon_on_fake.py`` are always this tree's."""
+
+    our_depth = 2  # supervisor, fork server, workers (see daemon_tree)
+    claude_per_message = False  # a warm claude per thread: only a new thread starts one
 
     def __init__(self, idle_seconds: int | None, code: Path = ROOT) -> None:
         self.code = code
@@ -316,7 +337,7 @@ class Rig:
         )
         log.close()
         daemon = self.proc.pid
-        self.fake.cpu_now = lambda: our_cpu_now(daemon)
+        self.fake.cpu_now = lambda: our_cpu_now(daemon, self.our_depth)
         os.environ["RUNTIME_DIRECTORY"] = env["RUNTIME_DIRECTORY"]
         async with asyncio.timeout(30):
             while not await control.daemon_running(self.paths):
@@ -371,7 +392,7 @@ class Rig:
         assert self.proc is not None
         before = len(self.stamps())
         posted = len(self.fake.posted)
-        cpu_in = our_cpu_now(self.proc.pid)
+        cpu_in = our_cpu_now(self.proc.pid, self.our_depth)
         t_in = time.time()
         await self.fake.user_says(channel, text)
 
@@ -388,6 +409,34 @@ class Rig:
         return recv - t_in, t_post - result, result - recv, window_cpu(cpu_in, cpu_post)
 
     async def direct_start_ms(self, n: int) -> list[float]:
+        """Start the fake claude as this daemon does, ourselves: spawn → it has the prompt
+        (claude's own start, taken off the daemon's in→claude time)."""
+        if self.claude_per_message:
+            return await self.cold_start_ms(n)
+        return await self.duplex_start_ms(n)
+
+    async def cold_start_ms(self, n: int) -> list[float]:
+        """Spawn ``claude -p PROMPT`` as the original does: spawn → it has the prompt."""
+        samples = []
+        for _ in range(n):
+            before = len(self.stamps())
+            t0 = time.time()
+            proc = await asyncio.create_subprocess_exec(
+                str(self.fake_claude),
+                "-p",
+                "hi",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                stdout=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            await proc.wait()
+            recv = next(t for what, t in self.stamps()[before:] if what == "recv")
+            samples.append((recv - t0) * 1000)
+        return samples
+
+    async def duplex_start_ms(self, n: int) -> list[float]:
         """Spawn the fake claude in duplex mode ourselves: spawn → it has the prompt."""
         samples = []
         for _ in range(n):
@@ -423,6 +472,76 @@ class Rig:
         return samples
 
 
+class OriginalRig(Rig):
+    """The original ClaudeClaw (TypeScript on Bun) on the same fake Discord, with the same
+    fake ``claude`` (first on its PATH), from a checkout of ``moazbuilds/claudeclaw`` with
+    its packages installed (``bun install``). It is copied to the rig's temp directory
+    and its two Discord addresses (constants in ``src/commands/discord.ts``) are pointed at
+    the fake; nothing else of it changes. Its own process is all of its work: every
+    process under it is a ``claude`` run (one per message, started cold)."""
+
+    our_depth = 0
+    claude_per_message = True
+    CONSTANTS = (
+        '"https://discord.com/api/v10"',
+        '"wss://gateway.discord.gg/?v=10&encoding=json"',
+    )
+
+    def __init__(self, checkout: Path, bun: str) -> None:
+        super().__init__(None)
+        self.checkout = checkout
+        self.bun = bun
+
+    async def start(self) -> None:
+        await self.fake.start()
+        code = self.tmp / "original"
+        await asyncio.to_thread(shutil.copytree, self.checkout, code, symlinks=True)
+        gateway_ts = code / "src" / "commands" / "discord.ts"
+        source = gateway_ts.read_text()
+        api, gateway = self.CONSTANTS
+        if api not in source or gateway not in source:
+            raise SystemExit(
+                f"--original {self.checkout}: {gateway_ts.relative_to(code)} does not hold "
+                f"the constants {api} and {gateway} to point at the fake Discord: another "
+                "version of the original? (measured with moazbuilds/claudeclaw 96b5a4d)"
+            )
+        source = source.replace(api, json.dumps(self.fake.api_base))
+        source = source.replace(gateway, json.dumps(self.fake.gateway_url + "?v=10&encoding=json"))
+        gateway_ts.write_text(source)
+        project = self.tmp / "original-project"
+        (project / ".claude" / "claudeclaw").mkdir(parents=True)
+        settings = {
+            "discord": {
+                "token": self.fake.token,
+                "allowedUserIds": [self.fake.alice["id"]],
+                "listenChannels": [self.fake.listen_id],
+            }
+        }
+        (project / ".claude" / "claudeclaw" / "settings.json").write_text(json.dumps(settings))
+        env = dict(os.environ)
+        env.update(PATH=f"{self.tmp}{os.pathsep}{env.get('PATH', '')}", HOME=str(self.tmp))
+        env.pop("DISCORD_TOKEN", None)
+        log = open(self.tmp / "daemon.log", "ab")  # the child keeps it open
+        self.proc = subprocess.Popen(
+            [self.bun, "run", str(code / "src" / "index.ts"), "discord"],
+            cwd=project,
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        daemon = self.proc.pid
+        self.fake.cpu_now = lambda: our_cpu_now(daemon, self.our_depth)
+        await self.fake.wait_until(lambda: self.fake.identify_count, timeout=30, what="identify")
+        await self.message(self.fake.listen_thread_id, LONG_TEXT.format("warm up"))
+
+
+# The side-by-side runs send messages of 200+ characters: the original asks a whole extra
+# ``claude`` run (synchronously) whether each shorter guild message asks it to create or
+# delete threads, which would put a second claude start into its figures.
+LONG_TEXT = "{} " + "and some more words to make it long " * 6
+
 CPU_BATCH = 10  # messages per CPU reading; the figure is the median batch
 
 
@@ -456,9 +575,13 @@ async def per_message(
     pyspy: str,
     only: str = "",
     code: Path = ROOT,
+    rig: Rig | None = None,
+    text: str = "{}",
 ) -> tuple[list[tuple[str, str, str]], dict[str, float]]:
-    """The per-message rows, and their medians as numbers (for ``--against``)."""
-    rig = Rig(None, code)
+    """The per-message rows, and their medians as numbers (for ``--against``). ``rig``:
+    another daemon than this tree's (the original); ``text``: each message's text, its
+    ``{}`` filled in."""
+    rig = rig or Rig(None, code)
     rows: list[tuple[str, str, str]] = []
     figures: dict[str, float] = {}
     spy: subprocess.Popen[bytes] | None = None
@@ -488,7 +611,9 @@ async def per_message(
             starts.extend(await rig.direct_start_ms(1))
             await asyncio.sleep(gap)
             thread = await rig.fake.create_thread(rig.fake.listen_id, f"bench {i}")
-            to_claude, from_claude, _, cpu = await rig.message(thread, f"new thread {i}")
+            to_claude, from_claude, _, cpu = await rig.message(
+                thread, text.format(f"new thread {i}")
+            )
             on_path.append(cpu * 1000)
             ins.append(to_claude * 1000 - starts[-1])
             outs.append(from_claude * 1000)
@@ -525,16 +650,21 @@ async def per_message(
             return rows, figures
         # resumes: messages 2..n+1 of one thread, its claude warm
         thread = await rig.fake.create_thread(rig.fake.listen_id, "bench resume")
-        await rig.message(thread, "first")
+        await rig.message(thread, text.format("first"))
         await asyncio.sleep(gap)
         walls, ins, outs, on_path = [], [], [], []
 
         async def resume(i: int) -> None:
-            to_claude, from_claude, _, cpu = await rig.message(thread, f"again {i}")
+            # a daemon that starts claude for every message: its start is not ours either
+            start = 0.0
+            if rig.claude_per_message:
+                start = (await rig.direct_start_ms(1))[0]
+                await asyncio.sleep(gap)
+            to_claude, from_claude, _, cpu = await rig.message(thread, text.format(f"again {i}"))
             on_path.append(cpu * 1000)
-            ins.append(to_claude * 1000)
+            ins.append(to_claude * 1000 - start)
             outs.append(from_claude * 1000)
-            walls.append((to_claude + from_claude) * 1000)
+            walls.append(ins[-1] + outs[-1])
             await asyncio.sleep(resume_gap)
 
         cpu_resume, cpu_sup, _ = await cpu_per_message(rig, n, resume)
@@ -604,22 +734,41 @@ async def idle_cost(threads: int, idle_seconds: int | None) -> list[tuple[str, s
 
 
 async def against(args: argparse.Namespace) -> None:
-    """``--pairs`` runs of the per-message figures on ``--against``'s code and on this
-    tree's, interleaved (old, new, old, new…): the machine's speed drifts by tens of per
-    cent within an hour, so a ratio is read within each pair and their median reported."""
-    other = Path(args.against).resolve()
-    if not (other / "claudeclaw" / "__init__.py").is_file():
-        raise SystemExit(f"--against {other}: not a claudeclaw checkout (no claudeclaw/)")
+    """``--pairs`` runs of the per-message figures on ``--against``'s code (or on the
+    original, ``--original``) and on this tree's, interleaved (old, new, old, new…): the
+    machine's speed drifts by tens of per cent within an hour, so a ratio is read within
+    each pair and their median reported."""
+    if args.original:
+        other = Path(args.original).resolve()
+        if not (other / "src" / "commands" / "discord.ts").is_file():
+            raise SystemExit(
+                f"--original {other}: not a checkout of the original ClaudeClaw (no "
+                "src/commands/discord.ts); see the module's help for how to get one"
+            )
+        if shutil.which(args.bun) is None:
+            raise SystemExit(f"--bun {args.bun}: not found; `npm install bun` gives one")
+        label, text = "original", LONG_TEXT if args.text != "short" else "{}"
+    else:
+        other = Path(args.against).resolve()
+        if not (other / "claudeclaw" / "__init__.py").is_file():
+            raise SystemExit(f"--against {other}: not a claudeclaw checkout (no claudeclaw/)")
+        label, text = "then", LONG_TEXT if args.text == "long" else "{}"
     runs: dict[str, list[dict[str, float]]] = {"then": [], "now": []}
     for _ in range(args.pairs):
-        for side, code in (("then", other), ("now", ROOT)):
+        for side in ("then", "now"):
+            rig: Rig | None = None
+            if side == "then":
+                rig = OriginalRig(other, args.bun) if args.original else Rig(None, other)
             _, figures = await per_message(
-                args.messages, args.gap, args.resume_gap, "", args.only, code
+                args.messages, args.gap, args.resume_gap, "", args.only, ROOT, rig, text
             )
             runs[side].append(figures)
-    print(f"claudeclaw message bench, {other} (then) against {ROOT} (now)")
+    print(f"claudeclaw message bench, {other} ({label}) against {ROOT} (now)")
     print(f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, {args.pairs} pairs")
-    print("| figure | then: median (range) | now: median (range) | now ÷ then (median of pairs) |")
+    print(
+        f"| figure | {label}: median (range) | now: median (range) "
+        f"| now ÷ {label} (median of pairs) |"
+    )
     print("|---|---|---|---|")
     for name in runs["now"][0]:
         then = [r[name] for r in runs["then"]]
@@ -632,7 +781,7 @@ async def against(args: argparse.Namespace) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    if args.against:
+    if args.against or args.original:
         await against(args)
         return
     rows, _ = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy, args.only)
@@ -668,5 +817,22 @@ if __name__ == "__main__":
         help="another checkout (e.g. a git worktree of an older commit): its code and this "
         "tree's, runs interleaved, per-message figures and their ratios (no idle figure)",
     )
-    parser.add_argument("--pairs", type=int, default=3, help="interleaved runs with --against")
+    parser.add_argument(
+        "--original",
+        default="",
+        metavar="DIR",
+        help="a checkout of the original ClaudeClaw (moazbuilds/claudeclaw, `bun install` "
+        "done): it and this tree, runs interleaved, on the same fake Discord and fake claude",
+    )
+    parser.add_argument("--bun", default="bun", help="the Bun executable, with --original")
+    parser.add_argument(
+        "--text",
+        choices=["short", "long"],
+        default="",
+        help="messages of a few words or of 200+ characters (default: long with --original, "
+        "else short)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="interleaved runs with --against or --original"
+    )
     asyncio.run(main(parser.parse_args()))
