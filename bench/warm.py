@@ -10,6 +10,9 @@ loopback fake Anthropic API answering every request after a fixed latency, throu
 * **overhead per message** = wall time of ``runner.run`` minus the API's time (latency x
   requests the message made), for messages 2..N of one thread sent ``--gap`` s apart (so a
   warm one is frozen in between and thawed for the message), warm vs cold, same run;
+* **Claude's CPU per message**: what the ``claude`` processes spent on messages 2..N (the
+  live warm one's tree, read before and after; the cold ones from this process's reaped
+  children's times): the machine's CPU a message costs beside ours (``bench/message.py``);
 * **idle warm claude**: RSS (its process tree) and CPU used over ``--idle`` seconds once
   it is frozen (SIGSTOP, ``FREEZE_AFTER_SECONDS`` after its turn), and over the second
   before that;
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -82,6 +86,14 @@ def tree_cpu(pid: int) -> float:
     return _tree_sum(pid, cpu)
 
 
+def claude_cpu_now(runner: ClaudeSessionRunner) -> float:
+    """CPU seconds of the ``claude`` processes so far: those this process has reaped (cold
+    runs, a closed warm one) and the live warm one's tree."""
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pid = runner.status().claude_pid
+    return reaped.ru_utime + reaped.ru_stime + (tree_cpu(pid) if pid else 0.0)
+
+
 class Env:
     def __init__(self, tmp: Path, api: FakeAnthropic) -> None:
         self.tmp = tmp
@@ -109,18 +121,22 @@ class Env:
 
 async def thread_overheads(
     env: Env, settings: Settings, messages: int, latency: float, gap: float
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], float]:
     """Overheads (ms) of messages 2..N of one thread: beyond the API's time, and beyond the
-    CLI's own reported turn time (``duration_ms``: what is left is pipes and our code)."""
+    CLI's own reported turn time (``duration_ms``: what is left is pipes and our code);
+    and Claude's CPU (ms) per message over them."""
     work, child_env = env.make()
     runner = ClaudeSessionRunner(work, env=child_env)
     session: str | None = None
     out: list[float] = []
     outside_cli: list[float] = []
+    cpu_start = 0.0
     try:
         for i in range(messages):
             if i:
                 await asyncio.sleep(gap)  # a person types: the warm claude is frozen by now
+            if i == 1:
+                cpu_start = claude_cpu_now(runner)
             before = len(env.api.message_requests())
             started = time.perf_counter()
             final = await runner.run(
@@ -137,9 +153,10 @@ async def thread_overheads(
             if i > 0:
                 out.append((wall - latency * requests) * 1000)
                 outside_cli.append(wall * 1000 - final.duration_ms)
+        cpu_ms = (claude_cpu_now(runner) - cpu_start) * 1000 / max(1, messages - 1)
     finally:
         await runner.close()
-    return out, outside_cli
+    return out, outside_cli, cpu_ms
 
 
 async def idle_and_running(env: Env, settings: Settings, idle_s: float) -> dict[str, float]:
@@ -227,15 +244,21 @@ async def main_async(args: argparse.Namespace) -> None:
         warm_ms: list[float] = []
         cold_ms: list[float] = []
         warm_outside: list[float] = []
+        warm_cpu: list[float] = []
+        cold_cpu: list[float] = []
         for _ in range(args.rounds):  # interleaved, so both see the same machine load
-            w, wo = await thread_overheads(env, warm, args.messages, args.latency, args.gap)
-            c, _ = await thread_overheads(env, cold, args.messages, args.latency, args.gap)
+            w, wo, wc = await thread_overheads(env, warm, args.messages, args.latency, args.gap)
+            c, _, cc = await thread_overheads(env, cold, args.messages, args.latency, args.gap)
             warm_ms += w
             cold_ms += c
             warm_outside += wo
+            warm_cpu.append(wc)
+            cold_cpu.append(cc)
         results["warm_p50_ms"] = statistics.median(warm_ms)
         results["cold_p50_ms"] = statistics.median(cold_ms)
         results["warm_outside_cli_p50_ms"] = statistics.median(warm_outside)
+        results["warm_cpu_ms"] = statistics.median(warm_cpu)
+        results["cold_cpu_ms"] = statistics.median(cold_cpu)
         results.update(await idle_and_running(env, warm, args.idle))
         cap = default_max_concurrent_runs()
         results["default_max_concurrent_runs"] = cap
@@ -252,6 +275,10 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"{'overhead per message, cold p50':45} {results['cold_p50_ms']:.0f} ms")
     ratio = results["cold_p50_ms"] / max(1.0, results["warm_p50_ms"])
     print(f"{'cold / warm':45} {ratio:.1f}x")
+    warm_cpu_ms, cold_cpu_ms = results["warm_cpu_ms"], results["cold_cpu_ms"]
+    print(f"{'Claude CPU per message, warm (median thread)':45} {warm_cpu_ms:.0f} ms")
+    print(f"{'Claude CPU per message, cold (median thread)':45} {cold_cpu_ms:.0f} ms")
+    print(f"{'  cold / warm':45} {cold_cpu_ms / max(1.0, warm_cpu_ms):.1f}x")
     print(f"{'idle warm claude RSS (tree)':45} {results['idle_rss_mb']:.0f} MB")
     print(f"{'idle warm claude CPU, frozen':45} {results['idle_cpu_ms_per_min']:.1f} ms/min")
     awake = results["awake_cpu_ms_per_min"]
