@@ -316,8 +316,7 @@ class Rig:
             self.journal.setblocking(False)
             asyncio.get_running_loop().add_reader(self.journal.fileno(), self._drop_entries)
             env["CLAUDECLAW_JOURNAL_SOCKET"] = str(self.tmp / "journal.sock")
-        log = open(self.tmp / "daemon.log", "ab")  # the child keeps it open
-        self.proc = subprocess.Popen(
+        self._launch(
             [
                 sys.executable,  # by path: ``claudeclaw`` comes from PYTHONPATH (self.code)
                 str(ROOT / "tests" / "daemon_on_fake.py"),
@@ -329,15 +328,9 @@ class Rig:
                 "--log-level",
                 os.environ.get("BENCH_LOG_LEVEL", "info"),
             ],
-            cwd=self.code,
-            env=env,
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
+            self.code,
+            env,
         )
-        log.close()
-        daemon = self.proc.pid
-        self.fake.cpu_now = lambda: our_cpu_now(daemon, self.our_depth)
         os.environ["RUNTIME_DIRECTORY"] = env["RUNTIME_DIRECTORY"]
         async with asyncio.timeout(30):
             while not await control.daemon_running(self.paths):
@@ -345,6 +338,15 @@ class Rig:
         await self.fake.wait_until(lambda: self.fake.identify_count, timeout=30, what="identify")
         # one message through the whole path so every lazy import is done
         await self.message(self.fake.listen_thread_id, "warm up")
+
+    def _launch(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        """Start the daemon, its output to ``daemon.log``; the fake reads its CPU at POSTs."""
+        with open(self.tmp / "daemon.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
+        daemon = self.proc.pid
+        self.fake.cpu_now = lambda: our_cpu_now(daemon, self.our_depth)
 
     def _drop_entries(self) -> None:
         assert self.journal is not None
@@ -411,65 +413,52 @@ class Rig:
     async def direct_start_ms(self, n: int) -> list[float]:
         """Start the fake claude as this daemon does, ourselves: spawn → it has the prompt
         (claude's own start, taken off the daemon's in→claude time)."""
-        if self.claude_per_message:
-            return await self.cold_start_ms(n)
-        return await self.duplex_start_ms(n)
-
-    async def cold_start_ms(self, n: int) -> list[float]:
-        """Spawn ``claude -p PROMPT`` as the original does: spawn → it has the prompt."""
         samples = []
         for _ in range(n):
             before = len(self.stamps())
             t0 = time.time()
-            proc = await asyncio.create_subprocess_exec(
-                str(self.fake_claude),
-                "-p",
-                "hi",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                stdout=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            await proc.wait()
+            await (self._cold_run() if self.claude_per_message else self._duplex_run())
             recv = next(t for what, t in self.stamps()[before:] if what == "recv")
             samples.append((recv - t0) * 1000)
         return samples
 
-    async def duplex_start_ms(self, n: int) -> list[float]:
-        """Spawn the fake claude in duplex mode ourselves: spawn → it has the prompt."""
-        samples = []
-        for _ in range(n):
-            before = len(self.stamps())
-            t0 = time.time()
-            proc = await asyncio.create_subprocess_exec(
-                str(self.fake_claude),
-                "-p",
-                "--input-format",
-                "stream-json",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-            assert proc.stdin is not None and proc.stdout is not None
-            init = {"type": "control_request", "request_id": "r1"}
-            init["request"] = {"subtype": "initialize"}  # type: ignore[assignment]
-            proc.stdin.write((json.dumps(init) + "\n").encode())
-            await proc.stdin.drain()
-            await proc.stdout.readline()
-            user = {"type": "user", "message": {"role": "user", "content": "hi"}}
-            proc.stdin.write((json.dumps(user) + "\n").encode())
-            await proc.stdin.drain()
-            while b'"result"' not in await proc.stdout.readline():
-                pass
-            proc.stdin.close()
-            await proc.wait()
-            recv = next(t for what, t in self.stamps()[before:] if what == "recv")
-            samples.append((recv - t0) * 1000)
-        return samples
+    async def _cold_run(self) -> None:
+        """``claude -p PROMPT``, as the original runs it for every message."""
+        proc = await asyncio.create_subprocess_exec(
+            str(self.fake_claude),
+            *("-p", "hi", "--output-format", "stream-json", "--verbose"),
+            stdout=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        await proc.wait()
+
+    async def _duplex_run(self) -> None:
+        """A warm (duplex) ``claude``: ``initialize`` answered, one turn, closed."""
+        proc = await asyncio.create_subprocess_exec(
+            str(self.fake_claude),
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        init = {"type": "control_request", "request_id": "r1"}
+        init["request"] = {"subtype": "initialize"}  # type: ignore[assignment]
+        proc.stdin.write((json.dumps(init) + "\n").encode())
+        await proc.stdin.drain()
+        await proc.stdout.readline()
+        user = {"type": "user", "message": {"role": "user", "content": "hi"}}
+        proc.stdin.write((json.dumps(user) + "\n").encode())
+        await proc.stdin.drain()
+        while b'"result"' not in await proc.stdout.readline():
+            pass
+        proc.stdin.close()
+        await proc.wait()
 
 
 class OriginalRig(Rig):
@@ -521,18 +510,7 @@ class OriginalRig(Rig):
         env = dict(os.environ)
         env.update(PATH=f"{self.tmp}{os.pathsep}{env.get('PATH', '')}", HOME=str(self.tmp))
         env.pop("DISCORD_TOKEN", None)
-        log = open(self.tmp / "daemon.log", "ab")  # the child keeps it open
-        self.proc = subprocess.Popen(
-            [self.bun, "run", str(code / "src" / "index.ts"), "discord"],
-            cwd=project,
-            env=env,
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        daemon = self.proc.pid
-        self.fake.cpu_now = lambda: our_cpu_now(daemon, self.our_depth)
+        self._launch([self.bun, "run", str(code / "src" / "index.ts"), "discord"], project, env)
         await self.fake.wait_until(lambda: self.fake.identify_count, timeout=30, what="identify")
         await self.message(self.fake.listen_thread_id, LONG_TEXT.format("warm up"))
 
