@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -212,19 +213,13 @@ class CpuMeter:
                 pass
 
     def _reaped(self) -> float:
-        if self.forkserver is None:  # the original: what it reaps is claude's
+        if self.forkserver is None:  # (the original: what it reaps is claude's)
             return 0.0
         times = self.forkserver.cpu_times()
         return float(times.children_user + times.children_system)
 
     async def __aenter__(self) -> CpuMeter:
-        assert self.rig.proc is not None
-        if self.rig.our_depth == 2:  # claudeclaw: the workers' exits are in its reaped time
-            self.forkserver = next(
-                p
-                for p in psutil.Process(self.rig.proc.pid).children()
-                if "forkserver" in " ".join(p.cmdline())
-            )
+        self.forkserver = self.rig.forkserver()
         self._read()
         self.start = {pid: cpu for pid, (_, cpu, _) in self.last.items()}
         self.reaped0 = self._reaped()
@@ -347,6 +342,15 @@ class Rig:
             )
         daemon = self.proc.pid
         self.fake.cpu_now = lambda: our_cpu_now(daemon, self.our_depth)
+
+    def forkserver(self) -> psutil.Process | None:
+        """The process whose reaped-children time holds the workers' exits."""
+        assert self.proc is not None
+        return next(
+            p
+            for p in psutil.Process(self.proc.pid).children()
+            if "forkserver" in " ".join(p.cmdline())
+        )
 
     def _drop_entries(self) -> None:
         assert self.journal is not None
@@ -481,6 +485,9 @@ class OriginalRig(Rig):
         self.checkout = checkout
         self.bun = bun
 
+    def forkserver(self) -> None:
+        return None  # one process: no workers to exit
+
     async def start(self) -> None:
         await self.fake.start()
         code = self.tmp / "original"
@@ -547,19 +554,16 @@ async def cpu_per_message(
 
 
 async def per_message(
+    rig: Rig,
     n: int,
     gap: float,
     resume_gap: float,
     pyspy: str,
     only: str = "",
-    code: Path = ROOT,
-    rig: Rig | None = None,
     text: str = "{}",
 ) -> tuple[list[tuple[str, str, str]], dict[str, float]]:
-    """The per-message rows, and their medians as numbers (for ``--against``). ``rig``:
-    another daemon than this tree's (the original); ``text``: each message's text, its
-    ``{}`` filled in."""
-    rig = rig or Rig(None, code)
+    """The per-message rows of ``rig``'s daemon, and their medians as numbers (for
+    ``--against``); ``text``: each message's text, its ``{}`` filled in."""
     rows: list[tuple[str, str, str]] = []
     figures: dict[str, float] = {}
     spy: subprocess.Popen[bytes] | None = None
@@ -725,20 +729,21 @@ async def against(args: argparse.Namespace) -> None:
             )
         if shutil.which(args.bun) is None:
             raise SystemExit(f"--bun {args.bun}: not found; `npm install bun` gives one")
-        label, text = "original", LONG_TEXT if args.text != "short" else "{}"
+        label = "original"
+        make_then: Callable[[], Rig] = functools.partial(OriginalRig, other, args.bun)
     else:
         other = Path(args.against).resolve()
         if not (other / "claudeclaw" / "__init__.py").is_file():
             raise SystemExit(f"--against {other}: not a claudeclaw checkout (no claudeclaw/)")
-        label, text = "then", LONG_TEXT if args.text == "long" else "{}"
+        label = "then"
+        make_then = functools.partial(Rig, None, other)
+    long = args.text == "long" or (args.text == "" and bool(args.original))
+    text = LONG_TEXT if long else "{}"
     runs: dict[str, list[dict[str, float]]] = {"then": [], "now": []}
     for _ in range(args.pairs):
-        for side in ("then", "now"):
-            rig: Rig | None = None
-            if side == "then":
-                rig = OriginalRig(other, args.bun) if args.original else Rig(None, other)
+        for side, make in (("then", make_then), ("now", functools.partial(Rig, None))):
             _, figures = await per_message(
-                args.messages, args.gap, args.resume_gap, "", args.only, ROOT, rig, text
+                make(), args.messages, args.gap, args.resume_gap, "", args.only, text
             )
             runs[side].append(figures)
     print(f"claudeclaw message bench, {other} ({label}) against {ROOT} (now)")
@@ -762,7 +767,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.against or args.original:
         await against(args)
         return
-    rows, _ = await per_message(args.messages, args.gap, args.resume_gap, args.pyspy, args.only)
+    rows, _ = await per_message(
+        Rig(None), args.messages, args.gap, args.resume_gap, args.pyspy, args.only
+    )
     if not args.skip_idle:
         rows += await idle_cost(args.threads, None)
     print(f"claudeclaw message bench — {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
