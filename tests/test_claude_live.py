@@ -14,13 +14,20 @@ from typing import Any
 
 import psutil
 import pytest
+from structlog.testing import capture_logs
 
 from claudeclaw.claude import live as live_module
 from claudeclaw.claude.live import NO_APPROVER_MESSAGE, Allow, Deny
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import LimitSettings, Settings
 from claudeclaw.model import RunDone, RunFailed, RunSession, RunStarted
-from tests.fixtures_claude import SettingsFactory, begin_turn, send_turn, with_approvals
+from tests.fixtures_claude import (
+    LiveRun,
+    SettingsFactory,
+    begin_turn,
+    send_turn,
+    with_approvals,
+)
 
 SAFETY = 30
 
@@ -598,3 +605,22 @@ async def test_the_warm_key_is_built_once_per_settings_object(
     third, run3 = await send(runner, changed, "three", second.session_id)
     assert isinstance(third, RunDone) and run3.pids != run1.pids  # still replaced
     assert built == [settings, changed]
+
+
+async def test_each_turn_logs_under_its_own_message(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    """The warm process outlives the message it was started for: a later turn's log lines
+    name that turn's message, so an operator following one message finds them."""
+    sent = LiveRun()
+    with capture_logs() as logs:
+        first = await runner.run(settings, "one", session_id=None, msg_id="m-first", on_event=sent)
+        assert isinstance(first, RunDone), first
+        second = await runner.run(
+            settings, "two", session_id=first.session_id, msg_id="m-second", on_event=sent
+        )
+        assert isinstance(second, RunDone), second
+    turns = [(e["msg_id"], e["turn"]) for e in logs if e["event"] == "claude.live_turn"]
+    assert turns == [("m-first", 1), ("m-second", 2)]
+    started = [e for e in logs if e["event"] == "claude.live_started"]
+    assert [e["msg_id"] for e in started] == ["m-first"]

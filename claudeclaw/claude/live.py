@@ -195,11 +195,14 @@ class LiveClaude:
         cwd: Path,
         env: Mapping[str, str],
         log: Any,
+        process_log: Any = None,
         can_use_tool: CanUseTool | None = None,
         scope: Path | None = None,
     ) -> LiveClaude | str:
         """Spawn and greet a warm ``claude`` (resuming ``session_id``); a message if that
-        failed (the caller falls back to a cold run, which reports it properly)."""
+        failed (the caller falls back to a cold run, which reports it properly). ``log``:
+        the logger of the message it is started for; ``process_log`` (default ``log``):
+        the one for what it logs between turns (each turn is given its message's)."""
         resume = session_id if is_session_id(session_id) else None
         argv = build_live_argv(
             settings, resume, cwd=cwd, scope=scope, permission_prompts=can_use_tool is not None
@@ -207,7 +210,13 @@ class LiveClaude:
         proc = await start_claude(argv, cwd, dict(env), duplex=True)
         if isinstance(proc, str):
             return proc
-        live = cls(proc, settings, session_id=resume or "", can_use_tool=can_use_tool, log=log)
+        live = cls(
+            proc,
+            settings,
+            session_id=resume or "",
+            can_use_tool=can_use_tool,
+            log=log if process_log is None else process_log,
+        )
         try:
             await asyncio.wait_for(live.control({"subtype": "initialize"}), START_TIMEOUT_SECONDS)
         except (TimeoutError, _Dead, RuntimeError) as err:
@@ -432,11 +441,22 @@ class LiveClaude:
     # ---- a turn -------------------------------------------------------------------------
 
     async def run_turn(
-        self, prompt: str, *, msg_id: str, run_id: str, emit: Callable[[RunEvent], None]
+        self,
+        prompt: str,
+        *,
+        msg_id: str,
+        run_id: str,
+        emit: Callable[[RunEvent], None],
+        log: Any = None,
     ) -> RunDone | RunFailed | LiveDied:
-        """One user message through to its ``result`` (or death, timeout, interrupt)."""
+        """One user message through to its ``result`` (or death, timeout, interrupt);
+        ``log``: the message's logger, for what is logged during the turn (the process
+        outlives the message it was started for)."""
         if self._turn is not None:
             raise RuntimeError("a turn is already running")
+        process_log = self.log
+        if log is not None:
+            self.log = log
         loop = asyncio.get_running_loop()
         turn = _Turn(msg_id=msg_id, prompt=prompt, emit=emit, done=loop.create_future())
         self._turn = turn
@@ -472,6 +492,7 @@ class LiveClaude:
                 duration_ms=int((time.monotonic() - started) * 1000),
                 session_id=self.session_id,
             )
+            self.log = process_log
 
     async def _supervise(self, turn: _Turn, hard_deadline: float) -> None:
         idle = self.settings.runner.idle_timeout_seconds

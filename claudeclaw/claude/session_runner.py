@@ -232,6 +232,7 @@ class ClaudeSessionRunner:
                 scope=self.scope,
                 env=env,
                 log=log,
+                process_log=self.log,
                 can_use_tool=self.can_use_tool if asks else None,
             )
             if isinstance(started, str):
@@ -244,7 +245,7 @@ class ClaudeSessionRunner:
             return RunFailed(msg_id, "cancelled", "Stopped.", session_id=session_id or "")
         live.thaw()
         outcome = await live.run_turn(
-            prompt, msg_id=msg_id, run_id=uuid.uuid4().hex[:12], emit=emit
+            prompt, msg_id=msg_id, run_id=uuid.uuid4().hex[:12], emit=emit, log=log
         )
         if not isinstance(outcome, LiveDied):
             if not live.alive:
