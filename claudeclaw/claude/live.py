@@ -168,6 +168,7 @@ class LiveClaude:
         self.session_id = session_id  # the resumed one; then what system/init says
         self.resumed = bool(session_id)
         self.can_use_tool = can_use_tool
+        self.process_log = log  # between turns; a turn logs with its message's logger
         self.log = log
         self.stderr = CappedText()
         self.turns = 0
@@ -195,14 +196,14 @@ class LiveClaude:
         cwd: Path,
         env: Mapping[str, str],
         log: Any,
-        process_log: Any = None,
+        process_log: Any,
         can_use_tool: CanUseTool | None = None,
         scope: Path | None = None,
     ) -> LiveClaude | str:
         """Spawn and greet a warm ``claude`` (resuming ``session_id``); a message if that
         failed (the caller falls back to a cold run, which reports it properly). ``log``:
-        the logger of the message it is started for; ``process_log`` (default ``log``):
-        the one for what it logs between turns (each turn is given its message's)."""
+        the logger of the message it is started for; ``process_log``: the one for what it
+        logs between turns (each turn is given its message's)."""
         resume = session_id if is_session_id(session_id) else None
         argv = build_live_argv(
             settings, resume, cwd=cwd, scope=scope, permission_prompts=can_use_tool is not None
@@ -215,7 +216,7 @@ class LiveClaude:
             settings,
             session_id=resume or "",
             can_use_tool=can_use_tool,
-            log=log if process_log is None else process_log,
+            log=process_log,
         )
         try:
             await asyncio.wait_for(live.control({"subtype": "initialize"}), START_TIMEOUT_SECONDS)
@@ -447,16 +448,14 @@ class LiveClaude:
         msg_id: str,
         run_id: str,
         emit: Callable[[RunEvent], None],
-        log: Any = None,
+        log: Any,
     ) -> RunDone | RunFailed | LiveDied:
         """One user message through to its ``result`` (or death, timeout, interrupt);
         ``log``: the message's logger, for what is logged during the turn (the process
         outlives the message it was started for)."""
         if self._turn is not None:
             raise RuntimeError("a turn is already running")
-        process_log = self.log
-        if log is not None:
-            self.log = log
+        self.log = log
         loop = asyncio.get_running_loop()
         turn = _Turn(msg_id=msg_id, prompt=prompt, emit=emit, done=loop.create_future())
         self._turn = turn
@@ -492,7 +491,7 @@ class LiveClaude:
                 duration_ms=int((time.monotonic() - started) * 1000),
                 session_id=self.session_id,
             )
-            self.log = process_log
+            self.log = self.process_log
 
     async def _supervise(self, turn: _Turn, hard_deadline: float) -> None:
         idle = self.settings.runner.idle_timeout_seconds
