@@ -346,11 +346,10 @@ class Rig:
     def forkserver(self) -> psutil.Process | None:
         """The process whose reaped-children time holds the workers' exits."""
         assert self.proc is not None
-        return next(
-            p
-            for p in psutil.Process(self.proc.pid).children()
-            if "forkserver" in " ".join(p.cmdline())
-        )
+        for child in psutil.Process(self.proc.pid).children():
+            if "forkserver" in " ".join(child.cmdline()):
+                return child
+        raise RuntimeError(f"no fork server under the daemon (pid {self.proc.pid})")
 
     def _drop_entries(self) -> None:
         assert self.journal is not None
