@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from claudeclaw import surrogates
 from claudeclaw.errors import StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.paths import (
@@ -43,7 +44,7 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | getattr(os
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return surrogates.dumps_utf8(record)
 
 
 def read_records(path: Path, *, keeps: str) -> tuple[list[dict[str, Any]], list[str]]:

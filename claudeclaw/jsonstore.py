@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from claudeclaw import surrogates
 from claudeclaw.errors import StateError
 from claudeclaw.logs import get_logger
 from claudeclaw.paths import (
@@ -123,7 +124,7 @@ def _read_bytes(path: Path) -> bytes | None:
 
 def _dumps(data: Any) -> bytes:
     # Two-space indent like the original's JSON.stringify(data, null, 2).
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return surrogates.dumps_utf8(data, indent=2)
 
 
 def _recover(path: Path, reason: str, validate: Validator | None, log: Any) -> tuple[Any, bytes]:

@@ -43,6 +43,7 @@ Directives, anywhere in the prompt (upper case words):
 ``ECHO_ENV``           the reply is ``json.dumps(dict(os.environ))``
 ``ECHO_PROC``          the reply is ``{"uid", "gid", "groups", "env"}`` as JSON (who runs it)
 ``ECHO_CWD``           the reply is the working directory
+``HALFPAIR``           the reply holds a lone surrogate (``"\\ud83d"`` in the JSON)
 ``WRITE:<name>=<word>`` write ``<word>`` and a newline to the file ``<name>`` in the working
                        directory (as Claude editing code would), before answering
 
@@ -172,6 +173,8 @@ def _echo_reply(prompt, words, args):
         return echo_proc()
     if "ECHO_CWD" in words:
         return os.getcwd()
+    if "HALFPAIR" in words:  # a JS string cut inside an emoji, as JSON.stringify writes it
+        return "half an emoji: \ud83d"
     bigline = re.search(r"\bBIGLINE:(\d+)", prompt)
     if bigline:
         return "x" * int(bigline.group(1))

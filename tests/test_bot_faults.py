@@ -317,3 +317,20 @@ async def test_a_reply_sent_as_a_file_by_the_worker_is_uploaded_whole(
     assert fake.file_texts[-1].startswith("y" * 1000)
     assert len(fake.file_texts[-1]) == 3_000_000 + 1 + len("[redacted]")
     assert not (replies / "m1.md").exists()  # delivered: removed
+
+
+async def test_a_lone_surrogate_in_discord_json_is_mended_and_answered_not_poison(
+    fake_discord, dispatcher, frontend
+):
+    """JSON may carry half a surrogate pair ("\\ud83d"); orjson (discord.py's JSON here)
+    refuses it and UTF-8 cannot hold it. The message is read with U+FFFD in its place and
+    answered on the same gateway connection, and so are the messages after it."""
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    await fake.user_says(dm, "half a pair \ud83d here")  # sent by the fake as an escape
+    mended = "half a pair \ufffd here"
+    await fake.wait_for_message(dm, lambda m: m["content"] == f"echo: {mended}")
+    await fake.user_says(dm, "sentinel")
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: sentinel")
+    assert [message_text(s.prompt) for s in dispatcher.submissions] == [mended, "sentinel"]
+    assert (fake.identify_count, fake.resume_count) == (1, 0)  # never dropped the gateway

@@ -380,6 +380,24 @@ async def test_a_reply_larger_than_a_frame_reaches_discord_whole(
     assert [f["size"] for f in files] == [3_000_000]
 
 
+async def test_half_a_surrogate_pair_from_claude_or_discord_is_mended_not_poison(
+    discord_daemon: DaemonFactory, fake_discord: FakeDiscord
+) -> None:
+    """1. Claude's answer holds half an emoji (a lone surrogate escape in its JSON).
+    2. Alice then sends one herself.
+    Result: both are answered on the same warm claude, each lone half shown as U+FFFD
+    (it used to fail the reply's nonce, leaving the message unanswered)."""
+    await discord_daemon()
+    fake = fake_discord
+    thread = fake.listen_thread_id
+    await fake.user_says(thread, "HALFPAIR please")
+    reply = await fake.wait_for_message(thread, containing("half an emoji"), timeout=30)
+    assert reply["content"].endswith("half an emoji: \ufffd")
+    await fake.user_says(thread, "and \udfff from me")  # the fake sends it escaped too
+    second = await fake.wait_for_message(thread, containing("turn=2"), timeout=30)
+    assert second["content"].endswith("Message: and \ufffd from me")
+
+
 async def test_an_answer_discord_refused_is_posted_after_a_restart(
     make_project: Callable[..., ProjectPaths], fake_discord: FakeDiscord
 ) -> None:

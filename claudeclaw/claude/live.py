@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from claudeclaw import surrogates
 from claudeclaw.claude.argv import build_live_argv, is_session_id
 from claudeclaw.claude.runner import (
     PIPE_CLOSE_SECONDS,
@@ -241,7 +242,8 @@ class LiveClaude:
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing() or self._eof.is_set():
             raise _Dead("stdin closed")
-        data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        # ASCII escapes: any str can be written, a lone surrogate too (claude reads JSON)
+        data = (json.dumps(obj) + "\n").encode("ascii")
         async with self._write_lock:
             try:
                 stdin.write(data)
@@ -304,7 +306,7 @@ class LiveClaude:
         head = line[:48]
         if b'"control_' in head or b'"user"' in head:
             try:
-                data = json.loads(line)
+                data = surrogates.loads(line)
             except ValueError:
                 data = None
             if isinstance(data, dict):

@@ -12,13 +12,13 @@ when stdout is empty the reason is on stderr (bad flags, unknown ``--resume`` id
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from claudeclaw import surrogates
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunProgress, RunSession
 
 __all__ = [
@@ -173,7 +173,7 @@ def parse_line(line: str | bytes) -> StreamMessage | None:
     if not text:
         return None
     try:
-        data = json.loads(text)
+        data = surrogates.loads(text)
     except ValueError:
         return Garbage(len(text))
     if not isinstance(data, dict):

@@ -31,7 +31,7 @@ from claudeclaw import ipc
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
 from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected
-from claudeclaw.frontend import outbound
+from claudeclaw.frontend import outbound, wirejson
 from claudeclaw.frontend.announce import NoticePoster
 from claudeclaw.frontend.answers import AnswerPoster
 from claudeclaw.frontend.approvals import ApprovalPrompts
@@ -118,6 +118,7 @@ class _Client(discord.Client):
         options.setdefault("member_cache_flags", discord.MemberCacheFlags.none())
         super().__init__(**options)
         outbound.install(self.http)  # every text sent through REST passes the one scrub
+        wirejson.install()  # Discord's JSON through orjson, falling back where it refuses
         self.frontend = frontend
         self.tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(self)
 
