@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import contextvars
 import errno
 import fcntl
 import json
@@ -544,6 +545,14 @@ def get_logger(**initial: Any) -> Any:
 def bind(**fields: Any) -> None:
     """Attach fields to every event logged from the current task/context."""
     structlog.contextvars.bind_contextvars(**fields)
+
+
+def context_without(*keys: str) -> contextvars.Context:
+    """A copy of the current context without the :func:`bind` fields ``keys``: for a task
+    that outlives what they name (a warm ``claude``'s reader, started for one message)."""
+    context = contextvars.copy_context()
+    context.run(structlog.contextvars.unbind_contextvars, *keys)
+    return context
 
 
 def unbind(*keys: str) -> None:

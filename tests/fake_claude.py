@@ -27,6 +27,7 @@ Directives, anywhere in the prompt (upper case words):
                        to ``$FAKE_CLAUDE_STATE/background.pid``, then answer normally and exit
 ``CRASH``              print ``system/init``, then exit 3 with a message on stderr
 ``GARBAGE``            mix non-JSON lines, a JSON array and an unknown event into the stream
+``LATE_GARBAGE``       (duplex) a non-JSON line right after the turn's result: between turns
 ``NO_RESULT``          print ``system/init`` and an assistant line, exit 0 without a result
 ``ERROR:api<status>``  an API error result (``is_error`` true, ``subtype`` success), rc 1
                        (``ERROR:api500``, ``ERROR:api401``, ``ERROR:api429``)
@@ -923,6 +924,9 @@ class Duplex:
                 fh.write(word + "\n")
         self.line(self._assistant([{"type": "text", "text": reply}]))
         self.result(result=reply, num_turns=2 if tool else 1)
+        if "LATE_GARBAGE" in words:
+            with self.lock:
+                self.out.raw("not json, between turns")
 
     def _assistant(self, content):
         return {

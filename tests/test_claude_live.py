@@ -14,12 +14,14 @@ from typing import Any
 
 import psutil
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from claudeclaw.claude import live as live_module
 from claudeclaw.claude.live import NO_APPROVER_MESSAGE, Allow, Deny
 from claudeclaw.claude.session_runner import ClaudeSessionRunner
 from claudeclaw.config import LimitSettings, Settings
+from claudeclaw.logs import bind, unbind
 from claudeclaw.model import RunDone, RunFailed, RunSession, RunStarted
 from tests.fixtures_claude import (
     LiveRun,
@@ -624,3 +626,31 @@ async def test_each_turn_logs_under_its_own_message(
     assert turns == [("m-first", 1), ("m-second", 2)]
     started = [e for e in logs if e["event"] == "claude.live_started"]
     assert [e["msg_id"] for e in started] == ["m-first"]
+
+
+async def test_what_the_warm_process_logs_between_turns_names_no_message(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    """The worker binds each message's id to its log context; the warm process's reader was
+    started in the first message's, and must not carry its id into lines about later
+    output (here a garbage line written after turn 1's result)."""
+    sent = LiveRun()
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        bind(msg_id="m-first")  # as the worker does before each run
+        first = await runner.run(
+            settings, "LATE_GARBAGE", session_id=None, msg_id="m-first", on_event=sent
+        )
+        assert isinstance(first, RunDone), first
+        async with asyncio.timeout(10):  # the line after the result, read between turns
+            while not any(e["event"] == "claude.garbage_line" for e in logs):
+                await asyncio.sleep(0.005)
+        bind(msg_id="m-second")
+        second = await runner.run(
+            settings, "two", session_id=first.session_id, msg_id="m-second", on_event=sent
+        )
+        assert isinstance(second, RunDone), second
+        unbind("msg_id")
+    garbage = [e for e in logs if e["event"] == "claude.garbage_line"]
+    assert len(garbage) == 1 and "msg_id" not in garbage[0], garbage
+    turns = [(e["msg_id"], e["turn"]) for e in logs if e["event"] == "claude.live_turn"]
+    assert turns == [("m-first", 1), ("m-second", 2)]

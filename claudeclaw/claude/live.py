@@ -66,6 +66,7 @@ from claudeclaw.claude.stream import (
     verdict,
 )
 from claudeclaw.config import Settings
+from claudeclaw.logs import context_without
 from claudeclaw.model import RunDone, RunEvent, RunFailed, RunStarted
 
 __all__ = [
@@ -181,9 +182,13 @@ class LiveClaude:
         self._answering: dict[str, asyncio.Task[None]] = {}
         self._write_lock = asyncio.Lock()
         self._eof = asyncio.Event()
-        self._reader = asyncio.create_task(self._read_stdout(), name=f"claude-live-{proc.pid}")
+        # they outlive the message this process was started for: not in its log context
+        context = context_without("msg_id")
+        self._reader = asyncio.create_task(
+            self._read_stdout(), name=f"claude-live-{proc.pid}", context=context
+        )
         self._drainer = asyncio.create_task(
-            drain_into(proc.stderr, self.stderr), name=f"claude-err-{proc.pid}"
+            drain_into(proc.stderr, self.stderr), name=f"claude-err-{proc.pid}", context=context
         )
 
     # ---- start / state ------------------------------------------------------------------
@@ -295,8 +300,14 @@ class LiveClaude:
             if turn is not None and not turn.done.done():
                 turn.done.set_result(None)
 
+    def _reader_log(self) -> Any:
+        """The logger for a line read now: the turn's until its ``result`` was read (the
+        turn may not have ended yet), then the process's."""
+        turn = self._turn
+        return self.log if turn is not None and not turn.done.done() else self.process_log
+
     def _line_too_long(self, length: int) -> None:
-        self.log.warning("claude.line_too_long", length=length)
+        self._reader_log().warning("claude.line_too_long", length=length)
 
     def _on_line(self, line: bytes) -> None:
         turn = self._turn
@@ -330,7 +341,7 @@ class LiveClaude:
         if turn is not None:
             turn.followup_since = 0.0  # the CLI started the follow-up turn
         if isinstance(message, Garbage):
-            self.log.warning("claude.garbage_line", length=message.length)
+            self._reader_log().warning("claude.garbage_line", length=message.length)
         if turn is None:
             return  # between turns: nothing to report to (the CLI says little there)
         for event in translate(message, turn.state, turn.msg_id):
@@ -405,7 +416,9 @@ class LiveClaude:
                     "response": payload,
                 }
             else:
-                self.log.warning("claude.control_request_unsupported", subtype=subtype[:40])
+                self._reader_log().warning(
+                    "claude.control_request_unsupported", subtype=subtype[:40]
+                )
                 response = {
                     "subtype": "error",
                     "request_id": request_id,
