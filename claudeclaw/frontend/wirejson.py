@@ -2,15 +2,15 @@
 
 discord.py parses every gateway event and REST answer with ``discord.utils._from_json``
 and serialises every payload with ``_to_json``; with orjson importable it uses orjson's,
-which take about a third of the standard library's time (a new thread's whole CPU per
-message drops ~5 %, see README "Our own work per message").
+which take a third of the standard library's time or less (a few per cent of a message's
+whole CPU: docs/ARCHITECTURE.md, dependencies).
 
 orjson is stricter than JSON itself: it refuses a lone surrogate (``"\\ud800"``), which
 the standard library reads and writes. A gateway event carrying one would make discord.py's
-own orjson parser raise inside its receive loop: the connection drops, the resumed session
-replays the same event, and the bot never gets past it. :func:`install` puts in functions
-that try orjson and fall back to the standard library for what it refuses, so no event
-or reply can be poison for the JSON layer.
+own orjson parser raise inside its receive loop, out of the client's connection, and the
+message would never be answered (``tests/test_bot_faults.py`` shows it). :func:`install`
+puts in functions that try orjson and fall back to the standard library (mending the text)
+for what it refuses, so no event or reply can be poison for the JSON layer.
 """
 
 from __future__ import annotations
