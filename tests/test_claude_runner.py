@@ -101,6 +101,16 @@ async def test_success_records_the_new_session_from_init(
     assert gone(started.pid)
 
 
+async def test_a_prompt_no_argv_can_hold_is_mended_not_a_crash(
+    settings: Settings, fake_claude_env: dict[str, str], workdir: Path
+) -> None:
+    """A NUL and half an emoji (a lone surrogate, e.g. from a settings.json escape) cannot
+    pass through argv: the run gets U+FFFD for the half and nothing for the NUL."""
+    final, _ = await run(settings, "a\x00b \ud83d c", fake_claude_env, workdir)
+    assert isinstance(final, RunDone), final
+    assert final.reply == "FAKE-REPLY turn=1 last=ab \ufffd c"
+
+
 async def test_resume_continues_the_session(
     settings: Settings, fake_claude_env: dict[str, str], workdir: Path
 ) -> None:

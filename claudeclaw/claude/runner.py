@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from claudeclaw import surrogates
 from claudeclaw.agent import (
     AGENT_UMASK,
     agent_account,
@@ -446,7 +447,8 @@ async def run_claude(
     hard_deadline = time.monotonic() + settings.runner.hard_timeout_seconds
     context_reset = False
     throttled = 0
-    prompt = prompt.replace("\x00", "")  # a NUL cannot pass through argv (or stdin text)
+    # neither a NUL nor half a surrogate pair can pass through argv (or stdin text)
+    prompt = surrogates.mend_text(prompt.replace("\x00", ""))
 
     while True:
         outcome = await _run_attempt(
