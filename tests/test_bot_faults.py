@@ -16,7 +16,7 @@ import discord
 import pytest
 
 from claudeclaw.agent import INBOX_FILE_MODE
-from claudeclaw.frontend import attachments, follow
+from claudeclaw.frontend import answers, attachments, follow
 from claudeclaw.model import GLOBAL_KEY, RunDone, RunFailed, RunProgress
 from claudeclaw.paths import PRIVATE_FILE_MODE
 from tests.fixtures_discord import message_text
@@ -334,3 +334,30 @@ async def test_a_lone_surrogate_in_discord_json_is_mended_and_answered_not_poiso
     await fake.wait_for_message(dm, lambda m: m["content"] == "echo: sentinel")
     assert [message_text(s.prompt) for s in dispatcher.submissions] == [mended, "sentinel"]
     assert (fake.identify_count, fake.resume_count) == (1, 0)  # never dropped the gateway
+
+
+async def test_an_answer_that_crashes_our_posting_code_becomes_a_note_and_is_let_go(
+    fake_discord, dispatcher, frontend, monkeypatch: pytest.MonkeyPatch
+):
+    """A bug on one answer's text (here: rendering raises) must not leave its message
+    unanswered, nor keep it in the ledger to fail again after each restart."""
+    real_render = answers.render_reply
+
+    def render(text: str, *args: Any, **kwargs: Any) -> Any:
+        if "BOOM" in text:
+            raise RuntimeError("a bug")
+        return real_render(text, *args, **kwargs)
+
+    monkeypatch.setattr(answers, "render_reply", render)
+    fake = fake_discord
+    dm = fake.dm_channel(fake.alice)
+    msg = await fake.user_says(dm, "BOOM please")
+    note = await fake.wait_for_message(dm, lambda m: "could not post this answer" in m["content"])
+    assert "RuntimeError" in note["content"] and "BOOM" not in note["content"]
+    await final_reactions(fake, msg["id"], "❌")
+    sentinel = await fake.user_says(dm, "sentinel")
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: sentinel")
+    await final_reactions(fake, sentinel["id"], "✅")
+    # the crashed one is let go, not kept to be retried
+    await fake.wait_until(lambda: len(dispatcher.delivered_ids) == 2, what="both let go")
+    assert len(set(dispatcher.delivered_ids)) == 2

@@ -42,6 +42,15 @@ INTERRUPTED = (
 )
 
 
+def crashed_note(exc: BaseException) -> str:
+    """What the user reads when posting an answer failed inside claudeclaw itself."""
+    return (
+        f"claudeclaw could not post this answer: internal error ({type(exc).__name__}). "
+        "It stays in Claude's session: ask for it again. The log has the details "
+        "(journalctl -u claudeclaw)."
+    )
+
+
 class AnswerPoster:
     """Posts final events as answers; redelivery tasks run in the frontend's ``tasks``."""
 
@@ -70,7 +79,14 @@ class AnswerPoster:
     ) -> None:
         """Post ``final`` as the answer to ``message``, then tell the daemon it is posted
         (its pending ledger keeps it until then, across a restart too)."""
-        posted = await self.post(message, key, final, view, fields)
+        try:
+            posted = await self.post(message, key, final, view, fields)
+        except Exception as exc:
+            # a bug must not leave the message unanswered (nor, kept in the ledger, fail
+            # the same way after every restart): the user gets a note instead
+            log.error("discord.answer_crashed", error=repr(exc), exc_info=exc, **fields)
+            final = RunFailed(final.msg_id, "error", crashed_note(exc))
+            posted = await self.post(message, key, final, view, fields)
         if isinstance(final, RunFailed) and final.reason == "kept":
             return
         if posted:
