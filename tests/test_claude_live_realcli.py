@@ -60,6 +60,20 @@ async def test_warm_turns_carry_the_whole_history_from_one_process(
     assert count_turns(fake_anthropic.message_requests()[-1].messages) == (3, 2)
 
 
+async def test_text_beyond_ascii_reaches_the_model_whole_and_half_a_pair_as_fffd(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    """Lines to a warm CLI are ASCII JSON (``\\u`` escapes): the real CLI reads them back
+    to the same characters; half a surrogate pair arrives as U+FFFD."""
+    text = "héllo wörld, naïve 😀 日本"
+    final, _ = await send(runner, settings, text, None)
+    assert isinstance(final, RunDone), final
+    assert final.reply.endswith(f"last={text}")
+    final, _ = await send(runner, settings, "half \ud83d here", final.session_id)
+    assert isinstance(final, RunDone), final
+    assert final.reply.endswith("last=half \ufffd here")
+
+
 async def test_a_steer_reaches_the_model_inside_the_running_turn(
     runner: ClaudeSessionRunner, settings: Settings, fake_anthropic: FakeAnthropic
 ) -> None:

@@ -257,7 +257,9 @@ class LiveClaude:
                 raise _Dead(repr(err)) from err
 
     async def _write_user(self, text: str) -> None:
-        await self._write({"type": "user", "message": {"role": "user", "content": text}})
+        # half a surrogate pair is sent as U+FFFD: the model's API takes only whole characters
+        content = surrogates.mend_text(text)
+        await self._write({"type": "user", "message": {"role": "user", "content": content}})
 
     async def control(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one control request; its ``response`` payload. ``RuntimeError`` when the
