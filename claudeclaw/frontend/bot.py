@@ -116,6 +116,7 @@ class _Client(discord.Client):
         options.setdefault("allowed_mentions", NO_MENTIONS)
         options.setdefault("chunk_guilds_at_startup", False)
         options.setdefault("member_cache_flags", discord.MemberCacheFlags.none())
+        options.setdefault("max_messages", None)  # nothing reads it; it would hold prompts
         super().__init__(**options)
         outbound.install(self.http)  # every text sent through REST passes the one scrub
         wirejson.install()  # Discord's JSON through orjson, falling back where it refuses
