@@ -635,15 +635,22 @@ async def test_what_the_warm_process_logs_between_turns_names_no_message(
     started in the first message's, and must not carry its id into lines about later
     output (here a garbage line written after turn 1's result)."""
     sent = LiveRun()
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    garbage_logged = asyncio.Event()
+
+    def note_garbage(_logger: Any, _method: str, event: Any) -> Any:
+        if event["event"] == "claude.garbage_line":
+            garbage_logged.set()
+        return event
+
+    processors = [structlog.contextvars.merge_contextvars, note_garbage]
+    with capture_logs(processors=processors) as logs:
         bind(msg_id="m-first")  # as the worker does before each run
         first = await runner.run(
             settings, "LATE_GARBAGE", session_id=None, msg_id="m-first", on_event=sent
         )
         assert isinstance(first, RunDone), first
-        async with asyncio.timeout(10):  # the line after the result, read between turns
-            while not any(e["event"] == "claude.garbage_line" for e in logs):
-                await asyncio.sleep(0.005)
+        # the line after the result, read between turns
+        await asyncio.wait_for(garbage_logged.wait(), 10)
         bind(msg_id="m-second")
         second = await runner.run(
             settings, "two", session_id=first.session_id, msg_id="m-second", on_event=sent

@@ -132,6 +132,7 @@ class _Turn:
     prompt: str
     emit: Callable[[RunEvent], None]
     done: asyncio.Future[None]
+    log: Any  # the message's logger (the process outlives the message it was started for)
     state: StreamState = field(default_factory=StreamState)
     # Steers written but not yet echoed (taken in). The prompt is not tracked: the CLI does
     # not echo a slash command (``/compact``), and only steers can be left queued.
@@ -170,8 +171,7 @@ class LiveClaude:
         self.session_id = session_id  # the resumed one; then what system/init says
         self.resumed = bool(session_id)
         self.can_use_tool = can_use_tool
-        self.process_log = log  # between turns; a turn logs with its message's logger
-        self.log = log
+        self.process_log = log  # between turns; a turn logs with its message's (_log)
         self.stderr = CappedText()
         self.turns = 0
         self.broken = ""  # why this process must not take another turn
@@ -302,14 +302,14 @@ class LiveClaude:
             if turn is not None and not turn.done.done():
                 turn.done.set_result(None)
 
-    def _reader_log(self) -> Any:
-        """The logger for a line read now: the turn's until its ``result`` was read (the
-        turn may not have ended yet), then the process's."""
+    def _log(self) -> Any:
+        """The logger for what happens now: the running turn's until its ``result`` was
+        read (``run_turn`` may not have returned yet), else the process's."""
         turn = self._turn
-        return self.log if turn is not None and not turn.done.done() else self.process_log
+        return turn.log if turn is not None and not turn.done.done() else self.process_log
 
     def _line_too_long(self, length: int) -> None:
-        self._reader_log().warning("claude.line_too_long", length=length)
+        self._log().warning("claude.line_too_long", length=length)
 
     def _on_line(self, line: bytes) -> None:
         turn = self._turn
@@ -343,7 +343,7 @@ class LiveClaude:
         if turn is not None:
             turn.followup_since = 0.0  # the CLI started the follow-up turn
         if isinstance(message, Garbage):
-            self._reader_log().warning("claude.garbage_line", length=message.length)
+            self._log().warning("claude.garbage_line", length=message.length)
         if turn is None:
             return  # between turns: nothing to report to (the CLI says little there)
         for event in translate(message, turn.state, turn.msg_id):
@@ -379,7 +379,7 @@ class LiveClaude:
             )
             turn.followup_since = time.monotonic()
             turn.rethink.set()  # the supervisor is asleep until the idle deadline
-            self.log.info("claude.live_steer_followup", pid=self.pid, queued=len(turn.unechoed))
+            self._log().info("claude.live_steer_followup", pid=self.pid, queued=len(turn.unechoed))
             self._poke()
             return
         if not turn.done.done():
@@ -418,9 +418,7 @@ class LiveClaude:
                     "response": payload,
                 }
             else:
-                self._reader_log().warning(
-                    "claude.control_request_unsupported", subtype=subtype[:40]
-                )
+                self._log().warning("claude.control_request_unsupported", subtype=subtype[:40])
                 response = {
                     "subtype": "error",
                     "request_id": request_id,
@@ -445,9 +443,9 @@ class LiveClaude:
                     tool, tool_input, suggestions if isinstance(suggestions, list) else []
                 )
             except Exception as err:  # fail closed
-                self.log.error("claude.can_use_tool_failed", tool=tool, error=repr(err))
+                self._log().error("claude.can_use_tool_failed", tool=tool, error=repr(err))
                 decision = Deny(f"claudeclaw could not ask for permission ({err}); denied.")
-        self.log.info("claude.permission", tool=tool, allowed=isinstance(decision, Allow))
+        self._log().info("claude.permission", tool=tool, allowed=isinstance(decision, Allow))
         if isinstance(decision, Allow):
             updated = decision.updated_input if decision.updated_input is not None else tool_input
             return {"behavior": "allow", "updatedInput": updated}
@@ -472,9 +470,8 @@ class LiveClaude:
         outlives the message it was started for)."""
         if self._turn is not None:
             raise RuntimeError("a turn is already running")
-        self.log = log
         loop = asyncio.get_running_loop()
-        turn = _Turn(msg_id=msg_id, prompt=prompt, emit=emit, done=loop.create_future())
+        turn = _Turn(msg_id=msg_id, prompt=prompt, emit=emit, done=loop.create_future(), log=log)
         self._turn = turn
         started = time.monotonic()
         hard_deadline = started + self.settings.runner.hard_timeout_seconds
@@ -501,14 +498,13 @@ class LiveClaude:
         finally:
             self._turn = None
             self.turns += 1
-            self.log.info(
+            log.info(
                 "claude.live_turn",
                 pid=self.pid,
                 turn=self.turns,
                 duration_ms=int((time.monotonic() - started) * 1000),
                 session_id=self.session_id,
             )
-            self.log = self.process_log
 
     async def _supervise(self, turn: _Turn, hard_deadline: float) -> None:
         idle = self.settings.runner.idle_timeout_seconds
@@ -523,7 +519,7 @@ class LiveClaude:
                 if now >= turn.followup_since + FOLLOWUP_SECONDS:
                     # The steer was not queued after all (its echo was missed): the turn
                     # ended at the result that was poked.
-                    self.log.warning("claude.live_no_followup", pid=self.pid)
+                    turn.log.warning("claude.live_no_followup", pid=self.pid)
                     assert turn.before_followup is not None
                     turn.state, turn.unechoed = turn.before_followup, deque()
                     turn.replies.pop()
@@ -531,12 +527,12 @@ class LiveClaude:
                 deadline = min(deadline, turn.followup_since + FOLLOWUP_SECONDS)
             if now >= deadline:
                 if not turn.acked.is_set() and now < hard_deadline and limit < idle:
-                    self.log.warning("claude.live_hung", pid=self.pid, waited_s=limit)
+                    turn.log.warning("claude.live_hung", pid=self.pid, waited_s=limit)
                     self.broken = "hung"
                     await self.kill()
                     return
                 turn.timed_out = "hard" if now >= hard_deadline else "idle"
-                self.log.warning("claude.timed_out", kind=turn.timed_out, pgid=self.pid)
+                turn.log.warning("claude.timed_out", kind=turn.timed_out, pgid=self.pid)
                 await self._interrupt_turn(turn)
                 return
             rethink = asyncio.ensure_future(turn.rethink.wait())
@@ -598,7 +594,7 @@ class LiveClaude:
         except _Dead:
             turn.unechoed.pop()
             return False
-        self.log.info("claude.live_steered", pid=self.pid, chars=len(text))
+        self._log().info("claude.live_steered", pid=self.pid, chars=len(text))
         return True
 
     async def interrupt(self) -> bool:
@@ -625,7 +621,7 @@ class LiveClaude:
             await asyncio.wait_for(asyncio.shield(turn.done), max(0.0, deadline - time.monotonic()))
             turn.unechoed.clear()
         except (TimeoutError, _Dead, RuntimeError) as err:
-            self.log.warning("claude.interrupt_ignored", pid=self.pid, error=repr(err))
+            turn.log.warning("claude.interrupt_ignored", pid=self.pid, error=repr(err))
             self.broken = "interrupt ignored"
             await self.kill()
 
@@ -652,7 +648,7 @@ class LiveClaude:
     async def kill(self) -> None:
         """End the whole process group now (SIGTERM, grace, SIGKILL) and reap it."""
         self.thaw()  # a stopped process would hold SIGTERM until the grace ran out
-        await terminate_group(self.proc, self.settings.runner.kill_grace_seconds, self.log)
+        await terminate_group(self.proc, self.settings.runner.kill_grace_seconds, self._log())
         await self._settle()
 
     async def close(self, why: str) -> None:
@@ -666,7 +662,7 @@ class LiveClaude:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wait_exit(self.proc), CLOSE_SECONDS)
         await self.kill()  # also after a clean exit: no tool child may outlive it
-        self.log.info("claude.live_closed", pid=self.pid, why=why, rc=self.proc.returncode)
+        self._log().info("claude.live_closed", pid=self.pid, why=why, rc=self.proc.returncode)
 
     async def _settle(self) -> None:
         readers = {self._reader, self._drainer}
