@@ -51,6 +51,7 @@ from typing import IO, Any, Literal, TextIO
 
 import structlog
 
+from claudeclaw.jsonwalk import map_strings
 from claudeclaw.redaction import register_secret as register_secret  # re-exported
 from claudeclaw.redaction import scrub
 
@@ -76,16 +77,6 @@ PRIORITIES: dict[str, int] = {
 _SECRET_KEYS = frozenset({"token", "api", "api_key", "authorization", "password"})
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_scrub(v) for v in value)
-    return value
-
-
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -94,7 +85,7 @@ def redact_secrets(
         if key.lower() in _SECRET_KEYS:
             event_dict[key] = "[redacted]"
         else:
-            event_dict[key] = _scrub(event_dict[key])
+            event_dict[key] = map_strings(event_dict[key], scrub)
     return event_dict
 
 

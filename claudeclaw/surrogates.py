@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+from claudeclaw.jsonwalk import map_strings
+
 _STR = re.compile(r"[\ud800-\udfff]")
 _ESCAPE_STR = re.compile(r"\\u[dD][89a-fA-F]")
 _ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -29,13 +31,7 @@ def mend_text(text: str) -> str:
 
 def mend(value: Any) -> Any:
     """A parsed JSON document with every string (and key) mended."""
-    if isinstance(value, str):
-        return mend_text(value)
-    if isinstance(value, list):
-        return [mend(item) for item in value]
-    if isinstance(value, dict):
-        return {mend_text(key): mend(item) for key, item in value.items()}
-    return value
+    return map_strings(value, mend_text, keys=True)
 
 
 def may_hold_one(raw: str | bytes | bytearray) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 import discord
 
+from claudeclaw.jsonwalk import map_strings
 from claudeclaw.redaction import scrub_outbound
 
 TEXT_FILE_SUFFIXES = (".md", ".txt", ".log", ".json", ".csv")
@@ -27,13 +28,7 @@ MAX_SCRUBBED_FILE_BYTES = 8 * 1024 * 1024  # larger files are sent as they are
 
 def scrub_payload(value: Any) -> Any:
     """``value`` (a JSON document) with every string scrubbed; other values unchanged."""
-    if isinstance(value, str):
-        return scrub_outbound(value)
-    if isinstance(value, list):
-        return [scrub_payload(item) for item in value]
-    if isinstance(value, dict):
-        return {key: scrub_payload(item) for key, item in value.items()}
-    return value
+    return map_strings(value, scrub_outbound)
 
 
 def _scrub_form(form: list[dict[str, Any]]) -> list[dict[str, Any]]:
