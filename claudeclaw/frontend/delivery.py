@@ -69,8 +69,7 @@ def chunk_nonce(message_id: int, index: int, text: str) -> str:
     """The nonce of one reply chunk: the same for every attempt to send it (discord.py
     sends it with ``enforce_nonce``, so Discord answers a repeat with the message it
     already created), different for another text (a note, then the answer)."""
-    seed = f"{message_id}:{index}:{text}".encode("utf-8", "surrogatepass")  # any str hashes
-    digest = hashlib.sha256(seed).hexdigest()
+    digest = hashlib.sha256(f"{message_id}:{index}:{text}".encode()).hexdigest()
     return digest[:25]  # Discord takes nonces of up to 25 characters
 
 
