@@ -13,6 +13,9 @@ Two waits are shortened (the in-process daemons of the tests shorten the first a
   daemon's 10 s: the fault suite stops it while Discord refuses or hangs, so that bound is
   waited out in full, and what is not posted within it stays in the pending ledger for the
   restart either way.
+
+``FAKE_SLOW_CHANNEL_NOTE`` (seconds) makes the channel-memory write that slow, the way a
+busy disk would: a test can then catch a step that overtakes it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,19 @@ def main() -> int:
         client_init(self, *args, **options)
 
     discord.Client.__init__ = fast_ready  # type: ignore[method-assign]
+    slow_note = float(os.environ.get("FAKE_SLOW_CHANNEL_NOTE", "0"))
+    if slow_note:
+        import time
+
+        from claudeclaw.frontend.catchup import ChannelMemory
+
+        note = ChannelMemory.note
+
+        def slow(self: ChannelMemory, channel_id: int, now: float) -> bool:
+            time.sleep(slow_note)  # runs in a worker thread, like the real write
+            return note(self, channel_id, now)
+
+        ChannelMemory.note = slow  # type: ignore[method-assign]
     discord.http.Route.BASE = os.environ["FAKE_DISCORD_API"]
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(os.environ["FAKE_DISCORD_GATEWAY"])
     from claudeclaw.cli import main as cli_main

@@ -60,10 +60,11 @@ class Rig:
         self.sent: list[tuple[str, str]] = []  # (channel, message id) Alice sent
         self.log = paths.root / "daemon.log"
         self.faults = 0
+        self.env: dict[str, str] = {}  # more environment for the daemon
 
     async def start(self) -> None:
         identified = self.fake.identify_count
-        env = dict(os.environ)
+        env = dict(os.environ) | self.env
         env["FAKE_DISCORD_API"] = self.fake.api_base
         env["FAKE_DISCORD_GATEWAY"] = self.fake.gateway_url
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -192,6 +193,7 @@ def reacted(fake: FakeDiscord, message_id: str, emoji: str) -> Callable[[], bool
 async def test_stop_while_an_attachment_downloads(rig: Rig, sig: int) -> None:
     """Accepted, its attachment still downloading (the ledger does not have it yet)."""
     fake = rig.fake
+    rig.env["FAKE_SLOW_CHANNEL_NOTE"] = "0.5"  # a slow disk must not open a window of loss
     await rig.start()
     fake.download_gate = asyncio.Event()
     dm = fake.dm_channel(fake.alice)
@@ -203,6 +205,8 @@ async def test_stop_while_an_attachment_downloads(rig: Rig, sig: int) -> None:
     await fake.wait_until(
         lambda: any(r.path.startswith("/attachments/") for r in fake.requests), what="download"
     )
+    # the DM is on disk before the download starts: it is how the restart finds the message
+    assert dm in json.loads(rig.paths.discord_channels_file.read_text())
     await rig.stop(sig)
     fake.download_gate.set()
     await rig.start()

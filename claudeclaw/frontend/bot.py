@@ -649,14 +649,11 @@ class DiscordFrontend:
         if self._noted_for_catch_up(message.channel) and not self._channels.fresh(
             message.channel.id, now
         ):
-            # The channel is on disk before a status reaction shows: a daemon killed after
-            # that but before the ledger has the message finds it again by catching up in
-            # this channel. The write heads the message's reaction chain, so the message
-            # need not wait.
-            channel_id = message.channel.id
-            self.follower.in_order(
-                view, lambda: self._note_channel(channel_id, now), "channel-note"
-            )
+            # The channel is on disk before anything else happens to the message (a
+            # reaction, an attachment download): a daemon killed before the ledger has the
+            # message finds it again by catching up in this channel. One durable write per
+            # channel every NOTE_EVERY_SECONDS, so few messages wait for it.
+            await self._note_channel(message.channel.id, now)
         self.follower.acknowledge(message, view)  # ⚙️ when it starts, or 👀 if it waits
         prompt = await self._build_prompt(message, facts, key)
         await self._run_prompt(message, key, prompt, view, turn)
