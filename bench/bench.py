@@ -18,6 +18,7 @@ import os
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +35,35 @@ from claudeclaw.config import load_settings  # noqa: E402
 from claudeclaw.model import RunDone, RunStarted, SessionKey, is_final  # noqa: E402
 from claudeclaw.paths import ProjectPaths  # noqa: E402
 from claudeclaw.supervisor import Supervisor  # noqa: E402
+
+# a fork server child (``forkserver._child``) whose "worker" runs one full collection and
+# prints its CPU (ms) and how much private memory it made (MB)
+FULL_COLLECTION = """
+import gc, os, socket, time, psutil
+from claudeclaw import forkserver, settings_wire, worker
+
+settings_wire.prepare()
+gc.collect()
+gc.freeze()
+
+
+def collect(args):
+    before = psutil.Process().memory_full_info().uss
+    started = time.process_time()
+    gc.collect()
+    cpu = time.process_time() - started
+    grew = psutil.Process().memory_full_info().uss - before
+    print(f"{cpu * 1000:.2f} {grew / 1e6:.2f}", flush=True)
+    return 0
+
+
+worker.main = collect
+ours, theirs = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    forkserver._child(theirs, [], dict(os.environ), [])
+os.waitpid(pid, 0)
+"""
 
 TARGETS = {
     "dispatch overhead p50": ("≤ 15 ms", 15.0),
@@ -288,6 +318,20 @@ class Bench:
             f"100 replies in {statistics.median(walls):.1f} s incl. 50 spawns)",
         )
 
+    def full_collection(self) -> None:
+        """A forked worker's first full garbage collection: it walks only the worker's own
+        objects, not the fork server's frozen ones (which it would write to, copying them)."""
+        done = subprocess.run(
+            [sys.executable, "-c", FULL_COLLECTION], cwd=ROOT, capture_output=True, text=True
+        )
+        cpu_ms, grew_mb = (float(x) for x in done.stdout.split())
+        self.row(
+            "a worker's full gc",
+            f"{cpu_ms:.2f} ms CPU",
+            f"(+{grew_mb:.1f} MB private; a child that unfroze the fork server's objects: "
+            "~10 ms, +6.5 MB)",
+        )
+
     def table(self) -> str:
         lines = [
             f"claudeclaw bench — {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
@@ -316,6 +360,7 @@ class Bench:
                 f"{m['uss exec'] / m['uss forkserver']:.1f}x",
                 "(how much more private memory an exec'd worker keeps)",
             )
+            self.full_collection()
             await self.loop_lag(3 if self.quick else 5)
             await self.parallel_speedup()
         finally:
