@@ -190,27 +190,33 @@ def reacted(fake: FakeDiscord, message_id: str, emoji: str) -> Callable[[], bool
 
 
 @SIGNALS
-async def test_stop_while_an_attachment_downloads(rig: Rig, sig: int) -> None:
-    """Accepted, its attachment still downloading (the ledger does not have it yet)."""
+@pytest.mark.parametrize("where", ["dm", "new thread"])
+async def test_stop_while_an_attachment_downloads(rig: Rig, sig: int, where: str) -> None:
+    """Accepted, its attachment still downloading (the ledger does not have it yet). The
+    restart finds it by catching up: a DM because it is on disk, a new thread under a
+    listen channel because the gateway lists it among the active threads."""
     fake = rig.fake
     rig.env["FAKE_SLOW_CHANNEL_NOTE"] = "0.5"  # a slow disk must not open a window of loss
     await rig.start()
     fake.download_gate = asyncio.Event()
-    dm = fake.dm_channel(fake.alice)
+    if where == "dm":
+        channel = fake.dm_channel(fake.alice)
+    else:
+        channel = await fake.create_thread(fake.listen_id, "with a file")
     await rig.says(
-        dm,
+        channel,
         "with a file",
         attachments=[{"filename": "a.txt", "content_type": "text/plain", "data": b"hi"}],
     )
     await fake.wait_until(
         lambda: any(r.path.startswith("/attachments/") for r in fake.requests), what="download"
     )
-    # the DM is on disk before the download starts: it is how the restart finds the message
-    assert dm in json.loads(rig.paths.discord_channels_file.read_text())
+    if where == "dm":  # on disk before the download starts: how the restart finds it
+        assert channel in json.loads(rig.paths.discord_channels_file.read_text())
     await rig.stop(sig)
     fake.download_gate.set()
     await rig.start()
-    await rig.settle_and_count(f"downloading/{signal.Signals(sig).name}")
+    await rig.settle_and_count(f"downloading in a {where}/{signal.Signals(sig).name}")
 
 
 @SIGNALS
