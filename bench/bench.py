@@ -36,35 +36,6 @@ from claudeclaw.model import RunDone, RunStarted, SessionKey, is_final  # noqa: 
 from claudeclaw.paths import ProjectPaths  # noqa: E402
 from claudeclaw.supervisor import Supervisor  # noqa: E402
 
-# a fork server child (``forkserver._child``) whose "worker" runs one full collection and
-# prints its CPU (ms) and how much private memory it made (MB)
-FULL_COLLECTION = """
-import gc, os, socket, time, psutil
-from claudeclaw import forkserver, settings_wire, worker
-
-settings_wire.prepare()
-gc.collect()
-gc.freeze()
-
-
-def collect(args):
-    before = psutil.Process().memory_full_info().uss
-    started = time.process_time()
-    gc.collect()
-    cpu = time.process_time() - started
-    grew = psutil.Process().memory_full_info().uss - before
-    print(f"{cpu * 1000:.2f} {grew / 1e6:.2f}", flush=True)
-    return 0
-
-
-worker.main = collect
-ours, theirs = socket.socketpair()
-pid = os.fork()
-if pid == 0:
-    forkserver._child(theirs, [], dict(os.environ), [])
-os.waitpid(pid, 0)
-"""
-
 TARGETS = {
     "dispatch overhead p50": ("≤ 15 ms", 15.0),
     "dispatch overhead p50 [warm]": ("≤ 15 ms", 15.0),
@@ -322,13 +293,16 @@ class Bench:
         """A forked worker's first full garbage collection: it walks only the worker's own
         objects, not the fork server's frozen ones (which it would write to, copying them)."""
         done = subprocess.run(
-            [sys.executable, "-c", FULL_COLLECTION], cwd=ROOT, capture_output=True, text=True
+            [sys.executable, "-m", "tests.forked_worker_gc"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
-        cpu_ms, grew_mb = (float(x) for x in done.stdout.split())
+        figures = json.loads(done.stdout)
         self.row(
             "a worker's full gc",
-            f"{cpu_ms:.2f} ms CPU",
-            f"(+{grew_mb:.1f} MB private; a child that unfroze the fork server's objects: "
+            f"{figures['gc_ms']:.2f} ms CPU",
+            f"(+{figures['grew_mb']:.1f} MB private; a child that unfroze the fork server's objects: "
             "~10 ms, +6.5 MB)",
         )
 

@@ -5,7 +5,9 @@ two halves of an emoji does), and Python's ``json`` reads it into a ``str`` that
 encoded as UTF-8: a ledger line, a nonce's hash or the pipe to ``claude`` would raise on
 it, and the message carrying it would never be answered. So text is mended where it enters,
 from Discord (``frontend/wirejson.py``) and from the CLI (``claude/stream.py``,
-``claude/live.py``): each lone half becomes U+FFFD, and nothing past those points meets one.
+``claude/live.py``), and a prompt again where it leaves for the CLI (``claude/runner.py``,
+``claude/live.py``: a prompt may come from elsewhere, a job or ``claudeclaw send``): each
+lone half becomes U+FFFD. State files and journals (:func:`dumps_utf8`) take any str.
 """
 
 from __future__ import annotations
