@@ -217,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         mode = w.get("claude_mode") or "-"
         claude_pid = w.get("claude_pid") or "-"
         print(
-            f"  {w['key']:<20} {w['pid']:>7} {w['state']:<9} {w['queue_length']:>5} "
+            f"  {w['key'] or '(spare)':<20} {w['pid']:>7} {w['state']:<9} {w['queue_length']:>5} "
             f"{w['run_elapsed_s']:>7.1f} {w['rss_bytes'] / 1e6:>7.1f} {mode:<6} {claude_pid:>7} "
             f"{w.get('claude_rss_bytes', 0) / 1e6:>8.1f}  {w['session_id'] or '-'}"
         )

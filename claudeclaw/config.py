@@ -841,6 +841,19 @@ class RunnerSettings:
         "`claude` that dies or hangs is replaced by a cold resume of the same message "
         "(retried once). `false`: every message starts `claude` afresh.",
     )
+    prestart_claude: bool = key(
+        True,
+        "prestartClaude",
+        Flag(),
+        "With `warmSessions`, the spare worker (the one the next new session takes) starts "
+        "its `claude` ahead of need and keeps it frozen (no CPU): a new thread's first "
+        "message skips the CLI's start (~0.5 s with the real CLI). It is one more warm "
+        "`claude` (~200 MB): only started while `limits.maxWarmSessions` has room, the first "
+        "closed when over it, and not closed by `warmIdleSeconds`. Not with "
+        '`threads.workspace: "worktree"` (each thread runs in a directory of its own). A '
+        "session that resumes (the global one, a thread after a restart) starts its own. "
+        "`false`: every new session's first message starts `claude`.",
+    )
     busy_policy: BusyPolicy = key(
         "queue",
         "busyPolicy",

@@ -297,6 +297,8 @@ class WorkerPool:
         self.slots.resize(settings.limits.max_concurrent_runs)
         if self.spare is not None and self._processes() > settings.limits.max_workers:
             self._drop_spare("limits.maxWorkers was lowered")
+        elif self.spare is not None and self.spare.channel is not None:
+            self._configure(self.spare)  # the new settings; a claude started ahead on them
         for handle in self.live_handles():
             if handle.channel is not None and handle.state == "ready":
                 handle.channel.send_nowait({"type": "reload", "settings": self.settings_wire})
@@ -959,9 +961,29 @@ class WorkerPool:
         if handle.key:
             frame["session_id"] = self.session_lookup(handle.key)
             frame["cwd"] = self.cwd_lookup(handle.key)
+        elif self._prestart_wanted():
+            frame["prestart"] = True
         if handle.settings_sent is not self.settings_wire:
             frame["settings"] = handle.settings_sent = self.settings_wire
         handle.channel.send_nowait(frame)
+
+    def _prestart_wanted(self) -> bool:
+        """Should the spare start a new session's ``claude`` ahead of need
+        (``runner.prestartClaude``)? Only with room under ``limits.maxWarmSessions`` and
+        when new threads run in the project directory, where the spare's would run."""
+        settings = self.settings
+        if not (settings.runner.prestart_claude and settings.runner.warm_sessions):
+            return False
+        if settings.threads.workspace != "shared":
+            return False
+        return len(self._warm_handles()) < settings.limits.max_warm_sessions
+
+    def _warm_handles(self) -> list[WorkerHandle]:
+        """The workers holding a warm ``claude`` that can be told to close it: the keys'
+        and the spare's (started ahead)."""
+        spare = self.spare
+        spares = [spare] if spare is not None and spare.channel is not None else []
+        return [h for h in [*self._listening(), *spares] if h.warm_pid]
 
     def _on_frame(self, handle: WorkerHandle, message: ipc.Message) -> None:
         kind = message["type"]
@@ -1012,9 +1034,12 @@ class WorkerPool:
     def _enforce_warm_cap(self, keep: WorkerHandle) -> None:
         """Over ``limits.maxWarmSessions``: ask the least recently used other workers to close
         their warm ``claude`` (a busy one keeps it and is asked again after its next run)."""
-        warm = [h for h in self._listening() if h.warm_pid]
+        warm = self._warm_handles()
         excess = len(warm) - self.settings.limits.max_warm_sessions
-        for handle in sorted((h for h in warm if h is not keep), key=lambda h: h.warm_used):
+        # the spare's (started ahead, for no session yet) goes first, then the least
+        # recently used
+        closable = [h for h in warm if h is not keep or h.state == "spare"]
+        for handle in sorted(closable, key=lambda h: (h.state != "spare", h.warm_used)):
             if excess <= 0:
                 break
             assert handle.channel is not None
@@ -1161,7 +1186,8 @@ class WorkerPool:
             fut.cancel()
 
     def status(self) -> list[WorkerStatus]:
-        """One entry per live worker, from its last pong (call ``refresh_stats`` first)."""
+        """One entry per live worker, from its last pong (call ``refresh_stats`` first),
+        and the spare's, with the ``claude`` it may have started ahead."""
         result = []
         for handle in self.live_handles():
             stats = handle.stats
@@ -1180,6 +1206,18 @@ class WorkerPool:
                     claude_pid=int(stats.get("claude_pid", 0)),
                     claude_mode=str(stats.get("claude_mode", "")),
                     claude_rss_bytes=int(stats.get("claude_rss_bytes", 0)),
+                )
+            )
+        spare = self.spare
+        if spare is not None and spare.pid:  # (not pinged: what its warm report said)
+            result.append(
+                WorkerStatus(
+                    key="",
+                    pid=spare.pid,
+                    state="spare",
+                    queue_length=0,
+                    claude_pid=spare.warm_pid,
+                    claude_mode="warm" if spare.warm_pid else "",
                 )
             )
         return result

@@ -181,8 +181,9 @@ class Worker:
         self.run_task: asyncio.Task[None] | None = None  # run_loop(), set by serve()
         self.tasks = TaskSet("worker")
         self.claude = ClaudeSessionRunner(
-            paths.root, on_warm_closed=self._report_warm, can_use_tool=self._can_use_tool
+            paths.root, on_warm_changed=self._report_warm, can_use_tool=self._can_use_tool
         )
+        self.claude.scope = paths.root  # as configure sets it (a spare's claude starts ahead)
         self.approvals: dict[str, asyncio.Future[ipc.Message]] = {}  # request id -> answer
         self.progress = ProgressSampler(self._send_event)
         self._approval_turn = asyncio.Lock()  # several requests of a turn: one at a time
@@ -712,14 +713,18 @@ class _HungUp(Exception):
     """The supervisor closed the connection before configuring this worker."""
 
 
-async def _configured(channel: ipc.Channel) -> ipc.Message:
-    """The next frame, which must be ``configure``."""
-    message = await channel.recv()
-    if message is None:
-        raise _HungUp
-    if message["type"] != "configure":
-        raise IpcError("the first frame must be configure")
-    return message
+async def _configured(channel: ipc.Channel, spare: Worker | None = None) -> ipc.Message:
+    """The next frame, which must be ``configure``; a ``spare`` may first be told to close
+    the ``claude`` it started ahead (``close_warm``: the pool is over maxWarmSessions)."""
+    while True:
+        message = await channel.recv()
+        if message is None:
+            raise _HungUp
+        if message["type"] == "configure":
+            return message
+        if spare is None or message["type"] != "close_warm":
+            raise IpcError("the first frame must be configure")
+        spare.handle_close_warm(message)
 
 
 async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -> int:
@@ -741,7 +746,7 @@ async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -
     # (adding one checks valid_signals(), ~50 µs: not again for each key a spare serves)
     loop.add_signal_handler(signal.SIGTERM, _on_sigterm, serving)
     while True:
-        worker = await _configure_worker(channel, paths, key, settings)
+        worker = await _configure_worker(channel, paths, key, settings, serving)
         if isinstance(worker, int):
             await channel.close()
             return worker
@@ -780,20 +785,39 @@ def _wait_for_children_by_pidfd() -> None:
 
 
 def _on_sigterm(serving: list[Worker]) -> None:
-    """A worker aborts its runs; a spare between keys dies of it, as without a handler."""
-    if serving:
+    """A worker aborts its runs; a spare between keys dies of it, as without a handler,
+    once it has closed the ``claude`` it started ahead (if any)."""
+    if serving and serving[0].key:
         serving[0].tasks.start(serving[0].abort("SIGTERM received", farewell=True), "abort")
-        return
+    elif serving:
+        serving[0].tasks.start(_close_then_die(serving[0]), "abort")
+    else:
+        _die_of_sigterm()
+
+
+async def _close_then_die(spare: Worker) -> None:
+    await spare.claude.close()
+    _die_of_sigterm()
+
+
+def _die_of_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _configure_worker(
-    channel: ipc.Channel, paths: ProjectPaths, key: SessionKey | None, settings: Settings | None
+    channel: ipc.Channel,
+    paths: ProjectPaths,
+    key: SessionKey | None,
+    settings: Settings | None,
+    serving: list[Worker],
 ) -> Worker | int:
     """The worker its ``configure`` frames describe (a spare's first names no key and the
     next one does); else the exit code: the supervisor hung up first (a spare it no longer
-    needs) or sent nonsense (logged)."""
+    needs) or sent nonsense (logged). A spare told to ``prestart`` starts a new session's
+    ``claude`` while it waits (``runner.prestartClaude``); it is in ``serving`` meanwhile,
+    so a SIGTERM closes that ``claude`` before the process dies."""
+    worker: Worker | None = None
     try:
         # the supervisor's settings, never settings.json: one truth for every worker
         first = await _configured(channel)
@@ -802,17 +826,30 @@ async def _configure_worker(
         worker = Worker(paths, key or SessionKey(""), channel, settings)
         parsed = True
         if key is None and not first.get("key"):  # a spare, configured ahead of its key:
-            # the next one names it (and has the settings again only if they changed)
-            first, parsed = await _configured(channel), False
+            serving[:] = [worker]
+            # the next one names it (and has the settings again only if they changed);
+            # one without a key brings reloaded settings
+            while not first.get("key"):
+                if first.get("prestart"):  # (one started on older settings is replaced)
+                    worker.claude.prestart(worker.settings)
+                elif worker.claude.warm:
+                    worker.tasks.start(worker.claude.close_warm("not wanted ahead"), "close")
+                first, parsed = await _configured(channel, worker), False
+                if not first.get("key") and "settings" in first:
+                    worker.settings = settings_from_wire(first["settings"])
         if key is None:
             key = worker.key = session_key(str(first["key"]))
             _bind_key(key)
     except _HungUp:
+        if worker is not None:
+            await worker.claude.close()
         if key is None:
             return EXIT_OK  # a spare the supervisor no longer needs
         log.error("worker.configure_failed", error="the supervisor hung up before configure")
         return EXIT_WORKER_BOOT_FAILED
     except (IpcError, ConnectionError, KeyError, ValueError) as exc:
+        if worker is not None:
+            await worker.claude.close()
         log.error("worker.configure_failed", error=str(exc))
         return EXIT_WORKER_BOOT_FAILED
     worker.handle_configure(first, parsed=parsed)

@@ -259,7 +259,7 @@ async def test_an_idle_warm_process_is_closed(
     workdir: Path, fake_claude_env: dict[str, str], settings: Settings
 ) -> None:
     closed = asyncio.Event()
-    runner = ClaudeSessionRunner(workdir, env=fake_claude_env, on_warm_closed=closed.set)
+    runner = ClaudeSessionRunner(workdir, env=fake_claude_env, on_warm_changed=closed.set)
     quick = dataclasses.replace(settings, limits=LimitSettings(warm_idle_seconds=0.05))
     try:
         first, run = await send(runner, quick, "one", None)

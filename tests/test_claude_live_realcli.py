@@ -190,3 +190,38 @@ async def test_a_frozen_idle_cli_answers_the_next_turn(
     assert isinstance(second, RunDone), second
     assert second.reply == "FAKE-REPLY user_msgs=2 assistant_msgs=1 last=two"
     assert run2.pids == run1.pids
+
+
+async def test_a_claude_started_ahead_and_frozen_answers_a_new_sessions_first_message(
+    workdir: Path,
+    real_claude_env: dict[str, str],
+    settings: Settings,
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``runner.prestartClaude``: the real CLI started ahead of any message (the spare's)
+    and SIGSTOPped while it waits takes a new session's first message after SIGCONT: that
+    very process answers it, and the API sees one user message, not a leftover turn."""
+    import psutil
+
+    from claudeclaw.claude import session_runner
+
+    monkeypatch.setattr(session_runner, "FREEZE_AFTER_SECONDS", 0.05)
+    changed = asyncio.Event()
+    runner = ClaudeSessionRunner(workdir, env=real_claude_env, on_warm_changed=changed.set)
+    try:
+        runner.prestart(settings)
+        await asyncio.wait_for(changed.wait(), SAFETY)
+        ahead = runner.warm_pid
+        assert ahead
+        async with asyncio.timeout(SAFETY):  # a safety-net poll for the freeze, not a sleep
+            while psutil.Process(ahead).status() != psutil.STATUS_STOPPED:
+                await asyncio.sleep(0.02)
+        final, run = await send(runner, settings, "first", None)
+        assert isinstance(final, RunDone), final
+        assert final.reply == "FAKE-REPLY user_msgs=1 assistant_msgs=0 last=first"
+        assert run.pids == [ahead] and final.session_id
+        assert count_turns(fake_anthropic.message_requests()[-1].messages) == (1, 0)
+    finally:
+        await runner.close()
+    assert not psutil.pid_exists(ahead) or psutil.Process(ahead).status() == psutil.STATUS_ZOMBIE

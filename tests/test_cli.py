@@ -145,10 +145,13 @@ async def test_send_status_sessions_reload_through_the_daemon(
 
     status = json.loads((await acli("status", "--project", root, "--json")).stdout)
     assert status["daemon"]["pid"] == proc.proc.pid
-    assert [w["key"] for w in status["workers"]] == ["42"]
-    assert status["workers"][0]["session_id"]
-    worker = status["workers"][0]
+    worker, *spares = status["workers"]
+    assert worker["key"] == "42" and worker["session_id"]
     assert worker["claude_mode"] == "warm" and worker["claude_rss_bytes"] > 0
+    # the next new thread's spare, with (once it is up) the claude it started ahead
+    assert [(w["key"], w["state"]) for w in spares] in ([], [("", "spare")])
+    for spare in spares:
+        assert not spare["claude_pid"] or spare["claude_rss_bytes"] > 0
     human = await acli("status", "--project", root)
     assert "42" in human.stdout and "idle" in human.stdout
     assert "CLAUDE" in human.stdout and " warm " in human.stdout

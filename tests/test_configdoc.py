@@ -111,6 +111,7 @@ def test_parse_reads_every_declared_key() -> None:
         "runner.appendSystemPrompt": "hi",
         "runner.coalesceQueuedMessages": True,
         "runner.warmSessions": False,
+        "runner.prestartClaude": False,
         "runner.busyPolicy": "coalesce",  # (coalesceQueuedMessages follows the policy)
         "limits.warmIdleSeconds": 20,
         "limits.maxWarmSessions": 5,

@@ -37,7 +37,7 @@ from claudeclaw.model import (
     SessionKey,
 )
 from claudeclaw.pool import WorkerHandle, WorkerPool
-from claudeclaw.procs import ProcessIdentity, find_orphans, project_tag
+from claudeclaw.procs import ProcessIdentity, find_orphans, project_tag, start_ticks
 from claudeclaw.supervisor import Supervisor
 from tests.fixtures_daemon import (
     ProjectFactory,
@@ -683,6 +683,98 @@ async def _spare_scenario(daemon: Supervisor) -> None:
     assert started(again)[0].resumed is True and pool.find(key) is first
 
 
+def _spare_with_claude(pool: WorkerPool, other_than: int = 0) -> WorkerHandle | None:
+    """The pool's ready spare (not ``other_than``) once its claude started ahead is up."""
+    spare = _ready_spare(pool, other_than)
+    return spare if spare is not None and spare.warm_pid else None
+
+
+async def test_a_new_keys_first_message_runs_on_the_claude_its_spare_started_ahead(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """runner.prestartClaude (default): the spare starts a new session's claude before any
+    key needs it.
+    Result: `status` shows the spare and its claude; a new key's first message runs on
+    that very process (a new session, nothing
+    started on its path); the next spare starts one too."""
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05)
+    daemon = await start_supervisor(make_project())
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _spare_with_claude(pool), "the spare's claude")
+    spare = _spare_with_claude(pool)
+    assert spare is not None
+    ahead = spare.warm_pid
+    shown = [w for w in (await daemon.requests.status_report())["workers"] if w["pid"] == spare.pid]
+    assert [(w["key"], w["state"], w["claude_pid"]) for w in shown] == [("", "spare", ahead)]
+    assert shown[0]["claude_mode"] == "warm" and shown[0]["claude_rss_bytes"] > 0
+    key = SessionKey("975100000000000000")
+    events = await collect(daemon, key, "hello")
+    assert isinstance(final(events), RunDone)
+    assert pool.find(key) is spare and started(events)[0].pid == ahead
+    assert started(events)[0].resumed is False
+    await wait_for(lambda: _spare_with_claude(pool, spare.pid), "the next spare's claude")
+
+
+async def test_with_prestart_claude_off_a_new_keys_claude_starts_with_its_message(
+    make_project: ProjectFactory, start_supervisor: SupervisorStarter
+) -> None:
+    """runner.prestartClaude false. Result: the spare serves the new key's first message,
+    whose claude is started after the message arrived."""
+    off = await start_supervisor(make_project(runner={"prestartClaude": False}))
+    assert off.pool is not None
+    pool = off.pool
+    await wait_for(lambda: _ready_spare(pool), "a spare")
+    ticks = os.sysconf("SC_CLK_TCK")
+    before = int(time.clock_gettime(time.CLOCK_BOOTTIME) * ticks)  # /proc's start clock
+    events = await collect(off, SessionKey("975200000000000000"), "hello")
+    assert isinstance(final(events), RunDone)
+    start = start_ticks(started(events)[0].pid)
+    assert start is not None and start >= before
+
+
+async def test_over_max_warm_sessions_the_claude_started_ahead_is_closed_first(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """maxWarmSessions=2, warmIdleSeconds=1.
+    1. A's first message takes the spare's claude; the next spare starts one (2 warm).
+    2. A's claude is closed for idleness; B's first message takes the spare's, and the next
+       spare starts one (2 warm: B's, the spare's).
+    3. A's next message starts A's claude again: 3 warm, one over the cap.
+    Result: the spare's claude is closed, not B's (the least recently used session's)."""
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05)
+    daemon = await start_supervisor(
+        make_project(limits={"maxWarmSessions": 2, "warmIdleSeconds": 1})
+    )
+    assert daemon.pool is not None
+    pool = daemon.pool
+    a, b = SessionKey("976100000000000000"), SessionKey("976200000000000000")
+    await wait_for(lambda: _spare_with_claude(pool), "the first spare's claude")
+    assert isinstance(final(await collect(daemon, a, "hello A")), RunDone)
+    worker_a = pool.find(a)
+    assert worker_a is not None and worker_a.warm_pid
+    await wait_for(lambda: _spare_with_claude(pool, worker_a.pid), "the second spare's claude")
+    await wait_for(lambda: not worker_a.warm_pid, "A's claude closed for idleness")
+    assert isinstance(final(await collect(daemon, b, "hello B")), RunDone)
+    worker_b = pool.find(b)
+    assert worker_b is not None and worker_b.warm_pid
+    claude_b = psutil.Process(worker_b.warm_pid)
+    await wait_for(lambda: _spare_with_claude(pool, worker_b.pid), "the third spare's claude")
+    spare = pool.spare
+    assert spare is not None
+    ahead = psutil.Process(spare.warm_pid)
+    again = await collect(daemon, a, "A again")
+    assert isinstance(final(again), RunDone) and started(again)[0].resumed is True
+    await asyncio.to_thread(ahead.wait, 10)
+    await wait_for(lambda: not spare.warm_pid, "the spare reports it has none")
+    assert claude_b.is_running() and worker_b.warm_pid == claude_b.pid
+    assert pool.spare is spare and pool.crash_count == 0
+
+
 async def _connected_worker(daemon: Supervisor, key: SessionKey) -> tuple[WorkerPool, WorkerHandle]:
     """The pool, and ``key``'s worker once it has answered a first message (idle,
     connected)."""
@@ -752,9 +844,11 @@ async def test_sigterm_ends_a_recycled_spare_and_aborts_a_serving_workers_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker's one SIGTERM handler (installed once per process) follows its role.
-    1. A's worker is recycled into the spare (maxIdleWorkers=1); SIGTERM it.
+    1. A's worker is recycled into the spare (maxIdleWorkers=1), which starts a claude
+       ahead; SIGTERM it.
     2. Key D's run hangs; SIGTERM D's worker.
-    Result: the spare dies of the signal, as one never configured does; D's worker kills
+    Result: the spare closes its claude and dies of the signal, as one never configured
+    does; D's worker kills
     its run and exits by itself (rc 0: it said bye, so the pool did not kill it), and D's
     message is answered with a failure, not lost."""
     daemon, pool = await _one_idle_worker_kept(make_project, start_supervisor, monkeypatch)
@@ -765,9 +859,12 @@ async def test_sigterm_ends_a_recycled_spare_and_aborts_a_serving_workers_run(
     await wait_for(lambda: _ready_spare(pool, worker_a.pid), "the next spare (forked)")
     assert isinstance(final(await collect(daemon, b, "hello B")), RunDone)
     await wait_for(lambda: pool.spare is worker_a and worker_a.channel, "A's worker as the spare")
+    await wait_for(lambda: worker_a.warm_pid, "the claude it started ahead")
+    ahead = psutil.Process(worker_a.warm_pid)
     os.kill(worker_a.pid, signal.SIGTERM)
     await asyncio.wait_for(worker_a.exited.wait(), 10)
     assert worker_a.process is not None and worker_a.process.returncode == -signal.SIGTERM
+    await asyncio.to_thread(ahead.wait, 10)  # closed before the spare died, not orphaned
     await wait_for(lambda: _ready_spare(pool, worker_a.pid), "a new spare")
     hung = asyncio.create_task(collect(daemon, d, "HANG"))
     await wait_for(
@@ -840,26 +937,32 @@ async def test_a_worker_that_dies_while_becoming_the_spare_is_replaced_by_a_fork
 async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
     make_project,  # type: ignore[no-untyped-def]
 ) -> None:
-    """1. The spare is forked and has taken its settings (model-a) at its hello.
+    """1. The spare is forked, has taken its settings (model-a) at its hello and started
+       its claude ahead (runner.prestartClaude).
     2. settings.json says model-b; reload.
     3. A new key's first message.
-    Result: it runs on that spare, with model-b (the spare got the settings again when it
-    was given its key, as they had changed)."""
+    Result: the reload reaches the spare at once; it closes its model-a claude and starts
+    one on model-b, which answers the message (no start on the message's path)."""
     paths = make_project(model="model-a")
     sup = await started_supervisor(paths)
     try:
         assert sup.pool is not None
         pool = sup.pool
-        await wait_for(lambda: _ready_spare(pool), "a spare")
+        await wait_for(lambda: _ready_spare(pool) and pool.spare.warm_pid, "a spare's claude")
         spare = _ready_spare(pool)
         assert spare is not None and spare.settings_sent is pool.settings_wire
+        old_claude = psutil.Process(spare.warm_pid)
         good = json.loads(paths.settings_file.read_text())
         paths.settings_file.write_text(json.dumps({**good, "model": "model-b"}))
         applied, _message = await sup.reload()
-        assert applied and spare.settings_sent is not pool.settings_wire
+        assert applied and spare.settings_sent is pool.settings_wire
+        await wait_for(lambda: spare.warm_pid not in (0, old_claude.pid), "its new claude")
+        await asyncio.to_thread(old_claude.wait, 10)
+        new_claude = spare.warm_pid
         key = SessionKey("964000000000000000")
-        assert _model_of(final(await collect(sup, key, "ECHO_ARGV"))) == "model-b"
-        assert pool.find(key) is spare
+        events = await collect(sup, key, "ECHO_ARGV")
+        assert _model_of(final(events)) == "model-b"
+        assert pool.find(key) is spare and started(events)[0].pid == new_claude
     finally:
         await sup.shutdown()
 

@@ -230,6 +230,9 @@ class LiveClaude:
             await live.close("it did not answer initialize")
             detail = live.stderr.text().strip()[-500:] or repr(err)
             return f"the warm claude did not start: {detail}"
+        except asyncio.CancelledError:  # (a spare's start, cut short by a shutdown)
+            await run_to_completion(live.kill())
+            raise
         log.info("claude.live_started", pid=proc.pid, resumed=bool(resume), session_id=resume)
         return live
 

@@ -28,7 +28,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -120,13 +120,13 @@ class ClaudeSessionRunner:
         *,
         env: Mapping[str, str] | None = None,
         can_use_tool: CanUseTool | None = None,
-        on_warm_closed: Callable[[], None] | None = None,
+        on_warm_changed: Callable[[], None] | None = None,
     ) -> None:
         self.cwd = cwd  # the worker sets it (and ``scope``) from its configure frame
         self.scope: Path | None = None  # the directory Claude is told to stay in (default cwd)
         self.env = env  # None: os.environ at each start
         self.can_use_tool = can_use_tool
-        self.on_warm_closed = on_warm_closed
+        self.on_warm_changed = on_warm_changed  # one was closed, or started ahead
         self.log = get_logger()
         self._live: LiveClaude | None = None
         self._live_key: tuple[Any, ...] = ()
@@ -138,7 +138,8 @@ class ClaudeSessionRunner:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._freeze_timer: asyncio.TimerHandle | None = None
         self._cold_until = 0.0  # after a failed warm start (monotonic)
-        self._closing: set[asyncio.Task[bool]] = set()
+        self._closing: set[asyncio.Task[Any]] = set()
+        self._starting: asyncio.Task[None] | None = None  # prestart(): the process, starting
 
     # ---- running ------------------------------------------------------------------------
 
@@ -203,14 +204,9 @@ class ClaudeSessionRunner:
         log: Any,
     ) -> RunDone | RunFailed | None:
         """A warm turn; None when the message must run cold instead (the retry)."""
-        asks = self._asks(settings)
-        memo = self._key_memo
-        if memo is None or memo[0] is not settings or memo[1] != (self.cwd, self.scope, asks):
-            # building the argv is a good part of a warm message's CPU in the worker; the
-            # settings object is replaced (never changed in place) when settings change
-            key = warm_key(settings, self.cwd, self.scope, asks=asks)
-            self._key_memo = memo = (settings, (self.cwd, self.scope, asks), key)
-        key = memo[2]
+        if (starting := self._starting) is not None:  # started ahead, still starting
+            await asyncio.wait({starting})
+        key = self._warm_key(settings)
         live = self._live
         if live is not None:
             why = ""
@@ -224,23 +220,9 @@ class ClaudeSessionRunner:
                 await self.close_warm(why)
                 live = None
         if live is None:
-            env = build_env(os.environ if self.env is None else self.env, settings)
-            started = await LiveClaude.start(
-                settings,
-                session_id=session_id,
-                cwd=self.cwd,
-                scope=self.scope,
-                env=env,
-                log=log,
-                process_log=self.log,
-                can_use_tool=self.can_use_tool if asks else None,
-            )
-            if isinstance(started, str):
-                log.warning("claude.live_start_failed", error=started[:500])
-                if not is_session_gone(started):  # not just this session: for a while
-                    self._cold_until = time.monotonic() + WARM_RETRY_SECONDS
+            live = await self._start_live(settings, session_id, key, log)
+            if live is None:
                 return None
-            live, self._live, self._live_key = started, started, key
         if self._stop_requested:
             return RunFailed(msg_id, "cancelled", "Stopped.", session_id=session_id or "")
         live.thaw()
@@ -267,6 +249,71 @@ class ClaudeSessionRunner:
         # Once, cold: the same message, the same session (a gone one is reset by run_claude).
         final = await self._run_cold(settings, prompt, resume, msg_id, emit)
         return final
+
+    def _warm_key(self, settings: Settings) -> tuple[Any, ...]:
+        asks = self._asks(settings)
+        memo = self._key_memo
+        if memo is None or memo[0] is not settings or memo[1] != (self.cwd, self.scope, asks):
+            # building the argv is a good part of a warm message's CPU in the worker; the
+            # settings object is replaced (never changed in place) when settings change
+            key = warm_key(settings, self.cwd, self.scope, asks=asks)
+            self._key_memo = memo = (settings, (self.cwd, self.scope, asks), key)
+        return memo[2]
+
+    async def _start_live(
+        self, settings: Settings, session_id: str | None, key: tuple[Any, ...], log: Any
+    ) -> LiveClaude | None:
+        """Start the warm process (``key``: :meth:`_warm_key`); None if it did not start
+        (logged; a failure that is not about this session sends runs cold for a while)."""
+        env = build_env(os.environ if self.env is None else self.env, settings)
+        started = await LiveClaude.start(
+            settings,
+            session_id=session_id,
+            cwd=self.cwd,
+            scope=self.scope,
+            env=env,
+            log=log,
+            process_log=self.log,
+            can_use_tool=self.can_use_tool if self._asks(settings) else None,
+        )
+        if isinstance(started, str):
+            log.warning("claude.live_start_failed", error=started[:500])
+            if not is_session_gone(started):  # not just this session: for a while
+                self._cold_until = time.monotonic() + WARM_RETRY_SECONDS
+            return None
+        self._live, self._live_key = started, key
+        return started
+
+    def prestart(self, settings: Settings) -> None:
+        """Start a new session's warm ``claude`` now, before its first message (the spare
+        worker's, ``runner.prestartClaude``): that message then skips the CLI's start. It is
+        frozen until used and not closed for idleness: the pool counts it against
+        ``limits.maxWarmSessions`` and closes it first when over. A message for another
+        session, or on other settings, closes it and starts its own (the warm rules)."""
+        if self._starting is not None or self._in_run or time.monotonic() < self._cold_until:
+            return
+        live = self._live
+        if live is not None:
+            if live.busy or self._warm_key(settings) == self._live_key:
+                return
+            self._live = None  # started on other settings (a reload): closed beside
+            self._cancel_idle_timer()
+            self._in_background(live.close("settings reloaded"))
+        self._starting = asyncio.get_running_loop().create_task(self._start_ahead(settings))
+
+    async def _start_ahead(self, settings: Settings) -> None:
+        try:
+            live = await self._start_live(settings, None, self._warm_key(settings), self.log)
+        finally:
+            self._starting = None
+        if live is None:
+            return
+        if not self._in_run:  # (a message waiting for it thaws it anyway)
+            self._freeze_timer = asyncio.get_running_loop().call_later(
+                FREEZE_AFTER_SECONDS, self._freeze_in_background
+            )
+        if self.on_warm_changed is not None:
+            self.on_warm_changed()
 
     def _asks(self, settings: Settings) -> bool:
         """Ask a person before tools (``security.approvals``), if there is someone to ask."""
@@ -360,13 +407,16 @@ class ClaudeSessionRunner:
         self._live = None
         self._cancel_idle_timer()
         await live.close(why)
-        if self.on_warm_closed is not None:
-            self.on_warm_closed()
+        if self.on_warm_changed is not None:
+            self.on_warm_changed()
         return True
 
     async def close(self) -> None:
         """End everything: the running turn is interrupted first, then the process closed."""
         self._cancel_idle_timer()
+        if (starting := self._starting) is not None:  # started ahead: it kills what it spawned
+            starting.cancel()
+            await asyncio.wait({starting})
         if self.running:
             await self.interrupt()
         live = self._live
@@ -395,11 +445,15 @@ class ClaudeSessionRunner:
                 timer.cancel()
         self._idle_timer = self._freeze_timer = None
 
-    def _freeze_in_background(self) -> None:
-        self._freeze_timer = None
-        task = asyncio.get_running_loop().create_task(self._freeze())
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` as a task that :meth:`close` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _freeze_in_background(self) -> None:
+        self._freeze_timer = None
+        self._in_background(self._freeze())
 
     async def _freeze(self) -> bool:
         live = self._live
@@ -416,6 +470,4 @@ class ClaudeSessionRunner:
 
     def _close_in_background(self, why: str) -> None:
         self._idle_timer = None
-        task = asyncio.get_running_loop().create_task(self.close_warm(why))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._in_background(self.close_warm(why))
