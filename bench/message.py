@@ -16,7 +16,8 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
   the others; all with ``time.time()``. For a *new thread* the first part includes starting
   ``claude`` itself, which is not ours: the time from spawning the fake directly (same argv
   shape, ``initialize`` answered, then the prompt) to its reading the prompt, measured just
-  before each sample, is subtracted from it.
+  before each sample, is subtracted from it, when that ``claude`` was started on the
+  message's path (not when the spare had started it ahead: ``runner.prestartClaude``).
 * **ours per message, CPU** = CPU of the daemon's processes (supervisor, fork server,
   workers, also those forked and retired during the batch; not ``claude``, not this
   process; from ``schedstat``, see :class:`CpuMeter`) over a batch of 10 messages, divided
@@ -25,9 +26,10 @@ its duplex (warm) mode answering at once. Warm sessions on (the default).
 * **of it from message in to reply posted** = the same CPU over the issue's window only:
   read from every daemon process as the message is dispatched and again as the fake
   Discord receives the reply's POST (before answering it); the median message. It leaves
-  out what comes before the message (a new thread's join, at its THREAD_CREATE) and after
-  its reply (✅ and removing ⚙️, the ledger's "delivered", the pool making its next spare,
-  freezing an idle ``claude``).
+  out what comes before the message and after its reply (✅ and removing ⚙️, the ledger's
+  "delivered", the pool making its next spare and starting its ``claude`` ahead, freezing
+  an idle ``claude``); a new thread's join starts at its THREAD_CREATE, sent just before
+  the message as Discord does, and may overlap it (~0.6 ms when it does).
 * **idle cost**: ``--threads`` threads each get one message within a few seconds, then the
   PSS of our processes is summed (psutil ``memory_full_info``), once with the idle warm
   ``claude`` processes counted and once without. "Our processes" = supervisor + fork server
@@ -258,6 +260,7 @@ class Rig:
         self.code = code
         self.tmp = Path(tempfile.mkdtemp(prefix="ccm-"))
         self.times = self.tmp / "times"
+        self.started_for_it = True  # the last message's claude was started on its path
         self.fake_claude = self.tmp / "claude"
         self.fake_claude.write_text(
             "#!/bin/sh\n"
@@ -384,12 +387,13 @@ class Rig:
         assert self.proc is not None
         return cpu_seconds(self.proc.pid)
 
-    def stamps(self) -> list[tuple[str, float]]:
+    def stamps(self) -> list[tuple[str, str, float]]:
+        """The fake ``claude``'s (pid, what, when) lines (see tests/fake_claude.py)."""
         try:
             lines = self.times.read_text().splitlines()
         except FileNotFoundError:
             return []
-        return [(line.split()[1], float(line.split()[2])) for line in lines]
+        return [(pid, what, float(t)) for pid, what, t in (line.split() for line in lines)]
 
     async def message(self, channel: str, text: str) -> tuple[float, float, float, float]:
         """Send ``text``: (dispatched → claude has it, result → the reply's POST, claude's
@@ -408,9 +412,12 @@ class Rig:
             return None
 
         t_post, cpu_post = await self.fake.wait_until(replied, timeout=30, what="the reply")
-        new = self.stamps()[before:]
-        recv = next(t for what, t in new if what == "recv")
-        result = next(t for what, t in new if what == "result")
+        stamps = self.stamps()
+        pid, recv = next((pid, t) for pid, what, t in stamps[before:] if what == "recv")
+        result = next(t for _, what, t in stamps[before:] if what == "result")
+        # was that claude started for this message, or ahead of it (runner.prestartClaude)?
+        start = next((t for p, what, t in stamps if p == pid and what == "start"), t_in)
+        self.started_for_it = start >= t_in
         return recv - t_in, t_post - result, result - recv, window_cpu(cpu_in, cpu_post)
 
     async def direct_start_ms(self, n: int) -> list[float]:
@@ -421,7 +428,7 @@ class Rig:
             before = len(self.stamps())
             t0 = time.time()
             await (self._cold_run() if self.claude_per_message else self._duplex_run())
-            recv = next(t for what, t in self.stamps()[before:] if what == "recv")
+            recv = next(t for _, what, t in self.stamps()[before:] if what == "recv")
             samples.append((recv - t0) * 1000)
         return samples
 
@@ -586,6 +593,7 @@ async def per_message(
         ins: list[float] = []
         outs: list[float] = []
         on_path: list[float] = []  # our CPU from dispatch to the reply's POST, ms
+        ahead: list[bool] = []  # its claude was started before it (runner.prestartClaude)
 
         async def new_thread(i: int) -> None:
             # claude's own start, measured next to each sample (the machine is noisy)
@@ -596,7 +604,9 @@ async def per_message(
                 thread, text.format(f"new thread {i}")
             )
             on_path.append(cpu * 1000)
-            ins.append(to_claude * 1000 - starts[-1])
+            # claude's own start is not ours; a claude started ahead had none on the path
+            ahead.append(not rig.started_for_it)
+            ins.append(to_claude * 1000 - (starts[-1] if rig.started_for_it else 0.0))
             outs.append(from_claude * 1000)
             walls.append(ins[-1] + outs[-1])
             await asyncio.sleep(gap)
@@ -616,7 +626,9 @@ async def per_message(
                 f"{statistics.median(walls):.1f} ms",
                 f"p99 {pct(walls, 99):.1f} ms; CPU {cpu_new:.1f} ms/msg, median batch ({cpu_sup:.1f} "
                 f"supervisor, {exits:.1f} retired workers' exits); in→claude {statistics.median(ins):.1f} ms (claude's own start, "
-                f"{direct:.0f} ms, subtracted), result→posted {statistics.median(outs):.1f} ms",
+                f"{direct:.0f} ms, subtracted when started on the path; {sum(ahead)}/"
+                f"{len(ahead)} found one started ahead), result→posted "
+                f"{statistics.median(outs):.1f} ms",
             )
         )
         rows.append(

@@ -13,6 +13,9 @@ loopback fake Anthropic API answering every request after a fixed latency, throu
 * **Claude's CPU per message**: what the ``claude`` processes spent on messages 2..N (the
   live warm one's tree, read before and after; the cold ones from this process's reaped
   children's times): the machine's CPU a message costs beside ours (``bench/message.py``);
+* **a new session's first message**: its overhead (as above) with its ``claude`` started
+  for it, and started ahead by ``ClaudeSessionRunner.prestart`` (``runner.prestartClaude``:
+  what the spare worker does) and frozen ``--gap`` s before it, interleaved;
 * **idle warm claude**: RSS (its process tree) and CPU used over ``--idle`` seconds once
   it is frozen (SIGSTOP, ``FREEZE_AFTER_SECONDS`` after its turn), and over the second
   before that;
@@ -159,6 +162,37 @@ async def thread_overheads(
     return out, outside_cli, cpu_ms
 
 
+async def first_message_overhead(
+    env: Env, settings: Settings, latency: float, gap: float, ahead: bool
+) -> float:
+    """Overhead (ms) of a new session's first message: its ``claude`` started for it, or
+    (``ahead``) started ``gap`` s before it by :meth:`ClaudeSessionRunner.prestart`, as the
+    spare worker does (``runner.prestartClaude``), and frozen by then."""
+    work, child_env = env.make()
+    changed = asyncio.Event()
+    runner = ClaudeSessionRunner(work, env=child_env, on_warm_changed=changed.set)
+    try:
+        if ahead:
+            runner.prestart(settings)
+            await asyncio.wait_for(changed.wait(), 120)
+            await asyncio.sleep(gap)
+        before = len(env.api.message_requests())
+        started = time.perf_counter()
+        final = await runner.run(
+            settings,
+            f"SLOW:{latency} first",
+            session_id=None,
+            msg_id="m0",
+            on_event=lambda _e: None,
+        )
+        wall = time.perf_counter() - started
+        assert isinstance(final, RunDone), final
+        requests = len(env.api.message_requests()) - before
+    finally:
+        await runner.close()
+    return (wall - latency * requests) * 1000
+
+
 async def idle_and_running(env: Env, settings: Settings, idle_s: float) -> dict[str, float]:
     work, child_env = env.make()
     runner = ClaudeSessionRunner(work, env=child_env)
@@ -254,6 +288,17 @@ async def main_async(args: argparse.Namespace) -> None:
             warm_outside += wo
             warm_cpu.append(wc)
             cold_cpu.append(cc)
+        first_ahead: list[float] = []
+        first_cold: list[float] = []
+        for _ in range(args.rounds * 2):  # a new session's first message, interleaved too
+            first_ahead.append(
+                await first_message_overhead(env, warm, args.latency, args.gap, ahead=True)
+            )
+            first_cold.append(
+                await first_message_overhead(env, warm, args.latency, args.gap, ahead=False)
+            )
+        results["first_ahead_p50_ms"] = statistics.median(first_ahead)
+        results["first_started_p50_ms"] = statistics.median(first_cold)
         results["warm_p50_ms"] = statistics.median(warm_ms)
         results["cold_p50_ms"] = statistics.median(cold_ms)
         results["warm_outside_cli_p50_ms"] = statistics.median(warm_outside)
@@ -275,6 +320,10 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"{'overhead per message, cold p50':45} {results['cold_p50_ms']:.0f} ms")
     ratio = results["cold_p50_ms"] / max(1.0, results["warm_p50_ms"])
     print(f"{'cold / warm':45} {ratio:.1f}x")
+    ahead, started = results["first_ahead_p50_ms"], results["first_started_p50_ms"]
+    print(f"{'new session 1st message, claude started ahead':45} {ahead:.0f} ms")
+    print(f"{'  claude started for it':45} {started:.0f} ms")
+    print(f"{'  saved by starting it ahead':45} {started - ahead:.0f} ms")
     warm_cpu_ms, cold_cpu_ms = results["warm_cpu_ms"], results["cold_cpu_ms"]
     print(f"{'Claude CPU per message, warm (median thread)':45} {warm_cpu_ms:.0f} ms")
     print(f"{'Claude CPU per message, cold (median thread)':45} {cold_cpu_ms:.0f} ms")

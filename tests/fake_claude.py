@@ -70,9 +70,9 @@ Duplex directives, besides ``SLEEP``, ``TOOL``, ``ERROR:api<n>``, ``ECHO_ARGV/EN
                        ``CONTROL-ANSWER <subtype of the host's response> <error text>``
 
 Env ``FAKE_CLAUDE_PIDFILE_DIR``: write ``<pid>.pid`` there at start (orphan checks).
-Env ``FAKE_CLAUDE_TIMES``: append ``<pid> recv <time.time()>`` to that file when a user line
-arrives (a cold run: once its arguments are read) and ``<pid> result <time.time()>`` just
-before its result line (bench/).
+Env ``FAKE_CLAUDE_TIMES``: append ``<pid> start <time.time()>`` to that file at start,
+``<pid> recv <time.time()>`` when a user line arrives (a cold run: once its arguments are
+read) and ``<pid> result <time.time()>`` just before its result line (bench/).
 Startup must stay fast (stdlib only, lazy imports): benchmarks spawn it many times.
 """
 
@@ -363,6 +363,7 @@ def _api_error(status):
 
 
 def main():
+    _stamp("start")
     args = sys.argv[1:]
     opts, prompt = parse_args(args)
     pid_dir = os.environ.get("FAKE_CLAUDE_PIDFILE_DIR")
