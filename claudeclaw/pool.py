@@ -961,22 +961,23 @@ class WorkerPool:
         if handle.key:
             frame["session_id"] = self.session_lookup(handle.key)
             frame["cwd"] = self.cwd_lookup(handle.key)
-        elif self._prestart_wanted():
+        elif self._prestart_wanted(handle):
             frame["prestart"] = True
         if handle.settings_sent is not self.settings_wire:
             frame["settings"] = handle.settings_sent = self.settings_wire
         handle.channel.send_nowait(frame)
 
-    def _prestart_wanted(self) -> bool:
-        """Should the spare start a new session's ``claude`` ahead of need
-        (``runner.prestartClaude``)? Only with room under ``limits.maxWarmSessions`` and
-        when new threads run in the project directory, where the spare's would run."""
+    def _prestart_wanted(self, spare: WorkerHandle) -> bool:
+        """Should ``spare`` start a new session's ``claude`` ahead of need
+        (``runner.prestartClaude``)? Only with room under ``limits.maxWarmSessions`` beside
+        the others' and when new threads run in the project directory, where it would run."""
         settings = self.settings
         if not (settings.runner.prestart_claude and settings.runner.warm_sessions):
             return False
         if settings.threads.workspace != "shared":
             return False
-        return len(self._warm_handles()) < settings.limits.max_warm_sessions
+        others = [h for h in self._warm_handles() if h is not spare]
+        return len(others) < settings.limits.max_warm_sessions
 
     def _warm_handles(self) -> list[WorkerHandle]:
         """The workers holding a warm ``claude`` that can be told to close it: the keys'

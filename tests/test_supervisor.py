@@ -942,8 +942,9 @@ async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
     2. settings.json says model-b; reload.
     3. A new key's first message.
     Result: the reload reaches the spare at once; it closes its model-a claude and starts
-    one on model-b, which answers the message (no start on the message's path)."""
-    paths = make_project(model="model-a")
+    one on model-b, which answers the message (no start on the message's path), even with
+    maxWarmSessions 1: the spare's own claude leaves room for its replacement."""
+    paths = make_project(model="model-a", limits={"maxWarmSessions": 1})
     sup = await started_supervisor(paths)
     try:
         assert sup.pool is not None
