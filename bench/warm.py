@@ -122,6 +122,24 @@ class Env:
         return work, env
 
 
+async def timed_message(
+    env: Env,
+    runner: ClaudeSessionRunner,
+    settings: Settings,
+    prompt: str,
+    session: str | None = None,
+) -> tuple[RunDone, float, int]:
+    """One message through ``runner``: its result, wall time (s) and API requests."""
+    before = len(env.api.message_requests())
+    started = time.perf_counter()
+    final = await runner.run(
+        settings, prompt, session_id=session, msg_id="m", on_event=lambda _e: None
+    )
+    wall = time.perf_counter() - started
+    assert isinstance(final, RunDone), final
+    return final, wall, len(env.api.message_requests()) - before
+
+
 async def thread_overheads(
     env: Env, settings: Settings, messages: int, latency: float, gap: float
 ) -> tuple[list[float], list[float], float]:
@@ -140,19 +158,10 @@ async def thread_overheads(
                 await asyncio.sleep(gap)  # a person types: the warm claude is frozen by now
             if i == 1:
                 cpu_start = claude_cpu_now(runner)
-            before = len(env.api.message_requests())
-            started = time.perf_counter()
-            final = await runner.run(
-                settings,
-                f"SLOW:{latency} message {i}",
-                session_id=session,
-                msg_id=f"m{i}",
-                on_event=lambda _e: None,
+            final, wall, requests = await timed_message(
+                env, runner, settings, f"SLOW:{latency} message {i}", session
             )
-            wall = time.perf_counter() - started
-            assert isinstance(final, RunDone), final
             session = final.session_id
-            requests = len(env.api.message_requests()) - before
             if i > 0:
                 out.append((wall - latency * requests) * 1000)
                 outside_cli.append(wall * 1000 - final.duration_ms)
@@ -176,18 +185,7 @@ async def first_message_overhead(
             runner.prestart(settings)
             await asyncio.wait_for(changed.wait(), 120)
             await asyncio.sleep(gap)
-        before = len(env.api.message_requests())
-        started = time.perf_counter()
-        final = await runner.run(
-            settings,
-            f"SLOW:{latency} first",
-            session_id=None,
-            msg_id="m0",
-            on_event=lambda _e: None,
-        )
-        wall = time.perf_counter() - started
-        assert isinstance(final, RunDone), final
-        requests = len(env.api.message_requests()) - before
+        _, wall, requests = await timed_message(env, runner, settings, f"SLOW:{latency} first")
     finally:
         await runner.close()
     return (wall - latency * requests) * 1000
