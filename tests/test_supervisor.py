@@ -8,6 +8,7 @@ workers run ``tests/fake_claude.py``. Nothing is mocked between the routing API 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -716,6 +717,35 @@ async def test_a_new_keys_first_message_runs_on_the_claude_its_spare_started_ahe
     assert pool.find(key) is spare and started(events)[0].pid == ahead
     assert started(events)[0].resumed is False
     await wait_for(lambda: _spare_with_claude(pool, spare.pid), "the next spare's claude")
+
+
+async def test_a_spare_killed_with_its_frozen_claude_leaves_no_claude_behind(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spare holds the claude it started ahead, frozen (SIGSTOP) while it waits; the
+    spare is SIGKILLed (as by the OOM killer). Result: the pool kills that claude (frozen,
+    it would never see its stdin close) and the next spare starts one of its own."""
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05)
+    daemon = await start_supervisor(make_project())
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _spare_with_claude(pool), "the spare's claude")
+    spare = _spare_with_claude(pool)
+    assert spare is not None
+    ahead = psutil.Process(spare.warm_pid)
+
+    def frozen() -> bool:
+        with contextlib.suppress(psutil.Error):
+            return ahead.status() == psutil.STATUS_STOPPED
+        return False
+
+    await wait_for(frozen, "the spare's claude frozen while it waits")
+    os.kill(spare.pid, signal.SIGKILL)
+    await spare.exited.wait()
+    await asyncio.to_thread(ahead.wait, 10)
+    await wait_for(lambda: _spare_with_claude(pool, spare.pid), "a new spare with its claude")
 
 
 async def test_with_prestart_claude_off_a_new_keys_claude_starts_with_its_message(
