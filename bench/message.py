@@ -635,8 +635,8 @@ async def per_message(
             (
                 "  of it from message in to reply posted",
                 f"{statistics.median(on_path):.1f} ms",
-                "CPU, median message: the issue's window (not the thread join before it, nor "
-                "what follows the reply: ✅, the ledger, the next spare)",
+                "CPU, median message: the issue's window (not what follows the reply: ✅, "
+                "the ledger, the next spare and its claude; the thread join may overlap it)",
             )
         )
         if only == "new":
