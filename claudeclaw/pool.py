@@ -954,8 +954,9 @@ class WorkerPool:
 
     def _configure(self, handle: WorkerHandle) -> None:
         """The worker's first frame after its hello: its key, session, settings and cwd.
-        A spare gets one without a key at its hello, and one with its key when taken; the
-        settings only if they changed in between."""
+        A spare gets one without a key at its hello (and at a reload), and one with its key
+        when taken; the settings only if they changed in between. A keyless one says
+        whether to start a ``claude`` ahead (``prestart``)."""
         assert handle.channel is not None
         frame: ipc.Message = {"type": "configure", "key": handle.key}
         if handle.key:
