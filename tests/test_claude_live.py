@@ -661,3 +661,53 @@ async def test_what_the_warm_process_logs_between_turns_names_no_message(
     assert len(garbage) == 1 and "msg_id" not in garbage[0], garbage
     turns = [(e["msg_id"], e["turn"]) for e in logs if e["event"] == "claude.live_turn"]
     assert turns == [("m-first", 1), ("m-second", 2)]
+
+
+async def test_a_claude_started_ahead_serves_a_new_session_and_not_a_resumed_one(
+    runner: ClaudeSessionRunner, settings: Settings
+) -> None:
+    """``prestart`` (the spare's): a new session's first message runs on the process
+    started ahead (its first turn); a message that resumes a session closes it and starts
+    its own."""
+    runner.prestart(settings)
+    first, run1 = await send(runner, settings, "one", None)  # (waits for the start)
+    assert isinstance(first, RunDone) and first.reply.endswith("last=one")
+    ahead = run1.pids[0]
+    runner.prestart(settings)  # one is warm already: nothing new is started
+    assert runner.warm_pid == ahead
+    await runner.close()
+    runner.prestart(settings)
+    await _wait(lambda: runner.warm_pid, "the claude started ahead")
+    ahead = runner.warm_pid
+    again, run2 = await send(runner, settings, "two", first.session_id)
+    assert isinstance(again, RunDone) and again.session_id == first.session_id
+    assert run2.pids[0] != ahead and not _alive(ahead)
+
+
+async def test_closing_while_a_claude_starts_ahead_kills_it(
+    tmp_path: Path, workdir: Path, fake_claude_env: dict[str, str], settings: Settings
+) -> None:
+    """A ``claude`` that never answers ``initialize``, started ahead; the worker closes
+    (shutdown) meanwhile. Result: the start is cancelled and the process it spawned is
+    killed, not left behind."""
+    pidfile = tmp_path / "mute.pid"
+    mute = tmp_path / "mute-claude"
+    mute.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+    mute.chmod(0o755)
+    mute_settings = dataclasses.replace(
+        settings, runner=dataclasses.replace(settings.runner, claude_path=str(mute))
+    )
+    runner = ClaudeSessionRunner(workdir, env=fake_claude_env)
+    runner.prestart(mute_settings)
+    await _wait(lambda: pidfile.is_file() and pidfile.read_text().strip(), "the mute claude")
+    pid = int(pidfile.read_text())
+    assert _alive(pid) and runner.warm_pid == 0
+    await asyncio.wait_for(runner.close(), SAFETY)
+    assert not _alive(pid)
+
+
+async def _wait(predicate: Any, what: str) -> None:
+    async with asyncio.timeout(SAFETY):  # a safety-net poll, not a sleep standing in for it
+        while not predicate():
+            await asyncio.sleep(0.01)
+    assert predicate(), what
