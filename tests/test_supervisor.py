@@ -690,6 +690,23 @@ def _spare_with_claude(pool: WorkerPool, other_than: int = 0) -> WorkerHandle | 
     return spare if spare is not None and spare.warm_pid else None
 
 
+async def _daemon_with_a_spares_claude(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Supervisor, WorkerPool, WorkerHandle]:
+    """A daemon (spares refilled within 50 ms), its pool, and its spare once the claude
+    that spare started ahead is up."""
+    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05)
+    daemon = await start_supervisor(make_project())
+    assert daemon.pool is not None
+    pool = daemon.pool
+    await wait_for(lambda: _spare_with_claude(pool), "the spare's claude")
+    spare = _spare_with_claude(pool)
+    assert spare is not None
+    return daemon, pool, spare
+
+
 async def test_a_new_keys_first_message_runs_on_the_claude_its_spare_started_ahead(
     make_project: ProjectFactory,
     start_supervisor: SupervisorStarter,
@@ -698,15 +715,11 @@ async def test_a_new_keys_first_message_runs_on_the_claude_its_spare_started_ahe
     """runner.prestartClaude (default): the spare starts a new session's claude before any
     key needs it.
     Result: `status` shows the spare and its claude; a new key's first message runs on
-    that very process (a new session, nothing
-    started on its path); the next spare starts one too."""
-    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05)
-    daemon = await start_supervisor(make_project())
-    assert daemon.pool is not None
-    pool = daemon.pool
-    await wait_for(lambda: _spare_with_claude(pool), "the spare's claude")
-    spare = _spare_with_claude(pool)
-    assert spare is not None
+    that very process (a new session, nothing started on its path); the next spare
+    starts one too."""
+    daemon, pool, spare = await _daemon_with_a_spares_claude(
+        make_project, start_supervisor, monkeypatch
+    )
     ahead = spare.warm_pid
     shown = [w for w in (await daemon.requests.status_report())["workers"] if w["pid"] == spare.pid]
     assert [(w["key"], w["state"], w["claude_pid"]) for w in shown] == [("", "spare", ahead)]
@@ -727,13 +740,9 @@ async def test_a_spare_killed_with_its_frozen_claude_leaves_no_claude_behind(
     """The spare holds the claude it started ahead, frozen (SIGSTOP) while it waits; the
     spare is SIGKILLed (as by the OOM killer). Result: the pool kills that claude (frozen,
     it would never see its stdin close) and the next spare starts one of its own."""
-    _pool_timings(monkeypatch, SPARE_REFILL_DELAY_S=0.05)
-    daemon = await start_supervisor(make_project())
-    assert daemon.pool is not None
-    pool = daemon.pool
-    await wait_for(lambda: _spare_with_claude(pool), "the spare's claude")
-    spare = _spare_with_claude(pool)
-    assert spare is not None
+    _daemon, pool, spare = await _daemon_with_a_spares_claude(
+        make_project, start_supervisor, monkeypatch
+    )
     ahead = psutil.Process(spare.warm_pid)
 
     def frozen() -> bool:
