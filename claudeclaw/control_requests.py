@@ -153,18 +153,12 @@ class ControlRequests:
         await pool.refresh_stats()
         workers = pool.status()
         pids = {w.pid for w in workers if w.pid}
-        # the spare answers no ping: its claude's RSS is read here
-        ahead = {w.claude_pid for w in workers if w.state == "spare" and w.claude_pid}
-        samples = await asyncio.to_thread(
-            lambda: {pid: sup.stats.sample(pid) for pid in pids | ahead}
-        )
-        sup.stats.forget_missing(pids | ahead)
+        samples = await asyncio.to_thread(lambda: {pid: sup.stats.sample(pid) for pid in pids})
+        sup.stats.forget_missing(pids)
         own_rss, own_cpu = await asyncio.to_thread(sup.stats.sample, os.getpid())
         rows = []
         for worker in workers:
             worker.rss_bytes, worker.cpu_percent = samples.get(worker.pid, (0, 0.0))
-            if worker.claude_pid in ahead:
-                worker.claude_rss_bytes = samples.get(worker.claude_pid, (0, 0.0))[0]
             row = asdict(worker)
             row.pop("extra", None)
             rows.append(row)

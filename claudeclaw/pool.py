@@ -980,12 +980,16 @@ class WorkerPool:
         others = [h for h in self._warm_handles() if h is not spare]
         return len(others) < settings.limits.max_warm_sessions
 
+    def _spare_listening(self) -> list[WorkerHandle]:
+        """The spare, once connected: it takes ``close_warm`` and ``ping`` while it waits
+        for its key (``worker.SPARE_FRAMES``)."""
+        spare = self.spare
+        return [spare] if spare is not None and spare.channel is not None else []
+
     def _warm_handles(self) -> list[WorkerHandle]:
         """The workers holding a warm ``claude`` that can be told to close it: the keys'
         and the spare's (started ahead)."""
-        spare = self.spare
-        spares = [spare] if spare is not None and spare.channel is not None else []
-        return [h for h in [*self._listening(), *spares] if h.warm_pid]
+        return [h for h in [*self._listening(), *self._spare_listening()] if h.warm_pid]
 
     def _on_frame(self, handle: WorkerHandle, message: ipc.Message) -> None:
         kind = message["type"]
@@ -1175,7 +1179,7 @@ class WorkerPool:
     async def refresh_stats(self, within: float = 2.0) -> None:
         """Ping every worker now and wait (at most ``within`` s) for the answers, so that
         ``status`` reports what is true now, not at the last health check."""
-        handles = self._listening()
+        handles = [*self._listening(), *self._spare_listening()]
         if not handles:
             return
         for handle in handles:
@@ -1188,10 +1192,10 @@ class WorkerPool:
             fut.cancel()
 
     def status(self) -> list[WorkerStatus]:
-        """One entry per live worker, from its last pong (call ``refresh_stats`` first),
-        and the spare's, with the ``claude`` it may have started ahead."""
+        """One entry per live worker and the spare (with the ``claude`` it may have
+        started ahead), from its last pong (call ``refresh_stats`` first)."""
         result = []
-        for handle in self.live_handles():
+        for handle in [*self.live_handles(), *self._spare_listening()]:
             stats = handle.stats
             result.append(
                 WorkerStatus(
@@ -1208,18 +1212,6 @@ class WorkerPool:
                     claude_pid=int(stats.get("claude_pid", 0)),
                     claude_mode=str(stats.get("claude_mode", "")),
                     claude_rss_bytes=int(stats.get("claude_rss_bytes", 0)),
-                )
-            )
-        spare = self.spare
-        if spare is not None and spare.pid:  # (not pinged: what its warm report said)
-            result.append(
-                WorkerStatus(
-                    key="",
-                    pid=spare.pid,
-                    state="spare",
-                    queue_length=0,
-                    claude_pid=spare.warm_pid,
-                    claude_mode="warm" if spare.warm_pid else "",
                 )
             )
         return result

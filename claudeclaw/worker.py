@@ -183,7 +183,6 @@ class Worker:
         self.claude = ClaudeSessionRunner(
             paths.root, on_warm_changed=self._report_warm, can_use_tool=self._can_use_tool
         )
-        self.claude.scope = paths.root  # as configure sets it (a spare's claude starts ahead)
         self.approvals: dict[str, asyncio.Future[ipc.Message]] = {}  # request id -> answer
         self.progress = ProgressSampler(self._send_event)
         self._approval_turn = asyncio.Lock()  # several requests of a turn: one at a time
@@ -713,18 +712,23 @@ class _HungUp(Exception):
     """The supervisor closed the connection before configuring this worker."""
 
 
+# What a spare answers while it waits for its key: the pool closing the ``claude`` it
+# started ahead (over maxWarmSessions), and ``status`` asking what it holds.
+SPARE_FRAMES = frozenset({"close_warm", "ping"})
+
+
 async def _configured(channel: ipc.Channel, spare: Worker | None = None) -> ipc.Message:
-    """The next frame, which must be ``configure``; a ``spare`` may first be told to close
-    the ``claude`` it started ahead (``close_warm``: the pool is over maxWarmSessions)."""
+    """The next ``configure`` frame; before it, a ``spare`` handles :data:`SPARE_FRAMES`.
+    Anything else is a protocol error."""
     while True:
         message = await channel.recv()
         if message is None:
             raise _HungUp
         if message["type"] == "configure":
             return message
-        if spare is None or message["type"] != "close_warm":
+        if spare is None or message["type"] not in SPARE_FRAMES:
             raise IpcError("the first frame must be configure")
-        spare.handle_close_warm(message)
+        spare.handle(message)
 
 
 async def serve(paths: ProjectPaths, key: SessionKey | None, socket_path: str) -> int:
@@ -830,27 +834,23 @@ async def _configure_worker(
             # the next one names it (and has the settings again only if they changed);
             # one without a key brings reloaded settings
             while not first.get("key"):
+                worker.handle_configure(first, parsed=parsed)
                 if first.get("prestart"):  # (one started on older settings is replaced)
                     worker.claude.prestart(worker.settings)
                 elif worker.claude.warm:
                     worker.tasks.start(worker.claude.close_warm("not wanted ahead"), "close")
                 first, parsed = await _configured(channel, worker), False
-                if not first.get("key") and "settings" in first:
-                    worker.settings = settings_from_wire(first["settings"])
         if key is None:
             key = worker.key = session_key(str(first["key"]))
             _bind_key(key)
-    except _HungUp:
+    except (_HungUp, IpcError, ConnectionError, KeyError, ValueError) as exc:
         if worker is not None:
-            await worker.claude.close()
-        if key is None:
+            await worker.claude.close()  # one a spare started ahead
+        hung_up = isinstance(exc, _HungUp)
+        if hung_up and key is None:
             return EXIT_OK  # a spare the supervisor no longer needs
-        log.error("worker.configure_failed", error="the supervisor hung up before configure")
-        return EXIT_WORKER_BOOT_FAILED
-    except (IpcError, ConnectionError, KeyError, ValueError) as exc:
-        if worker is not None:
-            await worker.claude.close()
-        log.error("worker.configure_failed", error=str(exc))
+        error = "the supervisor hung up before configure" if hung_up else str(exc)
+        log.error("worker.configure_failed", error=error)
         return EXIT_WORKER_BOOT_FAILED
     worker.handle_configure(first, parsed=parsed)
     return worker

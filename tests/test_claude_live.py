@@ -30,6 +30,7 @@ from tests.fixtures_claude import (
     send_turn,
     with_approvals,
 )
+from tests.fixtures_daemon import wait_for
 
 SAFETY = 30
 
@@ -664,24 +665,31 @@ async def test_what_the_warm_process_logs_between_turns_names_no_message(
 
 
 async def test_a_claude_started_ahead_serves_a_new_session_and_not_a_resumed_one(
-    runner: ClaudeSessionRunner, settings: Settings
+    tmp_path: Path, workdir: Path, fake_claude_env: dict[str, str], settings: Settings
 ) -> None:
-    """``prestart`` (the spare's): a new session's first message runs on the process
-    started ahead (its first turn); a message that resumes a session closes it and starts
-    its own."""
-    runner.prestart(settings)
-    first, run1 = await send(runner, settings, "one", None)  # (waits for the start)
-    assert isinstance(first, RunDone) and first.reply.endswith("last=one")
-    ahead = run1.pids[0]
-    runner.prestart(settings)  # one is warm already: nothing new is started
-    assert runner.warm_pid == ahead
-    await runner.close()
-    runner.prestart(settings)
-    await _wait(lambda: runner.warm_pid, "the claude started ahead")
-    ahead = runner.warm_pid
-    again, run2 = await send(runner, settings, "two", first.session_id)
-    assert isinstance(again, RunDone) and again.session_id == first.session_id
-    assert run2.pids[0] != ahead and not _alive(ahead)
+    """``prestart`` (the spare's): a new session's first message, sent while that start is
+    still under way, runs on the process started ahead (one process in all); a message
+    that resumes a session closes the one started ahead and starts its own."""
+    pids = tmp_path / "pids"
+    runner = ClaudeSessionRunner(
+        workdir, env={**fake_claude_env, "FAKE_CLAUDE_PIDFILE_DIR": str(pids)}
+    )
+    try:
+        runner.prestart(settings)
+        first, run1 = await send(runner, settings, "one", None)  # (waits for the start)
+        assert isinstance(first, RunDone) and first.reply.endswith("last=one")
+        assert [int(p.stem) for p in pids.glob("*.pid")] == run1.pids
+        runner.prestart(settings)  # one is warm already: nothing new is started
+        assert runner.warm_pid == run1.pids[0]
+        await runner.close()
+        runner.prestart(settings)
+        await wait_for(lambda: runner.warm_pid, "the claude started ahead", SAFETY)
+        ahead = runner.warm_pid
+        again, run2 = await send(runner, settings, "two", first.session_id)
+        assert isinstance(again, RunDone) and again.session_id == first.session_id
+        assert run2.pids[0] != ahead and not _alive(ahead)
+    finally:
+        await runner.close()
 
 
 async def test_closing_while_a_claude_starts_ahead_kills_it(
@@ -699,15 +707,8 @@ async def test_closing_while_a_claude_starts_ahead_kills_it(
     )
     runner = ClaudeSessionRunner(workdir, env=fake_claude_env)
     runner.prestart(mute_settings)
-    await _wait(lambda: pidfile.is_file() and pidfile.read_text().strip(), "the mute claude")
+    await wait_for(lambda: pidfile.is_file() and pidfile.read_text(), "the mute claude", SAFETY)
     pid = int(pidfile.read_text())
     assert _alive(pid) and runner.warm_pid == 0
     await asyncio.wait_for(runner.close(), SAFETY)
     assert not _alive(pid)
-
-
-async def _wait(predicate: Any, what: str) -> None:
-    async with asyncio.timeout(SAFETY):  # a safety-net poll, not a sleep standing in for it
-        while not predicate():
-            await asyncio.sleep(0.01)
-    assert predicate(), what

@@ -988,7 +988,7 @@ async def test_a_spare_configured_before_a_reload_runs_on_the_reloaded_settings(
     try:
         assert sup.pool is not None
         pool = sup.pool
-        await wait_for(lambda: _ready_spare(pool) and pool.spare.warm_pid, "a spare's claude")
+        await wait_for(lambda: _spare_with_claude(pool), "a spare's claude")
         spare = _ready_spare(pool)
         assert spare is not None and spare.settings_sent is pool.settings_wire
         old_claude = psutil.Process(spare.warm_pid)
