@@ -158,6 +158,32 @@ async def test_system_and_bot_and_empty_messages_are_ignored(fake_discord, dispa
     assert len(dispatcher.submissions) == 1
 
 
+async def test_the_bots_own_echo_never_becomes_a_message(fake_discord, dispatcher, frontend):
+    """The gateway echoes every reply the bot posts; it is dropped at its raw payload,
+    before discord.py builds a ``Message`` of it for ``_take`` to throw away."""
+    fake = fake_discord
+    authors: list[str] = []
+    take = frontend._take
+
+    def spy(message, *, from_gateway):
+        authors.append(str(message.author.id))
+        return take(message, from_gateway=from_gateway)
+
+    frontend._take = spy
+    dm = fake.dm_channel(fake.alice)
+    await fake.user_says(dm, "one")
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: one")
+    await fake.user_says(dm, "two")  # the gateway is ordered: the echo of "one" came first
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: two")
+    echoed = [
+        p
+        for p in fake._sent
+        if p["t"] == "MESSAGE_CREATE" and p["d"]["author"]["id"] == fake.bot["id"]
+    ]
+    assert len(echoed) >= 1  # (the fake did echo the reply)
+    assert authors == [fake.alice["id"], fake.alice["id"]]
+
+
 # ---- who may use it --------------------------------------------------------------------
 
 
