@@ -80,13 +80,19 @@ _SECRET_KEYS = frozenset({"token", "api", "api_key", "authorization", "password"
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: drop secret-named keys, scrub registered secret values."""
-    for key in list(event_dict):
+    """structlog processor: drop secret-named keys, scrub registered secret values (a
+    plain string or number, most fields, skips the generic walk: every line pays this)."""
+    for key, value in list(event_dict.items()):
         if key.lower() in _SECRET_KEYS:
             event_dict[key] = "[redacted]"
-        else:
-            event_dict[key] = map_strings(event_dict[key], scrub)
+        elif type(value) is str:
+            event_dict[key] = scrub(value)
+        elif not isinstance(value, _PLAIN_VALUES):
+            event_dict[key] = map_strings(value, scrub)
     return event_dict
+
+
+_PLAIN_VALUES = (int, float, type(None))  # (bool is an int)
 
 
 def _add_pid(
