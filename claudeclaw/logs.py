@@ -75,6 +75,7 @@ PRIORITIES: dict[str, int] = {
 }
 
 _SECRET_KEYS = frozenset({"token", "api", "api_key", "authorization", "password"})
+_PLAIN_VALUES = (int, float, type(None))  # nothing to scrub in them (bool is an int)
 
 
 def redact_secrets(
@@ -90,9 +91,6 @@ def redact_secrets(
         elif not isinstance(value, _PLAIN_VALUES):
             event_dict[key] = map_strings(value, scrub)
     return event_dict
-
-
-_PLAIN_VALUES = (int, float, type(None))  # (bool is an int)
 
 
 def _add_pid(

@@ -137,9 +137,8 @@ class _Client(discord.Client):
             return
 
         def parse_message_create(data: Any) -> None:
-            me = self._connection.user
             author = data.get("author") if isinstance(data, dict) else None
-            if me is not None and isinstance(author, dict) and author.get("id") == str(me.id):
+            if isinstance(author, dict) and author.get("id") == self.frontend._bot_id():
                 return
             parse(data)
 
