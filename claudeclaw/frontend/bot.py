@@ -31,7 +31,7 @@ from claudeclaw import ipc
 from claudeclaw.api import Dispatcher
 from claudeclaw.config import Settings
 from claudeclaw.errors import ClaudeclawError, ConfigError, DiscordLoginRejected
-from claudeclaw.frontend import outbound, wirejson
+from claudeclaw.frontend import outbound, ratelimits, wirejson
 from claudeclaw.frontend.announce import NoticePoster
 from claudeclaw.frontend.answers import AnswerPoster
 from claudeclaw.frontend.approvals import ApprovalPrompts
@@ -120,6 +120,7 @@ class _Client(discord.Client):
         super().__init__(**options)
         outbound.install(self.http)  # every text sent through REST passes the one scrub
         wirejson.install()  # Discord's JSON through orjson, falling back where it refuses
+        ratelimits.install(self.http)  # idle buckets swept every 30 s, not per new bucket
         self.frontend = frontend
         self.tree: app_commands.CommandTree[_Client] = app_commands.CommandTree(self)
         self._drop_own_echoes()
