@@ -136,6 +136,7 @@ class Recorded:
     path: str
     json: Any = None
     query: dict[str, str] = field(default_factory=dict)
+    transport: Any = field(default=None, compare=False, repr=False)  # the client's connection
 
 
 class FakeDiscord:
@@ -819,7 +820,7 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         body = await self._body(request)
-        record = Recorded(request.method, path, body, dict(request.query))
+        record = Recorded(request.method, path, body, dict(request.query), request.transport)
         self.requests.append(record)
         try:
             if path.startswith("/attachments/"):

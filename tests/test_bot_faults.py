@@ -100,6 +100,39 @@ async def test_a_hanging_typing_indicator_does_not_hold_up_the_reply(
     await answering
 
 
+async def test_a_typing_call_in_flight_at_the_reply_keeps_its_connection(
+    fake_discord, dispatcher, frontend
+):
+    """The run ends while its typing call waits for Discord: the call is let finish, not
+    cancelled, so its keep-alive connection stays open (cancelling closes it, and the next
+    call to Discord would open and TLS-handshake a new one)."""
+    fake = fake_discord
+    fake.typing_gate = asyncio.Event()
+    dm = fake.dm_channel(fake.alice)
+    typing_asked = asyncio.Event()
+    dispatcher.script = lambda key, prompt: [typing_asked]
+
+    async def answer_once_typing_is_asked() -> None:
+        await fake.wait_until(lambda: fake.typing[dm], what="the typing call")
+        typing_asked.set()
+
+    answering = asyncio.create_task(answer_once_typing_is_asked())
+    msg = await fake.user_says(dm, "quick one")
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: quick one")
+    await final_reactions(fake, msg["id"], "✅")
+    await answering
+    (call,) = [r for r in fake.requests if r.path.endswith("/typing")]
+    fake.typing_gate.set()
+    await fake.wait_until(
+        lambda: not [t for t in asyncio.all_tasks() if "RunFollower._typing" in repr(t.get_coro())],
+        what="the typing call answered",
+    )
+    dispatcher.script = lambda key, prompt: []
+    await fake.user_says(dm, "and another")  # a full round trip later
+    await fake.wait_for_message(dm, lambda m: m["content"] == "echo: and another")
+    assert not call.transport.is_closing()
+
+
 async def test_the_typing_indicator_is_renewed_while_claude_works_and_stops_with_the_reply(
     fake_discord, dispatcher, frontend, monkeypatch: pytest.MonkeyPatch
 ):

@@ -96,7 +96,7 @@ class RunFollower:
         self.client = client
         self.settings = settings
         self.delivery = delivery
-        self.tasks = TaskSet("discord-reactions")
+        self.tasks = TaskSet("discord-follow")  # reactions, typing
         self.queue_notice_after = QUEUE_NOTICE_AFTER_SECONDS
         self.acknowledge_within = ACKNOWLEDGE_WITHIN_SECONDS
         self._noticed: set[int] = set()  # channels showing a queue notice now
@@ -115,7 +115,6 @@ class RunFollower:
         stop = asyncio.Event()
         running = asyncio.Event()  # started or finished: a queue notice is moot
         helpers: list[asyncio.Task[None]] = []
-        typing: asyncio.Task[None] | None = None
         said_queued = False
         asked: list[str] = []  # approval requests waiting for a person
         final: RunDone | RunFailed | None = None
@@ -142,8 +141,8 @@ class RunFollower:
                     if not view.started:
                         view.started = time.monotonic()
                         await self.react(message, view, STEERED if event.steered else RUNNING)
-                        typing = asyncio.create_task(self._typing(message.channel))
-                        helpers.append(typing)
+                        # not a helper: the run's end never waits for its request
+                        self.tasks.start(self._typing(message.channel, stop), "typing")
                         helpers.append(
                             asyncio.create_task(self._progress(message.channel, view, stop))
                         )
@@ -172,8 +171,6 @@ class RunFollower:
             stop.set()
             running.set()
             _no_acknowledgement(view)  # its outcome is the reaction now
-            if typing is not None:  # never wait for its request: the reply ends it anyway
-                typing.cancel()
             if helpers:
                 await asyncio.gather(*helpers, return_exceptions=True)
             closer = getattr(stream, "aclose", None)
@@ -202,13 +199,16 @@ class RunFollower:
         finally:
             self._noticed.discard(channel_id)
 
-    async def _typing(self, channel: discord.abc.Messageable) -> None:
-        """The typing indicator until the run ends; :meth:`follow` cancels it then, also
-        while its first request still waits for Discord (the reply ends it anyway)."""
+    async def _typing(self, channel: discord.abc.Messageable, stop: asyncio.Event) -> None:
+        """The typing indicator until the run ends (``stop``). A request already sent is
+        let finish, not cancelled: that would close its keep-alive connection to Discord,
+        and the next call would open (and TLS-handshake) a new one. The reply ends the
+        indicator anyway."""
         try:
-            while True:  # until cancelled
+            while not stop.is_set():
                 await channel.typing()  # (awaited, not a context: one call, no 5 s loop)
-                await asyncio.sleep(TYPING_REFRESH_SECONDS)
+                if await _wait(stop, TYPING_REFRESH_SECONDS):
+                    return
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             log.debug("discord.typing_failed", error=type(exc).__name__)
 
