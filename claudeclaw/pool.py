@@ -309,7 +309,7 @@ class WorkerPool:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; running runs get ``grace`` s to finish; then nothing of ours runs."""
         self.closing = True
-        spare = self._drop_spare("stopping")
+        spare = self._drop_spare("stopping", gently=True)
         for handle in list(self.blocked):
             self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
         self.blocked.clear()
@@ -334,10 +334,11 @@ class WorkerPool:
             )
             for fut in late:
                 fut.cancel()
-        for handle in self.live_handles():
+        stopping = [*self.live_handles(), *([spare] if spare is not None else [])]
+        for handle in stopping:
             if handle.process is not None and handle.process.returncode is None:
                 self._kill(handle, "did not stop within the grace period")
-        leftovers = [h.exited.wait() for h in self.live_handles() if h.process is not None]
+        leftovers = [h.exited.wait() for h in stopping if h.process is not None]
         if leftovers:
             await asyncio.wait([asyncio.ensure_future(w) for w in leftovers], timeout=5)
         if self._server is not None:
@@ -644,15 +645,23 @@ class WorkerPool:
         self.spare = handle
         self._configure(handle)  # no key yet; the settings only if they changed
 
-    def _drop_spare(self, why: str) -> WorkerHandle | None:
-        """End the spare (it holds nothing); returns it so a caller can await its exit."""
+    def _drop_spare(self, why: str, *, gently: bool = False) -> WorkerHandle | None:
+        """End the spare (it holds nothing); returns it so a caller can await its exit.
+        ``gently``: SIGTERM, on which it closes the ``claude`` it started ahead and exits
+        (a normal stop is no reason for a warning, nor for a SIGKILLed ``claude``);
+        otherwise SIGKILL."""
         if self._refill_timer is not None:
             self._refill_timer.cancel()
             self._refill_timer = None
         spare, self.spare = self.spare, None
         if spare is not None:
             spare.state = "stopping"
-            if spare.process is not None:
+            process = spare.process
+            if process is not None and gently and process.returncode is None:
+                log.info("worker.spare_stopped", worker_pid=spare.pid, why=why)
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+            elif process is not None:
                 self._kill(spare, why)
         return spare
 

@@ -757,6 +757,29 @@ async def test_a_spare_killed_with_its_frozen_claude_leaves_no_claude_behind(
     await wait_for(lambda: _spare_with_claude(pool, spare.pid), "a new spare with its claude")
 
 
+async def test_a_stop_ends_the_spare_and_its_claude_gently_without_a_warning(
+    make_project: ProjectFactory,
+    start_supervisor: SupervisorStarter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A normal stop while the spare holds the claude it started ahead (frozen). Result:
+    the spare is sent SIGTERM, on which it closes that claude itself and exits; the stop
+    logs it at info, with no ``worker.killed`` or ``claude.warm_killed`` warning, and no
+    claude is left."""
+    daemon, _pool, spare = await _daemon_with_a_spares_claude(
+        make_project, start_supervisor, monkeypatch
+    )
+    ahead = psutil.Process(spare.warm_pid)
+    assert spare.process is not None
+    with capture_logs() as logs:
+        await daemon.shutdown()
+    assert spare.process.returncode == -signal.SIGTERM  # re-raised once its claude closed
+    assert not ahead.is_running() or ahead.status() == psutil.STATUS_ZOMBIE
+    warnings = [e["event"] for e in logs if e["log_level"] in ("warning", "error")]
+    assert warnings == []
+    assert [e["worker_pid"] for e in logs if e["event"] == "worker.spare_stopped"] == [spare.pid]
+
+
 async def test_with_prestart_claude_off_a_new_keys_claude_starts_with_its_message(
     make_project: ProjectFactory, start_supervisor: SupervisorStarter
 ) -> None:
