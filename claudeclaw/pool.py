@@ -309,7 +309,14 @@ class WorkerPool:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; running runs get ``grace`` s to finish; then nothing of ours runs."""
         self.closing = True
-        spare = self._drop_spare("stopping", gently=True)
+        spare = self._detach_spare()
+        spares = [spare] if spare is not None else []
+        if spare is not None and spare.process is not None and spare.process.returncode is None:
+            # it holds nothing: on SIGTERM it closes the claude it started ahead and exits
+            # (a normal stop is no reason for a warning, nor for a SIGKILLed claude)
+            log.info("worker.spare_stopped", worker_pid=spare.pid)
+            with contextlib.suppress(ProcessLookupError):
+                spare.process.send_signal(signal.SIGTERM)
         for handle in list(self.blocked):
             self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
         self.blocked.clear()
@@ -324,9 +331,7 @@ class WorkerPool:
             elif handle.process is not None:
                 self._kill(handle, "stopping before it said hello")
             handle.state = "stopping"
-        if spare is not None:
-            handles.append(spare)
-        waits = [h.exited.wait() for h in handles if h.process is not None]
+        waits = [h.exited.wait() for h in [*handles, *spares] if h.process is not None]
         kill_grace = self.settings.runner.kill_grace_seconds
         if waits:
             _done, late = await asyncio.wait(
@@ -334,7 +339,7 @@ class WorkerPool:
             )
             for fut in late:
                 fut.cancel()
-        stopping = [*self.live_handles(), *([spare] if spare is not None else [])]
+        stopping = [*self.live_handles(), *spares]
         for handle in stopping:
             if handle.process is not None and handle.process.returncode is None:
                 self._kill(handle, "did not stop within the grace period")
@@ -645,24 +650,22 @@ class WorkerPool:
         self.spare = handle
         self._configure(handle)  # no key yet; the settings only if they changed
 
-    def _drop_spare(self, why: str, *, gently: bool = False) -> WorkerHandle | None:
-        """End the spare (it holds nothing); returns it so a caller can await its exit.
-        ``gently``: SIGTERM, on which it closes the ``claude`` it started ahead and exits
-        (a normal stop is no reason for a warning, nor for a SIGKILLed ``claude``);
-        otherwise SIGKILL."""
+    def _detach_spare(self) -> WorkerHandle | None:
+        """The spare, no longer the pool's (and no next one due); the caller ends it."""
         if self._refill_timer is not None:
             self._refill_timer.cancel()
             self._refill_timer = None
         spare, self.spare = self.spare, None
         if spare is not None:
             spare.state = "stopping"
-            process = spare.process
-            if process is not None and gently and process.returncode is None:
-                log.info("worker.spare_stopped", worker_pid=spare.pid, why=why)
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-            elif process is not None:
-                self._kill(spare, why)
+        return spare
+
+    def _drop_spare(self, why: str) -> WorkerHandle | None:
+        """End the spare (it holds nothing) at once; returns it so a caller can await its
+        exit."""
+        spare = self._detach_spare()
+        if spare is not None and spare.process is not None:
+            self._kill(spare, why)
         return spare
 
     def _idle_workers(self) -> list[WorkerHandle]:

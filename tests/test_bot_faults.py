@@ -102,7 +102,7 @@ async def test_a_hanging_typing_call_neither_holds_up_the_reply_nor_loses_its_co
     (call,) = [r for r in fake.requests if r.path.endswith("/typing")]
     fake.typing_gate.set()
     await fake.wait_until(
-        lambda: not [t for t in asyncio.all_tasks() if "RunFollower._typing" in repr(t.get_coro())],
+        lambda: not frontend.follower.tasks.named("typing"),
         what="the typing call answered",
     )
     dispatcher.script = lambda key, prompt: []
@@ -131,7 +131,7 @@ async def test_the_typing_indicator_is_renewed_while_claude_works_and_stops_with
     await fake.wait_for_message(dm, lambda m: m["content"] == "echo: take your time")
     await final_reactions(fake, msg["id"], "✅")
     await answering
-    renewing = [t for t in asyncio.all_tasks() if "RunFollower._typing" in repr(t.get_coro())]
+    renewing = frontend.follower.tasks.named("typing")
     assert renewing == []  # ended with the run, not left to call every 8 s
 
 
