@@ -309,14 +309,8 @@ class WorkerPool:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; running runs get ``grace`` s to finish; then nothing of ours runs."""
         self.closing = True
-        spare = self._detach_spare()
+        spare = self._stop_spare()
         spares = [spare] if spare is not None else []
-        if spare is not None and spare.process is not None and spare.process.returncode is None:
-            # it holds nothing: on SIGTERM it closes the claude it started ahead and exits
-            # (a normal stop is no reason for a warning, nor for a SIGKILLed claude)
-            log.info("worker.spare_stopped", worker_pid=spare.pid)
-            with contextlib.suppress(ProcessLookupError):
-                spare.process.send_signal(signal.SIGTERM)
         for handle in list(self.blocked):
             self._fail_all(handle, "shutdown", "claudeclaw is stopping; send it again.")
         self.blocked.clear()
@@ -658,6 +652,17 @@ class WorkerPool:
         spare, self.spare = self.spare, None
         if spare is not None:
             spare.state = "stopping"
+        return spare
+
+    def _stop_spare(self) -> WorkerHandle | None:
+        """End the spare gently (a stop): it holds nothing, and on SIGTERM it closes the
+        ``claude`` it started ahead and exits, so a normal stop logs no warning and kills no
+        ``claude``. Returns it so a caller can await its exit (and kill it past a grace)."""
+        spare = self._detach_spare()
+        if spare is not None and spare.process is not None and spare.process.returncode is None:
+            log.info("worker.spare_stopped", worker_pid=spare.pid)
+            with contextlib.suppress(ProcessLookupError):
+                spare.process.send_signal(signal.SIGTERM)
         return spare
 
     def _drop_spare(self, why: str) -> WorkerHandle | None:
